@@ -1,0 +1,53 @@
+"""Shared fixtures: a small real-text corpus, a private cache, a tiny trained run."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def corpus_dir(tmp_path_factory) -> Path:
+    """40 documents of real English prose (Python's own help topics), ~1 MB."""
+    from pydoc_data.topics import topics
+
+    root = tmp_path_factory.mktemp("corpus")
+    for i, key in enumerate(sorted(topics)[:40]):
+        (root / f"{i:02d}-{key}.txt").write_text(topics[key], encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+def tiny_config(corpus_dir: Path, cache_dir: Path, **train):
+    from stlm.config import DataConfig, OptimConfig, RunConfig, RuntimeConfig, TrainConfig
+
+    settings = dict(steps=8, batch_size=4, eval_every=0, save_every=0, log_every=2, eval_tokens=2048)
+    settings.update(train)
+    return RunConfig(
+        model="decoder-tiny",
+        data=DataConfig(source=str(corpus_dir), seq_len=64, cache_dir=str(cache_dir)),
+        optim=OptimConfig(lr=3e-3, warmup_steps=2),
+        train=TrainConfig(**settings),
+        runtime=RuntimeConfig(device="cpu", precision="fp32"),
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, corpus_dir, cache_dir) -> Path:
+    """A decoder-tiny run trained for a few steps; shared by evaluate/generate tests."""
+    from stlm.training.loop import train
+
+    run = tmp_path_factory.mktemp("runs") / "tiny"
+    train(tiny_config(corpus_dir, cache_dir), run, progress=False)
+    return run
