@@ -1,0 +1,259 @@
+"""Tokenize a corpus once into memory-mapped token shards, cached on disk.
+
+Packing format (the loss and evaluation code rely on it): every document
+becomes `[BOS] + tokens + [EOS]` and the documents of a split are
+concatenated into one flat uint16 array. With the byte tokenizer the tokens
+are the document's UTF-8 bytes.
+
+Cache layout, under `<cache_dir>/tokens/<key>/`:
+
+    train.bin   uint16 tokens, native byte order, no header (np.memmap)
+    val.bin     the same for the validation split
+    meta.json   counts per split, corpus spec and fingerprint, tokenizer
+
+`key` hashes everything the bytes depend on: the corpus fingerprint, the
+tokenizer's name and vocabulary size, the split fraction and seed, and the
+packing format version. A cache folder is built under a hidden temporary
+name, flushed to disk, and renamed into place in one step; a folder under
+its real name is therefore always complete, and a crash leaves only a hidden
+`.<key>.tmp-*` folder that is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import numpy as np
+
+from stlm.data.download import cache_root
+from stlm.data.sources import corpus_fingerprint, load_documents
+from stlm.data.split import split_documents
+from stlm.errors import UserError
+from stlm.tokenizers.byte import ByteTokenizer
+
+FORMAT_VERSION = 1
+TOKEN_DTYPE = np.uint16
+SPLITS = ("train", "val")
+# Tokens gathered in memory before one write: large writes, bounded memory.
+_WRITE_TOKENS = 1 << 23
+
+
+class _Tokenizer(Protocol):
+    """What packing needs from a tokenizer."""
+
+    name: str
+    vocab_size: int
+    bos_id: int
+    eos_id: int
+
+    def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]: ...
+
+    def to_dict(self) -> dict: ...
+
+
+@dataclass
+class PreparedData:
+    """A tokenized, split corpus. `train` and `val` are read-only uint16 memmaps."""
+
+    train: np.ndarray
+    val: np.ndarray
+    meta: dict[str, Any]
+    path: Path
+
+
+def prepare_data(
+    spec: str,
+    tokenizer: _Tokenizer,
+    *,
+    cache_dir: str | Path | None,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+    text_field: str = "text",
+    progress: bool = True,
+) -> PreparedData:
+    """Load, split and tokenize `spec`, or reuse the cached result.
+
+    The corpus is always loaded (its fingerprint is part of the cache key, so
+    an edited file is noticed); tokenizing and writing happen only once.
+    """
+    if tokenizer.vocab_size > np.iinfo(TOKEN_DTYPE).max + 1:
+        raise UserError(
+            f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens; token shards "
+            f"are uint16 and hold at most 65536: choose a smaller vocabulary"
+        )
+    docs = load_documents(spec, text_field=text_field, cache_dir=cache_dir)
+    fingerprint = corpus_fingerprint(docs)
+    key = cache_key(fingerprint, tokenizer, val_fraction=val_fraction, seed=seed)
+    tokens_dir = cache_root(cache_dir) / "tokens"
+    final = tokens_dir / key
+    if not (final / "meta.json").is_file():
+        train, val = split_documents(docs, val_fraction=val_fraction, seed=seed)
+        meta = {
+            "format": FORMAT_VERSION,
+            "key": key,
+            "spec": spec,
+            "text_field": text_field,
+            "fingerprint": fingerprint,
+            "corpus_documents": len(docs),
+            "tokenizer": tokenizer.to_dict(),
+            "dtype": np.dtype(TOKEN_DTYPE).name,
+            "val_fraction": val_fraction,
+            "seed": seed,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        _write_cache(final, {"train": train, "val": val}, tokenizer, meta, progress=progress)
+    return load_prepared(final)
+
+
+def cache_key(fingerprint: str, tokenizer: _Tokenizer, *, val_fraction: float, seed: int) -> str:
+    """Names the cache folder: a hash of everything the token files depend on."""
+    parts = {
+        "format": FORMAT_VERSION,
+        "fingerprint": fingerprint,
+        "tokenizer": [tokenizer.name, tokenizer.vocab_size],
+        "val_fraction": float(val_fraction),
+        "seed": int(seed),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def load_prepared(path: str | Path) -> PreparedData:
+    """Open a cache folder written by `prepare_data`, checking it is whole."""
+    path = Path(path)
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read token cache {path}/meta.json ({exc}): delete {path} and rerun") from None
+    if meta.get("format") != FORMAT_VERSION:
+        raise UserError(
+            f"token cache {path} has format {meta.get('format')}, this stlm writes "
+            f"{FORMAT_VERSION}: delete {path} and rerun"
+        )
+    arrays = {}
+    for split in SPLITS:
+        file = path / f"{split}.bin"
+        expected = meta[split]["tokens"] * np.dtype(TOKEN_DTYPE).itemsize
+        size = file.stat().st_size if file.is_file() else -1
+        if size != expected:
+            raise UserError(
+                f"token cache file {file} is damaged ({size} bytes, expected {expected}): "
+                f"delete {path} and rerun"
+            )
+        arrays[split] = np.memmap(file, dtype=TOKEN_DTYPE, mode="r")
+    return PreparedData(train=arrays["train"], val=arrays["val"], meta=meta, path=path)
+
+
+def encode_document(text: str, tokenizer: _Tokenizer) -> np.ndarray:
+    """`[BOS] + tokens + [EOS]` for one document, as uint16."""
+    return _pack(text, tokenizer)[0]
+
+
+def _pack(text: str, tokenizer: _Tokenizer) -> tuple[np.ndarray, int]:
+    """(packed ids, UTF-8 byte count) of one document."""
+    data = text.encode("utf-8")
+    if isinstance(tokenizer, ByteTokenizer):
+        # Bytes are their own ids: one C-level copy instead of a Python list.
+        out = np.empty(len(data) + 2, dtype=TOKEN_DTYPE)
+        out[0] = tokenizer.bos_id
+        out[1:-1] = np.frombuffer(data, dtype=np.uint8)
+        out[-1] = tokenizer.eos_id
+        return out, len(data)
+    ids = np.asarray(tokenizer.encode(text, bos=True, eos=True), dtype=TOKEN_DTYPE)
+    return ids, len(data)
+
+
+def unigram_bits_per_byte(tokens: np.ndarray) -> float:
+    """Order-0 entropy, in bits, of the byte ids (0..255) in `tokens`.
+
+    The cost per byte of a model that knows only byte frequencies: the floor
+    any trained byte model should beat. Ids above 255 (BOS, EOS, ...) are
+    ignored. Meaningful for byte-tokenized data only.
+    """
+    counts = np.zeros(256, dtype=np.int64)
+    chunk = 1 << 24  # bincount widens to int64: count a memmap piece by piece
+    for start in range(0, len(tokens), chunk):
+        piece = np.asarray(tokens[start : start + chunk])
+        counts += np.bincount(piece, minlength=256)[:256]
+    total = counts.sum()
+    if total == 0:
+        raise ValueError("no byte tokens (ids 0..255) to measure")
+    p = counts[counts > 0] / total
+    return float(-(p * np.log2(p)).sum())
+
+
+def _write_cache(
+    final: Path,
+    splits: dict[str, Sequence[str]],
+    tokenizer: _Tokenizer,
+    meta: dict[str, Any],
+    *,
+    progress: bool,
+) -> None:
+    from tqdm import tqdm
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    try:
+        n_docs = sum(len(docs) for docs in splits.values())
+        with tqdm(total=n_docs, unit="doc", desc="tokenizing", disable=not progress) as bar:
+            for split, docs in splits.items():
+                with open(tmp / f"{split}.bin", "wb") as out:
+                    meta[split] = _write_tokens(out, docs, tokenizer, bar)
+                    out.flush()
+                    os.fsync(out.fileno())
+        with open(tmp / "meta.json", "w", encoding="utf-8") as out:
+            json.dump(meta, out, indent=2)
+            out.write("\n")
+            out.flush()
+            os.fsync(out.fileno())
+        _fsync_dir(tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a cache may be shared
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process (say, another rank) finished the same cache first;
+            # its folder is just as good. Anything else is a real error.
+            if not (final / "meta.json").is_file():
+                raise
+        _fsync_dir(final.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_tokens(out: BinaryIO, docs: Sequence[str], tokenizer: _Tokenizer, bar: Any) -> dict[str, int]:
+    """Packs `docs` into `out`; returns document, token and UTF-8 byte counts."""
+    n_tokens = n_bytes = 0
+    buffer: list[np.ndarray] = []
+    buffered = 0
+    for doc in docs:
+        ids, size = _pack(doc, tokenizer)
+        buffer.append(ids)
+        buffered += len(ids)
+        n_tokens += len(ids)
+        n_bytes += size
+        if buffered >= _WRITE_TOKENS:
+            out.write(np.concatenate(buffer).tobytes())
+            buffer, buffered = [], 0
+        bar.update(1)
+    if buffer:
+        out.write(np.concatenate(buffer).tobytes())
+    return {"documents": len(docs), "tokens": n_tokens, "bytes": n_bytes}
+
+
+def _fsync_dir(path: Path) -> None:
+    # Makes the rename itself durable; not possible (nor needed) on Windows.
+    if os.name == "posix":
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
