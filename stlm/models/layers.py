@@ -1,0 +1,213 @@
+"""Shared building blocks of the model families: norm, rotary, gated MLP, attention.
+
+Only primitives that more than one family uses live here; a family's key idea
+(pooling, relative position buckets) lives in that family's own files. All
+linear layers are bias-free, as in PaLM and Llama: biases add parameters,
+optimizer state and extra elementwise passes for no reported gain.
+
+Shape notation: B batch, T tokens, D width, H heads, Dh = D / H (per-head width),
+F feed-forward hidden width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned gain and no bias or mean subtraction.
+
+    Computed in fp32 whatever the input dtype: a mean of squares over a wide
+    row accumulated with bf16's 8-bit mantissa is visibly off, and the norm is
+    cheap next to the matmuls around it. The result is cast back so the caller's dtype is kept.
+    """
+
+    def __init__(self, d_model: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d_model))
+
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return y.to(x.dtype)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoFormer) in the half-split layout.
+
+    Dimension i of a head is rotated together with dimension i + Dh/2 (the
+    GPT-NeoX / Llama layout) rather than interleaved pairs: two contiguous
+    halves are plain slices, with no gather of every other element.
+
+    cos/sin tables for every position up to `max_seq_len` are computed once.
+    They are non-persistent buffers: they follow `.to(device)` but stay out of
+    the state dict, since they are a pure function of the config. After a model
+    built on the meta device is materialised, `reset_parameters` refills them.
+    """
+
+    def __init__(self, d_head: int, max_seq_len: int, theta: float = 10000.0) -> None:
+        super().__init__()
+        if d_head % 2:
+            raise ValueError(f"rotary embedding needs an even head width, got {d_head}")
+        self.d_head = d_head
+        self.max_seq_len = max_seq_len
+        self.theta = theta
+        self.register_buffer("cos", torch.empty(max_seq_len, d_head // 2), persistent=False)
+        self.register_buffer("sin", torch.empty(max_seq_len, d_head // 2), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # Tables in fp32 always: bf16 angles at position ~1000 are off by whole radians.
+        device = self.cos.device
+        half = self.d_head // 2
+        inv_freq = self.theta ** -(torch.arange(half, device=device, dtype=torch.float32) / half)  # (Dh/2,)
+        positions = torch.arange(self.max_seq_len, device=device, dtype=torch.float32)  # (T_max,)
+        angles = torch.outer(positions, inv_freq)  # (T_max, Dh/2)
+        self.cos = angles.cos()
+        self.sin = angles.sin()
+
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Rotate x (B, T, H, Dh) as if its first token sat at position `offset`.
+
+        The offset is what makes cached decoding right: a token appended to a
+        cache of length n is rotated for position n, not position 0.
+        """
+        t = x.shape[1]
+        if offset + t > self.max_seq_len:
+            raise ValueError(f"positions {offset}..{offset + t - 1} exceed max_seq_len {self.max_seq_len}")
+        # Cast to x's dtype so bf16 activations are not promoted to fp32 by the multiply.
+        cos = self.cos[offset : offset + t, None, :].to(x.dtype)  # (T, 1, Dh/2), broadcast over B and H
+        sin = self.sin[offset : offset + t, None, :].to(x.dtype)  # (T, 1, Dh/2)
+        x1, x2 = x.chunk(2, dim=-1)  # (B, T, H, Dh/2) each
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, T, H, Dh)
+
+
+class SwiGLU(nn.Module):
+    """Gated feed-forward: down(silu(gate(x)) * up(x)) (Shazeer 2020).
+
+    Gate and up projections are one (D, 2F) matmul: one kernel call instead of
+    two, which matters on CPU where small matmuls are overhead-bound.
+    """
+
+    def __init__(self, d_model: int, d_ff: int) -> None:
+        super().__init__()
+        self.gate_up = nn.Linear(d_model, 2 * d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (B, T, 2F) -> (B, T, F) each
+        return self.down(F.silu(gate) * up)  # (B, T, D)
+
+
+class KVCache:
+    """Keys and values of every layer, preallocated for `max_len` positions.
+
+    Plain tensors and a length, nothing hidden: layer i's keys live in
+    `k[i][:, :, :length]`, shape (B, H, max_len, Dh). Attention writes the new
+    keys and values of a forward call at [length : length + T]; the model calls
+    `advance(T)` once after all layers have written, so every layer of one call
+    sees the same start position.
+    """
+
+    def __init__(
+        self,
+        n_layers: int,
+        batch_size: int,
+        n_heads: int,
+        max_len: int,
+        d_head: int,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        shape = (batch_size, n_heads, max_len, d_head)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(n_layers)]
+        self.length = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.k[0].shape[0]
+
+    @property
+    def max_len(self) -> int:
+        return self.k[0].shape[2]
+
+    def store(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, H, T, Dh) at the current position; return keys and values so far.
+
+        The returned views are (B, H, length + T, Dh) and in the dtype of k:
+        a cache allocated in fp32 still works under bf16 autocast, just slower.
+        """
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {start} cached + {k.shape[2]} new > max_len {self.max_len}")
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end].to(k.dtype), self.v[layer][:, :, :end].to(v.dtype)
+
+    def advance(self, n: int) -> None:
+        """Mark n more positions as filled (after every layer has stored them)."""
+        self.length += n
+
+    def reset(self) -> None:
+        """Forget the cached positions; the buffers are reused as they are."""
+        self.length = 0
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention with rotary positions and an optional KV cache.
+
+    One fused (D, 3D) projection produces q, k and v; the softmax attention
+    itself is `scaled_dot_product_attention`, which picks a fused kernel
+    (flash on CUDA and on CPU) when it can.
+    """
+
+    def __init__(self, d_model: int, n_heads: int) -> None:
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        rotary: RotaryEmbedding,
+        cache: KVCache | None = None,
+        layer: int = 0,
+    ) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, D). With a cache, x holds the T tokens after the cached ones."""
+        b, t, d = x.shape
+        pos = cache.length if cache is not None else 0
+        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head)  # (B, T, 3D) -> (B, T, 3, H, Dh)
+        q, k, v = qkv.unbind(dim=2)  # (B, T, H, Dh) each
+        q = rotary(q, offset=pos).transpose(1, 2)  # (B, T, H, Dh) -> (B, H, T, Dh)
+        k = rotary(k, offset=pos).transpose(1, 2)  # (B, H, T, Dh)
+        v = v.transpose(1, 2)  # (B, H, T, Dh)
+        if cache is not None:
+            k, v = cache.store(layer, k, v)  # (B, H, pos + T, Dh) each
+
+        if pos == 0:
+            # No cached keys: queries and keys are the same positions, the plain causal case.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
+        elif t == 1:
+            # One new token may see every cached position and itself: no mask at all.
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:
+            # A chunk after a cache: query i sits at absolute position pos + i and
+            # may see keys 0..pos + i. SDPA's is_causal aligns the triangle to the
+            # top-left (query i sees keys 0..i), which is wrong here, so the mask
+            # is spelled out, aligned to the bottom-right.
+            mask = torch.ones(t, pos + t, dtype=torch.bool, device=x.device).tril(diagonal=pos)  # (T, pos + T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).reshape(b, t, d)  # (B, H, T, Dh) -> (B, T, H, Dh) -> (B, T, D)
+        return self.out(y)
+
