@@ -1,0 +1,212 @@
+"""Typed run configuration: what to train, on what, how, and where.
+
+Config flows one way: recipe file (TOML or JSON) and CLI flags -> `RunConfig`
+-> the registry resolves the model preset -> model -> runtime -> training loop.
+The fully resolved config (including the model's own config) is written next
+to every output and stored in every checkpoint.
+
+Every section is a flat dataclass of plain values so a recipe is readable data:
+
+    model = "decoder-tiny"
+    [data]
+    source = "pydocs"
+    seq_len = 256
+    [optim]
+    lr = 3e-3
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stlm.errors import UserError
+
+SCHEDULES = ("cosine", "wsd", "constant")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class DataConfig:
+    source: str = "pydocs"  # built-in corpus name, a path, or hf:NAME[:CONFIG]
+    text_field: str = "text"  # JSONL / HF field holding the text
+    val_fraction: float = 0.05
+    split_seed: int = 0
+    seq_len: int = 256
+    cache_dir: str | None = None  # None: the user cache directory
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
+        _check(self.seq_len >= 2, "data.seq_len must be at least 2")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
+    weight_decay: float = 0.1  # applied to matrices only (ndim >= 2)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
+    warmup_steps: int = 100
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr must be positive")
+        _check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]")
+        _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
+        _check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "optim betas must be in [0, 1)")
+        _check(self.grad_clip >= 0, "optim.grad_clip must be >= 0 (0 disables clipping)")
+        _check(self.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _check(0.0 < self.decay_fraction <= 1.0, "optim.decay_fraction must be in (0, 1]")
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    seed: int = 0  # model init and data order
+    log_every: int = 10
+    eval_every: int = 250  # 0: only at the end
+    eval_tokens: int = 131072  # validation tokens scored at each periodic evaluation
+    save_every: int = 500  # 0: only at the end
+    keep_checkpoints: int = 2  # the newest K complete checkpoints are kept
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_tokens", "keep_checkpoints"):
+            _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        _check(self.eval_every >= 0 and self.save_every >= 0, "train.eval_every and train.save_every must be >= 0")
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16
+    threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+
+    def __post_init__(self) -> None:
+        _check(self.precision in PRECISIONS, f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(self.threads >= 0, "runtime.threads must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    model: str = "decoder-tiny"  # a preset name from `stlm models`
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """Build a run config from plain data, naming any unknown key or bad value."""
+        if not isinstance(raw, dict):
+            raise UserError(f"{source}: expected a table of settings, got {type(raw).__name__}")
+        return _build(cls, raw, source, prefix="")
+
+    def with_overrides(self, overrides: dict[str, Any], *, source: str = "command line") -> RunConfig:
+        """A copy with dotted keys (`optim.lr`, `model`) replaced."""
+        merged = self.to_dict()
+        for dotted, value in overrides.items():
+            section, _, key = dotted.rpartition(".")
+            target = merged
+            if section:
+                if section not in merged or not isinstance(merged[section], dict):
+                    raise UserError(f"{source}: unknown setting {dotted!r} (sections: {', '.join(_sections())})")
+                target = merged[section]
+            if key not in target:
+                raise UserError(f"{source}: unknown setting {dotted!r}")
+            target[key] = value
+        return RunConfig.from_dict(merged, source=source)
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.default_factory)]  # type: ignore[arg-type]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise UserError(message)
+
+
+def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        names = ", ".join(prefix + k for k in unknown)
+        raise UserError(f"{source}: unknown setting(s) {names}; valid here: {', '.join(prefix + k for k in fields)}")
+    kwargs = {}
+    for name, value in raw.items():
+        hint = hints[name]
+        key = prefix + name
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: {key} must be a table of settings, got {value!r}")
+            kwargs[name] = _build(hint, value, source, prefix=key + ".")
+        else:
+            kwargs[name] = _coerce(value, hint, key, source)
+    try:
+        return cls(**kwargs)
+    except UserError as exc:
+        raise UserError(f"{source}: {exc}") from None
+
+
+def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check a value against a simple type hint; accept ints for floats and strings from the CLI."""
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if type(None) in allowed and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
+        return None
+    if isinstance(value, str) and str not in allowed:
+        for kind in allowed:
+            if kind in (int, float):
+                try:
+                    return kind(value)
+                except ValueError:
+                    pass
+            if kind is bool and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+    for kind in allowed:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if kind in (str, bool) and isinstance(value, kind):
+            return value
+    wanted = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise UserError(f"{source}: {key} must be {wanted}, got {value!r}")
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a recipe (.toml or .json) into a `RunConfig`; errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist")
+    if path.suffix not in (".toml", ".json"):
+        raise UserError(f"config file {path} must end in .toml or .json")
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix == ".json":
+            raw = json.loads(text)
+        else:
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
+            raw = tomllib.loads(text)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSON and TOML decode errors are ValueErrors
+        raise UserError(f"config file {path} is malformed: {exc}") from None
+    return RunConfig.from_dict(raw, source=str(path))

@@ -1,0 +1,124 @@
+"""Bits per byte of a causal model over a token stream, with a sliding window.
+
+BPB = (sum of next-unit negative log-likelihoods, in nats) / (ln 2 x UTF-8 bytes).
+Only targets that are bytes count, in the sum and in the denominator: BOS, EOS
+and padding add no bytes and are not scored. The first id of the stream (BOS)
+is context only.
+
+Long streams are scored by windows of `context` ids moved by `stride`:
+
+    stream   s0 s1 s2 s3 s4 s5 s6 s7 s8 s9          context 4, stride 2
+    window0  [s0 s1 s2 s3] -> scores targets s1..s4
+    window1        [s2 s3 s4 s5] -> scores s5 s6  (s3, s4 already scored)
+    window2              [s4 s5 s6 s7] -> scores s7 s8
+    ...
+
+Every target is scored exactly once; after the first window each one sees at
+least context - stride ids of history. stride == context is the cheap,
+non-overlapping setting; a smaller stride gives more context and lower BPB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+N_BYTE_IDS = 256  # ids below this are bytes in every byte tokenizer of stlm
+
+
+@dataclass(frozen=True)
+class BPBResult:
+    bits_per_byte: float
+    nats: float  # summed negative log-likelihood of the scored bytes
+    n_bytes: int  # UTF-8 bytes scored (the denominator)
+    context: int
+    stride: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def window_plan(n_ids: int, context: int, stride: int) -> list[tuple[int, int, int]]:
+    """Windows as (start, end, first_scored_target) over a stream of n_ids.
+
+    A window feeds ids [start, end) and predicts targets start+1 .. end; targets
+    before `first_scored_target` were scored by an earlier window.
+    """
+    if not 1 <= stride <= context:
+        raise ValueError(f"stride must be in [1, context={context}], got {stride}")
+    plan, start, scored_up_to = [], 0, 0  # targets 1..scored_up_to are done
+    while scored_up_to < n_ids - 1:
+        end = min(start + context, n_ids - 1)
+        plan.append((start, end, scored_up_to + 1))
+        scored_up_to = end
+        start += stride
+    return plan
+
+
+@torch.inference_mode()
+def bits_per_byte(
+    model: torch.nn.Module,
+    stream: np.ndarray | torch.Tensor,
+    *,
+    context: int,
+    stride: int | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    autocast: contextlib.AbstractContextManager | None = None,
+    progress: bool = False,
+) -> BPBResult:
+    """Score a 1-D id stream (e.g. BOS + bytes, or a packed corpus split)."""
+    stride = context if stride is None else stride
+    ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
+    if ids.ndim != 1 or ids.numel() < 2:
+        raise ValueError("need a 1-D stream of at least 2 ids to score")
+    plan = window_plan(ids.numel(), context, stride)
+    was_training = model.training
+    model.eval()
+    total_nats = torch.zeros((), dtype=torch.float64)
+    n_bytes = 0
+    batches = [plan[i : i + batch_size] for i in range(0, len(plan), batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="bpb", unit="batch", leave=False)
+    try:
+        for batch in batches:
+            width = max(end - start for start, end, _ in batch)
+            inputs = torch.full((len(batch), width), 0, dtype=torch.long)
+            targets = torch.full((len(batch), width), -1, dtype=torch.long)  # -1: not scored
+            for row, (start, end, first) in enumerate(batch):
+                length = end - start
+                inputs[row, :length] = ids[start:end]
+                window_targets = ids[start + 1 : end + 1].clone()  # (length,)
+                skip = first - (start + 1)  # targets already scored by an earlier window
+                window_targets[:skip] = -1
+                window_targets[window_targets >= N_BYTE_IDS] = -1  # specials add no bytes
+                targets[row, :length] = window_targets
+            with autocast or contextlib.nullcontext():
+                logits = model(inputs.to(device))  # (b, width, V)
+            mask = targets >= 0
+            n_bytes += int(mask.sum())
+            nll = F.cross_entropy(
+                logits.float().flatten(0, 1),
+                targets.clamp(min=0).to(device).flatten(),
+                reduction="none",
+            )  # (b*width,)
+            total_nats += (nll * mask.to(device).flatten()).sum().double().cpu()
+    finally:
+        model.train(was_training)
+    if n_bytes == 0:
+        raise ValueError("the stream holds no bytes to score")
+    nats = float(total_nats)
+    return BPBResult(
+        bits_per_byte=nats / (math.log(2) * n_bytes),
+        nats=nats,
+        n_bytes=n_bytes,
+        context=context,
+        stride=stride,
+    )

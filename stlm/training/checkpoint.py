@@ -1,0 +1,237 @@
+"""Checkpoints: one directory per step, written atomically, verified on load.
+
+    run/checkpoints/step-00000500/
+        config.json        the fully resolved run config (run + model + data)
+        model.safetensors  weights (tied tensors stored once)
+        trainer.pt         optimizer state and RNG states (tensors only, loaded
+                           with weights_only=True, so no pickle code runs)
+        state.json         step, data-loader position, tokens seen, elapsed time
+        manifest.json      size and SHA-256 of every file above; written last
+
+A checkpoint is built in a hidden temporary directory, every file fsynced,
+then renamed into place in one step. A crash (or a full disk) at any moment
+leaves either the complete new checkpoint or none, and the previous one
+untouched. Only directories named step-NNNNNNNN with a manifest whose sizes
+match count as complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stlm.errors import UserError
+
+CHECKPOINTS_DIR = "checkpoints"
+_NAME = re.compile(r"^step-(\d{8})$")
+_FILES = ("config.json", "model.safetensors", "trainer.pt", "state.json")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    config: dict[str, Any],
+    state: dict[str, Any],
+    keep: int,
+) -> Path:
+    """Write checkpoint `step` atomically; keep the newest `keep` complete ones."""
+    from safetensors.torch import save_model
+
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".{final.name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        trainer = {"rng_cpu": torch.get_rng_state()}
+        if optimizer is not None:
+            trainer["optimizer"] = optimizer.state_dict()
+        if torch.cuda.is_available():
+            trainer["rng_cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(trainer, tmp / "trainer.pt")
+        _write_json(tmp / "config.json", config)
+        _write_json(tmp / "state.json", {"step": step, **state})
+        for name in _FILES:
+            _fsync(tmp / name)
+        manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in _FILES}
+        _write_json(tmp / "manifest.json", manifest)
+        _fsync(tmp / "manifest.json")
+        _fsync(tmp)
+        if final.exists():  # the same step saved again (e.g. final save after a resume)
+            old = root / f".{final.name}.old-{os.getpid()}"
+            final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(final)
+        _fsync(root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for stale in list_checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and _looks_complete(p)]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint directory, or a run directory (its newest complete checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist; pass a run directory or one of its checkpoints/step-N folders")
+    if _NAME.match(path.name) or (path / "manifest.json").exists() or (path / "model.safetensors").exists():
+        verify_checkpoint(path)
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        raise UserError(f"{path} holds no complete checkpoint (expected {path}/{CHECKPOINTS_DIR}/step-NNNNNNNN/)")
+    verify_checkpoint(latest)
+    return latest
+
+
+def verify_checkpoint(ckpt: Path) -> None:
+    """Check every file against the manifest; a clear error names what is wrong."""
+    manifest_path = ckpt / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"checkpoint {ckpt} is incomplete (no manifest.json); it was not fully written")
+    manifest = read_json(manifest_path, what="checkpoint manifest")
+    for name in _FILES:
+        entry = manifest.get(name)
+        file = ckpt / name
+        if not isinstance(entry, dict) or not file.is_file():
+            raise UserError(f"checkpoint {ckpt} is missing {name}")
+        if file.stat().st_size != entry.get("bytes"):
+            raise UserError(
+                f"checkpoint {ckpt}: {name} is {file.stat().st_size} bytes, expected {entry.get('bytes')} "
+                "(truncated or replaced); use an earlier checkpoint"
+            )
+        if _sha256(file) != entry.get("sha256"):
+            raise UserError(f"checkpoint {ckpt}: {name} is corrupt (SHA-256 mismatch); use an earlier checkpoint")
+
+
+def load_config(ckpt: Path) -> dict[str, Any]:
+    return read_json(ckpt / "config.json", what="checkpoint config")
+
+
+def load_weights(model: torch.nn.Module, ckpt: Path) -> None:
+    from safetensors.torch import load_model
+
+    try:
+        missing, unexpected = load_model(model, str(ckpt / "model.safetensors"), strict=False)
+    except Exception as exc:  # safetensors raises its own error types for bad files and shapes
+        raise UserError(f"checkpoint {ckpt}: cannot load model.safetensors: {exc}") from None
+    if missing or unexpected:
+        raise UserError(
+            f"checkpoint {ckpt} does not fit the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
+
+
+def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """Restore optimizer and RNG states; returns state.json."""
+    try:
+        trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"checkpoint {ckpt}: cannot read trainer.pt: {exc}") from None
+    if optimizer is not None:
+        if "optimizer" not in trainer:
+            raise UserError(f"checkpoint {ckpt} holds no optimizer state; it cannot be resumed")
+        optimizer.load_state_dict(trainer["optimizer"])
+    torch.set_rng_state(trainer["rng_cpu"])
+    if "rng_cuda" in trainer and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(trainer["rng_cuda"])
+    return read_json(ckpt / "state.json", what="checkpoint state")
+
+
+def read_json(path: Path, *, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} does not exist") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} {path} is malformed: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what} {path} is malformed: expected a JSON object")
+    return data
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON next to `path`, fsync, and rename over it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _write_json(tmp, data)
+    _fsync(tmp)
+    tmp.replace(path)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+
+
+def _looks_complete(ckpt: Path) -> bool:
+    """Cheap check used when scanning: a manifest exists and sizes match."""
+    try:
+        manifest = json.loads((ckpt / "manifest.json").read_text(encoding="utf-8"))
+        return all((ckpt / name).stat().st_size == manifest[name]["bytes"] for name in _FILES)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """A model ready for inference from a checkpoint or run directory.
+
+    Returns (model in eval mode, resolved run config, checkpoint directory).
+    """
+    from stlm import registry
+
+    ckpt = resolve_checkpoint(path)
+    config = load_config(ckpt)
+    family, model_cfg = registry.config_from_dict(config.get("model_config", {}))
+    model = registry.build_model(family, model_cfg)
+    load_weights(model, ckpt)
+    return model.to(device).eval(), config, ckpt

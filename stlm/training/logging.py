@@ -1,0 +1,77 @@
+"""What a run says about itself: a header at the top, metrics as JSON lines."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import stlm
+
+
+def run_header(runtime_description: str) -> dict[str, Any]:
+    """Code version, package versions and device, recorded with every run."""
+    versions = {"python": platform.python_version(), "stlm": stlm.__version__, "torch": torch.__version__}
+    for name in ("numpy", "safetensors"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"git_commit": _git_commit(), "versions": versions, "device": runtime_description, "platform": platform.platform()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(stlm.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+class MetricsLog:
+    """Append-only JSONL metrics; on resume, records past the resumed step are dropped."""
+
+    def __init__(self, path: Path, *, resume_step: int | None = None):
+        self.path = Path(path)
+        if resume_step is not None and self.path.exists():
+            kept = [line for line in self.path.read_text(encoding="utf-8").splitlines() if _step(line) <= resume_step]
+            self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        elif resume_step is None and self.path.exists():
+            self.path.unlink()
+
+    def write(self, record: dict[str, Any]) -> None:
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def _step(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 62  # drop unreadable lines
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def print_err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,271 @@
+"""The one training loop: from a resolved run config to checkpoints and metrics.
+
+    RunConfig -> registry (model config) -> model -> runtime (device, precision)
+              -> data (cached token shards, seeded window loader)
+              -> AdamW + schedule -> steps -> validation BPB, checkpoints, metrics
+
+Resuming restores weights, optimizer, RNG and the loader's position, and the
+schedule is a function of the step alone, so N steps straight and N/2 + resume
++ N/2 end with the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stlm import registry
+from stlm.config import RunConfig
+from stlm.data import WindowLoader, prepare_data
+from stlm.errors import UserError
+from stlm.evaluation.bpb import BPBResult, bits_per_byte
+from stlm.objectives.next_token import model_loss
+from stlm.tokenizers import ByteTokenizer
+from stlm.training import checkpoint as ckpt_io
+from stlm.training.logging import MetricsLog, run_header
+from stlm.training.optim import build_optimizer, lr_at, set_lr
+from stlm.training.runtime import Runtime, resolve_runtime, seed_everything
+
+RUN_CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    val: BPBResult | None
+    interrupted: bool
+    elapsed_s: float
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: str | Path,
+    *,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Start a new run in `run_dir` (which must not hold checkpoints yet)."""
+    run_dir = Path(run_dir)
+    if ckpt_io.list_checkpoints(run_dir) or (run_dir / RUN_CONFIG).exists():
+        raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
+    family, model_cfg = registry.get_config(cfg.model)
+    return _run(cfg, family, model_cfg, run_dir, resume_from=None, stop_at=stop_at, progress=progress)
+
+
+def resume(run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:
+    """Continue the run in `run_dir` from its newest complete checkpoint."""
+    run_dir = Path(run_dir)
+    latest = ckpt_io.latest_checkpoint(run_dir)
+    if latest is None:
+        raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
+    ckpt_io.verify_checkpoint(latest)
+    resolved = ckpt_io.load_config(latest)
+    cfg = RunConfig.from_dict(resolved.get("run", {}), source=f"{latest}/config.json")
+    family, model_cfg = registry.config_from_dict(resolved.get("model_config", {}))
+    return _run(cfg, family, model_cfg, run_dir, resume_from=latest, stop_at=stop_at, progress=progress)
+
+
+def _run(
+    cfg: RunConfig,
+    family: str,
+    model_cfg: Any,
+    run_dir: Path,
+    *,
+    resume_from: Path | None,
+    stop_at: int | None,
+    progress: bool,
+) -> TrainResult:
+    runtime = resolve_runtime(cfg.runtime)
+    seed_everything(cfg.train.seed)
+    tokenizer = ByteTokenizer()
+    if getattr(model_cfg, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
+        raise UserError(f"model {cfg.model} has vocab_size {model_cfg.vocab_size} < the byte tokenizer's {tokenizer.vocab_size}")
+    max_len = getattr(model_cfg, "max_seq_len", cfg.data.seq_len)
+    if cfg.data.seq_len > max_len:
+        raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
+
+    data = prepare_data(
+        cfg.data.source,
+        tokenizer,
+        cache_dir=cfg.data.cache_dir,  # None: the user cache directory
+        val_fraction=cfg.data.val_fraction,
+        seed=cfg.data.split_seed,
+        text_field=cfg.data.text_field,
+        progress=progress,
+    )
+    model = registry.build_model(family, model_cfg).to(runtime.device)
+    optimizer = build_optimizer(model, cfg.optim, runtime.device)
+    loader = WindowLoader(data.train, cfg.data.seq_len, cfg.train.batch_size, cfg.train.seed)
+
+    resolved = {
+        "run": cfg.to_dict(),
+        "model_config": registry.config_to_dict(family, model_cfg),
+        "tokenizer": tokenizer.to_dict(),
+        "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta},
+    }
+    start_step, elapsed_before = 0, 0.0
+    if resume_from is not None:
+        ckpt_io.load_weights(model, resume_from)
+        state = ckpt_io.load_trainer_state(resume_from, optimizer)
+        loader.load_state_dict(state["loader"])
+        start_step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved, "header": run_header(runtime.describe())})
+
+    metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None)
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    if progress:
+        _announce(cfg, runtime, n_params, data.meta, run_dir, start_step)
+
+    def evaluate(n_tokens: int | None) -> BPBResult:
+        stream = data.val if n_tokens is None else data.val[: n_tokens + 1]
+        return bits_per_byte(
+            model,
+            stream,
+            context=cfg.data.seq_len,
+            stride=cfg.data.seq_len,
+            batch_size=cfg.train.batch_size,
+            device=runtime.device,
+            autocast=runtime.autocast(),
+        )
+
+    def save(step: int, elapsed: float) -> Path:
+        state = {"loader": loader.state_dict(), "elapsed_s": elapsed}
+        return ckpt_io.save_checkpoint(
+            run_dir, step, model=model, optimizer=optimizer, config=resolved, state=state, keep=cfg.train.keep_checkpoints
+        )
+
+    total = cfg.train.steps
+    step = start_step
+    val: BPBResult | None = None
+    checkpoint = resume_from
+    t0 = time.perf_counter()
+    bar = _progress_bar(total, start_step, progress)
+    stop = _StopSignal()
+    window_bytes = window_tokens = 0
+    window_t0 = time.perf_counter()
+    loss_value = float("nan")
+    model.train()
+    with stop:
+        while step < total:
+            if stop.requested or (stop_at is not None and step >= stop_at):
+                break
+            lr = lr_at(step, total, cfg.optim)
+            set_lr(optimizer, lr)
+            loss_sum = torch.zeros((), device=runtime.device)
+            for _ in range(cfg.train.grad_accum):
+                window = loader.next_batch()  # (B, T+1) on CPU
+                window_bytes += int((window[:, 1:] < 256).sum())
+                window_tokens += window[:, 1:].numel()
+                window = window.to(runtime.device, non_blocking=True)
+                with runtime.autocast():
+                    loss = model_loss(model, window)
+                (loss / cfg.train.grad_accum).backward()
+                loss_sum += loss.detach()
+            grad_norm = (
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+                if cfg.optim.grad_clip > 0
+                else None
+            )
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            bar.update(1)
+
+            if step % cfg.train.log_every == 0 or step == total:
+                # The only host sync of the hot loop, once per log interval.
+                loss_value = float(loss_sum) / cfg.train.grad_accum
+                if not math.isfinite(loss_value):
+                    raise UserError(
+                        f"training loss became {loss_value} at step {step}; lower optim.lr or raise warmup, "
+                        f"then resume from the last checkpoint in {run_dir}"
+                    )
+                now = time.perf_counter()
+                span = max(now - window_t0, 1e-9)
+                record = {
+                    "step": step,
+                    "loss": loss_value,
+                    "lr": lr,
+                    "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "tokens_per_s": window_tokens / span,
+                    "bytes_per_s": window_bytes / span,
+                    "elapsed_s": elapsed_before + now - t0,
+                }
+                metrics.write(record)
+                bar.set_postfix(loss=f"{loss_value:.3f}", **{"B/s": f"{record['bytes_per_s']:,.0f}"}, refresh=False)
+                window_bytes = window_tokens = 0
+                window_t0 = now
+            if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
+                val = evaluate(cfg.train.eval_tokens)
+                metrics.write({"step": step, "val_bpb": val.bits_per_byte, "val_bytes": val.n_bytes})
+                bar.set_postfix(loss=f"{loss_value:.3f}", val_bpb=f"{val.bits_per_byte:.3f}", refresh=False)
+            if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
+                checkpoint = save(step, elapsed_before + time.perf_counter() - t0)
+    bar.close()
+    interrupted = step < total
+    if not interrupted:
+        val = evaluate(cfg.train.eval_tokens)
+        metrics.write({"step": step, "val_bpb": val.bits_per_byte, "val_bytes": val.n_bytes})
+    elapsed = elapsed_before + time.perf_counter() - t0
+    if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
+        checkpoint = save(step, elapsed)
+    return TrainResult(run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed)
+
+
+def _announce(cfg: RunConfig, runtime: Runtime, n_params: int, meta: dict, run_dir: Path, start_step: int) -> None:
+    import sys
+
+    train_meta = meta.get("train", {})
+    what = f"resuming at step {start_step}" if start_step else "new run"
+    print(
+        f"stlm train: {what} -> {run_dir}\n"
+        f"  model {cfg.model} ({n_params:,} params) on {runtime.describe()}\n"
+        f"  data {cfg.data.source}: {train_meta.get('tokens', '?'):,} train tokens, seq_len {cfg.data.seq_len}, "
+        f"batch {cfg.train.batch_size} x {cfg.train.grad_accum} accum, {cfg.train.steps} steps",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
+
+
+class _StopSignal:
+    """SIGINT/SIGTERM ask the loop to stop at the next step boundary and save.
+
+    Stopping between steps (never inside optimizer.step) keeps the saved state
+    consistent. A second SIGINT interrupts at once.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,56 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from stlm.evaluation.bpb import bits_per_byte, window_plan
+from stlm.tokenizers import ByteTokenizer
+
+
+class Uniform(torch.nn.Module):
+    """Equal probability for all 264 ids: every scored byte costs log2(264) bits."""
+
+    def forward(self, ids):
+        return torch.zeros(*ids.shape, 264)
+
+
+class Counting(torch.nn.Module):
+    """Logits depend only on how many ids precede each position, to detect context use."""
+
+    def forward(self, ids):
+        pos = torch.arange(ids.shape[1], dtype=torch.float32)
+        return pos[None, :, None].expand(*ids.shape, 264) * torch.linspace(0, 1, 264)
+
+
+@pytest.mark.parametrize("n, context, stride", [(2, 4, 4), (10, 4, 2), (10, 4, 4), (100, 16, 5), (17, 16, 1), (5, 64, 32)])
+def test_every_target_is_scored_exactly_once(n, context, stride):
+    scored = []
+    for start, end, first in window_plan(n, context, stride):
+        assert end - start <= context and first >= start + 1
+        scored += list(range(first, end + 1))
+    assert scored == list(range(1, n))
+
+
+def test_byte_count_equals_utf8_length_and_specials_are_not_scored():
+    text = "naïve café — ünïcödé ✓ text\nwith lines 🐍 " * 7
+    tok = ByteTokenizer()
+    stream = np.array(tok.encode(text, bos=True, eos=True))
+    result = bits_per_byte(Uniform(), stream, context=32, stride=16)
+    assert result.n_bytes == len(text.encode("utf-8"))
+    assert result.bits_per_byte == pytest.approx(math.log2(264))
+
+
+def test_packed_documents_count_only_their_bytes():
+    docs = ["first document", "second, ünïcode", "3"]
+    tok = ByteTokenizer()
+    stream = np.array([i for d in docs for i in tok.encode(d, bos=True, eos=True)])
+    result = bits_per_byte(Uniform(), stream, context=8, stride=8, batch_size=3)
+    assert result.n_bytes == sum(len(d.encode("utf-8")) for d in docs)
+
+
+def test_batching_does_not_change_the_result():
+    stream = np.random.default_rng(0).integers(0, 256, 300)
+    a = bits_per_byte(Counting(), stream, context=32, stride=8, batch_size=1)
+    b = bits_per_byte(Counting(), stream, context=32, stride=8, batch_size=7)
+    assert a.nats == pytest.approx(b.nats, rel=1e-6) and a.n_bytes == b.n_bytes == 299
