@@ -1,0 +1,3 @@
+from stlm.cli.main import main
+
+raise SystemExit(main())

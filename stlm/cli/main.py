@@ -1,0 +1,346 @@
+"""`stlm` command line: a thin table of subcommands onto importable functions.
+
+User mistakes (`UserError`) print one line and exit 2; Ctrl-C exits 130.
+Only this module reads argv and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stlm.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        print(f"stlm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"stlm {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `stlm generate ... | head`
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stlm", description="Super tiny language models: train, evaluate, generate.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list every model preset with its exact parameter count")
+    p.add_argument("--family", help="only this family")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("corpora", help="list the built-in corpora")
+    p.set_defaults(func=cmd_corpora)
+
+    p = sub.add_parser("prepare", help="tokenize a corpus into cached token shards and print its statistics")
+    _data_flags(p)
+    p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train", help="train a model (or --resume a run)")
+    p.add_argument("--config", type=Path, help="recipe file (.toml or .json); flags override it")
+    p.add_argument("--model", help="preset name (see `stlm models`)")
+    p.add_argument("--data", help="corpus name, text file, directory, .jsonl, or hf:NAME")
+    p.add_argument("--text-field", help="field holding the text in JSONL / HF data")
+    p.add_argument("--seq-len", type=int)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--grad-accum", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--schedule", choices=["cosine", "wsd", "constant"])
+    p.add_argument("--warmup", type=int, dest="warmup_steps")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--save-every", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--cache-dir", help="where token shards and downloads are cached")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. optim.weight_decay=0.05")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run from its newest checkpoint")
+    p.add_argument("--stop-at", type=int, metavar="STEP", help="stop (and checkpoint) after this step; resume later")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="bits per byte of a checkpoint on a corpus split or a text file")
+    p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
+    p.add_argument("--data", help="corpus to score (default: the one the model was trained on)")
+    p.add_argument("--split", choices=["val", "train"], default="val")
+    p.add_argument("--file", type=Path, help="score this UTF-8 text file instead of a corpus split")
+    p.add_argument("--context", type=int, help="window length in ids (default: the training seq_len)")
+    p.add_argument("--stride", type=int, help="window step (default: context / 2)")
+    p.add_argument("--max-bytes", type=int, help="score only the first N ids of the split")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", type=Path, help="also write the result as JSON here")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("generate", help="sample text from a checkpoint, streamed to stdout")
+    p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-new-bytes", type=int, default=256)
+    p.add_argument("--greedy", action="store_true", help="always take the most likely byte")
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("demo", help="the main job: train, evaluate and sample a small model on the embedded corpus")
+    p.add_argument("--model", default="decoder-tiny")
+    p.add_argument("--data", default="pydocs")
+    p.add_argument("--steps", type=int, help="optimizer steps (default: sized for a few minutes on 2 CPU cores)")
+    p.add_argument("--out", type=Path, help="run directory (default runs/demo-<time>)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--cache-dir")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default="pydocs", help="corpus name, text file, directory, .jsonl, or hf:NAME")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--val-fraction", type=float, default=0.05)
+    p.add_argument("--split-seed", type=int, default=0)
+    p.add_argument("--cache-dir")
+
+
+# --- listing -----------------------------------------------------------------------------------
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from stlm import registry
+
+    presets = [p for p in registry.list_presets() if not args.family or p.family == args.family]
+    if not presets:
+        raise UserError(f"no presets in family {args.family!r}")
+    rows = [("preset", "family", "params", "fp32 MiB", "bf16 MiB", "shape")]
+    for p in presets:
+        rows.append((p.name, p.family, f"{p.n_params:,}", f"{p.n_params * 4 / 2**20:.1f}", f"{p.n_params * 2 / 2**20:.1f}", _shape(p.config)))
+    _print_table(rows, right=(2, 3, 4))
+    return 0
+
+
+def _shape(cfg: object) -> str:
+    keys = ("d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "max_seq_len")
+    short = {"d_model": "d", "n_layers": "L", "n_heads": "H", "d_ff": "ff", "vocab_size": "V", "max_seq_len": "ctx"}
+    return " ".join(f"{short[k]}={getattr(cfg, k)}" for k in keys if hasattr(cfg, k))
+
+
+def _print_table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from stlm.data import list_corpora
+
+    rows = [("corpus", "description")] + [(c.name, c.description) for c in list_corpora()]
+    _print_table(rows)
+    print("\nAlso accepted by --data: a text file, a directory of text files, a .jsonl file, or hf:NAME[:CONFIG].")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from stlm.data import prepare_data, unigram_bits_per_byte
+    from stlm.tokenizers import ByteTokenizer
+
+    data = prepare_data(
+        args.data,
+        ByteTokenizer(),
+        cache_dir=args.cache_dir,
+        val_fraction=args.val_fraction,
+        seed=args.split_seed,
+        text_field=args.text_field,
+    )
+    print(f"token shards: {data.path}")
+    for split in ("train", "val"):
+        m = data.meta[split]
+        print(f"  {split:5s} {m['documents']:>8,} documents {m['tokens']:>12,} tokens {m['bytes']:>12,} bytes")
+    print(f"  order-0 (unigram) entropy of val: {unigram_bits_per_byte(data.val):.3f} bits per byte")
+    return 0
+
+
+# --- training ----------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stlm.config import RunConfig, load_run_config
+    from stlm.training import loop
+
+    if args.resume:
+        result = loop.resume(args.resume, stop_at=args.stop_at, progress=not args.quiet)
+    else:
+        cfg = load_run_config(args.config) if args.config else RunConfig()
+        cfg = cfg.with_overrides(_overrides(args))
+        out = args.out or Path("runs") / f"{cfg.model}-{_timestamp()}"
+        result = loop.train(cfg, out, stop_at=args.stop_at, progress=not args.quiet)
+    val = f", val BPB {result.val.bits_per_byte:.4f}" if result.val else ""
+    print(f"step {result.step}{val}; checkpoint {result.checkpoint}")
+    if result.interrupted:
+        print(f"stopped before the last step; continue with: stlm train --resume {result.run_dir}", file=sys.stderr)
+        return 130 if args.stop_at is None else 0
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    flags = {
+        "model": "model",
+        "data": "data.source",
+        "text_field": "data.text_field",
+        "seq_len": "data.seq_len",
+        "cache_dir": "data.cache_dir",
+        "steps": "train.steps",
+        "batch_size": "train.batch_size",
+        "grad_accum": "train.grad_accum",
+        "seed": "train.seed",
+        "eval_every": "train.eval_every",
+        "save_every": "train.save_every",
+        "lr": "optim.lr",
+        "schedule": "optim.schedule",
+        "warmup_steps": "optim.warmup_steps",
+        "device": "runtime.device",
+        "precision": "runtime.precision",
+        "threads": "runtime.threads",
+    }
+    overrides: dict[str, object] = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr) is not None}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def _timestamp() -> str:
+    import time
+
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+# --- evaluation and generation -----------------------------------------------------------------
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stlm.evaluation.bpb import bits_per_byte
+    from stlm.tokenizers import ByteTokenizer
+    from stlm.training.checkpoint import load_model
+    from stlm.training.runtime import resolve_runtime
+    from stlm.config import RuntimeConfig
+
+    runtime = resolve_runtime(RuntimeConfig(device=args.device))
+    model, config, ckpt = load_model(args.checkpoint, runtime.device)
+    run = config.get("run", {})
+    tokenizer = ByteTokenizer()
+    if args.file:
+        stream, label = _file_stream(args.file, tokenizer), str(args.file)
+    else:
+        stream, label = _split_stream(args, run, tokenizer), f"{args.data or run.get('data', {}).get('source')}:{args.split}"
+    if args.max_bytes:
+        stream = stream[: args.max_bytes + 1]
+    context = args.context or run.get("data", {}).get("seq_len") or 256
+    stride = args.stride or max(1, context // 2)
+    if not 1 <= stride <= context:
+        raise UserError(f"--stride must be between 1 and --context ({context})")
+    max_len = config.get("model_config", {}).get("max_seq_len", context)
+    if context > max_len:
+        raise UserError(f"--context {context} exceeds the model's max_seq_len {max_len}")
+    result = bits_per_byte(
+        model, stream, context=context, stride=stride, batch_size=args.batch_size,
+        device=runtime.device, autocast=runtime.autocast(), progress=True,
+    )
+    print(
+        f"{label}: {result.bits_per_byte:.4f} bits per byte over {result.n_bytes:,} bytes "
+        f"(context {result.context}, stride {result.stride}; checkpoint {ckpt})"
+    )
+    if args.json:
+        payload = {"checkpoint": str(ckpt), "text": label, **result.to_dict()}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _file_stream(path: Path, tokenizer):
+    import numpy as np
+
+    if not path.is_file():
+        raise UserError(f"text file {path} does not exist")
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8 first") from None
+    if not raw:
+        raise UserError(f"{path} is empty; nothing to score")
+    return np.asarray(tokenizer.encode_bytes(raw, bos=True), dtype=np.int64)
+
+
+def _split_stream(args: argparse.Namespace, run: dict, tokenizer):
+    from stlm.data import prepare_data
+
+    data_cfg = run.get("data", {})
+    data = prepare_data(
+        args.data or data_cfg.get("source", "pydocs"),
+        tokenizer,
+        cache_dir=data_cfg.get("cache_dir"),
+        val_fraction=data_cfg.get("val_fraction", 0.05),
+        seed=data_cfg.get("split_seed", 0),
+        text_field=data_cfg.get("text_field", "text"),
+    )
+    return data.val if args.split == "val" else data.train
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import codecs
+
+    from stlm.config import RuntimeConfig
+    from stlm.generation.decoder import generate
+    from stlm.tokenizers import ByteTokenizer
+    from stlm.training.checkpoint import load_model
+    from stlm.training.runtime import resolve_runtime
+
+    if args.max_new_bytes < 1:
+        raise UserError("--max-new-bytes must be at least 1")
+    runtime = resolve_runtime(RuntimeConfig(device=args.device))
+    model, _, _ = load_model(args.checkpoint, runtime.device)
+    tokenizer = ByteTokenizer()
+    prompt = tokenizer.encode(args.prompt, bos=True)
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    out = sys.stdout
+    out.write(args.prompt)
+    try:
+        for token in generate(
+            model, prompt, max_new_tokens=args.max_new_bytes,
+            temperature=0.0 if args.greedy else args.temperature,
+            top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        ):
+            out.write(decoder.decode(tokenizer.decode_bytes([token])))
+            out.flush()
+    except ValueError as exc:  # bad sampling settings
+        raise UserError(str(exc)) from None
+    out.write(decoder.decode(b"", final=True) + "\n")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stlm.demo import run_demo
+
+    out = args.out or Path("runs") / f"demo-{_timestamp()}"
+    report = run_demo(out, model=args.model, data=args.data, steps=args.steps, device=args.device, cache_dir=args.cache_dir)
+    return 0 if report.learned else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
