@@ -70,6 +70,7 @@ def run_demo(
         val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed, progress=False,
     )
     val_stream = prepared.val[:EVAL_MAX_IDS]
+    scope = "the" if len(val_stream) == len(prepared.val) else "the first part of the"
     val = bits_per_byte(
         net, val_stream, context=EVAL_CONTEXT, stride=EVAL_STRIDE, batch_size=16,
         device=runtime.device, autocast=runtime.autocast(), progress=True,
@@ -89,7 +90,7 @@ def run_demo(
         f"in {train_s / 60:.1f} min on {runtime.describe()}",
         f"- checkpoint: `{ckpt}`",
         "",
-        f"## Validation bits per byte (first {val.n_bytes:,} bytes of the `{data}` validation split, "
+        f"## Validation bits per byte ({val.n_bytes:,} bytes: {scope} `{data}` validation split, "
         f"context {val.context}, stride {val.stride})",
         "",
         "| model | BPB |",
@@ -113,7 +114,7 @@ def run_demo(
         "",
         "```bash",
         f"stlm demo --model {model} --data {data} --steps {result.step}",
-        f"stlm evaluate {out} --context {EVAL_CONTEXT} --stride {EVAL_STRIDE} --max-bytes {EVAL_MAX_IDS - 1}",
+        f"stlm evaluate {out} --context {EVAL_CONTEXT} --stride {EVAL_STRIDE} --max-ids {EVAL_MAX_IDS}",
         f"stlm generate {out} --prompt {PROMPT!r} --temperature 0.8 --top-k 40 --seed 0",
         "```",
         "",

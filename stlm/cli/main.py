@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", type=Path, help="score this UTF-8 text file instead of a corpus split")
     p.add_argument("--context", type=int, help="window length in ids (default: the training seq_len)")
     p.add_argument("--stride", type=int, help="window step (default: context / 2)")
-    p.add_argument("--max-bytes", type=int, help="score only the first N ids of the split")
+    p.add_argument("--max-ids", type=int, help="score only the first N ids of the stream (ids are bytes plus BOS/EOS)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
@@ -249,8 +249,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         stream, label = _file_stream(args.file, tokenizer), str(args.file)
     else:
         stream, label = _split_stream(args, run, tokenizer), f"{args.data or run.get('data', {}).get('source')}:{args.split}"
-    if args.max_bytes:
-        stream = stream[: args.max_bytes + 1]
+    if args.max_ids:
+        stream = stream[: args.max_ids]
     context = args.context or run.get("data", {}).get("seq_len") or 256
     stride = args.stride or max(1, context // 2)
     if not 1 <= stride <= context:

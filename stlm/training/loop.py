@@ -206,12 +206,14 @@ def _run(
                 bar.set_postfix(loss=f"{loss_value:.3f}", **{"B/s": f"{record['bytes_per_s']:,.0f}"}, refresh=False)
                 window_bytes = window_tokens = 0
                 window_t0 = now
+            pause_t0 = time.perf_counter()
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
                 val = evaluate(cfg.train.eval_tokens)
                 metrics.write({"step": step, "val_bpb": val.bits_per_byte, "val_bytes": val.n_bytes})
                 bar.set_postfix(loss=f"{loss_value:.3f}", val_bpb=f"{val.bits_per_byte:.3f}", refresh=False)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
                 checkpoint = save(step, elapsed_before + time.perf_counter() - t0)
+            window_t0 += time.perf_counter() - pause_t0  # evaluating and saving are not training throughput
     bar.close()
     interrupted = step < total
     if not interrupted:
@@ -239,9 +241,15 @@ def _announce(cfg: RunConfig, runtime: Runtime, n_params: int, meta: dict, run_d
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True)
+    # In a log file (CI, nohup) a redraw is a new line: redraw rarely there.
+    interval = 0.1 if sys.stderr.isatty() else 30.0
+    return tqdm(
+        total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True, mininterval=interval
+    )
 
 
 class _StopSignal:

@@ -47,8 +47,25 @@ def test_train_stop_and_resume(capsys, tmp_path, corpus_dir, cache_dir):
     assert [s for s in steps] == sorted(steps) and steps[-1] == 4
 
 
+def test_train_from_recipe_and_malformed_recipe(capsys, tmp_path, corpus_dir, cache_dir):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'model = "decoder-tiny"\n[data]\nsource = "{corpus_dir}"\nseq_len = 32\ncache_dir = "{cache_dir}"\n'
+        '[train]\nsteps = 2\nbatch_size = 2\n[runtime]\ndevice = "cpu"\n',
+        encoding="utf-8",
+    )
+    code, out, _ = run(capsys, "train", "--config", recipe, "--out", tmp_path / "run", "--quiet")
+    assert code == 0 and "step 2" in out
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["run"]["data"]["seq_len"] == 32 and saved["header"]["versions"]["torch"]
+    recipe.write_text("[train]\nsteps = 'many'\n", encoding="utf-8")
+    code, _, err = run(capsys, "train", "--config", recipe, "--out", tmp_path / "run2")
+    assert code == 2 and "train.steps must be int" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run2").exists()
+
+
 def test_evaluate_split_and_file(capsys, tiny_run, tmp_path):
-    code, out, _ = run(capsys, "evaluate", tiny_run, "--max-bytes", 2000, "--context", 64, "--stride", 32)
+    code, out, _ = run(capsys, "evaluate", tiny_run, "--max-ids", 2000, "--context", 64, "--stride", 32)
     assert code == 0 and "bits per byte" in out and "context 64, stride 32" in out
     text = tmp_path / "t.txt"
     text.write_text("héllo wörld\n" * 20, encoding="utf-8")
