@@ -28,7 +28,9 @@ from typing import Any
 
 from stlm.errors import UserError
 
-SCHEDULES = ("cosine", "wsd", "constant")
+SCHEDULES = ("cosine", "wsd", "constant", "inverse-sqrt")
+OPTIMIZERS = ("adamw", "adamw-rms", "adafactor")
+OBJECTIVES = ("next-token", "span-corruption")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -38,7 +40,8 @@ class DataConfig:
     text_field: str = "text"  # JSONL / HF field holding the text
     val_fraction: float = 0.05
     split_seed: int = 0
-    seq_len: int = 256
+    seq_len: int = 256  # tokens per training window (span corruption: encoder input length)
+    tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model
     cache_dir: str | None = None  # None: the user cache directory
 
     def __post_init__(self) -> None:
@@ -47,7 +50,20 @@ class DataConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    name: str = "next-token"  # next-token (decoders) | span-corruption (T5)
+    noise_density: float = 0.15  # span corruption: share of tokens masked
+    mean_span: float = 3.0  # span corruption: mean noise span length (ByT5 uses 20)
+
+    def __post_init__(self) -> None:
+        _check(self.name in OBJECTIVES, f"objective.name must be one of {', '.join(OBJECTIVES)}, got {self.name!r}")
+        _check(0.0 < self.noise_density < 1.0, "objective.noise_density must be in (0, 1)")
+        _check(self.mean_span >= 1.0, "objective.mean_span must be >= 1")
+
+
+@dataclass
 class OptimConfig:
+    name: str = "adamw"  # adamw | adamw-rms (updates scaled by weight RMS, nanoT5) | adafactor (T5)
     lr: float = 3e-3
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     weight_decay: float = 0.1  # applied to matrices only (ndim >= 2)
@@ -55,11 +71,12 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
-    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant
+    schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant | inverse-sqrt
     warmup_steps: int = 100
     decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
 
     def __post_init__(self) -> None:
+        _check(self.name in OPTIMIZERS, f"optim.name must be one of {', '.join(OPTIMIZERS)}, got {self.name!r}")
         _check(self.lr > 0, "optim.lr must be positive")
         _check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]")
         _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
@@ -103,6 +120,7 @@ class RuntimeConfig:
 class RunConfig:
     model: str = "decoder-tiny"  # a preset name from `stlm models`
     data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -44,17 +44,20 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(p)
     p.set_defaults(func=cmd_prepare)
 
-    p = sub.add_parser("train", help="train a model (or --resume a run)")
+    p = sub.add_parser("train", aliases=["pretrain"], help="train or pretrain a model (or --resume a run)")
     p.add_argument("--config", type=Path, help="recipe file (.toml or .json); flags override it")
     p.add_argument("--model", help="preset name (see `stlm models`)")
     p.add_argument("--data", help="corpus name, text file, directory, .jsonl, or hf:NAME")
     p.add_argument("--text-field", help="field holding the text in JSONL / HF data")
-    p.add_argument("--seq-len", type=int)
+    p.add_argument("--tokenizer", help="auto (from the model family), byte, byt5 or spiece:PATH")
+    p.add_argument("--objective", choices=["next-token", "span-corruption"])
+    p.add_argument("--seq-len", type=int, help="window length (span corruption: encoder input length)")
     p.add_argument("--steps", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--grad-accum", type=int)
+    p.add_argument("--optimizer", choices=["adamw", "adamw-rms", "adafactor"])
     p.add_argument("--lr", type=float)
-    p.add_argument("--schedule", choices=["cosine", "wsd", "constant"])
+    p.add_argument("--schedule", choices=["cosine", "wsd", "constant", "inverse-sqrt"])
     p.add_argument("--warmup", type=int, dest="warmup_steps")
     p.add_argument("--seed", type=int)
     p.add_argument("--eval-every", type=int)
@@ -188,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = cfg.with_overrides(_overrides(args))
         out = args.out or Path("runs") / f"{cfg.model}-{_timestamp()}"
         result = loop.train(cfg, out, stop_at=args.stop_at, progress=not args.quiet)
-    val = f", val BPB {result.val.bits_per_byte:.4f}" if result.val else ""
+    val = "".join(f", {k} {v:.4f}" for k, v in (result.val or {}).items() if k in ("val_bpb", "val_loss"))
     print(f"step {result.step}{val}; checkpoint {result.checkpoint}")
     if result.interrupted:
         print(f"stopped before the last step; continue with: stlm train --resume {result.run_dir}", file=sys.stderr)
@@ -201,6 +204,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "model": "model",
         "data": "data.source",
         "text_field": "data.text_field",
+        "tokenizer": "data.tokenizer",
+        "objective": "objective.name",
+        "optimizer": "optim.name",
         "seq_len": "data.seq_len",
         "cache_dir": "data.cache_dir",
         "steps": "train.steps",

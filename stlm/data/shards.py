@@ -119,7 +119,8 @@ def cache_key(fingerprint: str, tokenizer: _Tokenizer, *, val_fraction: float, s
     parts = {
         "format": FORMAT_VERSION,
         "fingerprint": fingerprint,
-        "tokenizer": [tokenizer.name, tokenizer.vocab_size],
+        # A model file's hash (SentencePiece) tells apart tokenizers of one name and size.
+        "tokenizer": [tokenizer.name, tokenizer.vocab_size, tokenizer.to_dict().get("sha256")],
         "val_fraction": float(val_fraction),
         "seed": int(seed),
     }

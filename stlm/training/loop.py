@@ -25,13 +25,11 @@ from stlm import registry
 from stlm.config import RunConfig
 from stlm.data import WindowLoader, prepare_data
 from stlm.errors import UserError
-from stlm.evaluation.bpb import BPBResult, bits_per_byte
-from stlm.objectives.next_token import model_loss
-from stlm.tokenizers import ByteTokenizer
 from stlm.training import checkpoint as ckpt_io
 from stlm.training.logging import MetricsLog, run_header
 from stlm.training.optim import build_optimizer, lr_at, set_lr
 from stlm.training.runtime import Runtime, resolve_runtime, seed_everything
+from stlm.training.tasks import build_task
 
 RUN_CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -42,7 +40,7 @@ class TrainResult:
     run_dir: Path
     step: int
     checkpoint: Path
-    val: BPBResult | None
+    val: dict[str, float] | None  # the last validation metrics (val_bpb or val_loss, ...)
     interrupted: bool
     elapsed_s: float
 
@@ -87,12 +85,12 @@ def _run(
 ) -> TrainResult:
     runtime = resolve_runtime(cfg.runtime)
     seed_everything(cfg.train.seed)
-    tokenizer = ByteTokenizer()
-    if getattr(model_cfg, "vocab_size", tokenizer.vocab_size) < tokenizer.vocab_size:
-        raise UserError(f"model {cfg.model} has vocab_size {model_cfg.vocab_size} < the byte tokenizer's {tokenizer.vocab_size}")
-    max_len = getattr(model_cfg, "max_seq_len", cfg.data.seq_len)
-    if cfg.data.seq_len > max_len:
-        raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
+    tokenizer = resolve_tokenizer(cfg.data.tokenizer, family, model_cfg)
+    task = build_task(cfg, tokenizer, family)
+    if family != "t5":  # relative positions have no length limit; rotary tables do
+        max_len = getattr(model_cfg, "max_seq_len", cfg.data.seq_len)
+        if cfg.data.seq_len > max_len:
+            raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
 
     data = prepare_data(
         cfg.data.source,
@@ -105,7 +103,7 @@ def _run(
     )
     model = registry.build_model(family, model_cfg).to(runtime.device)
     optimizer = build_optimizer(model, cfg.optim, runtime.device)
-    loader = WindowLoader(data.train, cfg.data.seq_len, cfg.train.batch_size, cfg.train.seed)
+    loader = WindowLoader(data.train, task.window_len - 1, cfg.train.batch_size, cfg.train.seed)
 
     resolved = {
         "run": cfg.to_dict(),
@@ -128,16 +126,10 @@ def _run(
     if progress:
         _announce(cfg, runtime, n_params, data.meta, run_dir, start_step)
 
-    def evaluate(n_tokens: int | None) -> BPBResult:
-        stream = data.val if n_tokens is None else data.val[: n_tokens + 1]
-        return bits_per_byte(
-            model,
-            stream,
-            context=cfg.data.seq_len,
-            stride=cfg.data.seq_len,
-            batch_size=cfg.train.batch_size,
-            device=runtime.device,
-            autocast=runtime.autocast(),
+    def evaluate(n_tokens: int | None) -> dict[str, float]:
+        return task.validate(
+            model, data.val, max_tokens=n_tokens, batch_size=cfg.train.batch_size,
+            device=runtime.device, autocast=runtime.autocast(),
         )
 
     def save(step: int, elapsed: float) -> Path:
@@ -148,7 +140,7 @@ def _run(
 
     total = cfg.train.steps
     step = start_step
-    val: BPBResult | None = None
+    val: dict[str, float] | None = None
     checkpoint = resume_from
     t0 = time.perf_counter()
     bar = _progress_bar(total, start_step, progress)
@@ -164,13 +156,15 @@ def _run(
             lr = lr_at(step, total, cfg.optim)
             set_lr(optimizer, lr)
             loss_sum = torch.zeros((), device=runtime.device)
-            for _ in range(cfg.train.grad_accum):
-                window = loader.next_batch()  # (B, T+1) on CPU
-                window_bytes += int((window[:, 1:] < 256).sum())
-                window_tokens += window[:, 1:].numel()
-                window = window.to(runtime.device, non_blocking=True)
+            for micro in range(cfg.train.grad_accum):
+                window = loader.next_batch()  # (B, window_len) on CPU
+                tensors = task.batch(window, (cfg.train.seed, step, micro))
+                n_tokens, n_bytes = task.counts(tensors)
+                window_tokens += n_tokens
+                window_bytes += n_bytes
+                tensors = tuple(t.to(runtime.device, non_blocking=True) for t in tensors)
                 with runtime.autocast():
-                    loss = model_loss(model, window)
+                    loss = task.loss(model, *tensors)
                 (loss / cfg.train.grad_accum).backward()
                 loss_sum += loss.detach()
             grad_norm = (
@@ -209,8 +203,8 @@ def _run(
             pause_t0 = time.perf_counter()
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
                 val = evaluate(cfg.train.eval_tokens)
-                metrics.write({"step": step, "val_bpb": val.bits_per_byte, "val_bytes": val.n_bytes})
-                bar.set_postfix(loss=f"{loss_value:.3f}", val_bpb=f"{val.bits_per_byte:.3f}", refresh=False)
+                metrics.write({"step": step, **val})
+                bar.set_postfix(loss=f"{loss_value:.3f}", **_headline(val), refresh=False)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
                 checkpoint = save(step, elapsed_before + time.perf_counter() - t0)
             window_t0 += time.perf_counter() - pause_t0  # evaluating and saving are not training throughput
@@ -218,11 +212,37 @@ def _run(
     interrupted = step < total
     if not interrupted:
         val = evaluate(cfg.train.eval_tokens)
-        metrics.write({"step": step, "val_bpb": val.bits_per_byte, "val_bytes": val.n_bytes})
+        metrics.write({"step": step, **val})
     elapsed = elapsed_before + time.perf_counter() - t0
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
     return TrainResult(run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed)
+
+
+def resolve_tokenizer(spec: str, family: str, model_cfg: Any):
+    """The tokenizer a run uses: named, or chosen from the model family ("auto")."""
+    from stlm.tokenizers import load_tokenizer
+
+    if spec == "auto":
+        if family != "t5":
+            spec = "byte"
+        elif model_cfg.vocab_size < 1024:
+            spec = "byt5"
+        else:
+            raise UserError(
+                f"a T5 model with vocab_size {model_cfg.vocab_size} needs a SentencePiece model: "
+                "pass --tokenizer spiece:PATH/spiece.model"
+            )
+    tokenizer = load_tokenizer(spec)
+    if tokenizer.vocab_size > model_cfg.vocab_size:
+        raise UserError(
+            f"tokenizer {spec} has {tokenizer.vocab_size} ids but the model's vocab_size is {model_cfg.vocab_size}"
+        )
+    return tokenizer
+
+
+def _headline(val: dict[str, float]) -> dict[str, str]:
+    return {k: f"{v:.3f}" for k, v in val.items() if k in ("val_bpb", "val_loss")}
 
 
 def _announce(cfg: RunConfig, runtime: Runtime, n_params: int, meta: dict, run_dir: Path, start_step: int) -> None:

@@ -44,7 +44,7 @@ def test_resume_equals_uninterrupted(tmp_path, corpus_dir, cache_dir):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    assert resumed.val.bits_per_byte == straight.val.bits_per_byte
+    assert resumed.val == straight.val
 
     def losses(run):
         rows = [json.loads(l) for l in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
@@ -61,7 +61,7 @@ def test_training_lowers_validation_bpb(tmp_path, corpus_dir, cache_dir):
     result = train(cfg, tmp_path / "run", progress=False)
     val = prepare_data(str(corpus_dir), ByteTokenizer(), cache_dir=cache_dir, progress=False).val[: 8192 + 1]
     # Beats the best order-0 model of the very bytes it is scored on.
-    assert result.val.bits_per_byte < unigram_bits_per_byte(val) - 0.2
+    assert result.val["val_bpb"] < unigram_bits_per_byte(val) - 0.2
     for name in ("config.json", "metrics.jsonl"):
         assert (tmp_path / "run" / name).is_file()
     resolved = json.loads((result.checkpoint / "config.json").read_text())
@@ -100,6 +100,6 @@ def test_bf16_autocast_trains(tmp_path, corpus_dir, cache_dir):
     cfg = tiny_config(corpus_dir, cache_dir, steps=3)
     cfg.runtime.precision = "bf16"
     result = train(cfg, tmp_path / "bf16", progress=False)
-    assert result.step == 3 and 0 < result.val.bits_per_byte < 9
+    assert result.step == 3 and 0 < result.val["val_bpb"] < 9
     weights = load_file(result.checkpoint / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in weights.values())  # master weights stay fp32
