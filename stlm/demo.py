@@ -17,7 +17,7 @@ from pathlib import Path
 from stlm.config import DataConfig, OptimConfig, RunConfig, RuntimeConfig, TrainConfig
 from stlm.data import prepare_data, unigram_bits_per_byte
 from stlm.evaluation.bpb import BPBResult, bits_per_byte
-from stlm.generation.decoder import generate
+from stlm.generation import stream
 from stlm.tokenizers import ByteTokenizer
 from stlm.training import checkpoint as ckpt_io
 from stlm.training.loop import train
@@ -76,7 +76,11 @@ def run_demo(
         device=runtime.device, autocast=runtime.autocast(), progress=True,
     )
     unigram = unigram_bits_per_byte(val_stream)
-    sample_ids = list(generate(net, tokenizer.encode(PROMPT, bos=True), max_new_tokens=300, temperature=0.8, top_k=40, seed=0))
+    family = resolved["model_config"]["family"]
+    sample_ids = list(
+        stream(family, net, tokenizer.encode(PROMPT, bos=True), eos_id=tokenizer.eos_id,
+               max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
+    )
     sample = PROMPT + tokenizer.decode(sample_ids)
     plot = plot_run(out, baselines={"order-0 (unigram)": unigram, "uniform": UNIFORM_BPB})
     learned = val.bits_per_byte < unigram < UNIFORM_BPB

@@ -18,9 +18,15 @@ from typing import Any
 from torch import nn
 
 from stlm.errors import UserError
+from stlm.models.byte_decoder import PRESETS as POOLED_PRESETS
+from stlm.models.byte_decoder import PooledByteConfig, PooledByteLM
+from stlm.models.byte_decoder import count_params as count_pooled_params
 from stlm.models.decoder import PRESETS as DECODER_PRESETS
 from stlm.models.decoder import DecoderConfig, DecoderLM
 from stlm.models.decoder import count_params as count_decoder_params
+from stlm.models.t5 import PRESETS as T5_PRESETS
+from stlm.models.t5 import T5Config, T5Model, config_from_name
+from stlm.models.t5 import count_params as count_t5_params
 
 FAMILY_KEY = "family"
 
@@ -33,10 +39,15 @@ class ModelFamily:
     model_cls: Callable[[Any], nn.Module]  # model_cls(config) -> an initialised model
     count_params: Callable[[Any], int]  # exact count from the config alone, no model built
     presets: Mapping[str, Any]  # preset name -> config
+    # Optional name grammar for families with open-ended names (t5-efficient-tiny-nl32):
+    # name -> config, None when the name is not the family's, UserError when it is but is malformed.
+    parse_name: Callable[[str], Any | None] | None = None
 
 
 FAMILIES: dict[str, ModelFamily] = {
     "decoder": ModelFamily(DecoderConfig, DecoderLM, count_decoder_params, DECODER_PRESETS),
+    "pooled": ModelFamily(PooledByteConfig, PooledByteLM, count_pooled_params, POOLED_PRESETS),
+    "t5": ModelFamily(T5Config, T5Model, count_t5_params, T5_PRESETS, parse_name=config_from_name),
 }
 
 
@@ -68,6 +79,10 @@ def get_config(name: str) -> tuple[str, Any]:
     for family_name, family in FAMILIES.items():
         if name in family.presets:
             return family_name, dataclasses.replace(family.presets[name])
+    for family_name, family in FAMILIES.items():
+        parsed = family.parse_name(name) if family.parse_name is not None else None
+        if parsed is not None:
+            return family_name, parsed
     names = preset_names()
     close = difflib.get_close_matches(str(name), names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("models", help="list every model preset with its exact parameter count")
-    p.add_argument("--family", help="only this family")
+    p.add_argument("--family", help="only this family (decoder, pooled, t5)")
+    p.add_argument("--parts", action="store_true", help="pooled models: parameters by part and what sharing saves")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("corpora", help="list the built-in corpora")
@@ -89,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="sample text from a checkpoint, streamed to stdout")
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
     p.add_argument("--prompt", default="", help="text to continue")
-    p.add_argument("--max-new-bytes", type=int, default=256)
+    p.add_argument("--max-new-bytes", type=int, default=256, help="new tokens to generate (bytes for byte models)")
     p.add_argument("--greedy", action="store_true", help="always take the most likely byte")
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int)
@@ -125,18 +126,47 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     presets = [p for p in registry.list_presets() if not args.family or p.family == args.family]
     if not presets:
-        raise UserError(f"no presets in family {args.family!r}")
+        raise UserError(f"no presets in family {args.family!r}; families: {', '.join(sorted(registry.FAMILIES))}")
     rows = [("preset", "family", "params", "fp32 MiB", "bf16 MiB", "shape")]
     for p in presets:
-        rows.append((p.name, p.family, f"{p.n_params:,}", f"{p.n_params * 4 / 2**20:.1f}", f"{p.n_params * 2 / 2**20:.1f}", _shape(p.config)))
+        rows.append((p.name, p.family, f"{p.n_params:,}", f"{p.n_params * 4 / 2**20:.1f}", f"{p.n_params * 2 / 2**20:.1f}", _shape(p.family, p.config)))
     _print_table(rows, right=(2, 3, 4))
+    print("\nAny t5-efficient-<size>[-nl|el|dl|dm|kv|nh|ff<N>]... name works too, e.g. t5-efficient-base-dl2.")
+    if args.parts:
+        _print_parts([p for p in presets if p.family == "pooled"])
     return 0
 
 
-def _shape(cfg: object) -> str:
-    keys = ("d_model", "n_layers", "n_heads", "d_ff", "vocab_size", "max_seq_len")
-    short = {"d_model": "d", "n_layers": "L", "n_heads": "H", "d_ff": "ff", "vocab_size": "V", "max_seq_len": "ctx"}
-    return " ".join(f"{short[k]}={getattr(cfg, k)}" for k in keys if hasattr(cfg, k))
+def _shape(family: str, cfg: object) -> str:
+    c = cfg  # typed per family below; plain attribute reads
+    if family == "pooled":
+        core = f"core {c.d_global}x{c.n_global_layers}" + (f" x{c.repeat_blocks} {c.repeat_mode}" if c.repeat_blocks > 1 else "")
+        shared = " shared-ffn" if c.share_ffn else ""
+        return f"local {c.d_local} {c.n_enc_layers}+{c.n_dec_layers}, {core}{shared}, patches {c.boundary}"
+    if family == "t5":
+        ff = "gated-gelu" if c.ff_kind == "gated-gelu" else "relu"
+        tied = "tied" if c.tie_embeddings else "untied"
+        return f"d={c.d_model} L={c.n_layers}+{c.n_decoder_layers} H={c.n_heads}x{c.d_head} ff={c.d_ff} {ff} {tied} V={c.vocab_size}"
+    return f"d={c.d_model} L={c.n_layers} H={c.n_heads} ff={c.d_ff} V={c.vocab_size} ctx={c.max_seq_len}"
+
+
+def _print_parts(presets: list) -> None:
+    from stlm.models.byte_decoder.config import param_breakdown
+
+    if not presets:
+        return
+    parts = ("embeddings", "hash_tables", "local_encoder", "pooling", "core", "local_decoder", "head", "total")
+    print("\nPooled byte models, parameters by part (hash tables are included in the total):")
+    rows = [("preset",) + parts]
+    savings = [("preset", "tie_head saves", "share_ffn saves", "repeat_blocks saves")]
+    for p in presets:
+        b = param_breakdown(p.config)
+        rows.append((p.name,) + tuple(f"{b[k]:,}" for k in parts))
+        s = b["sharing"]
+        savings.append((p.name, f"{s['tie_head']:,}", f"{s['share_ffn']:,}", f"{s['repeat_blocks']:,}"))
+    _print_table(rows, right=tuple(range(1, len(parts) + 1)))
+    print("\nWhat each sharing option removes (against the same network without it):")
+    _print_table(savings, right=(1, 2, 3))
 
 
 def _print_table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
@@ -249,6 +279,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     runtime = resolve_runtime(RuntimeConfig(device=args.device))
     model, config, ckpt = load_model(args.checkpoint, runtime.device)
+    if config.get("model_config", {}).get("family") == "t5":
+        raise UserError(f"{ckpt} is an encoder-decoder; bits per byte is measured on decoder models")
     run = config.get("run", {})
     tokenizer = ByteTokenizer()
     if args.file:
@@ -312,29 +344,32 @@ def cmd_generate(args: argparse.Namespace) -> int:
     import codecs
 
     from stlm.config import RuntimeConfig
-    from stlm.generation.decoder import generate
-    from stlm.tokenizers import ByteTokenizer
-    from stlm.training.checkpoint import load_model
+    from stlm.generation import stream
+    from stlm.training.checkpoint import load_model, load_tokenizer_of
     from stlm.training.runtime import resolve_runtime
 
     if args.max_new_bytes < 1:
         raise UserError("--max-new-bytes must be at least 1")
     runtime = resolve_runtime(RuntimeConfig(device=args.device))
-    model, _, _ = load_model(args.checkpoint, runtime.device)
-    tokenizer = ByteTokenizer()
-    prompt = tokenizer.encode(args.prompt, bos=True)
+    model, config, _ = load_model(args.checkpoint, runtime.device)
+    family = config.get("model_config", {}).get("family")
+    tokenizer = load_tokenizer_of(config)
+    # A decoder continues BOS + prompt; an encoder-decoder reads prompt + EOS and writes anew.
+    encoder_decoder = family == "t5"
+    prompt = tokenizer.encode(args.prompt, eos=True) if encoder_decoder else tokenizer.encode(args.prompt, bos=True)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = sys.stdout
-    out.write(args.prompt)
+    if not encoder_decoder:
+        out.write(args.prompt)
     try:
-        for token in generate(
-            model, prompt, max_new_tokens=args.max_new_bytes,
+        for token in stream(
+            family, model, prompt, eos_id=tokenizer.eos_id, max_new_tokens=args.max_new_bytes,
             temperature=0.0 if args.greedy else args.temperature,
             top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         ):
             out.write(decoder.decode(tokenizer.decode_bytes([token])))
             out.flush()
-    except ValueError as exc:  # bad sampling settings
+    except ValueError as exc:  # bad sampling settings, prompt longer than the context
         raise UserError(str(exc)) from None
     out.write(decoder.decode(b"", final=True) + "\n")
     return 0

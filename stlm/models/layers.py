@@ -183,8 +183,16 @@ class CausalSelfAttention(nn.Module):
         rotary: RotaryEmbedding,
         cache: KVCache | None = None,
         layer: int = 0,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """x (B, T, D) -> (B, T, D). With a cache, x holds the T tokens after the cached ones."""
+        """x (B, T, D) -> (B, T, D). With a cache, x holds the T tokens after the cached ones.
+
+        `mask`, if given, replaces the causal rule: a bool tensor broadcastable to
+        (B, H, T, pos + T), True where query i may attend to key j. The caller
+        builds causality into it, along with whatever else it needs (document
+        boundaries in packed batches, a sliding window). Every query must be
+        allowed at least one key (itself, say), or its output is NaN.
+        """
         b, t, d = x.shape
         pos = cache.length if cache is not None else 0
         qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head)  # (B, T, 3D) -> (B, T, 3, H, Dh)
@@ -195,7 +203,9 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.store(layer, k, v)  # (B, H, pos + T, Dh) each
 
-        if pos == 0:
+        if mask is not None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        elif pos == 0:
             # No cached keys: queries and keys are the same positions, the plain causal case.
             y = F.scaled_dot_product_attention(q, k, v, is_causal=t > 1)
         elif t == 1:

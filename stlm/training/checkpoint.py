@@ -235,3 +235,11 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
     model = registry.build_model(family, model_cfg)
     load_weights(model, ckpt)
     return model.to(device).eval(), config, ckpt
+
+
+def load_tokenizer_of(config: dict[str, Any]):
+    """The tokenizer a checkpoint was trained with (its config's "tokenizer" entry)."""
+    from stlm.tokenizers import load_tokenizer
+
+    entry = config.get("tokenizer") or {"name": "byte"}
+    return load_tokenizer(entry.get("spec") or entry.get("name", "byte"))

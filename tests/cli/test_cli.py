@@ -146,3 +146,20 @@ def test_console_script_runs_without_traceback():
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nope" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "stlm", "--help"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "demo" in proc.stdout
+
+
+def test_pretrain_t5_then_generate(capsys, tmp_path, corpus_dir, cache_dir):
+    run_dir = tmp_path / "t5"
+    code, out, err = run(
+        capsys, "pretrain", "--model", "t5-debug", "--objective", "span-corruption", "--data", corpus_dir,
+        "--cache-dir", cache_dir, "--seq-len", 64, "--batch-size", 2, "--steps", 2, "--optimizer", "adamw-rms",
+        "--lr", "2e-2", "--device", "cpu", "--out", run_dir, "--quiet",
+    )
+    assert code == 0 and "val_loss" in out, err
+    code, out, _ = run(capsys, "generate", run_dir, "--prompt", "The quick", "--max-new-bytes", 8, "--greedy")
+    assert code == 0
+    code, _, err = run(capsys, "evaluate", run_dir)
+    assert code == 2 and "encoder-decoder" in err
+    code, _, err = run(capsys, "train", "--model", "t5-debug", "--data", corpus_dir, "--cache-dir", cache_dir,
+                       "--steps", 1, "--out", tmp_path / "x")
+    assert code == 2 and "span-corruption" in err

@@ -1,0 +1,175 @@
+"""stlm's T5 against Hugging Face transformers' T5ForConditionalGeneration, side by side.
+
+Both models get the same config and the same weights (ours exported to Hugging
+Face format, then loaded by transformers), so outputs can be checked to agree
+before anything is timed. Measurements alternate between the two models
+(ours, theirs, ours, ...) so machine noise hits both alike; each figure is the
+median of timed repetitions after warm-up. Printed: tokens/s for a training
+step (forward, backward, AdamW step; in + out tokens), tokens/s for an eval
+forward, and ms per new token for batch-1 greedy generation with a KV cache,
+each with the ratio ours / theirs.
+
+    .venv/bin/python bench/t5_vs_hf.py                       # t5-efficient-tiny-nl32, fp32, 2 threads
+    .venv/bin/python bench/t5_vs_hf.py --quick               # fewer repetitions, smaller shapes only
+    .venv/bin/python bench/t5_vs_hf.py --device cuda --dtype bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="t5-efficient-tiny-nl32")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="bf16 = autocast")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="1 repeat, skip the 8 x 512 training step")
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats = 1
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    import transformers
+
+    from stlm import registry
+    from stlm.generation.seq2seq import generate_seq2seq
+    from stlm.interop.hf_t5 import export_hf_t5
+
+    family, cfg = registry.get_config(args.model)
+    torch.manual_seed(0)
+    ours = registry.build_model(family, cfg).to(device)
+    with tempfile.TemporaryDirectory() as tmp:
+        export_hf_t5(ours, tmp)
+        theirs = transformers.T5ForConditionalGeneration.from_pretrained(tmp).to(device)
+    theirs.config.use_cache = True
+    n_params = sum(p.numel() for p in {id(p): p for p in ours.parameters()}.values())
+    print(
+        f"{args.model}: {n_params:,} parameters; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{args.device} {args.dtype}, {torch.get_num_threads()} threads; median of {args.repeats} after {args.warmup} warm-up"
+    )
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16" else contextlib.nullcontext()
+    )
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def batch(b: int, s: int, l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(b * 1000 + s)
+        inputs = torch.randint(2, cfg.vocab_size - 100, (b, s), generator=g).to(device)
+        targets = torch.randint(2, cfg.vocab_size - 100, (b, l), generator=g).to(device)
+        start = torch.zeros((b, 1), dtype=torch.long, device=device)
+        return inputs, torch.cat([start, targets[:, :-1]], dim=1), targets
+
+    def our_logits(inputs, dec_in):
+        return ours(inputs, dec_in)
+
+    def their_logits(inputs, dec_in):
+        return theirs(input_ids=inputs, decoder_input_ids=dec_in, use_cache=False).logits
+
+    # Same weights, same outputs: check before timing anything.
+    inputs, dec_in, _ = batch(2, 64, 16)
+    with torch.no_grad():
+        diff = (our_logits(inputs, dec_in).float() - their_logits(inputs, dec_in).float()).abs().max().item()
+    print(f"max |logit difference| on a 2 x 64/16 batch: {diff:.2e}")
+
+    rows: list[tuple[str, float, float, str]] = []
+
+    def interleaved(fn_ours, fn_theirs) -> tuple[float, float]:
+        times = {"ours": [], "theirs": []}
+        for i in range(args.warmup + args.repeats):
+            for name, fn in (("ours", fn_ours), ("theirs", fn_theirs)):
+                sync()
+                t0 = time.perf_counter()
+                fn()
+                sync()
+                if i >= args.warmup:
+                    times[name].append(time.perf_counter() - t0)
+        return statistics.median(times["ours"]), statistics.median(times["theirs"])
+
+    def train_step_fn(model, logits_fn, shapes):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))
+        inputs, dec_in, targets = batch(*shapes)
+
+        def step() -> None:
+            with autocast:
+                logits = logits_fn(inputs, dec_in)
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return step
+
+    train_shapes = [(8, 128, 32)] if args.quick else [(8, 512, 114), (8, 128, 32)]
+    for shapes in train_shapes:
+        ours.train()
+        theirs.train()
+        t_ours, t_theirs = interleaved(
+            train_step_fn(ours, our_logits, shapes), train_step_fn(theirs, their_logits, shapes)
+        )
+        tokens = shapes[0] * (shapes[1] + shapes[2])
+        rows.append((f"train step {shapes[0]} x {shapes[1]}/{shapes[2]}", tokens / t_ours, tokens / t_theirs, "tokens/s"))
+
+    ours.eval()
+    theirs.eval()
+    inputs, dec_in, _ = batch(8, 512, 114)
+
+    def forward(fn):
+        def run() -> None:
+            with torch.inference_mode(), autocast:
+                fn(inputs, dec_in)
+
+        return run
+
+    t_ours, t_theirs = interleaved(forward(our_logits), forward(their_logits))
+    tokens = 8 * (512 + 114)
+    rows.append(("eval forward 8 x 512/114", tokens / t_ours, tokens / t_theirs, "tokens/s"))
+
+    prompt, _, _ = batch(1, 128, 1)
+    new = 32
+    outputs = {}
+
+    def gen_ours() -> None:
+        with autocast:
+            outputs["ours"] = generate_seq2seq(ours, prompt, max_new_tokens=new, eos_id=None)
+
+    def gen_theirs() -> None:
+        with torch.inference_mode(), autocast:
+            out = theirs.generate(
+                input_ids=prompt, max_new_tokens=new, min_new_tokens=new, do_sample=False, num_beams=1
+            )
+        outputs["theirs"] = out[0, 1:].tolist()
+
+    t_ours, t_theirs = interleaved(gen_ours, gen_theirs)
+    same = list(outputs["ours"])[:new] == outputs["theirs"][:new]
+    rows.append((f"greedy generation 1 x 128 -> {new}", 1000 * t_ours / new, 1000 * t_theirs / new, "ms/token"))
+
+    print()
+    print(f"{'measurement':34s} {'stlm':>10s} {'transformers':>13s} {'ratio':>7s}  unit")
+    for name, a, b, unit in rows:
+        ratio = b / a if unit == "ms/token" else a / b  # > 1 means stlm is faster
+        print(f"{name:34s} {a:10.1f} {b:13.1f} {ratio:6.2f}x  {unit}")
+    print(f"\ngreedy outputs identical: {same}")
+
+
+if __name__ == "__main__":
+    main()

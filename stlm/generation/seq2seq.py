@@ -1,0 +1,208 @@
+"""Generation from an encoder-decoder (T5) model with explicit caches: greedy, sampling, beam search.
+
+The encoder runs once over the source. The decoder starts from the model's
+decoder start id and is fed one token per step; its cache keeps the
+self-attention keys and values of earlier steps and the cross-attention keys
+and values projected once from the encoder output. Batch size 1: one source.
+Beam search makes the beams the batch and, after every step, reorders the
+cache rows to follow the beams that survived.
+
+Beam search follows Hugging Face transformers' `generate(num_beams=n)` with
+its defaults (early_stopping=False), so the two pick the same sequence:
+- each step scores the 2n best (beam, token) continuations of the n running
+  beams by summed log-probability; those of the first n that end in EOS, or
+  reach max_new_tokens, are finished hypotheses with score
+  sum / generated_length ** length_penalty (the length counts the EOS);
+- the n best continuations that did not finish run on;
+- search ends when n hypotheses are finished and the best running beam,
+  normalised by its current length, cannot beat the worst of them, or when
+  every candidate finished; the best finished hypothesis is returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stlm.generation.sampling import check_sampling_args, sample_next
+from stlm.models.t5 import T5Model
+
+# What "never" scores, as in the reference: large enough to lose every comparison,
+# finite so that adding log-probabilities to it stays ordered.
+_NEVER = -1.0e9
+
+
+def generate_seq2seq(
+    model: T5Model,
+    input_ids: list[int] | torch.Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    num_beams: int = 1,
+    length_penalty: float = 1.0,
+    eos_id: int | None = None,
+) -> list[int]:
+    """The generated token ids for one source (list[int] or LongTensor (S,) / (1, S)).
+
+    The decoder start token is not included; an EOS that ends generation is.
+    eos_id defaults to the model's config.eos_id. temperature 0 is greedy;
+    num_beams > 1 is beam search (deterministic, so temperature must be 0 and
+    top_k / top_p unset).
+    """
+    if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+        raise ValueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+    if num_beams == 1:
+        return list(
+            stream_seq2seq(
+                model, input_ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                top_k=top_k, top_p=top_p, seed=seed, eos_id=eos_id,
+            )
+        )
+    if temperature != 0 or top_k is not None or top_p is not None:
+        raise ValueError("beam search is deterministic: use temperature=0 and no top_k / top_p with num_beams > 1")
+    source, eos = _prepare(model, input_ids, max_new_tokens, eos_id)
+    if max_new_tokens == 0:
+        return []
+    with _inference(model):
+        return _beam_search(model, source, num_beams, max_new_tokens, float(length_penalty), eos)
+
+
+def stream_seq2seq(
+    model: T5Model,
+    input_ids: list[int] | torch.Tensor,
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    eos_id: int | None = None,
+) -> Iterator[int]:
+    """Yield new token ids one at a time (greedy or sampling), ending after EOS or max_new_tokens.
+
+    Arguments are checked here, before the first `next()`. Each step runs in
+    eval and inference mode and restores the model's mode before yielding, so
+    nothing leaks into the caller's code between tokens.
+    """
+    check_sampling_args(temperature, top_k, top_p)
+    source, eos = _prepare(model, input_ids, max_new_tokens, eos_id)
+    return _stream(model, source, max_new_tokens, temperature, top_k, top_p, seed, eos)
+
+
+def _prepare(
+    model: T5Model, input_ids: list[int] | torch.Tensor, max_new_tokens: int, eos_id: int | None
+) -> tuple[torch.Tensor, int]:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    device = model.embed.weight.device
+    if isinstance(input_ids, torch.Tensor):
+        if input_ids.ndim == 2 and input_ids.shape[0] != 1:
+            raise ValueError(f"one source at a time: input_ids must be (1, S) or (S,), got {tuple(input_ids.shape)}")
+        source = input_ids.reshape(1, -1).to(device=device, dtype=torch.long)  # (1, S)
+    else:
+        source = torch.tensor([list(input_ids)], dtype=torch.long, device=device)  # (1, S)
+    if source.shape[1] == 0:
+        raise ValueError("input_ids is empty: a source needs at least one token (usually ending in EOS)")
+    return source, model.config.eos_id if eos_id is None else eos_id
+
+
+def _stream(
+    model: T5Model,
+    source: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    seed: int | None,
+    eos: int,
+) -> Iterator[int]:
+    if max_new_tokens == 0:
+        return
+    device = source.device
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None and temperature > 0 else None
+    with _inference(model):
+        encoder_out = model.encode(source)  # (1, S, D), once
+        cache = model.new_cache(1, max_new_tokens)
+    token = model.config.decoder_start_id
+    for _ in range(max_new_tokens):
+        with _inference(model):
+            step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
+            logits = model.decode(step, encoder_out, cache=cache)  # (1, 1, V)
+            token = int(sample_next(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p,
+                                    generator=generator).item())
+        yield token
+        if token == eos:
+            return
+
+
+def _beam_search(
+    model: T5Model, source: torch.Tensor, n_beams: int, max_new_tokens: int, length_penalty: float, eos: int
+) -> list[int]:
+    device = source.device
+    # The beams share one encoder output: batch 1 here, broadcast by the cross-attention.
+    encoder_out = model.encode(source)  # (1, S, D)
+    cache = model.new_cache(n_beams, max_new_tokens)
+    tokens = torch.full((n_beams, 1), model.config.decoder_start_id, dtype=torch.long, device=device)  # (n, 1)
+    # Only beam 0 is live at the start: the n beams are identical, and n copies of
+    # its continuations would fill every slot.
+    running = torch.full((n_beams,), _NEVER, device=device)
+    running[0] = 0.0
+    finished: list[tuple[float, list[int]]] = []  # (normalised score, tokens), best first, at most n
+
+    for length in range(1, max_new_tokens + 1):  # generated tokens after this step
+        logits = model.decode(tokens[:, -1:], encoder_out, cache=cache)[:, -1].float()  # (n, V)
+        vocab = logits.shape[-1]
+        scores = (F.log_softmax(logits, dim=-1) + running[:, None]).view(-1)  # (n * V,)
+        top_scores, top_index = scores.topk(2 * n_beams)  # (2n,) each, best first
+        beam, token = top_index // vocab, top_index % vocab
+        done = (token == eos) | (length >= max_new_tokens)  # (2n,)
+
+        # Finished hypotheses: only from the n best candidates; the other n are
+        # there so that n beams can run on even when the best ones all ended.
+        for j in range(n_beams):
+            if done[j]:
+                hypothesis = [*tokens[beam[j], 1:].tolist(), int(token[j])]
+                finished.append((float(top_scores[j]) / length**length_penalty, hypothesis))
+        finished = sorted(finished, key=lambda item: -item[0])[:n_beams]  # stable: earlier wins ties
+        if bool(done.all()):
+            break
+
+        alive = top_scores + done.float() * _NEVER  # (2n,) finished candidates cannot run on
+        keep = alive.topk(n_beams).indices  # (n,)
+        running = alive[keep]
+        cache.reorder(beam[keep])
+        tokens = torch.cat([tokens[beam[keep]], token[keep, None]], dim=1)  # (n, length + 1)
+
+        # Stop once nothing running can beat the worst kept hypothesis, judging
+        # the best running beam at its current length (the reference's heuristic).
+        if len(finished) == n_beams and float(running[0]) / length**length_penalty <= finished[-1][0]:
+            break
+    return finished[0][1]
+
+
+@contextmanager
+def _inference(model: nn.Module) -> Iterator[None]:
+    """Eval mode and inference mode for one step, the model's mode restored after.
+
+    Scoped per step so that nothing leaks into the caller's code between
+    yielded tokens (inference mode is a thread-local switch). The mode is only
+    toggled when the model is training: `eval()` and `train()` walk every
+    module, which for a 32 + 32 layer model costs more than the step's
+    non-matmul work.
+    """
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if was_training:
+            model.train()

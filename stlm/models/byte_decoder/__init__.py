@@ -1,0 +1,16 @@
+"""The pooled byte language model family: bytes pooled into patches for a deep-narrow core."""
+
+from stlm.models.byte_decoder.boundaries import mean_patch_length
+from stlm.models.byte_decoder.config import PooledByteConfig, count_params, param_breakdown
+from stlm.models.byte_decoder.model import PooledByteLM, PooledCache
+from stlm.models.byte_decoder.presets import PRESETS
+
+__all__ = [
+    "PRESETS",
+    "PooledByteConfig",
+    "PooledByteLM",
+    "PooledCache",
+    "count_params",
+    "mean_patch_length",
+    "param_breakdown",
+]

@@ -1,0 +1,63 @@
+"""Named sizes of the pooled byte family, as plain data.
+
+Sizes follow the design table (core + local near the nominal size; the hashed
+n-gram tables are shown apart in `param_breakdown` but counted in the total).
+Head width 64 everywhere (32 in the tiny debug size). Exact counts, checked in
+tests/models/byte_decoder/test_params.py:
+
+    preset                       total   hash tables   without them   shape
+    pooled-tiny                837,440        49,152        788,288   local 64 (1+1), core 128 x 3
+    pooled-10m              11,636,608     1,179,648     10,456,960   local 192 (1+2), core 320 x 7
+    pooled-10m-fixed4       11,636,608     1,179,648     10,456,960   the same, a patch every 4 bytes
+    pooled-10m-unpooled     11,636,608     1,179,648     10,456,960   the same, fixed:1
+    pooled-50m              54,730,240     3,932,160     50,798,080   local 320 (2+3), core 576 x 11
+    pooled-50m-unpooled     54,730,240     3,932,160     50,798,080
+    pooled-100m            105,999,744     9,437,184     96,562,560   local 384 (2+4), core 768 x 12
+    pooled-100m-unpooled   105,999,744     9,437,184     96,562,560
+
+All use the space rule (max 12 bytes per patch, ~6.6 bytes per patch on
+English prose) unless named otherwise.
+
+The "-unpooled" baselines are the same stack with patch = 1 byte, so the core
+parameters match exactly and only the patching differs. A token-level
+baseline over a small BPE vocabulary with the same core parameters belongs to
+the decoder family (it needs a BPE tokenizer; another issue).
+
+The entropy rule has no preset of its own: it needs its table fitted to the
+training data first (`PooledByteLM.fit_boundaries`); use
+`dataclasses.replace(cfg, boundary="entropy")` on any preset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from stlm.models.byte_decoder.config import PooledByteConfig
+
+_TINY = PooledByteConfig(
+    d_local=64, n_enc_layers=1, n_dec_layers=1, local_heads=2,
+    d_global=128, n_global_layers=3, global_heads=4, hash_buckets=256,
+)
+_10M = PooledByteConfig(
+    d_local=192, n_enc_layers=1, n_dec_layers=2, local_heads=3,
+    d_global=320, n_global_layers=7, global_heads=5, hash_buckets=2048,
+)
+_50M = PooledByteConfig(
+    d_local=320, n_enc_layers=2, n_dec_layers=3, local_heads=5,
+    d_global=576, n_global_layers=11, global_heads=9, hash_buckets=4096,
+)
+_100M = PooledByteConfig(
+    d_local=384, n_enc_layers=2, n_dec_layers=4, local_heads=6,
+    d_global=768, n_global_layers=12, global_heads=12, hash_buckets=8192,
+)
+
+PRESETS: dict[str, PooledByteConfig] = {
+    "pooled-tiny": _TINY,
+    "pooled-10m": _10M,
+    "pooled-10m-fixed4": dataclasses.replace(_10M, boundary="fixed:4"),
+    "pooled-10m-unpooled": dataclasses.replace(_10M, boundary="fixed:1"),
+    "pooled-50m": _50M,
+    "pooled-50m-unpooled": dataclasses.replace(_50M, boundary="fixed:1"),
+    "pooled-100m": _100M,
+    "pooled-100m-unpooled": dataclasses.replace(_100M, boundary="fixed:1"),
+}
