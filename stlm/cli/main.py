@@ -99,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_generate)
 
+    p = sub.add_parser("hf-import", help="turn a Hugging Face T5 directory into an stlm checkpoint")
+    p.add_argument("directory", type=Path, help="config.json + model.safetensors or pytorch_model.bin (+ spiece.model)")
+    p.add_argument("--out", type=Path, required=True, help="run directory to create")
+    p.set_defaults(func=cmd_hf_import)
+
+    p = sub.add_parser("hf-export", help="write a T5 checkpoint in Hugging Face format (transformers loads it)")
+    p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
+    p.add_argument("--out", type=Path, required=True, help="directory to write config.json, model.safetensors (+ spiece.model)")
+    p.set_defaults(func=cmd_hf_export)
+
     p = sub.add_parser("demo", help="the main job: train, evaluate and sample a small model on the embedded corpus")
     p.add_argument("--model", default="decoder-tiny")
     p.add_argument("--data", default="pydocs")
@@ -372,6 +382,47 @@ def cmd_generate(args: argparse.Namespace) -> int:
     except ValueError as exc:  # bad sampling settings, prompt longer than the context
         raise UserError(str(exc)) from None
     out.write(decoder.decode(b"", final=True) + "\n")
+    return 0
+
+
+def cmd_hf_import(args: argparse.Namespace) -> int:
+    import shutil
+
+    from stlm import registry
+    from stlm.interop.hf_t5 import load_hf_t5
+    from stlm.training import checkpoint as ckpt_io
+
+    if ckpt_io.list_checkpoints(args.out):
+        raise UserError(f"{args.out} already holds checkpoints; choose another --out")
+    model, cfg, spiece = load_hf_t5(args.directory)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if spiece is not None:
+        shutil.copyfile(spiece, args.out / "spiece.model")
+        tokenizer = {"name": "spiece", "spec": f"spiece:{(args.out / 'spiece.model').resolve()}"}
+    else:
+        tokenizer = {"name": "byt5"} if cfg.vocab_size < 1024 else {"name": "none", "note": "no spiece.model found"}
+    config = {
+        "model_config": registry.config_to_dict("t5", cfg),
+        "tokenizer": tokenizer,
+        "source": {"hf_directory": str(args.directory.resolve())},
+    }
+    ckpt = ckpt_io.save_checkpoint(args.out, 0, model=model, optimizer=None, config=config, state={}, keep=1)
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    print(f"imported {args.directory} ({n_params:,} parameters) -> {ckpt}")
+    return 0
+
+
+def cmd_hf_export(args: argparse.Namespace) -> int:
+    from stlm.interop.hf_t5 import export_hf_t5
+    from stlm.training.checkpoint import load_model
+
+    model, config, ckpt = load_model(args.checkpoint)
+    if config.get("model_config", {}).get("family") != "t5":
+        raise UserError(f"{ckpt} is not a T5 checkpoint; only T5 models export to Hugging Face format")
+    spec = (config.get("tokenizer") or {}).get("spec", "")
+    spiece = spec.partition(":")[2] if spec.startswith("spiece:") else None
+    out = export_hf_t5(model, args.out, spiece=spiece)
+    print(f"exported {ckpt} -> {out} (config.json, model.safetensors{', spiece.model' if spiece else ''})")
     return 0
 
 

@@ -112,7 +112,8 @@ def load_hf_t5(directory: str | os.PathLike) -> tuple[T5Model, T5Config, Path | 
 
 
 def _read_weights(root: Path) -> dict[str, torch.Tensor]:
-    single, index, pickled = root / "model.safetensors", root / "model.safetensors.index.json", root / "pytorch_model.bin"
+    single, pickled = root / "model.safetensors", root / "pytorch_model.bin"
+    index = root / "model.safetensors.index.json"
     if single.is_file():
         return _read_safetensors(single)
     if index.is_file():

@@ -164,7 +164,8 @@ def test_sharded_safetensors(checkpoint):
     names = sorted(tensors)
     half = len(names) // 2
     weight_map = {}
-    for shard, part in (("model-00001-of-00002.safetensors", names[:half]), ("model-00002-of-00002.safetensors", names[half:])):
+    shards = {"model-00001-of-00002.safetensors": names[:half], "model-00002-of-00002.safetensors": names[half:]}
+    for shard, part in shards.items():
         save_file({k: tensors[k] for k in part}, str(checkpoint / shard))
         weight_map.update({k: shard for k in part})
     (checkpoint / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))

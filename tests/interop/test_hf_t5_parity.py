@@ -205,9 +205,8 @@ def test_training_gradients_match_transformers(root, case):
     for attention_mask in (None, mask):
         hf.zero_grad()
         model.zero_grad()
-        hf_loss = torch.nn.functional.cross_entropy(
-            hf(input_ids=ids, attention_mask=attention_mask, decoder_input_ids=dec).logits.flatten(0, 1), labels.flatten()
-        )
+        hf_logits = hf(input_ids=ids, attention_mask=attention_mask, decoder_input_ids=dec).logits
+        hf_loss = torch.nn.functional.cross_entropy(hf_logits.flatten(0, 1), labels.flatten())
         loss = torch.nn.functional.cross_entropy(model(ids, dec, attention_mask).flatten(0, 1), labels.flatten())
         hf_loss.backward()
         loss.backward()
@@ -220,3 +219,22 @@ def test_training_gradients_match_transformers(root, case):
             # differently from autograd through the reference's spelled-out formula.
             error = (got - expected).abs().max().item()
             assert error <= 1e-5 * max(1.0, expected.abs().max().item()), (ours, error)
+
+
+def test_transformers_5_save_pretrained_of_a_v1_1_config(tmp_path):
+    """transformers 5 ties every T5 head but skips the output scaling when the config said
+    untied, and save_pretrained then writes one shared matrix: loaded as an untied model
+    whose head starts as a copy of the embedding."""
+    settings = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
+                    feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    torch.manual_seed(0)
+    transformers.T5ForConditionalGeneration(transformers.T5Config(**settings)).save_pretrained(tmp_path)
+    hf = reference(tmp_path)
+    model, cfg, _ = load_hf_t5(tmp_path)
+    assert not cfg.tie_embeddings
+    assert model.head.weight.data_ptr() != model.embed.weight.data_ptr()
+    assert torch.equal(model.head.weight, model.embed.weight)
+    ids, dec, mask = inputs(10, 6)
+    with torch.no_grad():
+        expected = hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits
+        torch.testing.assert_close(model(ids, dec, mask), expected, **TOL)

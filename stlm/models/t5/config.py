@@ -66,7 +66,9 @@ class T5Config:
         for name in ("pad_id", "eos_id", "decoder_start_id"):
             _check_int(name, getattr(self, name), minimum=0)
             if getattr(self, name) >= self.vocab_size:
-                raise ValueError(f"T5Config.{name} {getattr(self, name)} is outside the vocabulary (size {self.vocab_size})")
+                raise ValueError(
+                    f"T5Config.{name} {getattr(self, name)} is outside the vocabulary (size {self.vocab_size})"
+                )
         if self.ff_kind not in FF_KINDS:
             raise ValueError(f"T5Config.ff_kind must be one of {', '.join(FF_KINDS)}, got {self.ff_kind!r}")
         if not isinstance(self.tie_embeddings, bool):

@@ -82,7 +82,8 @@ def test_tied_relu_counts_equal_transformers_on_meta():
 def test_base_sizes_are_the_released_configs(size):
     cfg = config_from_name(f"t5-efficient-{size}")
     d, f, h, kv, layers = RELEASED[size]
-    assert (cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.d_head, cfg.n_layers, cfg.n_decoder_layers) == (d, f, h, kv, layers, layers)
+    shape = (cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.d_head, cfg.n_layers, cfg.n_decoder_layers)
+    assert shape == (d, f, h, kv, layers, layers)
     assert (cfg.vocab_size, cfg.ff_kind, cfg.tie_embeddings, cfg.rel_buckets, cfg.rel_max_distance) == (
         32128, "relu", True, 32, 128,
     )
@@ -222,7 +223,8 @@ def test_hf_config_of_released_shape():
     assert v11.ff_kind == "gated-gelu" and not v11.tie_embeddings
     # transformers 5 writes tie_word_embeddings true with scale_decoder_outputs false for
     # v1.1-style models: what matters for the logits is the scaling.
-    assert not T5Config.from_hf_config({**released, "tie_word_embeddings": True, "scale_decoder_outputs": False}).tie_embeddings
+    quirk = {**released, "tie_word_embeddings": True, "scale_decoder_outputs": False}
+    assert not T5Config.from_hf_config(quirk).tie_embeddings
     old = T5Config.from_hf_config({**released, "architectures": ["T5WithLMHeadModel"], "eos_token_id": [1, 5]})
     assert old.eos_id == 1
 
