@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from stlm.training.runtime import Runtime, resolve_runtime, seed_everything
 from stlm.training.tasks import build_task
 
 RUN_CONFIG = "config.json"
+ENTROPY_FIT_IDS = 4 << 20  # training ids used to fit an entropy boundary rule
 METRICS = "metrics.jsonl"
 
 
@@ -112,6 +114,13 @@ def _run(
         "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta},
     }
     start_step, elapsed_before = 0, 0.0
+    if resume_from is None and getattr(model_cfg, "boundary_kind", None) == "entropy":
+        # The entropy boundary rule is a small byte model estimated from the
+        # training text; it is a buffer, so checkpoints carry it and resumes keep it.
+        sample = torch.from_numpy(data.train[:ENTROPY_FIT_IDS].astype("int64"))
+        mean_patch = model.fit_boundaries(sample)
+        if progress:
+            print(f"  entropy boundaries fitted on {len(sample):,} ids: {mean_patch:.2f} ids per patch", file=sys.stderr)
     if resume_from is not None:
         ckpt_io.load_weights(model, resume_from)
         state = ckpt_io.load_trainer_state(resume_from, optimizer)

@@ -103,3 +103,18 @@ def test_bf16_autocast_trains(tmp_path, corpus_dir, cache_dir):
     assert result.step == 3 and 0 < result.val["val_bpb"] < 9
     weights = load_file(result.checkpoint / "model.safetensors")
     assert all(t.dtype == torch.float32 for t in weights.values())  # master weights stay fp32
+
+
+def test_pooled_entropy_model_is_fitted_then_resumed_unchanged(tmp_path, corpus_dir, cache_dir):
+    cfg = tiny_config(corpus_dir, cache_dir, steps=4)
+    cfg.model = "pooled-tiny-entropy"
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    train(cfg, tmp_path / "resumed", stop_at=2, progress=False)
+    resumed = resume(tmp_path / "resumed", progress=False)
+    a = load_file(straight.checkpoint / "model.safetensors")
+    b = load_file(resumed.checkpoint / "model.safetensors")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert straight.val["val_bpb"] == resumed.val["val_bpb"]
+    model, _, _ = ckpt_io.load_model(resumed.checkpoint)
+    assert bool(model.boundaries.fitted)  # the fitted rule travelled in the checkpoint

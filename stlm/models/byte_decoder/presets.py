@@ -8,6 +8,8 @@ tests/models/byte_decoder/test_params.py:
     preset                       total   hash tables   without them   shape
     pooled-tiny                837,440        49,152        788,288   local 64 (1+1), core 128 x 3
     pooled-10m              11,636,608     1,179,648     10,456,960   local 192 (1+2), core 320 x 7
+    pooled-tiny-entropy        837,440        49,152        788,288   the tiny size, entropy boundaries
+    pooled-10m-entropy      11,636,608     1,179,648     10,456,960   entropy boundaries (fitted at the start of training)
     pooled-10m-fixed4       11,636,608     1,179,648     10,456,960   the same, a patch every 4 bytes
     pooled-10m-unpooled     11,636,608     1,179,648     10,456,960   the same, fixed:1
     pooled-50m              54,730,240     3,932,160     50,798,080   local 320 (2+3), core 576 x 11
@@ -53,7 +55,9 @@ _100M = PooledByteConfig(
 
 PRESETS: dict[str, PooledByteConfig] = {
     "pooled-tiny": _TINY,
+    "pooled-tiny-entropy": dataclasses.replace(_TINY, boundary="entropy"),
     "pooled-10m": _10M,
+    "pooled-10m-entropy": dataclasses.replace(_10M, boundary="entropy"),
     "pooled-10m-fixed4": dataclasses.replace(_10M, boundary="fixed:4"),
     "pooled-10m-unpooled": dataclasses.replace(_10M, boundary="fixed:1"),
     "pooled-50m": _50M,

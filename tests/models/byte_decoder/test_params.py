@@ -16,7 +16,9 @@ V = 264
 # Written out so a silent change in shapes or in the counting formula fails here.
 EXPECTED = {
     "pooled-tiny": 837_440,
+    "pooled-tiny-entropy": 837_440,
     "pooled-10m": 11_636_608,
+    "pooled-10m-entropy": 11_636_608,
     "pooled-10m-fixed4": 11_636_608,
     "pooled-10m-unpooled": 11_636_608,
     "pooled-50m": 54_730_240,
