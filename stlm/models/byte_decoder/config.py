@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stlm.models.config_dict import config_from_dict
+
 BOUNDARY_KINDS = ("space", "fixed", "entropy")
 POOLING_KINDS = ("mean_last", "mean", "last")
 REPEAT_MODES = ("block", "loop")
@@ -146,19 +148,7 @@ class PooledByteConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PooledByteConfig:
         """Inverse of `to_dict`; unknown or missing keys raise a ValueError naming them."""
-        valid = [f.name for f in dataclasses.fields(cls) if f.init]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown PooledByteConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-        required = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise ValueError(f"PooledByteConfig is missing required key(s) {', '.join(missing)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 # --- parameter counts ---------------------------------------------------------------------------

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from stlm.models.config_dict import config_from_dict
+
 
 def default_d_ff(d_model: int) -> int:
     """SwiGLU hidden width: 8/3 * d_model, rounded up to a multiple of 64.
@@ -72,19 +74,7 @@ class DecoderConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DecoderConfig:
         """Inverse of `to_dict`; unknown or missing keys raise a ValueError naming them."""
-        valid = [f.name for f in dataclasses.fields(cls) if f.init]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown DecoderConfig key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-        required = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise ValueError(f"DecoderConfig is missing required key(s) {', '.join(missing)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 def count_params(cfg: DecoderConfig) -> int:

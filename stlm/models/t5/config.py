@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stlm.errors import UserError
+from stlm.models.config_dict import config_from_dict
 
 FF_KINDS = ("relu", "gated-gelu")
 
@@ -103,19 +104,7 @@ class T5Config:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> T5Config:
         """Inverse of `to_dict`; unknown or missing keys raise a ValueError naming them."""
-        valid = [f.name for f in dataclasses.fields(cls) if f.init]
-        unknown = sorted(set(data) - set(valid))
-        if unknown:
-            raise ValueError(f"unknown T5Config key(s) {', '.join(unknown)}; valid keys: {', '.join(valid)}")
-        required = [
-            f.name
-            for f in dataclasses.fields(cls)
-            if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        ]
-        missing = [name for name in required if name not in data]
-        if missing:
-            raise ValueError(f"T5Config is missing required key(s) {', '.join(missing)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
     @classmethod
     def from_hf_config(cls, data: Mapping[str, Any]) -> T5Config:
