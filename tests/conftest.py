@@ -51,3 +51,20 @@ def tiny_run(tmp_path_factory, corpus_dir, cache_dir) -> Path:
     run = tmp_path_factory.mktemp("runs") / "tiny"
     train(tiny_config(corpus_dir, cache_dir), run, progress=False)
     return run
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for tiny-model tests.
+
+    With two threads every small op waits for the second thread to be
+    scheduled, and on a busy 2-core machine that wait (milliseconds) dwarfs the
+    op itself. Tiny models gain nothing from a second thread; the setting is
+    restored afterwards.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from stlm.tokenizers.sentinels import TopSentinels
+
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
@@ -32,7 +34,7 @@ N_BYTES = 256
 N_SENTINELS = 125  # 256 + 3 + 125 = 384 = 3 * 128 embedding rows
 
 
-class ByT5Tokenizer:
+class ByT5Tokenizer(TopSentinels):
     """UTF-8 bytes + 3, T5 specials (pad 0, eos 1, unk 2), sentinels from the top."""
 
     name = "byt5"
@@ -82,17 +84,6 @@ class ByT5Tokenizer:
             run = []
         parts.append(self.decode_bytes(run).decode("utf-8", errors="replace"))
         return "".join(parts)
-
-    def sentinel_id(self, k: int) -> int:
-        """Id of `<extra_id_k>`, counted down from the top of the vocabulary."""
-        if not 0 <= k < self.n_sentinels:
-            raise ValueError(f"sentinel index {k} out of range 0..{self.n_sentinels - 1}")
-        return self.vocab_size - 1 - k
-
-    def sentinel_index(self, token_id: int) -> int | None:
-        """k if `token_id` is `<extra_id_k>`, else None."""
-        k = self.vocab_size - 1 - token_id
-        return k if 0 <= k < self.n_sentinels else None
 
     @staticmethod
     def count_bytes(ids: Sequence[int]) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from stlm.errors import UserError
+from stlm.tokenizers.sentinels import TopSentinels
 
 PAD_ID = 0
 EOS_ID = 1
@@ -33,7 +34,7 @@ N_SENTINELS = 100
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
 
 
-class SentencePieceTokenizer:
+class SentencePieceTokenizer(TopSentinels):
     """A SentencePiece model with T5 specials (pad 0, eos 1, unk 2) and sentinels on top."""
 
     name = "spiece"
@@ -111,17 +112,6 @@ class SentencePieceTokenizer:
             self._piece_bytes = [self._bytes_of(i) for i in range(self.n_pieces)]
         table = self._piece_bytes
         return b"".join(table[i] for i in map(int, ids) if 0 <= i < self.n_pieces)
-
-    def sentinel_id(self, k: int) -> int:
-        """Id of `<extra_id_k>`, counted down from the top of the vocabulary."""
-        if not 0 <= k < self.n_sentinels:
-            raise ValueError(f"sentinel index {k} out of range 0..{self.n_sentinels - 1}")
-        return self.vocab_size - 1 - k
-
-    def sentinel_index(self, token_id: int) -> int | None:
-        """k if `token_id` is `<extra_id_k>`, else None."""
-        k = self.vocab_size - 1 - token_id
-        return k if 0 <= k < self.n_sentinels else None
 
     def id_to_piece(self, token_id: int) -> str:
         """The piece string of an id ("▁the", "<extra_id_0>", ...)."""
