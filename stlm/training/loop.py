@@ -262,6 +262,8 @@ def check_tokenizer(tokenizer: Any, spec: str, family: str, model_cfg: Any):
     the tokenizer (32,128 rows for T5's 32,100 ids).
     """
     n_tok, n_model = tokenizer.vocab_size, model_cfg.vocab_size
+    if family == "pooled" and not isinstance(tokenizer, ByteTokenizer):
+        raise UserError(f"pooled models read bytes; tokenizer {spec} is not the byte tokenizer: use --tokenizer byte (or auto)")
     if family == "t5" and n_tok > n_model:
         raise UserError(f"tokenizer {spec} has {n_tok} ids but the model's vocab_size is {n_model}")
     if family != "t5" and n_tok != n_model:

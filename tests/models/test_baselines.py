@@ -45,6 +45,9 @@ def test_tokenizer_and_model_vocabularies_must_agree(tmp_path):
     with pytest.raises(UserError, match="has 600 ids but the decoder model's vocab_size is 1024; they must agree"):
         resolve_tokenizer(f"bpe:{path}", family, bpe_tiny)
     pooled_family, pooled = registry.get_config("pooled-tiny")
-    with pytest.raises(UserError, match="this model reads bytes"):
+    with pytest.raises(UserError, match="pooled models read bytes"):
         resolve_tokenizer(f"bpe:{path}", pooled_family, pooled)
+    family, decoder_tiny = registry.get_config("decoder-tiny")
+    with pytest.raises(UserError, match="this model reads bytes"):
+        resolve_tokenizer(f"bpe:{path}", family, decoder_tiny)
     assert isinstance(resolve_tokenizer("auto", pooled_family, pooled), ByteTokenizer)
