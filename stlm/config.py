@@ -41,7 +41,7 @@ class DataConfig:
     val_fraction: float = 0.05
     split_seed: int = 0
     seq_len: int = 256  # tokens per training window (span corruption: encoder input length)
-    tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model
+    tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model | bpe:PATH/tokenizer.json
     cache_dir: str | None = None  # None: the user cache directory
 
     def __post_init__(self) -> None:

@@ -43,14 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="tokenize a corpus into cached token shards and print its statistics")
     _data_flags(p)
+    p.add_argument("--tokenizer", default="byte", help="byte (default), bpe:PATH/tokenizer.json, byt5 or spiece:PATH")
     p.set_defaults(func=cmd_prepare)
+
+    p = sub.add_parser("train-tokenizer", help="train a byte-level BPE tokenizer on a corpus's training split")
+    _data_flags(p)
+    p.add_argument("--vocab-size", type=int, required=True, help="ids in all, PAD/BOS/EOS included (e.g. 4096 for bpe-10m)")
+    p.add_argument("--min-frequency", type=int, default=2, help="merge only pairs seen this often")
+    p.add_argument("--out", type=Path, required=True, help="tokenizer.json to write; use it as --tokenizer bpe:PATH")
+    p.set_defaults(func=cmd_train_tokenizer)
 
     p = sub.add_parser("train", aliases=["pretrain"], help="train or pretrain a model (or --resume a run)")
     p.add_argument("--config", type=Path, help="recipe file (.toml or .json); flags override it")
     p.add_argument("--model", help="preset name (see `stlm models`)")
     p.add_argument("--data", help="corpus name, text file, directory, .jsonl, or hf:NAME")
     p.add_argument("--text-field", help="field holding the text in JSONL / HF data")
-    p.add_argument("--tokenizer", help="auto (from the model family), byte, byt5 or spiece:PATH")
+    p.add_argument("--tokenizer", help="auto (from the model family), byte, byt5, spiece:PATH or bpe:PATH (tokenizer.json)")
     p.add_argument("--objective", choices=["next-token", "span-corruption"])
     p.add_argument("--seq-len", type=int, help="window length (span corruption: encoder input length)")
     p.add_argument("--steps", type=int)
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", type=Path, help="score this UTF-8 text file instead of a corpus split")
     p.add_argument("--context", type=int, help="window length in ids (default: the training seq_len)")
     p.add_argument("--stride", type=int, help="window step (default: context / 2)")
-    p.add_argument("--max-ids", type=int, help="score only the first N ids of the stream (ids are bytes plus BOS/EOS)")
+    p.add_argument("--max-ids", type=int, help="score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
     p.add_argument("--json", type=Path, help="also write the result as JSON here")
@@ -199,11 +207,12 @@ def cmd_corpora(args: argparse.Namespace) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> int:
     from stlm.data import prepare_data, unigram_bits_per_byte
-    from stlm.tokenizers import ByteTokenizer
+    from stlm.tokenizers import ByteTokenizer, load_tokenizer
 
+    tokenizer = load_tokenizer(args.tokenizer)
     data = prepare_data(
         args.data,
-        ByteTokenizer(),
+        tokenizer,
         cache_dir=args.cache_dir,
         val_fraction=args.val_fraction,
         seed=args.split_seed,
@@ -212,8 +221,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     print(f"token shards: {data.path}")
     for split in ("train", "val"):
         m = data.meta[split]
-        print(f"  {split:5s} {m['documents']:>8,} documents {m['tokens']:>12,} tokens {m['bytes']:>12,} bytes")
-    print(f"  order-0 (unigram) entropy of val: {unigram_bits_per_byte(data.val):.3f} bits per byte")
+        print(
+            f"  {split:5s} {m['documents']:>8,} documents {m['tokens']:>12,} tokens {m['bytes']:>12,} bytes "
+            f"({m['bytes'] / max(m['tokens'], 1):.2f} bytes per token)"
+        )
+    if isinstance(tokenizer, ByteTokenizer):
+        print(f"  order-0 (unigram) entropy of val: {unigram_bits_per_byte(data.val):.3f} bits per byte")
+    return 0
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from stlm.data import load_documents, split_documents
+    from stlm.tokenizers import train_bpe
+
+    docs = load_documents(args.data, text_field=args.text_field, cache_dir=args.cache_dir)
+    train_docs, _ = split_documents(docs, val_fraction=args.val_fraction, seed=args.split_seed)
+    tokenizer = train_bpe(train_docs, args.vocab_size, min_frequency=args.min_frequency)
+    path = tokenizer.save(args.out)
+    n_bytes = sum(len(d.encode("utf-8")) for d in train_docs)
+    print(
+        f"byte-level BPE, {tokenizer.vocab_size} ids ({tokenizer.n_pieces} pieces + PAD/BOS/EOS), trained on the "
+        f"{len(train_docs):,} training documents ({n_bytes:,} bytes) of {args.data} -> {path}\n"
+        f"use it with: --tokenizer bpe:{path}"
+    )
     return 0
 
 
@@ -282,8 +312,7 @@ def _timestamp() -> str:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stlm.evaluation.bpb import bits_per_byte
-    from stlm.tokenizers import ByteTokenizer
-    from stlm.training.checkpoint import load_model
+    from stlm.training.checkpoint import load_model, load_tokenizer_of
     from stlm.training.runtime import resolve_runtime
     from stlm.config import RuntimeConfig
 
@@ -292,7 +321,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if config.get("model_config", {}).get("family") == "t5":
         raise UserError(f"{ckpt} is an encoder-decoder; bits per byte is measured on decoder models")
     run = config.get("run", {})
-    tokenizer = ByteTokenizer()
+    tokenizer = load_tokenizer_of(config)
     if args.file:
         stream, label = _file_stream(args.file, tokenizer), str(args.file)
     else:
@@ -308,7 +337,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--context {context} exceeds the model's max_seq_len {max_len}")
     result = bits_per_byte(
         model, stream, context=context, stride=stride, batch_size=args.batch_size,
-        device=runtime.device, autocast=runtime.autocast(), progress=True,
+        device=runtime.device, autocast=runtime.autocast(), progress=True, byte_lengths=tokenizer.byte_lengths(),
     )
     print(
         f"{label}: {result.bits_per_byte:.4f} bits per byte over {result.n_bytes:,} bytes "
@@ -332,7 +361,7 @@ def _file_stream(path: Path, tokenizer):
         raise UserError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8 first") from None
     if not raw:
         raise UserError(f"{path} is empty; nothing to score")
-    return np.asarray(tokenizer.encode_bytes(raw, bos=True), dtype=np.int64)
+    return np.asarray(tokenizer.encode(raw.decode("utf-8"), bos=True), dtype=np.int64)
 
 
 def _split_stream(args: argparse.Namespace, run: dict, tokenizer):

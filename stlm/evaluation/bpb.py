@@ -1,9 +1,13 @@
 """Bits per byte of a causal model over a token stream, with a sliding window.
 
-BPB = (sum of next-unit negative log-likelihoods, in nats) / (ln 2 x UTF-8 bytes).
-Only targets that are bytes count, in the sum and in the denominator: BOS, EOS
-and padding add no bytes and are not scored. The first id of the stream (BOS)
-is context only.
+BPB = (sum of next-id negative log-likelihoods, in nats) / (ln 2 x UTF-8 bytes).
+Each target id stands for a known number of UTF-8 bytes, `byte_lengths[id]`
+(the tokenizer's `byte_lengths()`): 1 for a byte id, the length of its piece
+for a BPE token, 0 for BOS, EOS and padding. Only targets with bytes count, in
+the sum and in the denominator, so the denominator is exactly the UTF-8 length
+of the scored text whatever the tokenizer. Without `byte_lengths`, ids below
+256 are one byte each and every other id none (all of stlm's byte tokenizers
+for decoders). The first id of the stream (BOS) is context only.
 
 Long streams are scored by windows of `context` ids moved by `stride`:
 
@@ -71,12 +75,23 @@ def bits_per_byte(
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     progress: bool = False,
+    byte_lengths: np.ndarray | None = None,
 ) -> BPBResult:
-    """Score a 1-D id stream (e.g. BOS + bytes, or a packed corpus split)."""
+    """Score a 1-D id stream (e.g. BOS + bytes, or a packed corpus split).
+
+    byte_lengths: (vocab,) UTF-8 bytes of each id (`tokenizer.byte_lengths()`);
+    None counts ids < 256 as one byte and the rest as none.
+    """
     stride = context if stride is None else stride
     ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
     if ids.ndim != 1 or ids.numel() < 2:
         raise ValueError("need a 1-D stream of at least 2 ids to score")
+    if byte_lengths is None:
+        lengths = (torch.arange(int(ids.max()) + 1) < N_BYTE_IDS).long()  # (max id + 1,)
+    else:
+        lengths = torch.as_tensor(np.asarray(byte_lengths, dtype=np.int64))  # (V,)
+        if int(ids.max()) >= lengths.numel() or int(ids.min()) < 0:
+            raise ValueError(f"stream holds ids outside the {lengths.numel()} ids that byte_lengths covers")
     plan = window_plan(ids.numel(), context, stride)
     was_training = model.training
     model.eval()
@@ -98,12 +113,12 @@ def bits_per_byte(
                 window_targets = ids[start + 1 : end + 1].clone()  # (length,)
                 skip = first - (start + 1)  # targets already scored by an earlier window
                 window_targets[:skip] = -1
-                window_targets[window_targets >= N_BYTE_IDS] = -1  # specials add no bytes
+                window_targets[lengths[window_targets] == 0] = -1  # specials add no bytes
                 targets[row, :length] = window_targets
             with autocast or contextlib.nullcontext():
                 logits = model(inputs.to(device))  # (b, width, V)
             mask = targets >= 0
-            n_bytes += int(mask.sum())
+            n_bytes += int(lengths[targets[mask]].sum())
             nll = F.cross_entropy(
                 logits.float().flatten(0, 1),
                 targets.clamp(min=0).to(device).flatten(),

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+import numpy as np
+
 N_BYTES = 256
 PAD_ID = 256
 BOS_ID = 257
@@ -64,6 +66,10 @@ class ByteTokenizer:
     def count_bytes(ids: Sequence[int]) -> int:
         """How many ids are bytes (the denominator of bits per byte)."""
         return sum(1 for i in ids if 0 <= i < N_BYTES)
+
+    def byte_lengths(self) -> np.ndarray:
+        """(vocab_size,) int64: UTF-8 bytes each id stands for (1 for a byte, 0 for specials)."""
+        return (np.arange(VOCAB_SIZE) < N_BYTES).astype(np.int64)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "vocab_size": self.vocab_size}

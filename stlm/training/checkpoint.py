@@ -239,7 +239,6 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[to
 
 def load_tokenizer_of(config: dict[str, Any]):
     """The tokenizer a checkpoint was trained with (its config's "tokenizer" entry)."""
-    from stlm.tokenizers import load_tokenizer
+    from stlm.tokenizers import tokenizer_from_record
 
-    entry = config.get("tokenizer") or {"name": "byte"}
-    return load_tokenizer(entry.get("spec") or entry.get("name", "byte"))
+    return tokenizer_from_record(config.get("tokenizer"))

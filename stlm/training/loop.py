@@ -26,6 +26,7 @@ from stlm import registry
 from stlm.config import RunConfig
 from stlm.data import WindowLoader, prepare_data
 from stlm.errors import UserError
+from stlm.tokenizers import ByteTokenizer, load_tokenizer
 from stlm.training import checkpoint as ckpt_io
 from stlm.training.logging import MetricsLog, run_header
 from stlm.training.optim import build_optimizer, lr_at, set_lr
@@ -72,7 +73,9 @@ def resume(run_dir: str | Path, *, stop_at: int | None = None, progress: bool = 
     resolved = ckpt_io.load_config(latest)
     cfg = RunConfig.from_dict(resolved.get("run", {}), source=f"{latest}/config.json")
     family, model_cfg = registry.config_from_dict(resolved.get("model_config", {}))
-    return _run(cfg, family, model_cfg, run_dir, resume_from=latest, stop_at=stop_at, progress=progress)
+    # The recorded tokenizer, not the spec: a BPE tokenizer.json may have moved since.
+    tokenizer = check_tokenizer(ckpt_io.load_tokenizer_of(resolved), cfg.data.tokenizer, family, model_cfg)
+    return _run(cfg, family, model_cfg, run_dir, resume_from=latest, stop_at=stop_at, progress=progress, tokenizer=tokenizer)
 
 
 def _run(
@@ -84,10 +87,12 @@ def _run(
     resume_from: Path | None,
     stop_at: int | None,
     progress: bool,
+    tokenizer: Any = None,
 ) -> TrainResult:
     runtime = resolve_runtime(cfg.runtime)
     seed_everything(cfg.train.seed)
-    tokenizer = resolve_tokenizer(cfg.data.tokenizer, family, model_cfg)
+    if tokenizer is None:
+        tokenizer = resolve_tokenizer(cfg.data.tokenizer, family, model_cfg)
     task = build_task(cfg, tokenizer, family)
     if family != "t5":  # relative positions have no length limit; rotary tables do
         max_len = getattr(model_cfg, "max_seq_len", cfg.data.seq_len)
@@ -230,9 +235,13 @@ def _run(
 
 def resolve_tokenizer(spec: str, family: str, model_cfg: Any):
     """The tokenizer a run uses: named, or chosen from the model family ("auto")."""
-    from stlm.tokenizers import load_tokenizer
-
     if spec == "auto":
+        if family != "t5" and model_cfg.vocab_size != ByteTokenizer.vocab_size:
+            raise UserError(
+                f"this {family} model has a vocabulary of {model_cfg.vocab_size} ids, not the byte tokenizer's "
+                f"{ByteTokenizer.vocab_size}: pass --tokenizer bpe:PATH/tokenizer.json "
+                f"(make one with `stlm train-tokenizer --vocab-size {model_cfg.vocab_size} --out PATH/tokenizer.json`)"
+            )
         if family != "t5":
             spec = "byte"
         elif model_cfg.vocab_size < 1024:
@@ -242,10 +251,29 @@ def resolve_tokenizer(spec: str, family: str, model_cfg: Any):
                 f"a T5 model with vocab_size {model_cfg.vocab_size} needs a SentencePiece model: "
                 "pass --tokenizer spiece:PATH/spiece.model"
             )
-    tokenizer = load_tokenizer(spec)
-    if tokenizer.vocab_size > model_cfg.vocab_size:
+    return check_tokenizer(load_tokenizer(spec), spec, family, model_cfg)
+
+
+def check_tokenizer(tokenizer: Any, spec: str, family: str, model_cfg: Any):
+    """The tokenizer, if the model's vocabulary fits it; a UserError otherwise.
+
+    Decoder-family and pooled models must have exactly the tokenizer's ids
+    (a BPE of 4096 ids for bpe-10m); T5 embedding tables may be padded above
+    the tokenizer (32,128 rows for T5's 32,100 ids).
+    """
+    n_tok, n_model = tokenizer.vocab_size, model_cfg.vocab_size
+    if family == "pooled" and not isinstance(tokenizer, ByteTokenizer):
+        raise UserError(f"pooled models read bytes; tokenizer {spec} is not the byte tokenizer: use --tokenizer byte (or auto)")
+    if family == "t5" and n_tok > n_model:
+        raise UserError(f"tokenizer {spec} has {n_tok} ids but the model's vocab_size is {n_model}")
+    if family != "t5" and n_tok != n_model:
+        hint = (
+            f"; train a BPE of that size with `stlm train-tokenizer --vocab-size {n_model} --out PATH/tokenizer.json`"
+            if n_model != ByteTokenizer.vocab_size
+            else "; this model reads bytes: use --tokenizer byte (or auto)"
+        )
         raise UserError(
-            f"tokenizer {spec} has {tokenizer.vocab_size} ids but the model's vocab_size is {model_cfg.vocab_size}"
+            f"tokenizer {spec} has {n_tok} ids but the {family} model's vocab_size is {n_model}; they must agree{hint}"
         )
     return tokenizer
 

@@ -42,10 +42,18 @@ class Task(Protocol):
 
 @dataclass
 class NextTokenTask:
-    """Causal language modelling on packed byte windows."""
+    """Causal language modelling on packed windows of bytes or tokens.
+
+    `byte_lengths` (vocab,) gives the UTF-8 bytes of each id (the tokenizer's
+    `byte_lengths()`), for the bytes/s the loop logs and for validation BPB.
+    """
 
     seq_len: int
+    byte_lengths: np.ndarray
     name: str = "next-token"
+
+    def __post_init__(self) -> None:
+        self._lengths = torch.as_tensor(np.asarray(self.byte_lengths, dtype=np.int64))  # (V,)
 
     @property
     def window_len(self) -> int:
@@ -59,12 +67,13 @@ class NextTokenTask:
 
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
         targets = tensors[0][:, 1:]
-        return targets.numel(), int((targets < 256).sum())
+        return targets.numel(), int(self._lengths[targets].sum())
 
     def validate(self, model, val, *, max_tokens, batch_size, device, autocast) -> dict[str, float]:
         stream = val if max_tokens is None else val[: max_tokens + 1]
         result = bits_per_byte(
-            model, stream, context=self.seq_len, stride=self.seq_len, batch_size=batch_size, device=device, autocast=autocast
+            model, stream, context=self.seq_len, stride=self.seq_len, batch_size=batch_size, device=device,
+            autocast=autocast, byte_lengths=self.byte_lengths,
         )
         return {"val_bpb": result.bits_per_byte, "val_bytes": result.n_bytes}
 
@@ -74,7 +83,9 @@ def build_task(cfg: RunConfig, tokenizer: Any, family: str) -> Task:
     if objective == "next-token":
         if family == "t5":
             raise UserError("T5 models are encoder-decoders; train them with --objective span-corruption")
-        return NextTokenTask(cfg.data.seq_len)
+        if not hasattr(tokenizer, "byte_lengths"):
+            raise UserError(f"next-token training needs a byte or BPE tokenizer, got {tokenizer.name!r}")
+        return NextTokenTask(cfg.data.seq_len, tokenizer.byte_lengths())
     if family != "t5":
         raise UserError(f"span corruption trains encoder-decoders; model {cfg.model} is a {family} model (use next-token)")
     from stlm.training.span_task import SpanCorruptionTask

@@ -163,3 +163,26 @@ def test_pretrain_t5_then_generate(capsys, tmp_path, corpus_dir, cache_dir):
     code, _, err = run(capsys, "train", "--model", "t5-debug", "--data", corpus_dir, "--cache-dir", cache_dir,
                        "--steps", 1, "--out", tmp_path / "x")
     assert code == 2 and "span-corruption" in err
+
+
+def test_bpe_baseline_trains_evaluates_and_generates(capsys, tmp_path, corpus_dir, cache_dir):
+    """train-tokenizer -> train bpe-tiny -> evaluate/generate from the checkpoint alone (tokenizer file deleted)."""
+    tok = tmp_path / "tok.json"
+    code, out, _ = run(capsys, "train-tokenizer", "--data", corpus_dir, "--cache-dir", cache_dir, "--vocab-size", 1024, "--out", tok)
+    assert code == 0 and "1024 ids (1021 pieces" in out
+    run_dir = tmp_path / "bpe"
+    code, out, _ = run(capsys, "train", "--model", "bpe-tiny", "--tokenizer", f"bpe:{tok}", "--data", corpus_dir,
+                       "--cache-dir", cache_dir, "--seq-len", 32, "--batch-size", 2, "--steps", 2, "--device", "cpu",
+                       "--set", "train.eval_tokens=256", "--out", run_dir, "--quiet")
+    assert code == 0 and "val_bpb" in out
+    tok.unlink()
+    text = tmp_path / "t.txt"
+    text.write_text("héllo wörld ✓\n" * 10, encoding="utf-8")
+    result = tmp_path / "r.json"
+    code, out, _ = run(capsys, "evaluate", run_dir, "--file", text, "--context", 16, "--json", result)
+    assert code == 0 and json.loads(result.read_text())["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
+    code, out, _ = run(capsys, "generate", run_dir, "--prompt", "The ", "--max-new-bytes", 5, "--seed", 1)
+    assert code == 0 and out.startswith("The ")
+    code, _, err = run(capsys, "train", "--model", "bpe-tiny", "--data", corpus_dir, "--cache-dir", cache_dir,
+                       "--steps", 1, "--out", tmp_path / "no-tok", "--quiet")
+    assert code == 2 and "--tokenizer bpe:" in err and len(err.strip().splitlines()) == 1

@@ -54,3 +54,50 @@ def test_batching_does_not_change_the_result():
     a = bits_per_byte(Counting(), stream, context=32, stride=8, batch_size=1)
     b = bits_per_byte(Counting(), stream, context=32, stride=8, batch_size=7)
     assert a.nats == pytest.approx(b.nats, rel=1e-6) and a.n_bytes == b.n_bytes == 299
+
+
+class UniformOver(torch.nn.Module):
+    """Equal probability for each of `v` ids."""
+
+    def __init__(self, v: int) -> None:
+        super().__init__()
+        self.v = v
+
+    def forward(self, ids):
+        return torch.zeros(*ids.shape, self.v)
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    from pydoc_data.topics import topics
+
+    from stlm.tokenizers import train_bpe
+
+    return train_bpe([topics[k] for k in sorted(topics)[:40]], 400)
+
+
+def test_token_model_bpb_divides_by_the_exact_utf8_bytes(bpe):
+    """Summed token NLL over the exact UTF-8 byte count; BOS/EOS score nothing and add no bytes."""
+    docs = ["naïve café — ünïcödé ✓ text\nwith lines 🐍 " * 5, "def f(x):\n    return x  # ✓", "3"]
+    stream = np.array([i for d in docs for i in bpe.encode(d, bos=True, eos=True)])
+    n_text_tokens = sum(len(bpe.encode(d)) for d in docs)
+    n_bytes = sum(len(d.encode("utf-8")) for d in docs)
+    assert n_text_tokens < 0.9 * n_bytes  # real merges: tokens and bytes differ
+    result = bits_per_byte(UniformOver(bpe.vocab_size), stream, context=16, stride=8, byte_lengths=bpe.byte_lengths())
+    assert result.n_bytes == n_bytes
+    assert result.nats == pytest.approx(n_text_tokens * math.log(bpe.vocab_size))
+    assert result.bits_per_byte == pytest.approx(n_text_tokens * math.log2(bpe.vocab_size) / n_bytes)
+
+
+def test_byte_model_bpb_is_the_same_with_the_byte_tokenizers_lengths():
+    tok = ByteTokenizer()
+    rng = np.random.default_rng(0)
+    stream = rng.integers(0, 259, 400)  # bytes with BOS/EOS/PAD sprinkled in
+    a = bits_per_byte(Counting(), stream, context=32, stride=8)
+    b = bits_per_byte(Counting(), stream, context=32, stride=8, byte_lengths=tok.byte_lengths())
+    assert a.nats == b.nats and a.n_bytes == b.n_bytes == int((stream[1:] < 256).sum())
+
+
+def test_ids_beyond_the_byte_length_table_are_an_error(bpe):
+    with pytest.raises(ValueError, match="outside"):
+        bits_per_byte(UniformOver(600), np.array([1, 2, 500]), context=4, byte_lengths=bpe.byte_lengths())

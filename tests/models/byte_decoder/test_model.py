@@ -65,6 +65,14 @@ def test_causality_changing_byte_k_leaves_every_earlier_logit_unchanged(model):
     assert_causal(model, ids, range(ids.shape[1]))
 
 
+@pytest.mark.parametrize("pooling", ["mean", "last"])
+def test_causality_holds_for_the_other_pooling_kinds(pooling):
+    """The rule tests above use mean_last pooling; "mean" and "last" read the patch differently.
+    One row (three packed documents) keeps it cheap."""
+    ids = batch()[:1]
+    assert_causal(small_model("space", pooling=pooling), ids, range(ids.shape[1]))
+
+
 def test_the_causality_test_catches_a_leaky_unpool(monkeypatch):
     """Reading the global output of the byte's own (not yet closed) patch leaks the future; the test must see it."""
     real = model_module.patch_layout
