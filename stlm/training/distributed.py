@@ -15,6 +15,9 @@ place that knows there are several. The model code stays single-device.
   signal arrived", so every rank skips, stops and saves at the same step.
 - Logged loss and validation metrics are averaged over ranks; validation
   scores an equal slice of the validation tokens on each rank.
+- FSDP: every layer of a decoder is its own unit (gathered only for its
+  forward); an encoder-decoder is one unit. Parameters, gradients and optimizer
+  state are sharded either way.
 - Checkpoints are consolidated: rank 0 writes one `model.safetensors` (FSDP
   gathers the full weights) and the full optimizer state in the single-process
   layout, so a checkpoint resumes on any number of processes and loads for
@@ -84,7 +87,10 @@ class Parallel:
 
             if self.is_main:
                 self._template = copy.deepcopy(model).cpu()
-            for block in _shardable_blocks(model):
+            # Encoder-decoders project every decoder layer's cross-attention memory before running
+            # the layers, outside their forward; there the whole model is one FSDP unit.
+            blocks = [] if hasattr(model, "encode") and hasattr(model, "decode") else _shardable_blocks(model)
+            for block in blocks:
                 fully_shard(block)
             fully_shard(model)
         return model

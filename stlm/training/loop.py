@@ -66,33 +66,25 @@ def resume(run_dir: str | Path, *, stop_at: int | None = None, progress: bool = 
     """Continue the run in `run_dir` from its newest complete checkpoint."""
     run_dir = Path(run_dir)
     latest = ckpt_io.latest_checkpoint(run_dir)
-    if latest is None and (run_dir / RUN_CONFIG).is_file():  # stopped before its first checkpoint
-        resolved = ckpt_io.read_json(run_dir / RUN_CONFIG, what="run config")
-        cfg = RunConfig.from_dict(resolved.get("run", {}), source=str(run_dir / RUN_CONFIG))
-        family, model_cfg = registry.config_from_dict(resolved.get("model_config", {}))
-        return _run(cfg, family, model_cfg, run_dir, resume_from=None, stop_at=stop_at, progress=progress)
-    if latest is None:
+    if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
+        source = run_dir / RUN_CONFIG
+        resolved = ckpt_io.read_json(source, what="run config")
+    elif latest is None:
         raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
-    ckpt_io.verify_checkpoint(latest)
-    resolved = ckpt_io.load_config(latest)
-    cfg = RunConfig.from_dict(resolved.get("run", {}), source=f"{latest}/config.json")
+    else:
+        ckpt_io.verify_checkpoint(latest)
+        source = latest / "config.json"
+        resolved = ckpt_io.load_config(latest)
+    cfg = RunConfig.from_dict(resolved.get("run", {}), source=str(source))
     family, model_cfg = registry.config_from_dict(resolved.get("model_config", {}))
     return _run(cfg, family, model_cfg, run_dir, resume_from=latest, stop_at=stop_at, progress=progress)
 
 
-def _run(
-    cfg: RunConfig,
-    family: str,
-    model_cfg: Any,
-    run_dir: Path,
-    *,
-    resume_from: Path | None,
-    stop_at: int | None,
-    progress: bool,
-) -> TrainResult:
+def _run(cfg: RunConfig, family: str, model_cfg: Any, run_dir: Path, **options: Any) -> TrainResult:
+    """One process's share of a run: alone, or inside torchrun's process group."""
     with distributed.session(cfg.runtime.parallel, resolve_runtime(cfg.runtime)) as par:
-        return _run_on(par, cfg, family, model_cfg, run_dir, resume_from=resume_from, stop_at=stop_at,
-                       progress=progress and par.is_main)
+        options["progress"] = options["progress"] and par.is_main
+        return _run_on(par, cfg, family, model_cfg, run_dir, **options)
 
 
 def _run_on(
