@@ -8,7 +8,8 @@ place that knows there are several. The model code stays single-device.
 - `train.batch_size` is the GLOBAL micro-batch: each rank draws
   batch_size / N windows, and the N ranks together draw exactly the windows one
   process would (see `WindowLoader`), so a run gives the same result on any
-  number of processes up to floating-point reduction order.
+  number of processes up to floating-point reduction order. (Span corruption
+  draws its masks per rank, so T5 runs agree in distribution, not bitwise.)
 - Gradient accumulation syncs gradients on the last micro-batch only (DDP
   `no_sync`, FSDP `set_requires_gradient_sync(False)` before it).
 - One small all-reduce per step agrees on "the loss was finite" and "a stop
