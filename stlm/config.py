@@ -32,6 +32,7 @@ SCHEDULES = ("cosine", "wsd", "constant", "inverse-sqrt")
 OPTIMIZERS = ("adamw", "adamw-rms", "adafactor")
 OBJECTIVES = ("next-token", "span-corruption")
 PRECISIONS = ("auto", "fp32", "bf16")
+PARALLEL = ("auto", "none", "ddp", "fsdp")
 
 
 @dataclass
@@ -98,10 +99,12 @@ class TrainConfig:
     eval_tokens: int = 131072  # validation tokens scored at each periodic evaluation
     save_every: int = 500  # 0: only at the end
     keep_checkpoints: int = 2  # the newest K complete checkpoints are kept
+    nonfinite_skips: int = 3  # consecutive steps with a NaN/inf loss or gradient skipped before the run stops
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_tokens", "keep_checkpoints"):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
+        _check(self.nonfinite_skips >= 0, "train.nonfinite_skips must be >= 0 (0 stops at the first non-finite loss)")
         _check(self.eval_every >= 0 and self.save_every >= 0, "train.eval_every and train.save_every must be >= 0")
 
 
@@ -110,8 +113,10 @@ class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    parallel: str = "auto"  # under torchrun: auto (= ddp) | ddp | fsdp; none refuses several processes
 
     def __post_init__(self) -> None:
+        _check(self.parallel in PARALLEL, f"runtime.parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
         _check(self.precision in PRECISIONS, f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         _check(self.threads >= 0, "runtime.threads must be >= 0")
 

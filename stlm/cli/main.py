@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -74,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
     p.add_argument("--threads", type=int)
+    p.add_argument("--parallel", choices=["auto", "none", "ddp", "fsdp"], help="under torchrun: ddp (auto) or fsdp (sharded)")
     p.add_argument("--cache-dir", help="where token shards and downloads are cached")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. optim.weight_decay=0.05")
     p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<time>)")
@@ -259,12 +261,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = load_run_config(args.config) if args.config else RunConfig()
         cfg = cfg.with_overrides(_overrides(args))
+        if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("under torchrun pass --out RUN_DIR so every process writes to the same run")
         out = args.out or Path("runs") / f"{cfg.model}-{_timestamp()}"
         result = loop.train(cfg, out, stop_at=args.stop_at, progress=not args.quiet)
     val = "".join(f", {k} {v:.4f}" for k, v in (result.val or {}).items() if k in ("val_bpb", "val_loss"))
-    print(f"step {result.step}{val}; checkpoint {result.checkpoint}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"step {result.step}{val}; checkpoint {result.checkpoint}")
+        if result.interrupted:
+            print(f"stopped before the last step; continue with: stlm train --resume {result.run_dir}", file=sys.stderr)
     if result.interrupted:
-        print(f"stopped before the last step; continue with: stlm train --resume {result.run_dir}", file=sys.stderr)
         return 130 if args.stop_at is None else 0
     return 0
 
@@ -291,6 +297,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "device": "runtime.device",
         "precision": "runtime.precision",
         "threads": "runtime.threads",
+        "parallel": "runtime.parallel",
     }
     overrides: dict[str, object] = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr) is not None}
     for item in args.set:

@@ -9,7 +9,8 @@ a window. A step consumes batch_size * w positions; when fewer than that are
 left, the rest of the epoch is skipped and the next epoch begins.
 
 The whole state is (seed, epoch, index into the permutation), identical on
-every rank, so a checkpoint written by rank 0 resumes all of them.
+every rank, so a checkpoint written by rank 0 resumes all of them, on any
+number of ranks with the same global batch (batch_size x world_size).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class WindowLoader:
             "epoch": self.epoch,
             "index": self.index,
             "seq_len": self.seq_len,
-            "batch_size": self.batch_size,
+            "batch_size": self.batch_size * self.world_size,  # the global batch: any world size resumes it
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -105,11 +106,12 @@ class WindowLoader:
         missing = [k for k in ("seed", "epoch", "index", "seq_len", "batch_size") if k not in state]
         if missing:
             raise UserError(f"the data loader state lacks {', '.join(missing)}: the checkpoint is damaged")
-        for name in ("seq_len", "batch_size"):
-            if int(state[name]) != getattr(self, name):
+        current = {"seq_len": self.seq_len, "batch_size": self.batch_size * self.world_size}
+        for name, value in current.items():
+            if int(state[name]) != value:
                 raise UserError(
                     f"the data loader state was saved with {name}={state[name]}, this run has "
-                    f"{name}={getattr(self, name)}: resume with the same {name}"
+                    f"{name}={value}: resume with the same {name}"
                 )
         old = (self.seed, self.epoch, self.index)
         self.seed, self.epoch, self.index = int(state["seed"]), int(state["epoch"]), int(state["index"])

@@ -47,8 +47,13 @@ def save_checkpoint(
     config: dict[str, Any],
     state: dict[str, Any],
     keep: int,
+    optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically; keep the newest `keep` complete ones."""
+    """Write checkpoint `step` atomically; keep the newest `keep` complete ones.
+
+    `optimizer_state` is an already gathered `optimizer.state_dict()` (FSDP),
+    used when `optimizer` is None.
+    """
     from safetensors.torch import save_model
 
     root = Path(run_dir) / CHECKPOINTS_DIR
@@ -62,7 +67,9 @@ def save_checkpoint(
         save_model(model, str(tmp / "model.safetensors"))
         trainer = {"rng_cpu": torch.get_rng_state()}
         if optimizer is not None:
-            trainer["optimizer"] = optimizer.state_dict()
+            optimizer_state = optimizer.state_dict()
+        if optimizer_state is not None:
+            trainer["optimizer"] = optimizer_state
         if torch.cuda.is_available():
             trainer["rng_cuda"] = torch.cuda.get_rng_state_all()
         torch.save(trainer, tmp / "trainer.pt")
@@ -87,6 +94,8 @@ def save_checkpoint(
         raise
     for stale in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(stale, ignore_errors=True)
+    for leftover in root.glob(".step-*"):  # temp dirs of saves that were killed midway
+        shutil.rmtree(leftover, ignore_errors=True)
     return final
 
 
@@ -158,18 +167,31 @@ def load_weights(model: torch.nn.Module, ckpt: Path) -> None:
 
 def load_trainer_state(ckpt: Path, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     """Restore optimizer and RNG states; returns state.json."""
-    try:
-        trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise UserError(f"checkpoint {ckpt}: cannot read trainer.pt: {exc}") from None
+    trainer = _read_trainer(ckpt)
     if optimizer is not None:
-        if "optimizer" not in trainer:
-            raise UserError(f"checkpoint {ckpt} holds no optimizer state; it cannot be resumed")
-        optimizer.load_state_dict(trainer["optimizer"])
+        optimizer.load_state_dict(_optimizer_state(trainer, ckpt))
     torch.set_rng_state(trainer["rng_cpu"])
     if "rng_cuda" in trainer and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(trainer["rng_cuda"])
     return read_json(ckpt / "state.json", what="checkpoint state")
+
+
+def read_optimizer_state(ckpt: Path) -> dict[str, Any]:
+    """The optimizer state_dict stored in a checkpoint (single-process layout)."""
+    return _optimizer_state(_read_trainer(ckpt), ckpt)
+
+
+def _read_trainer(ckpt: Path) -> dict[str, Any]:
+    try:
+        return torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UserError(f"checkpoint {ckpt}: cannot read trainer.pt: {exc}") from None
+
+
+def _optimizer_state(trainer: dict[str, Any], ckpt: Path) -> dict[str, Any]:
+    if "optimizer" not in trainer:
+        raise UserError(f"checkpoint {ckpt} holds no optimizer state; it cannot be resumed")
+    return trainer["optimizer"]
 
 
 def read_json(path: Path, *, what: str) -> dict[str, Any]:

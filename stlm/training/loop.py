@@ -11,7 +11,6 @@ schedule is a function of the step alone, so N steps straight and N/2 + resume
 
 from __future__ import annotations
 
-import math
 import signal
 import sys
 import threading
@@ -28,6 +27,7 @@ from stlm.data import WindowLoader, prepare_data
 from stlm.errors import UserError
 from stlm.tokenizers import ByteTokenizer, load_tokenizer
 from stlm.training import checkpoint as ckpt_io
+from stlm.training import distributed
 from stlm.training.logging import MetricsLog, run_header
 from stlm.training.optim import build_optimizer, lr_at, set_lr
 from stlm.training.runtime import Runtime, resolve_runtime, seed_everything
@@ -67,18 +67,31 @@ def resume(run_dir: str | Path, *, stop_at: int | None = None, progress: bool = 
     """Continue the run in `run_dir` from its newest complete checkpoint."""
     run_dir = Path(run_dir)
     latest = ckpt_io.latest_checkpoint(run_dir)
-    if latest is None:
+    if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
+        source = run_dir / RUN_CONFIG
+        resolved = ckpt_io.read_json(source, what="run config")
+    elif latest is None:
         raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
-    ckpt_io.verify_checkpoint(latest)
-    resolved = ckpt_io.load_config(latest)
-    cfg = RunConfig.from_dict(resolved.get("run", {}), source=f"{latest}/config.json")
+    else:
+        ckpt_io.verify_checkpoint(latest)
+        source = latest / "config.json"
+        resolved = ckpt_io.load_config(latest)
+    cfg = RunConfig.from_dict(resolved.get("run", {}), source=str(source))
     family, model_cfg = registry.config_from_dict(resolved.get("model_config", {}))
     # The recorded tokenizer, not the spec: a BPE tokenizer.json may have moved since.
     tokenizer = check_tokenizer(ckpt_io.load_tokenizer_of(resolved), cfg.data.tokenizer, family, model_cfg)
     return _run(cfg, family, model_cfg, run_dir, resume_from=latest, stop_at=stop_at, progress=progress, tokenizer=tokenizer)
 
 
-def _run(
+def _run(cfg: RunConfig, family: str, model_cfg: Any, run_dir: Path, **options: Any) -> TrainResult:
+    """One process's share of a run: alone, or inside torchrun's process group."""
+    with distributed.session(cfg.runtime.parallel, resolve_runtime(cfg.runtime)) as par:
+        options["progress"] = options["progress"] and par.is_main
+        return _run_on(par, cfg, family, model_cfg, run_dir, **options)
+
+
+def _run_on(
+    par: distributed.Parallel,
     cfg: RunConfig,
     family: str,
     model_cfg: Any,
@@ -89,7 +102,7 @@ def _run(
     progress: bool,
     tokenizer: Any = None,
 ) -> TrainResult:
-    runtime = resolve_runtime(cfg.runtime)
+    runtime = par.runtime
     seed_everything(cfg.train.seed)
     if tokenizer is None:
         tokenizer = resolve_tokenizer(cfg.data.tokenizer, family, model_cfg)
@@ -99,18 +112,21 @@ def _run(
         if cfg.data.seq_len > max_len:
             raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
 
-    data = prepare_data(
-        cfg.data.source,
-        tokenizer,
-        cache_dir=cfg.data.cache_dir,  # None: the user cache directory
-        val_fraction=cfg.data.val_fraction,
-        seed=cfg.data.split_seed,
-        text_field=cfg.data.text_field,
-        progress=progress,
-    )
+    with par.main_first():  # rank 0 fills the token cache, the others read it
+        data = prepare_data(
+            cfg.data.source,
+            tokenizer,
+            cache_dir=cfg.data.cache_dir,  # None: the user cache directory
+            val_fraction=cfg.data.val_fraction,
+            seed=cfg.data.split_seed,
+            text_field=cfg.data.text_field,
+            progress=progress,
+        )
     model = registry.build_model(family, model_cfg).to(runtime.device)
-    optimizer = build_optimizer(model, cfg.optim, runtime.device)
-    loader = WindowLoader(data.train, task.window_len - 1, cfg.train.batch_size, cfg.train.seed)
+    loader = WindowLoader(
+        data.train, task.window_len - 1, par.local_batch(cfg.train.batch_size), cfg.train.seed,
+        rank=par.rank, world_size=par.world_size,
+    )
 
     resolved = {
         "run": cfg.to_dict(),
@@ -128,27 +144,35 @@ def _run(
             print(f"  entropy boundaries fitted on {len(sample):,} ids: {mean_patch:.2f} ids per patch", file=sys.stderr)
     if resume_from is not None:
         ckpt_io.load_weights(model, resume_from)
-        state = ckpt_io.load_trainer_state(resume_from, optimizer)
+    model = par.wrap(model)  # DDP / FSDP under torchrun; the optimizer must see the wrapped parameters
+    optimizer = build_optimizer(model, cfg.optim, runtime.device)
+    if resume_from is not None:
+        state = par.load_trainer_state(resume_from, model, optimizer)
         loader.load_state_dict(state["loader"])
         start_step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-    else:
+    elif par.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved, "header": run_header(runtime.describe())})
 
-    metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None)
+    metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None) if par.is_main else None
+
+    def log(record: dict[str, Any]) -> None:
+        if metrics is not None:  # rank 0 writes for all
+            metrics.write(record)
+
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
         _announce(cfg, runtime, n_params, data.meta, run_dir, start_step)
 
     def evaluate(n_tokens: int | None) -> dict[str, float]:
-        return task.validate(
-            model, data.val, max_tokens=n_tokens, batch_size=cfg.train.batch_size,
+        return par.validate(
+            task, model, data.val, max_tokens=n_tokens, batch_size=cfg.train.batch_size,
             device=runtime.device, autocast=runtime.autocast(),
         )
 
     def save(step: int, elapsed: float) -> Path:
         state = {"loader": loader.state_dict(), "elapsed_s": elapsed}
-        return ckpt_io.save_checkpoint(
+        return par.save_checkpoint(
             run_dir, step, model=model, optimizer=optimizer, config=resolved, state=state, keep=cfg.train.keep_checkpoints
         )
 
@@ -162,62 +186,66 @@ def _run(
     window_bytes = window_tokens = 0
     window_t0 = time.perf_counter()
     loss_value = float("nan")
+    stop_now, skipped = False, 0  # stop agreed by all ranks; consecutive non-finite steps skipped
     model.train()
     with stop:
         while step < total:
-            if stop.requested or (stop_at is not None and step >= stop_at):
+            if stop_now or (stop.requested and not par.distributed) or (stop_at is not None and step >= stop_at):
                 break
             lr = lr_at(step, total, cfg.optim)
             set_lr(optimizer, lr)
             loss_sum = torch.zeros((), device=runtime.device)
             for micro in range(cfg.train.grad_accum):
-                window = loader.next_batch()  # (B, window_len) on CPU
-                tensors = task.batch(window, (cfg.train.seed, step, micro))
+                window = loader.next_batch()  # (B / world_size, window_len) on CPU
+                key = (cfg.train.seed, step, micro) + ((par.rank,) if par.distributed else ())
+                tensors = task.batch(window, key)
                 n_tokens, n_bytes = task.counts(tensors)
                 window_tokens += n_tokens
                 window_bytes += n_bytes
                 tensors = tuple(t.to(runtime.device, non_blocking=True) for t in tensors)
-                with runtime.autocast():
+                with par.grad_sync(model, micro == cfg.train.grad_accum - 1), runtime.autocast():
                     loss = task.loss(model, *tensors)
-                (loss / cfg.train.grad_accum).backward()
+                    (loss / cfg.train.grad_accum).backward()
                 loss_sum += loss.detach()
             grad_norm = (
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                 if cfg.optim.grad_clip > 0
                 else None
             )
-            optimizer.step()
+            finite = torch.isfinite(loss_sum) & (torch.isfinite(_local(grad_norm)) if grad_norm is not None else True)
+            finite, stop_now = par.agree(finite, stop.requested)  # the one host sync per step
+            if finite:
+                optimizer.step()
+                skipped = 0
+            else:
+                skipped += 1
+                _nonfinite(step + 1, skipped, cfg.train.nonfinite_skips, run_dir, log, progress)
             optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
 
             if step % cfg.train.log_every == 0 or step == total:
                 # The only host sync of the hot loop, once per log interval.
-                loss_value = float(loss_sum) / cfg.train.grad_accum
-                if not math.isfinite(loss_value):
-                    raise UserError(
-                        f"training loss became {loss_value} at step {step}; lower optim.lr or raise warmup, "
-                        f"then resume from the last checkpoint in {run_dir}"
-                    )
+                loss_value = float(par.mean(loss_sum)) / cfg.train.grad_accum
                 now = time.perf_counter()
                 span = max(now - window_t0, 1e-9)
                 record = {
                     "step": step,
                     "loss": loss_value,
                     "lr": lr,
-                    "grad_norm": None if grad_norm is None else float(grad_norm),
+                    "grad_norm": None if grad_norm is None else float(_local(grad_norm)),
                     "tokens_per_s": window_tokens / span,
                     "bytes_per_s": window_bytes / span,
                     "elapsed_s": elapsed_before + now - t0,
                 }
-                metrics.write(record)
+                log(record)
                 bar.set_postfix(loss=f"{loss_value:.3f}", **{"B/s": f"{record['bytes_per_s']:,.0f}"}, refresh=False)
                 window_bytes = window_tokens = 0
                 window_t0 = now
             pause_t0 = time.perf_counter()
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
                 val = evaluate(cfg.train.eval_tokens)
-                metrics.write({"step": step, **val})
+                log({"step": step, **val})
                 bar.set_postfix(loss=f"{loss_value:.3f}", **_headline(val), refresh=False)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
                 checkpoint = save(step, elapsed_before + time.perf_counter() - t0)
@@ -226,7 +254,7 @@ def _run(
     interrupted = step < total
     if not interrupted:
         val = evaluate(cfg.train.eval_tokens)
-        metrics.write({"step": step, **val})
+        log({"step": step, **val})
     elapsed = elapsed_before + time.perf_counter() - t0
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
@@ -276,6 +304,24 @@ def check_tokenizer(tokenizer: Any, spec: str, family: str, model_cfg: Any):
             f"tokenizer {spec} has {n_tok} ids but the {family} model's vocab_size is {n_model}; they must agree{hint}"
         )
     return tokenizer
+
+
+def _local(t: torch.Tensor) -> torch.Tensor:
+    """A replicated DTensor (FSDP's gradient norm) as a plain tensor."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+
+def _nonfinite(step: int, skipped: int, limit: int, run_dir: Path, log: Any, progress: bool) -> None:
+    """The non-finite loss policy: skip the update up to `limit` steps in a row, then stop."""
+    if skipped > limit:
+        raise UserError(
+            f"the loss or gradient was NaN/inf for {skipped} steps in a row (up to step {step}, "
+            f"train.nonfinite_skips = {limit}); training stopped without saving. Train again with a lower "
+            f"optim.lr or longer optim.warmup_steps, or resume from the last checkpoint in {run_dir}"
+        )
+    log({"step": step, "skipped": "non-finite loss or gradient", "consecutive": skipped})
+    if progress:
+        print(f"  step {step}: non-finite loss or gradient, update skipped ({skipped}/{limit} in a row)", file=sys.stderr)
 
 
 def _headline(val: dict[str, float]) -> dict[str, str]:
