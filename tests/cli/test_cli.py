@@ -72,7 +72,7 @@ def test_evaluate_split_and_file(capsys, tiny_run, tmp_path):
     result = tmp_path / "r.json"
     code, out, _ = run(capsys, "evaluate", tiny_run, "--file", text, "--json", result)
     assert code == 0
-    assert json.loads(result.read_text())["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
+    assert json.loads(result.read_text())["details"]["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
 
 
 def test_generate_streams_text(capsys, tiny_run):
