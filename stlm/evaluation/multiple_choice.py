@@ -11,8 +11,9 @@ log P(choice | context) summed over its units. A causal model reads context
 then choice, with one space put between them when neither side has one at the
 seam; an encoder-decoder reads the context in its encoder and the choice as the
 target, unchanged. Accuracy is reported raw (highest total log-probability) and
-normalised by the scored choice's byte length (highest log-probability per
-byte), which removes the bias towards short choices.
+normalised by the choice's UTF-8 byte length, without the seam space (highest
+log-probability per byte; lm-eval's acc_norm on ASCII text), which removes the
+bias towards short choices.
 
 PIQA (validation, 1,838 items) is read from its release files, `valid.jsonl`
 (goal, sol1, sol2) and `valid-labels.lst` (the gold index per line), as
@@ -45,7 +46,7 @@ class MCItem:
 @dataclass(frozen=True)
 class MCOutcome:
     accuracy: float  # %, highest total log-probability
-    accuracy_norm: float  # %, highest log-probability per byte of the scored choice
+    accuracy_norm: float  # %, highest log-probability per byte of the choice
     n_items: int
     predictions: list[tuple[int, int]]  # (raw choice, normalised choice) per item
 
@@ -119,7 +120,8 @@ def choose(model: EvalModel, items: list[MCItem]) -> MCOutcome:
     for item in items:
         scored = [next(scores) for _ in item.choices]
         raw = max(range(len(scored)), key=lambda i: scored[i].logprob)
-        norm = max(range(len(scored)), key=lambda i: scored[i].logprob / scored[i].n_bytes)
+        n_bytes = [len(c.encode("utf-8")) for c in item.choices]  # the choice itself, not the seam space
+        norm = max(range(len(scored)), key=lambda i: scored[i].logprob / n_bytes[i])
         predictions.append((raw, norm))
         right += raw == item.gold
         right_norm += norm == item.gold
@@ -150,6 +152,6 @@ def _result(task, model, options, items, files, references) -> TaskResult:
         markdown=table,
         summary=f"{task} accuracy {outcome.accuracy:.1f}% raw, {outcome.accuracy_norm:.1f}% per byte over {outcome.n_items:,} items",
         data_files=files,
-        settings={"limit": options.limit, "batch_size": model.batch_size, "normalisation": "log-probability / UTF-8 bytes of the scored choice"},
+        settings={"limit": options.limit, "batch_size": model.batch_size, "normalisation": "log-probability / UTF-8 bytes of the choice"},
         details={"predictions": [{"item": item.where, "gold": item.gold, "raw": raw, "norm": norm} for item, (raw, norm) in zip(items, outcome.predictions)]},
     )
