@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default; 1 is fastest for tiny models on a busy machine)")
     p.add_argument("--out", type=Path, help="folder for the results, TASK-step-N.json and .md (default: RUN/evals/)")
-    p.add_argument("--json", type=Path, help="also write the JSON result here (one task only)")
+    p.add_argument("--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 

@@ -49,6 +49,7 @@ class MCOutcome:
     accuracy_norm: float  # %, highest log-probability per byte of the choice
     n_items: int
     predictions: list[tuple[int, int]]  # (raw choice, normalised choice) per item
+    truncated: int = 0  # choices longer than the model's context, scored on their tail
 
 
 def load_multiple_choice(path: Path, *, n_choices: int | None = None, limit: int | None = None) -> list[MCItem]:
@@ -115,7 +116,9 @@ def continuation(context: str, choice: str, family: str) -> str:
 def choose(model: EvalModel, items: list[MCItem]) -> MCOutcome:
     """Score every choice of every item in one batched pass; pick raw and length-normalised."""
     requests = [(item.context, continuation(item.context, c, model.family)) for item in items for c in item.choices]
-    scores = iter(model.score(requests))
+    all_scores = model.score(requests)
+    truncated = sum(s.n_units < len(model.tokenizer.encode(cont)) for s, (_, cont) in zip(all_scores, requests))
+    scores = iter(all_scores)
     predictions, right, right_norm = [], 0, 0
     for item in items:
         scored = [next(scores) for _ in item.choices]
@@ -126,7 +129,7 @@ def choose(model: EvalModel, items: list[MCItem]) -> MCOutcome:
         right += raw == item.gold
         right_norm += norm == item.gold
     n = len(items)
-    return MCOutcome(100.0 * right / n, 100.0 * right_norm / n, n, predictions)
+    return MCOutcome(100.0 * right / n, 100.0 * right_norm / n, n, predictions, truncated)
 
 
 def run_piqa(model: EvalModel, options: EvalOptions) -> TaskResult:
@@ -148,9 +151,10 @@ def _result(task, model, options, items, files, references) -> TaskResult:
     table = markdown_table(("model", "accuracy %", "accuracy % (per byte)", "items"), rows, right=(1, 2, 3))
     return TaskResult(
         task=task,
-        metrics={"accuracy": outcome.accuracy, "accuracy_norm": outcome.accuracy_norm, "items": outcome.n_items},
+        metrics={"accuracy": outcome.accuracy, "accuracy_norm": outcome.accuracy_norm, "items": outcome.n_items, "truncated_choices": outcome.truncated},
         markdown=table,
-        summary=f"{task} accuracy {outcome.accuracy:.1f}% raw, {outcome.accuracy_norm:.1f}% per byte over {outcome.n_items:,} items",
+        summary=f"{task} accuracy {outcome.accuracy:.1f}% raw, {outcome.accuracy_norm:.1f}% per byte over {outcome.n_items:,} items"
+        + (f" ({outcome.truncated} choices longer than the context scored on their tail)" if outcome.truncated else ""),
         data_files=files,
         settings={"limit": options.limit, "batch_size": model.batch_size, "normalisation": "log-probability / UTF-8 bytes of the choice"},
         details={"predictions": [{"item": item.where, "gold": item.gold, "raw": raw, "norm": norm} for item, (raw, norm) in zip(items, outcome.predictions)]},

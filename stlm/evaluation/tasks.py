@@ -40,10 +40,14 @@ class EvalModel:
     progress: bool = False
 
     def score(self, requests: Sequence[tuple[str, str]]) -> list[ContinuationScore]:
-        """log P(continuation | context) for each pair: the one scoring path of every task."""
+        """log P(continuation | context) for each pair: the one scoring path of every task.
+
+        A continuation longer than a causal model's context is scored on its
+        last max_seq_len units (n_units says so), as lm-eval does.
+        """
         return score_continuations(
             self.model, self.tokenizer, self.family, requests,
-            batch_size=self.batch_size, device=self.device,
+            batch_size=self.batch_size, truncate_long=True, device=self.device,
             autocast=self.autocast() if self.autocast else None, progress=self.progress,
         )
 

@@ -160,6 +160,11 @@ def test_pretrain_t5_then_generate(capsys, tmp_path, corpus_dir, cache_dir):
     assert code == 0
     code, _, err = run(capsys, "evaluate", run_dir)
     assert code == 2 and "encoder-decoder" in err
+    items = tmp_path / "mc.jsonl"
+    items.write_text(json.dumps({"context": "The sky is", "choices": ["blue.", "green."], "gold": 0}) + "\n", encoding="utf-8")
+    code, out, err = run(capsys, "evaluate", run_dir, "--task", f"mc:{items}", "--quiet")
+    assert code == 0 and "over 1 items" in out, err
+    assert json.loads(next((run_dir / "evals").glob("mc-mc-*.json")).read_text())["provenance"]["model"]["family"] == "t5"
     code, _, err = run(capsys, "train", "--model", "t5-debug", "--data", corpus_dir, "--cache-dir", cache_dir,
                        "--steps", 1, "--out", tmp_path / "x")
     assert code == 2 and "span-corruption" in err

@@ -64,9 +64,18 @@ def test_multiple_choice_oracle_preferring_gold_scores_100(tmp_path):
     path = _write_jsonl(tmp_path / "mc.jsonl", MC_ITEMS)
     gold_texts = [it["context"] + continuation(it["context"], it["choices"][it["gold"]], "decoder") for it in MC_ITEMS]
     result = run_task(f"mc:{path}", _oracle(gold_texts), EvalOptions())
-    assert result.metrics == {"accuracy": 100.0, "accuracy_norm": 100.0, "items": 3}
+    assert result.metrics == {"accuracy": 100.0, "accuracy_norm": 100.0, "items": 3, "truncated_choices": 0}
     wrong = [it["context"] + continuation(it["context"], it["choices"][1 - min(it["gold"], 1)], "decoder") for it in MC_ITEMS]
     assert run_task(f"mc:{path}", _oracle(wrong), EvalOptions()).metrics["accuracy"] == 0.0
+
+
+def test_choices_longer_than_the_context_are_scored_on_their_tail_and_counted(tmp_path):
+    tok = ByteTokenizer()
+    items = [{"context": "Pick:", "choices": ["x" * 40, "y"], "gold": 1}]
+    model = EvalModel(OracleLM([tok.encode("Pick: y", bos=True)], tok.vocab_size, max_seq_len=16), tok, "decoder")
+    result = run_task(f"mc:{_write_jsonl(tmp_path / 'long.jsonl', items)}", model, EvalOptions())
+    assert result.metrics["truncated_choices"] == 1 and result.metrics["accuracy"] == 100.0
+    assert "1 choices longer than the context" in result.summary
 
 
 def test_raw_and_length_normalised_accuracy_differ_as_computed_by_hand(tmp_path):
