@@ -300,7 +300,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError("--json takes one task's result; with several tasks use --out DIR")
     runtime = resolve_runtime(RuntimeConfig(device=args.device, threads=args.threads))
     model, config, ckpt = load_model(args.checkpoint, runtime.device)
-    needs_data_dir = any(n in ("wikitext2", "blimp", "piqa") for n in names)
+    needs_data_dir = any(n in tasks.DATA_DIR_TASKS for n in names)
     options = tasks.EvalOptions(
         data_dir=tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd()) if needs_data_dir else args.data_dir,
         limit=args.limit, file=args.file, corpus=args.data, split=args.split,
@@ -312,7 +312,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         eval_model = tasks.EvalModel(
             model, load_tokenizer_of(config), config.get("model_config", {}).get("family"), config,
             device=runtime.device, autocast=runtime.autocast,
-            batch_size=args.batch_size or tasks.default_batch_size(name), progress=not args.quiet,
+            batch_size=tasks.default_batch_size(name) if args.batch_size is None else args.batch_size,
+            progress=not args.quiet,
         )
         if eval_model.batch_size < 1:
             raise UserError("--batch-size must be at least 1")

@@ -102,6 +102,7 @@ class TaskResult:
 
 TaskFn = Callable[[EvalModel, EvalOptions], TaskResult]
 MC_PREFIX = "mc:"
+DATA_DIR_TASKS = ("wikitext2", "blimp", "piqa")  # tasks that read the shared evaluation data folder
 # Items per forward pass: BPB windows are long (a context each); benchmark items are sentences.
 BATCH_SIZES = {"bpb": 8, "wikitext2": 8}
 DEFAULT_BATCH_SIZE = 64
