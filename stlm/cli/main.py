@@ -84,17 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="bits per byte of a checkpoint on a corpus split or a text file")
+    p = sub.add_parser("evaluate", help="benchmark a checkpoint: bits per byte, WikiText-2, BLiMP, PIQA, multiple choice")
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
-    p.add_argument("--data", help="corpus to score (default: the one the model was trained on)")
-    p.add_argument("--split", choices=["val", "train"], default="val")
-    p.add_argument("--file", type=Path, help="score this UTF-8 text file instead of a corpus split")
-    p.add_argument("--context", type=int, help="window length in ids (default: the training seq_len)")
-    p.add_argument("--stride", type=int, help="window step (default: context / 2)")
-    p.add_argument("--max-ids", type=int, help="score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--task", action="append", metavar="TASK", help="bpb (default), wikitext2, blimp, piqa or mc:PATH; repeat for several")
+    p.add_argument("--data-dir", type=Path, help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo)")
+    p.add_argument("--limit", type=int, help="score only the first N items (BLiMP: per phenomenon)")
+    p.add_argument("--data", help="bpb: corpus to score (default: the one the model was trained on)")
+    p.add_argument("--split", choices=["val", "train", "test"], default="val", help="bpb: val or train; wikitext2: val or test")
+    p.add_argument("--file", type=Path, help="bpb: score this UTF-8 text file instead of a corpus split")
+    p.add_argument("--context", type=int, help="bpb: window length in ids (default: the training seq_len)")
+    p.add_argument("--stride", type=int, help="bpb: window step (default: context / 2)")
+    p.add_argument("--max-ids", type=int, help="bpb: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)")
+    p.add_argument("--batch-size", type=int, help="windows (bpb, default 8) or sentences (default 64) per forward pass")
     p.add_argument("--device", default="auto")
-    p.add_argument("--json", type=Path, help="also write the result as JSON here")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default; 1 is fastest for tiny models on a busy machine)")
+    p.add_argument("--out", type=Path, help="folder for the results, TASK-step-N.json and .md (default: RUN/evals/)")
+    p.add_argument("--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("generate", help="sample text from a checkpoint, streamed to stdout")
@@ -318,72 +324,47 @@ def _timestamp() -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from stlm.evaluation.bpb import bits_per_byte
+    import os
+
+    from stlm.config import RuntimeConfig
+    from stlm.evaluation import tasks
+    from stlm.evaluation.record import provenance, write_results
     from stlm.training.checkpoint import load_model, load_tokenizer_of
     from stlm.training.runtime import resolve_runtime
-    from stlm.config import RuntimeConfig
 
-    runtime = resolve_runtime(RuntimeConfig(device=args.device))
+    names = args.task or ["bpb"]
+    if args.json and len(names) > 1:
+        raise UserError("--json takes one task's result; with several tasks use --out DIR")
+    runtime = resolve_runtime(RuntimeConfig(device=args.device, threads=args.threads))
     model, config, ckpt = load_model(args.checkpoint, runtime.device)
-    if config.get("model_config", {}).get("family") == "t5":
-        raise UserError(f"{ckpt} is an encoder-decoder; bits per byte is measured on decoder models")
-    run = config.get("run", {})
-    tokenizer = load_tokenizer_of(config)
-    if args.file:
-        stream, label = _file_stream(args.file, tokenizer), str(args.file)
-    else:
-        stream, label = _split_stream(args, run, tokenizer), f"{args.data or run.get('data', {}).get('source')}:{args.split}"
-    if args.max_ids:
-        stream = stream[: args.max_ids]
-    context = args.context or run.get("data", {}).get("seq_len") or 256
-    stride = args.stride or max(1, context // 2)
-    if not 1 <= stride <= context:
-        raise UserError(f"--stride must be between 1 and --context ({context})")
-    max_len = config.get("model_config", {}).get("max_seq_len", context)
-    if context > max_len:
-        raise UserError(f"--context {context} exceeds the model's max_seq_len {max_len}")
-    result = bits_per_byte(
-        model, stream, context=context, stride=stride, batch_size=args.batch_size,
-        device=runtime.device, autocast=runtime.autocast(), progress=True, byte_lengths=tokenizer.byte_lengths(),
+    needs_data_dir = any(n in tasks.DATA_DIR_TASKS for n in names)
+    options = tasks.EvalOptions(
+        data_dir=tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd()) if needs_data_dir else args.data_dir,
+        limit=args.limit, file=args.file, corpus=args.data, split=args.split,
+        context=args.context, stride=args.stride, max_ids=args.max_ids,
     )
-    print(
-        f"{label}: {result.bits_per_byte:.4f} bits per byte over {result.n_bytes:,} bytes "
-        f"(context {result.context}, stride {result.stride}; checkpoint {ckpt})"
-    )
-    if args.json:
-        payload = {"checkpoint": str(ckpt), "text": label, **result.to_dict()}
-        args.json.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt
+    out_dir = args.out or run_dir / "evals"
+    for name in names:
+        eval_model = tasks.EvalModel(
+            model, load_tokenizer_of(config), config.get("model_config", {}).get("family"), config,
+            device=runtime.device, autocast=runtime.autocast,
+            batch_size=tasks.default_batch_size(name) if args.batch_size is None else args.batch_size,
+            progress=not args.quiet,
+        )
+        if eval_model.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+        result = tasks.run_task(name, eval_model, options)
+        prov = provenance(
+            model=model, config=config, checkpoint=ckpt, data_files=result.data_files,
+            settings=result.settings, device=runtime.describe(),
+        )
+        record, page = result.document(prov)
+        json_path, md_path = write_results(record, page, out_dir / f"{tasks.task_slug(name)}-{ckpt.name}.json")
+        if args.json:
+            write_results(record, page, args.json)
+        print(f"{result.summary}; checkpoint {ckpt}\n\n{result.markdown}\n\nresults: {json_path} and {md_path.name}\n")
     return 0
-
-
-def _file_stream(path: Path, tokenizer):
-    import numpy as np
-
-    if not path.is_file():
-        raise UserError(f"text file {path} does not exist")
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8 first") from None
-    if not raw:
-        raise UserError(f"{path} is empty; nothing to score")
-    return np.asarray(tokenizer.encode(raw.decode("utf-8"), bos=True), dtype=np.int64)
-
-
-def _split_stream(args: argparse.Namespace, run: dict, tokenizer):
-    from stlm.data import prepare_data
-
-    data_cfg = run.get("data", {})
-    data = prepare_data(
-        args.data or data_cfg.get("source", "pydocs"),
-        tokenizer,
-        cache_dir=data_cfg.get("cache_dir"),
-        val_fraction=data_cfg.get("val_fraction", 0.05),
-        seed=data_cfg.get("split_seed", 0),
-        text_field=data_cfg.get("text_field", "text"),
-    )
-    return data.val if args.split == "val" else data.train
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

@@ -44,6 +44,7 @@ def score_continuations(
     *,
     batch_size: int = 16,
     max_len: int | None = None,
+    truncate_long: bool = False,
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     progress: bool = False,
@@ -51,7 +52,9 @@ def score_continuations(
     """Score (context, continuation) pairs; results come back in request order.
 
     `max_len` caps the ids fed to a causal model (default: the model config's
-    max_seq_len); a continuation longer than that is an error, not a silent cut.
+    max_seq_len); a continuation longer than that is an error, not a silent cut,
+    unless `truncate_long`: then only its last max_len units are scored (the
+    rest is context), as lm-eval does, and `n_units` says how many were.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,7 +67,7 @@ def score_continuations(
         encoded = [_encode_seq2seq(tokenizer, ctx, cont) for ctx, cont in requests]
         score_batch = _score_seq2seq
     elif family in CAUSAL_FAMILIES:
-        encoded = [_encode_causal(tokenizer, ctx, cont, max_len, i) for i, (ctx, cont) in enumerate(requests)]
+        encoded = [_encode_causal(tokenizer, ctx, cont, max_len, i, truncate_long) for i, (ctx, cont) in enumerate(requests)]
         score_batch = _score_causal
     else:
         raise ValueError(f"no scoring rule for model family {family!r}")
@@ -99,7 +102,7 @@ def score_continuations(
 # --- causal: one sequence, scored on its tail --------------------------------------------------
 
 
-def _encode_causal(tokenizer: Any, context: str, continuation: str, max_len: int | None, index: int):
+def _encode_causal(tokenizer: Any, context: str, continuation: str, max_len: int | None, index: int, truncate_long: bool = False):
     prefix = tokenizer.encode(context, bos=True)  # [BOS] ctx
     cont = tokenizer.encode(continuation)
     if not prefix:
@@ -107,6 +110,9 @@ def _encode_causal(tokenizer: Any, context: str, continuation: str, max_len: int
     if max_len is not None:
         # Inputs are ids[:-1], so len(prefix) + len(cont) - 1 ids are fed.
         room = max_len + 1 - len(cont)
+        if room < 1 and truncate_long:  # score the continuation's last max_len units after its own head
+            ids = (prefix + cont)[-(max_len + 1) :]
+            return ids[:1], ids[1:]
         if room < 1:
             raise ValueError(f"request {index}: continuation of {len(cont)} ids does not fit max_len {max_len}")
         prefix = prefix[-room:]

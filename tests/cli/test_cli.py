@@ -72,7 +72,7 @@ def test_evaluate_split_and_file(capsys, tiny_run, tmp_path):
     result = tmp_path / "r.json"
     code, out, _ = run(capsys, "evaluate", tiny_run, "--file", text, "--json", result)
     assert code == 0
-    assert json.loads(result.read_text())["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
+    assert json.loads(result.read_text())["details"]["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
 
 
 def test_generate_streams_text(capsys, tiny_run):
@@ -160,6 +160,11 @@ def test_pretrain_t5_then_generate(capsys, tmp_path, corpus_dir, cache_dir):
     assert code == 0
     code, _, err = run(capsys, "evaluate", run_dir)
     assert code == 2 and "encoder-decoder" in err
+    items = tmp_path / "mc.jsonl"
+    items.write_text(json.dumps({"context": "The sky is", "choices": ["blue.", "green."], "gold": 0}) + "\n", encoding="utf-8")
+    code, out, err = run(capsys, "evaluate", run_dir, "--task", f"mc:{items}", "--quiet")
+    assert code == 0 and "over 1 items" in out, err
+    assert json.loads(next((run_dir / "evals").glob("mc-mc-*.json")).read_text())["provenance"]["model"]["family"] == "t5"
     code, _, err = run(capsys, "train", "--model", "t5-debug", "--data", corpus_dir, "--cache-dir", cache_dir,
                        "--steps", 1, "--out", tmp_path / "x")
     assert code == 2 and "span-corruption" in err
@@ -180,7 +185,7 @@ def test_bpe_baseline_trains_evaluates_and_generates(capsys, tmp_path, corpus_di
     text.write_text("héllo wörld ✓\n" * 10, encoding="utf-8")
     result = tmp_path / "r.json"
     code, out, _ = run(capsys, "evaluate", run_dir, "--file", text, "--context", 16, "--json", result)
-    assert code == 0 and json.loads(result.read_text())["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
+    assert code == 0 and json.loads(result.read_text())["details"]["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
     code, out, _ = run(capsys, "generate", run_dir, "--prompt", "The ", "--max-new-bytes", 5, "--seed", 1)
     assert code == 0 and out.startswith("The ")
     code, _, err = run(capsys, "train", "--model", "bpe-tiny", "--data", corpus_dir, "--cache-dir", cache_dir,

@@ -85,3 +85,15 @@ def test_left_truncation_keeps_the_continuation(one_thread):
         score_continuations(model, tok, family, [("a", "b" * 20)], max_len=16)
     with pytest.raises(ValueError, match="empty continuation"):
         score_continuations(model, tok, family, [("a", "")])
+
+
+def test_truncate_long_scores_the_last_max_len_units_of_a_long_continuation(one_thread):
+    family, model = _model("decoder-tiny")
+    tok = ByteTokenizer()
+    cont = "abcdefghijklmnopqrstuvwxyz"  # 26 ids, max_len 16: the last 16 are scored after "j"
+    cut = score_continuations(model, tok, family, [("ctx", cont)], max_len=16, truncate_long=True)[0]
+    ids = torch.tensor([tok.encode(cont)[-17:]])
+    with torch.no_grad():
+        logp = model(ids[:, :-1]).float().log_softmax(-1)[0]  # (16, V)
+    assert cut.logprob == pytest.approx(sum(float(logp[p, ids[0, p + 1]]) for p in range(16)), abs=1e-4)
+    assert cut.n_units == 16 and cut.n_bytes == 26
