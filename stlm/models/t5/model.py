@@ -208,6 +208,12 @@ class FeedForward(nn.Module):
         return self.wo(_dropout(h, self.dropout, self.training))  # (B, T, D)
 
 
+def _rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """`_rms_norm` for fp32 activations as one call: the same numbers (it runs the same
+    ops inside), ~2x faster at one decoding token, where dispatch is the cost."""
+    return F.rms_norm(x, weight.shape, weight, eps)
+
+
 def _activate(h: torch.Tensor, gated: bool) -> torch.Tensor:
     """FFN input projection (..., F) or (..., 2F) gated -> hidden activations (..., F)."""
     if gated:
@@ -491,22 +497,31 @@ class T5Model(nn.Module):
                 for blk in self.decoder
             ]
         gated = cfg.gated
+        norm = _rms_norm if dtype != torch.float32 else _rms_norm_fp32
+        # Per-layer views of the cache, taken per call: `reorder` replaces its tensors.
+        cache_k, cache_v = cache.k.unbind(0), cache.v.unbind(0)
         x = self.embed(ids).view(b * t, -1)  # (B*T, D)
         for layer, (n1, w_qkv, w_out, n2, w_q, w_cross_out, n3, w_in, w_ff_out) in enumerate(cache.weights):
-            qkv = torch.mm(_rms_norm(x, n1, eps), w_qkv)  # (B*T, 3I)
-            q, k, v = qkv.view(b, t, 3, n_heads, d_head).permute(2, 0, 3, 1, 4)  # (B, H, T, Dh) each
-            k, v = cache.store(layer, k, v)  # (B, H, end, Dh) each
+            qkv = torch.mm(norm(x, n1, eps), w_qkv)  # (B*T, 3I)
+            q, k, v = qkv.view(b, t, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, Dh) each
+            keys, values = cache_k[layer], cache_v[layer]  # (B, H, max_len, Dh) each
+            keys.narrow(2, start, t).copy_(k)
+            values.narrow(2, start, t).copy_(v)
+            k, v = keys.narrow(2, 0, end), values.narrow(2, 0, end)  # (B, H, end, Dh) each
+            if k.dtype != q.dtype:  # an fp32 cache under bf16 autocast: works, just slower
+                k, v = k.to(q.dtype), v.to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=self_mask, scale=1.0)  # (B, H, T, Dh)
-            x = x + torch.mm(y.transpose(1, 2).reshape(b * t, -1), w_out)  # (B*T, D)
-            q = torch.mm(_rms_norm(x, n2, eps), w_q).view(b, t, n_heads, d_head).transpose(1, 2)  # (B, H, T, Dh)
+            # addmm: the residual add inside the matmul, x + y @ w in one kernel.
+            x = torch.addmm(x, y.transpose(1, 2).reshape(b * t, -1), w_out)  # (B*T, D)
+            q = torch.mm(norm(x, n2, eps), w_q).view(b, t, n_heads, d_head).transpose(1, 2)  # (B, H, T, Dh)
             k, v = cross_k[layer], cross_v[layer]  # (1 or B, H, S, Dh)
             if k.shape[0] != b:
                 k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask, scale=1.0)  # (B, H, T, Dh)
-            x = x + torch.mm(y.transpose(1, 2).reshape(b * t, -1), w_cross_out)
-            x = x + torch.mm(_activate(torch.mm(_rms_norm(x, n3, eps), w_in), gated), w_ff_out)
+            x = torch.addmm(x, y.transpose(1, 2).reshape(b * t, -1), w_cross_out)
+            x = torch.addmm(x, _activate(torch.mm(norm(x, n3, eps), w_in), gated), w_ff_out)
         cache.advance(t)
-        x = _rms_norm(x, self.decoder_norm.weight, eps)  # (B*T, D)
+        x = norm(x, self.decoder_norm.weight, eps)  # (B*T, D)
         if self.head is None:
             return F.linear(x * cfg.d_model**-0.5, self.embed.weight).view(b, t, -1)  # (B, T, V)
         return self.head(x).view(b, t, -1)
