@@ -219,6 +219,11 @@ def _rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return F.rms_norm(x, weight.shape, weight, eps)
 
 
+def _add_mm(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """x + a @ b as two ops: `torch.addmm` would cast x to bf16 under autocast."""
+    return x + torch.mm(a, b)
+
+
 def _activate(h: torch.Tensor, gated: bool) -> torch.Tensor:
     """FFN input projection (..., F) or (..., 2F) gated -> hidden activations (..., F)."""
     if gated:
@@ -502,7 +507,11 @@ class T5Model(nn.Module):
                 for blk in self.decoder
             ]
         gated = cfg.gated
-        norm = _rms_norm if dtype != torch.float32 else _rms_norm_fp32
+        # fp32 (no autocast): one-call norm and the residual add inside the matmul (addmm), the
+        # same bits. bf16: the blocks' ops, so the fp32 residual stream stays fp32 under autocast.
+        fp32 = dtype == torch.float32
+        norm = _rms_norm_fp32 if fp32 else _rms_norm
+        add_mm = torch.addmm if fp32 else _add_mm
         # Per-layer views of the cache, taken per call: `reorder` replaces its tensors.
         cache_k, cache_v = cache.k.unbind(0), cache.v.unbind(0)
         x = self.embed(ids).view(b * t, -1)  # (B*T, D)
@@ -516,15 +525,14 @@ class T5Model(nn.Module):
             if k.dtype != q.dtype:  # an fp32 cache under bf16 autocast: works, just slower
                 k, v = k.to(q.dtype), v.to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=self_mask, scale=1.0)  # (B, H, T, Dh)
-            # addmm: the residual add inside the matmul, x + y @ w in one kernel.
-            x = torch.addmm(x, y.transpose(1, 2).reshape(b * t, -1), w_out)  # (B*T, D)
+            x = add_mm(x, y.transpose(1, 2).reshape(b * t, -1), w_out)  # (B*T, D)
             q = torch.mm(norm(x, n2, eps), w_q).view(b, t, n_heads, d_head).transpose(1, 2)  # (B, H, T, Dh)
             k, v = cross_k[layer], cross_v[layer]  # (1 or B, H, S, Dh)
             if k.shape[0] != b:
                 k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask, scale=1.0)  # (B, H, T, Dh)
-            x = torch.addmm(x, y.transpose(1, 2).reshape(b * t, -1), w_cross_out)
-            x = torch.addmm(x, _activate(torch.mm(norm(x, n3, eps), w_in), gated), w_ff_out)
+            x = add_mm(x, y.transpose(1, 2).reshape(b * t, -1), w_cross_out)
+            x = add_mm(x, _activate(torch.mm(norm(x, n3, eps), w_in), gated), w_ff_out)
         cache.advance(t)
         x = norm(x, self.decoder_norm.weight, eps)  # (B*T, D)
         if self.head is None:
