@@ -11,6 +11,7 @@ each with the ratio ours / theirs.
 
     .venv/bin/python bench/t5_vs_hf.py                       # t5-efficient-tiny-nl32, fp32, 2 threads
     .venv/bin/python bench/t5_vs_hf.py --quick               # fewer repetitions, smaller shapes only
+    .venv/bin/python bench/t5_vs_hf.py --parts gen --repeats 9   # only greedy generation
     .venv/bin/python bench/t5_vs_hf.py --device cuda --dtype bf16
 """
 
@@ -40,16 +41,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per measurement")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="1 repeat, skip the 8 x 512 training step")
+    parser.add_argument(
+        "--parts", default="train,eval,gen", help="comma-separated subset of train,eval,gen to measure (default: all)"
+    )
     args = parser.parse_args()
     if args.quick:
         args.repeats = 1
+    parts = set(args.parts.split(","))
+    if not parts or not parts <= {"train", "eval", "gen"}:
+        parser.error(f"--parts takes a comma-separated subset of train,eval,gen, got {args.parts!r}")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     import transformers
 
     from stlm import registry
-    from stlm.generation.seq2seq import generate_seq2seq
     from stlm.interop.hf_t5 import export_hf_t5
 
     family, cfg = registry.get_config(args.model)
@@ -119,7 +125,7 @@ def main() -> None:
 
         return step
 
-    train_shapes = [(8, 128, 32)] if args.quick else [(8, 512, 114), (8, 128, 32)]
+    train_shapes = [] if "train" not in parts else [(8, 128, 32)] if args.quick else [(8, 512, 114), (8, 128, 32)]
     for shapes in train_shapes:
         ours.train()
         theirs.train()
@@ -131,6 +137,21 @@ def main() -> None:
 
     ours.eval()
     theirs.eval()
+    if "eval" in parts:
+        eval_forward(rows, interleaved, batch, autocast, our_logits, their_logits)
+    same = "gen" not in parts or greedy_generation(rows, interleaved, batch, autocast, ours, theirs)
+
+    print()
+    print(f"{'measurement':34s} {'stlm':>10s} {'transformers':>13s} {'ratio':>7s}  unit")
+    for name, a, b, unit in rows:
+        ratio = b / a if unit == "ms/token" else a / b  # > 1 means stlm is faster
+        print(f"{name:34s} {a:10.1f} {b:13.1f} {ratio:6.2f}x  {unit}")
+    if "gen" in parts:
+        print(f"\ngreedy outputs identical: {same}")
+
+
+def eval_forward(rows, interleaved, batch, autocast, our_logits, their_logits) -> None:
+    """Append the eval-forward row: tokens/s of one no-grad forward, 8 x 512/114."""
     inputs, dec_in, _ = batch(8, 512, 114)
 
     def forward(fn):
@@ -143,6 +164,11 @@ def main() -> None:
     t_ours, t_theirs = interleaved(forward(our_logits), forward(their_logits))
     tokens = 8 * (512 + 114)
     rows.append(("eval forward 8 x 512/114", tokens / t_ours, tokens / t_theirs, "tokens/s"))
+
+
+def greedy_generation(rows, interleaved, batch, autocast, ours, theirs) -> bool:
+    """Append the generation row (batch 1, 128 in -> 32 new, ms/token); return whether outputs agree."""
+    from stlm.generation.seq2seq import generate_seq2seq
 
     prompt, _, _ = batch(1, 128, 1)
     new = 32
@@ -162,13 +188,7 @@ def main() -> None:
     t_ours, t_theirs = interleaved(gen_ours, gen_theirs)
     same = list(outputs["ours"])[:new] == outputs["theirs"][:new]
     rows.append((f"greedy generation 1 x 128 -> {new}", 1000 * t_ours / new, 1000 * t_theirs / new, "ms/token"))
-
-    print()
-    print(f"{'measurement':34s} {'stlm':>10s} {'transformers':>13s} {'ratio':>7s}  unit")
-    for name, a, b, unit in rows:
-        ratio = b / a if unit == "ms/token" else a / b  # > 1 means stlm is faster
-        print(f"{name:34s} {a:10.1f} {b:13.1f} {ratio:6.2f}x  {unit}")
-    print(f"\ngreedy outputs identical: {same}")
+    return same
 
 
 if __name__ == "__main__":

@@ -88,6 +88,27 @@ def test_cached_decoding_equals_full_decoding(model):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_cached_decoding_with_and_without_gradients_agrees(model, bf16):
+    # Without gradients a cached decode runs the lean path on plain tensors; with them, the modules.
+    ids, dec = batch(l=12)
+    mask = torch.ones_like(ids)
+    mask[0, 25:] = 0
+    outputs = []
+    for grad in (True, False):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.no_grad():
+                enc = model.encode(ids, mask)
+            cache = model.new_cache(2, 12)
+            with torch.set_grad_enabled(grad):
+                parts = [model.decode(dec[:, :4], enc, mask, cache)]
+                parts += [model.decode(dec[:, i : i + 1], enc, mask, cache) for i in range(4, 12)]
+        assert parts[-1].requires_grad == grad
+        outputs.append(torch.cat(parts, dim=1).detach())
+    tol = dict(atol=1e-5, rtol=1e-5) if not bf16 else dict(atol=0.03, rtol=0.02)  # bf16: logits rounded to bf16
+    torch.testing.assert_close(outputs[0], outputs[1], **tol)
+
+
 def test_cache_reuses_cross_attention_keys_and_reorders_rows(model):
     ids, dec = batch()
     with torch.no_grad():
