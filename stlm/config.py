@@ -31,7 +31,7 @@ from stlm.errors import UserError
 SCHEDULES = ("cosine", "wsd", "constant", "inverse-sqrt")
 OPTIMIZERS = ("adamw", "adamw-rms", "adafactor")
 OBJECTIVES = ("next-token", "span-corruption")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -98,6 +98,7 @@ class TrainConfig:
     eval_tokens: int = 131072  # validation tokens scored at each periodic evaluation
     save_every: int = 500  # 0: only at the end
     keep_checkpoints: int = 2  # the newest K complete checkpoints are kept
+    tensorboard: bool = False  # also write the metrics as TensorBoard events to RUN_DIR/tensorboard (pip install stlm[tensorboard])
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_tokens", "keep_checkpoints"):
@@ -108,8 +109,12 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16 | fp16 (with a gradient scaler)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
+    compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs and long runs)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
+    tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls
+    tune_malloc: bool = False  # CPU on Linux: keep freed activation memory in the process (runtime.tune_cpu_allocator)
 
     def __post_init__(self) -> None:
         _check(self.precision in PRECISIONS, f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")

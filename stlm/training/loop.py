@@ -27,7 +27,8 @@ from stlm.config import RunConfig
 from stlm.data import WindowLoader, prepare_data
 from stlm.errors import UserError
 from stlm.training import checkpoint as ckpt_io
-from stlm.training.logging import MetricsLog, run_header
+from stlm.training.logging import MetricsLog, format_header, run_header
+from stlm.training.monitor import RunMonitor, device_peak, step_flops_per_token
 from stlm.training.optim import build_optimizer, lr_at, set_lr
 from stlm.training.runtime import Runtime, resolve_runtime, seed_everything
 from stlm.training.tasks import build_task
@@ -103,7 +104,7 @@ def _run(
         text_field=cfg.data.text_field,
         progress=progress,
     )
-    model = registry.build_model(family, model_cfg).to(runtime.device)
+    model = runtime.prepare_model(registry.build_model(family, model_cfg).to(runtime.device))
     optimizer = build_optimizer(model, cfg.optim, runtime.device)
     loader = WindowLoader(data.train, task.window_len - 1, cfg.train.batch_size, cfg.train.seed)
 
@@ -126,14 +127,31 @@ def _run(
         state = ckpt_io.load_trainer_state(resume_from, optimizer)
         loader.load_state_dict(state["loader"])
         start_step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-    else:
+        if runtime.scaler is not None and "scaler" in state:
+            runtime.scaler.load_state_dict(state["scaler"])
+    # Speed accounting: matmul FLOPs per token (counted once) against this device's matmul peak
+    # (measured once per run, kept in config.json's header and reused on resume).
+    header = _saved_header(run_dir) if resume_from is not None else run_header(runtime.describe())
+    peak = device_peak(runtime.device, runtime.precision, header.get("matmul_peak"))
+    header["matmul_peak"] = {"device": str(runtime.device), "precision": runtime.precision, "flops_per_s": peak}
+    flops_per_token = step_flops_per_token(
+        model, task, torch.zeros(cfg.train.batch_size, task.window_len, dtype=torch.long), runtime,
+        build_meta=lambda: registry.build_model(family, model_cfg),
+    )
+    if resume_from is None:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved, "header": run_header(runtime.describe())})
+        header["allocator"] = runtime.allocator
+        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved, "header": header})
 
     metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
         _announce(cfg, runtime, n_params, data.meta, run_dir, start_step)
+        print(format_header(header, flops_per_token), file=sys.stderr, flush=True)
+    monitor = RunMonitor(
+        device=runtime.device, flops_per_token=flops_per_token, peak_flops=peak, total_steps=cfg.train.steps,
+        start_step=start_step, tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard else None,
+    )
 
     def evaluate(n_tokens: int | None) -> dict[str, float]:
         return task.validate(
@@ -143,6 +161,8 @@ def _run(
 
     def save(step: int, elapsed: float) -> Path:
         state = {"loader": loader.state_dict(), "elapsed_s": elapsed}
+        if runtime.scaler is not None:
+            state["scaler"] = runtime.scaler.state_dict()
         return ckpt_io.save_checkpoint(
             run_dir, step, model=model, optimizer=optimizer, config=resolved, state=state, keep=cfg.train.keep_checkpoints
         )
@@ -174,14 +194,15 @@ def _run(
                 tensors = tuple(t.to(runtime.device, non_blocking=True) for t in tensors)
                 with runtime.autocast():
                     loss = task.loss(model, *tensors)
-                (loss / cfg.train.grad_accum).backward()
+                runtime.backward(loss / cfg.train.grad_accum)
                 loss_sum += loss.detach()
+            runtime.unscale(optimizer)
             grad_norm = (
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                 if cfg.optim.grad_clip > 0
                 else None
             )
-            optimizer.step()
+            runtime.step(optimizer)
             optimizer.zero_grad(set_to_none=True)
             step += 1
             bar.update(1)
@@ -205,14 +226,16 @@ def _run(
                     "bytes_per_s": window_bytes / span,
                     "elapsed_s": elapsed_before + now - t0,
                 }
-                metrics.write(record)
-                bar.set_postfix(loss=f"{loss_value:.3f}", **{"B/s": f"{record['bytes_per_s']:,.0f}"}, refresh=False)
+                metrics.write(monitor.enrich(record))
+                monitor.write(record)
+                bar.set_postfix(loss=f"{loss_value:.3f}", **monitor.postfix(record), refresh=False)
                 window_bytes = window_tokens = 0
                 window_t0 = now
             pause_t0 = time.perf_counter()
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
                 val = evaluate(cfg.train.eval_tokens)
                 metrics.write({"step": step, **val})
+                monitor.write({"step": step, **val})
                 bar.set_postfix(loss=f"{loss_value:.3f}", **_headline(val), refresh=False)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
                 checkpoint = save(step, elapsed_before + time.perf_counter() - t0)
@@ -222,6 +245,8 @@ def _run(
     if not interrupted:
         val = evaluate(cfg.train.eval_tokens)
         metrics.write({"step": step, **val})
+        monitor.write({"step": step, **val})
+    monitor.close()
     elapsed = elapsed_before + time.perf_counter() - t0
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
@@ -248,6 +273,15 @@ def resolve_tokenizer(spec: str, family: str, model_cfg: Any):
             f"tokenizer {spec} has {tokenizer.vocab_size} ids but the model's vocab_size is {model_cfg.vocab_size}"
         )
     return tokenizer
+
+
+def _saved_header(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return dict(json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8")).get("header") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _headline(val: dict[str, float]) -> dict[str, str]:
