@@ -43,9 +43,13 @@ class DataConfig:
     seq_len: int = 256  # tokens per training window (span corruption: encoder input length)
     tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model
     cache_dir: str | None = None  # None: the user cache directory
+    workers: int = 1  # tokenizer processes when building the token cache (0: one per core); same files either way
+    streaming: bool = False  # hf:NAME sources: read rows as they arrive instead of downloading the dataset first
+    max_documents: int = 0  # keep only the first N documents of the source (0: all)
 
     def __post_init__(self) -> None:
         _check(0.0 < self.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
+        _check(self.workers >= 0 and self.max_documents >= 0, "data.workers and data.max_documents must be >= 0")
         _check(self.seq_len >= 2, "data.seq_len must be at least 2")
 
 

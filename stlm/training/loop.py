@@ -103,6 +103,9 @@ def _run(
         seed=cfg.data.split_seed,
         text_field=cfg.data.text_field,
         progress=progress,
+        workers=cfg.data.workers,
+        streaming=cfg.data.streaming,
+        max_documents=cfg.data.max_documents,
     )
     model = runtime.prepare_model(registry.build_model(family, model_cfg).to(runtime.device))
     optimizer = build_optimizer(model, cfg.optim, runtime.device)
