@@ -103,10 +103,12 @@ def main() -> None:
 
     rows = []
 
-    def compare(label, ours, theirs, loss_ours, loss_theirs, tensors, tokens, build_ours, build_theirs):
+    def compare(label, ours, theirs, loss_ours, loss_theirs, tensors, tokens):
         n_ours, n_theirs = (sum(p.numel() for p in {id(p): p for p in m.parameters()}.values()) for m in (ours, theirs))
-        f_ours = training_step_flops(ours, loss_ours, tensors, build_meta=build_ours)
-        f_theirs = training_step_flops(theirs, loss_theirs, tensors, build_meta=build_theirs)
+        # Both sides counted the same way: one real forward + backward of a single row, times the batch.
+        row = tuple(t[:1] for t in tensors)
+        f_ours = args.batch * training_step_flops(ours, loss_ours, row)
+        f_theirs = args.batch * training_step_flops(theirs, loss_theirs, row)
         ours.train()
         theirs.train()
         t_ours, t_theirs = interleaved(step_fn(ours, loss_ours, tensors), step_fn(theirs, loss_theirs, tensors))
@@ -138,7 +140,6 @@ def main() -> None:
 
         compare(
             f"decoder {b} x {s}", ours, theirs, model_loss, their_loss, (window,), b * s,
-            lambda: registry.build_model(family, cfg), lambda: transformers.GPT2LMHeadModel(hf_cfg),
         )
         del ours, theirs
 
@@ -168,7 +169,6 @@ def main() -> None:
 
         compare(
             f"t5-efficient-tiny-nl32 {b} x {s}/{L}", ours, theirs, our_loss, their_loss, (inputs, targets), b * (s + L),
-            lambda: registry.build_model(family, cfg), None,
         )
 
     print()

@@ -27,6 +27,7 @@ its real name is therefore always complete, and a crash leaves only a hidden
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -278,8 +279,10 @@ def _packed_chunks(docs: Sequence[str], tokenizer: _Tokenizer, workers: int) -> 
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
-        # imap keeps input order: the output is the serial one, byte for byte.
-        yield from pool.imap(_pack_chunk_in_worker, chunks)
+        # imap keeps input order: the output is the serial one, byte for byte. It is fed a
+        # few chunks per worker at a time, since it would otherwise read the whole corpus ahead.
+        while batch := list(itertools.islice(chunks, 4 * workers)):
+            yield from pool.imap(_pack_chunk_in_worker, batch)
 
 
 def _chunks(docs: Sequence[str]) -> Iterator[list[str]]:

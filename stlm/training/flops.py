@@ -9,7 +9,10 @@ actual shapes. This is exact for every family, T5 included (where the
 6 x params x tokens rule overstates by 1.7-2x: shared embeddings, short
 decoders, relative position buckets). Elementwise work (norms, softmax,
 the optimizer) is not counted, as usual for MFU. Attention is counted as
-SDPA's full T x T product even when causal, as the counter does.
+SDPA's full T x T product even when causal, as the counter does: forward
+QK^T and AV; backward twice that when autograd differentiates the plain
+products (the meta device, the math kernel) and 2.5 times that for the fused
+kernels, which recompute the scores.
 
 The count runs on the meta device when the model allows it (no memory, no
 time); a model with data-dependent shapes (pooled patches) is counted on the
@@ -37,7 +40,7 @@ def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs of the matmuls `fn()` dispatches (run it under torch's FLOP counter)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False)
+    counter = FlopCounterMode(display=False, custom_mapping=_cpu_attention_formulas())
     with counter:
         fn()
     return int(counter.get_total_flops())
@@ -80,6 +83,31 @@ def training_step_flops(
         return count_flops(real_pass)
     finally:
         model.zero_grad(set_to_none=True)
+
+
+def _cpu_attention_formulas() -> dict[Any, Callable[..., int]]:
+    """The CPU flash-attention kernels, which torch's counter does not know, counted like the GPU ones.
+
+    Forward: QK^T and AV. Backward: the scores recomputed plus four gradient
+    products (torch's formula for the fused kernels).
+    """
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    forward_op = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    backward_op = getattr(aten, "_scaled_dot_product_flash_attention_for_cpu_backward", None)
+    forward_count = getattr(flop_counter, "sdpa_flop_count", None)
+    backward_count = getattr(flop_counter, "sdpa_backward_flop_count", None)
+    if None in (forward_op, backward_op, forward_count, backward_count):
+        return {}
+
+    def forward(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return forward_count(query_shape, key_shape, value_shape)
+
+    def backward(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return backward_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+    return {forward_op: forward, backward_op: backward}
 
 
 def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32, *, size: int = PEAK_SIZE, repeats: int = 5) -> float:
