@@ -37,7 +37,7 @@ def format_header(header: dict[str, Any], flops_per_token: float | None = None) 
     versions = ", ".join(f"{k} {v}" for k, v in header.get("versions", {}).items())
     lines = [f"  code {header.get('git_commit') or 'not in a git checkout'}; {versions}"]
     peak = header.get("matmul_peak")
-    speed = f"  {header.get('device')}, {header.get('threads')} threads"
+    speed = f"  {header.get('device')}"
     if peak:
         speed += f"; {peak['precision']} matmul peak {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s (measured)"
     if flops_per_token:
