@@ -375,6 +375,8 @@ def _split_stream(args: argparse.Namespace, run: dict, tokenizer):
         val_fraction=data_cfg.get("val_fraction", 0.05),
         seed=data_cfg.get("split_seed", 0),
         text_field=data_cfg.get("text_field", "text"),
+        streaming=data_cfg.get("streaming", False),
+        max_documents=data_cfg.get("max_documents", 0),
     )
     return data.val if args.split == "val" else data.train
 
