@@ -20,16 +20,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+
+import timing  # noqa: E402  (bench/timing.py)
 
 
 def main() -> None:
@@ -74,10 +74,6 @@ def main() -> None:
         torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16" else contextlib.nullcontext()
     )
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     def batch(b: int, s: int, l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(b * 1000 + s)
         inputs = torch.randint(2, cfg.vocab_size - 100, (b, s), generator=g).to(device)
@@ -100,16 +96,7 @@ def main() -> None:
     rows: list[tuple[str, float, float, str]] = []
 
     def interleaved(fn_ours, fn_theirs) -> tuple[float, float]:
-        times = {"ours": [], "theirs": []}
-        for i in range(args.warmup + args.repeats):
-            for name, fn in (("ours", fn_ours), ("theirs", fn_theirs)):
-                sync()
-                t0 = time.perf_counter()
-                fn()
-                sync()
-                if i >= args.warmup:
-                    times[name].append(time.perf_counter() - t0)
-        return statistics.median(times["ours"]), statistics.median(times["theirs"])
+        return timing.interleaved(fn_ours, fn_theirs, warmup=args.warmup, repeats=args.repeats, device=device)
 
     def train_step_fn(model, logits_fn, shapes):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cpu", "cuda"))

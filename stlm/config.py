@@ -31,7 +31,7 @@ from stlm.errors import UserError
 SCHEDULES = ("cosine", "wsd", "constant", "inverse-sqrt")
 OPTIMIZERS = ("adamw", "adamw-rms", "adafactor")
 OBJECTIVES = ("next-token", "span-corruption")
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PARALLEL = ("auto", "none", "ddp", "fsdp")
 
 
@@ -44,9 +44,13 @@ class DataConfig:
     seq_len: int = 256  # tokens per training window (span corruption: encoder input length)
     tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model | bpe:PATH/tokenizer.json
     cache_dir: str | None = None  # None: the user cache directory
+    workers: int = 1  # tokenizer processes when building the token cache (0: one per core); same files either way
+    streaming: bool = False  # hf:NAME sources: read rows as they arrive instead of downloading the dataset first
+    max_documents: int = 0  # keep only the first N documents of the source (0: all)
 
     def __post_init__(self) -> None:
         _check(0.0 < self.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
+        _check(self.workers >= 0 and self.max_documents >= 0, "data.workers and data.max_documents must be >= 0")
         _check(self.seq_len >= 2, "data.seq_len must be at least 2")
 
 
@@ -100,6 +104,7 @@ class TrainConfig:
     save_every: int = 500  # 0: only at the end
     keep_checkpoints: int = 2  # the newest K complete checkpoints are kept
     nonfinite_skips: int = 3  # consecutive steps with a NaN/inf loss or gradient skipped before the run stops
+    tensorboard: bool = False  # also write the metrics as TensorBoard events to RUN_DIR/tensorboard (pip install stlm[tensorboard])
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_tokens", "keep_checkpoints"):
@@ -111,9 +116,13 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16 | fp16 (with a gradient scaler)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     parallel: str = "auto"  # under torchrun: auto (= ddp) | ddp | fsdp; none refuses several processes
+    compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs and long runs)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
+    tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls
+    tune_malloc: bool = False  # CPU on Linux: keep freed activation memory in the process (runtime.tune_cpu_allocator)
 
     def __post_init__(self) -> None:
         _check(self.parallel in PARALLEL, f"runtime.parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")

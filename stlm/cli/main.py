@@ -73,9 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int)
     p.add_argument("--save-every", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], help="fp16 uses a gradient scaler")
     p.add_argument("--threads", type=int)
     p.add_argument("--parallel", choices=["auto", "none", "ddp", "fsdp"], help="under torchrun: ddp (auto) or fsdp (sharded)")
+    p.add_argument("--compile", action="store_const", const=True, help="torch.compile the model (slow start)")
+    p.add_argument("--activation-checkpointing", action="store_const", const=True, help="recompute block activations in backward: less memory")
+    p.add_argument("--tensorboard", action="store_const", const=True, help="also write TensorBoard events to RUN_DIR/tensorboard")
+    p.add_argument("--workers", type=int, help="tokenizer processes for a new token cache (0: one per core)")
+    p.add_argument("--streaming", action="store_const", const=True, help="hf:NAME data: read rows as they arrive")
     p.add_argument("--cache-dir", help="where token shards and downloads are cached")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. optim.weight_decay=0.05")
     p.add_argument("--out", type=Path, help="run directory (default runs/<model>-<time>)")
@@ -83,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop (and checkpoint) after this step; resume later")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plot", help="draw a run's loss and throughput curves to PNG")
+    p.add_argument("run", type=Path, help="run directory (holds metrics.jsonl)")
+    p.add_argument("--out", type=Path, help="PNG to write (default RUN/curves.png)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("evaluate", help="benchmark a checkpoint: bits per byte, WikiText-2, BLiMP, PIQA, multiple choice")
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
@@ -142,6 +152,9 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.05)
     p.add_argument("--split-seed", type=int, default=0)
     p.add_argument("--cache-dir")
+    p.add_argument("--workers", type=int, default=1, help="tokenizer processes (0: one per core); same files either way")
+    p.add_argument("--streaming", action="store_true", help="hf:NAME data: read rows as they arrive, no full download")
+    p.add_argument("--max-documents", type=int, default=0, help="keep only the first N documents (0: all)")
 
 
 # --- listing -----------------------------------------------------------------------------------
@@ -225,6 +238,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         seed=args.split_seed,
         text_field=args.text_field,
+        workers=args.workers,
+        streaming=args.streaming,
+        max_documents=args.max_documents,
     )
     print(f"token shards: {data.path}")
     for split in ("train", "val"):
@@ -304,6 +320,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "precision": "runtime.precision",
         "threads": "runtime.threads",
         "parallel": "runtime.parallel",
+        "compile": "runtime.compile",
+        "activation_checkpointing": "runtime.activation_checkpointing",
+        "tensorboard": "train.tensorboard",
+        "workers": "data.workers",
+        "streaming": "data.streaming",
     }
     overrides: dict[str, object] = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr) is not None}
     for item in args.set:
@@ -318,6 +339,14 @@ def _timestamp() -> str:
     import time
 
     return time.strftime("%Y%m%d-%H%M%S")
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from stlm.training.plot import plot_run
+
+    out = plot_run(args.run, args.out or args.run / "curves.png")
+    print(f"wrote {out}")
+    return 0
 
 
 # --- evaluation and generation -----------------------------------------------------------------

@@ -11,6 +11,11 @@ Cache layout, under `<cache_dir>/tokens/<key>/`:
     val.bin     the same for the validation split
     meta.json   counts per split, corpus spec and fingerprint, tokenizer
 
+Tokenizing runs in `workers` processes when asked (`--workers N`): documents
+go out in chunks and come back in order, so the files are byte-for-byte those
+of a single process. Memory stays bounded on the token side: packed ids are
+written out every few million tokens.
+
 `key` hashes everything the bytes depend on: the corpus fingerprint, the
 tokenizer's name and vocabulary size, the split fraction and seed, and the
 packing format version. A cache folder is built under a hidden temporary
@@ -22,12 +27,13 @@ its real name is therefore always complete, and a crash leaves only a hidden
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -45,6 +51,8 @@ TOKEN_DTYPE = np.uint16
 SPLITS = ("train", "val")
 # Tokens gathered in memory before one write: large writes, bounded memory.
 _WRITE_TOKENS = 1 << 23
+# Documents are sent to tokenizer processes in chunks of about this many characters.
+_CHUNK_CHARS = 1 << 20
 
 
 class _Tokenizer(Protocol):
@@ -79,8 +87,14 @@ def prepare_data(
     seed: int = 0,
     text_field: str = "text",
     progress: bool = True,
+    workers: int = 1,
+    streaming: bool = False,
+    max_documents: int = 0,
 ) -> PreparedData:
     """Load, split and tokenize `spec`, or reuse the cached result.
+
+    `workers` > 1 tokenizes in that many processes (0: one per CPU core); the
+    result is identical to one process's, so it is not part of the cache key.
 
     The corpus is always loaded (its fingerprint is part of the cache key, so
     an edited file is noticed); tokenizing and writing happen only once.
@@ -90,7 +104,7 @@ def prepare_data(
             f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens; token shards "
             f"are uint16 and hold at most 65536: choose a smaller vocabulary"
         )
-    docs = load_documents(spec, text_field=text_field, cache_dir=cache_dir)
+    docs = load_documents(spec, text_field=text_field, cache_dir=cache_dir, streaming=streaming, max_documents=max_documents)
     fingerprint = corpus_fingerprint(docs)
     key = cache_key(fingerprint, tokenizer, val_fraction=val_fraction, seed=seed)
     tokens_dir = cache_root(cache_dir) / "tokens"
@@ -110,7 +124,7 @@ def prepare_data(
             "seed": seed,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        _write_cache(final, {"train": train, "val": val}, tokenizer, meta, progress=progress)
+        _write_cache(final, {"train": train, "val": val}, tokenizer, meta, progress=progress, workers=workers)
     return load_prepared(final)
 
 
@@ -198,6 +212,7 @@ def _write_cache(
     meta: dict[str, Any],
     *,
     progress: bool,
+    workers: int = 1,
 ) -> None:
     from tqdm import tqdm
 
@@ -208,7 +223,7 @@ def _write_cache(
         with tqdm(total=n_docs, unit="doc", desc="tokenizing", disable=not progress) as bar:
             for split, docs in splits.items():
                 with open(tmp / f"{split}.bin", "wb") as out:
-                    meta[split] = _write_tokens(out, docs, tokenizer, bar)
+                    meta[split] = _write_tokens(out, docs, tokenizer, bar, workers)
                     out.flush()
                     os.fsync(out.fileno())
         with open(tmp / "meta.json", "w", encoding="utf-8") as out:
@@ -230,13 +245,14 @@ def _write_cache(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _write_tokens(out: BinaryIO, docs: Sequence[str], tokenizer: _Tokenizer, bar: Any) -> dict[str, int]:
+def _write_tokens(
+    out: BinaryIO, docs: Sequence[str], tokenizer: _Tokenizer, bar: Any, workers: int = 1
+) -> dict[str, int]:
     """Packs `docs` into `out`; returns document, token and UTF-8 byte counts."""
     n_tokens = n_bytes = 0
     buffer: list[np.ndarray] = []
     buffered = 0
-    for doc in docs:
-        ids, size = _pack(doc, tokenizer)
+    for ids, n_docs, size in _packed_chunks(docs, tokenizer, workers):
         buffer.append(ids)
         buffered += len(ids)
         n_tokens += len(ids)
@@ -244,10 +260,60 @@ def _write_tokens(out: BinaryIO, docs: Sequence[str], tokenizer: _Tokenizer, bar
         if buffered >= _WRITE_TOKENS:
             out.write(np.concatenate(buffer).tobytes())
             buffer, buffered = [], 0
-        bar.update(1)
+        bar.update(n_docs)
     if buffer:
         out.write(np.concatenate(buffer).tobytes())
     return {"documents": len(docs), "tokens": n_tokens, "bytes": n_bytes}
+
+
+def _packed_chunks(docs: Sequence[str], tokenizer: _Tokenizer, workers: int) -> Iterator[tuple[np.ndarray, int, int]]:
+    """(packed ids, documents, UTF-8 bytes) of consecutive chunks of `docs`, in corpus order."""
+    workers = (os.cpu_count() or 1) if workers == 0 else workers
+    chunks = _chunks(docs)
+    if workers <= 1:
+        yield from (_pack_chunk(chunk, tokenizer) for chunk in chunks)
+        return
+    import multiprocessing
+
+    # fork where there is one: workers inherit the tokenizer and need no fresh interpreter.
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(tokenizer,)) as pool:
+        # imap keeps input order: the output is the serial one, byte for byte. It is fed a
+        # few chunks per worker at a time, since it would otherwise read the whole corpus ahead.
+        while batch := list(itertools.islice(chunks, 4 * workers)):
+            yield from pool.imap(_pack_chunk_in_worker, batch)
+
+
+def _chunks(docs: Sequence[str]) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for doc in docs:
+        chunk.append(doc)
+        size += len(doc)
+        if size >= _CHUNK_CHARS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _pack_chunk(chunk: list[str], tokenizer: _Tokenizer) -> tuple[np.ndarray, int, int]:
+    packed = [_pack(doc, tokenizer) for doc in chunk]
+    return np.concatenate([ids for ids, _ in packed]), len(chunk), sum(size for _, size in packed)
+
+
+_worker_tokenizer: _Tokenizer | None = None
+
+
+def _init_worker(tokenizer: _Tokenizer) -> None:
+    global _worker_tokenizer
+    _worker_tokenizer = tokenizer
+
+
+def _pack_chunk_in_worker(chunk: list[str]) -> tuple[np.ndarray, int, int]:
+    assert _worker_tokenizer is not None
+    return _pack_chunk(chunk, _worker_tokenizer)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -75,15 +75,22 @@ def list_corpora() -> list[CorpusInfo]:
 
 
 def load_documents(
-    spec: str, *, text_field: str = "text", cache_dir: str | Path | None = None
+    spec: str,
+    *,
+    text_field: str = "text",
+    cache_dir: str | Path | None = None,
+    streaming: bool = False,
+    max_documents: int = 0,
 ) -> list[str]:
     """The documents named by `spec` (see the module docstring); never empty.
 
     `text_field` is the JSONL field or dataset column holding the text;
     `cache_dir` is where downloads are kept (default: the user cache folder).
+    `streaming` reads a Hugging Face dataset row by row; `max_documents` keeps
+    only the first N documents (0: all), of any source.
     """
     if spec.startswith(HF_PREFIX):
-        return load_hf_dataset(spec, text_field=text_field)
+        return load_hf_dataset(spec, text_field=text_field, streaming=streaming, max_documents=max_documents)
     if spec in _BUILTIN:
         docs = _BUILTIN[spec].load(cache_dir)
     else:
@@ -99,7 +106,7 @@ def load_documents(
         docs = load_path(path, text_field=text_field)
     if not docs:
         raise UserError(f"corpus {spec!r} has no documents")
-    return docs
+    return docs[:max_documents] if max_documents else docs
 
 
 def corpus_fingerprint(docs: Iterable[str]) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+from stlm.data.lazy import LazyDocuments
 from stlm.errors import UserError
 
 # Below this many documents a corpus is cut into pieces before splitting.
@@ -24,7 +25,7 @@ PIECE_BYTES = 64 * 1024
 
 def split_documents(
     docs: Sequence[str], val_fraction: float = 0.05, seed: int = 0
-) -> tuple[list[str], list[str]]:
+) -> tuple[Sequence[str], Sequence[str]]:
     """(train, val) documents, each in corpus order; both are non-empty.
 
     If the hash rule leaves one side empty, the piece whose hash lies closest
@@ -32,7 +33,10 @@ def split_documents(
     """
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
-    pieces = list(docs) if len(docs) >= MIN_DOCUMENTS else cut_into_pieces(docs)
+    if len(docs) >= MIN_DOCUMENTS:
+        pieces = docs if isinstance(docs, LazyDocuments) else list(docs)
+    else:
+        pieces = cut_into_pieces(docs)
     if len(pieces) < 2:
         raise UserError(
             f"the corpus cannot be split into train and validation: it has {len(pieces)} "
@@ -45,6 +49,9 @@ def split_documents(
         is_val[min(range(len(pieces)), key=lambda i: (scores[i], i))] = True
     elif all(is_val):
         is_val[max(range(len(pieces)), key=lambda i: (scores[i], -i))] = False
+    if isinstance(pieces, LazyDocuments):  # a corpus on disk stays there: split by index
+        return (pieces.subset([i for i, v in enumerate(is_val) if not v]),
+                pieces.subset([i for i, v in enumerate(is_val) if v]))
     train = [p for p, v in zip(pieces, is_val) if not v]
     val = [p for p, v in zip(pieces, is_val) if v]
     return train, val

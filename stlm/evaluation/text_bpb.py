@@ -113,5 +113,7 @@ def split_stream(corpus: str, split: str, run: dict, tokenizer) -> np.ndarray:
         val_fraction=data_cfg.get("val_fraction", 0.05),
         seed=data_cfg.get("split_seed", 0),
         text_field=data_cfg.get("text_field", "text"),
+        streaming=data_cfg.get("streaming", False),
+        max_documents=data_cfg.get("max_documents", 0),
     )
     return data.val if split == "val" else data.train

@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stlm.models.fused import rotate_half, silu_gate
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned gain and no bias or mean subtraction.
@@ -83,8 +85,8 @@ class RotaryEmbedding(nn.Module):
         # Cast to x's dtype so bf16 activations are not promoted to fp32 by the multiply.
         cos = self.cos[offset : offset + t, None, :].to(x.dtype)  # (T, 1, Dh/2), broadcast over B and H
         sin = self.sin[offset : offset + t, None, :].to(x.dtype)  # (T, 1, Dh/2)
-        x1, x2 = x.chunk(2, dim=-1)  # (B, T, H, Dh/2) each
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)  # (B, T, H, Dh)
+        # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) over the halves, as one fused op.
+        return rotate_half(x, cos, sin)  # (B, T, H, Dh)
 
 
 class SwiGLU(nn.Module):
@@ -100,8 +102,8 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)  # (B, T, 2F) -> (B, T, F) each
-        return self.down(F.silu(gate) * up)  # (B, T, D)
+        # silu(gate) * up over the two halves of one (B, T, 2F) projection, as one fused op.
+        return self.down(silu_gate(self.gate_up(x)))  # (B, T, 2F) -> (B, T, F) -> (B, T, D)
 
 
 class KVCache:

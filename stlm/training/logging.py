@@ -23,7 +23,27 @@ def run_header(runtime_description: str) -> dict[str, Any]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             pass
-    return {"git_commit": _git_commit(), "versions": versions, "device": runtime_description, "platform": platform.platform()}
+    return {
+        "git_commit": _git_commit(),
+        "versions": versions,
+        "device": runtime_description,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def format_header(header: dict[str, Any], flops_per_token: float | None = None) -> str:
+    """The run header as a few indented lines for the terminal (the full one is in config.json)."""
+    versions = ", ".join(f"{k} {v}" for k, v in header.get("versions", {}).items())
+    lines = [f"  code {header.get('git_commit') or 'not in a git checkout'}; {versions}"]
+    peak = header.get("matmul_peak")
+    speed = f"  {header.get('device')}"
+    if peak:
+        speed += f"; {peak['precision']} matmul peak {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s (measured)"
+    if flops_per_token:
+        speed += f"; {flops_per_token / 1e6:,.1f} MFLOP per token (fwd + bwd matmuls)"
+    lines.append(speed)
+    return "\n".join(lines)
 
 
 def _git_commit() -> str | None:

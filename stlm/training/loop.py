@@ -28,7 +28,8 @@ from stlm.errors import UserError
 from stlm.tokenizers import ByteTokenizer, load_tokenizer
 from stlm.training import checkpoint as ckpt_io
 from stlm.training import distributed
-from stlm.training.logging import MetricsLog, run_header
+from stlm.training.logging import MetricsLog, format_header, run_header
+from stlm.training.monitor import RunMonitor, device_peak, step_flops_per_token
 from stlm.training.optim import build_optimizer, lr_at, set_lr
 from stlm.training.runtime import Runtime, resolve_runtime, seed_everything
 from stlm.training.tasks import build_task
@@ -121,8 +122,11 @@ def _run_on(
             seed=cfg.data.split_seed,
             text_field=cfg.data.text_field,
             progress=progress,
+            workers=cfg.data.workers,
+            streaming=cfg.data.streaming,
+            max_documents=cfg.data.max_documents,
         )
-    model = registry.build_model(family, model_cfg).to(runtime.device)
+    model = runtime.prepare_model(registry.build_model(family, model_cfg).to(runtime.device))
     loader = WindowLoader(
         data.train, task.window_len - 1, par.local_batch(cfg.train.batch_size), cfg.train.seed,
         rank=par.rank, world_size=par.world_size,
@@ -144,25 +148,44 @@ def _run_on(
             print(f"  entropy boundaries fitted on {len(sample):,} ids: {mean_patch:.2f} ids per patch", file=sys.stderr)
     if resume_from is not None:
         ckpt_io.load_weights(model, resume_from)
+    # Speed accounting: matmul FLOPs per token (counted once) against this device's matmul peak
+    # (measured once per run, kept in config.json's header and reused on resume).
+    header = _saved_header(run_dir) if resume_from is not None else run_header(runtime.describe())
+    peak = device_peak(runtime.device, runtime.precision, header.get("matmul_peak"))
+    header["matmul_peak"] = {"device": str(runtime.device), "precision": runtime.precision, "flops_per_s": peak}
+    flops_per_token = step_flops_per_token(
+        model, task, torch.zeros(cfg.train.batch_size, task.window_len, dtype=torch.long), runtime,
+        build_meta=lambda: registry.build_model(family, model_cfg),
+    )  # before wrapping: a counting pass must not run collectives
     model = par.wrap(model)  # DDP / FSDP under torchrun; the optimizer must see the wrapped parameters
     optimizer = build_optimizer(model, cfg.optim, runtime.device)
     if resume_from is not None:
         state = par.load_trainer_state(resume_from, model, optimizer)
         loader.load_state_dict(state["loader"])
         start_step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-    elif par.is_main:
+        if runtime.scaler is not None and "scaler" in state:
+            runtime.scaler.load_state_dict(state["scaler"])
+    if resume_from is None and par.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved, "header": run_header(runtime.describe())})
+        header["allocator"] = runtime.allocator
+        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved, "header": header})
 
     metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None) if par.is_main else None
 
     def log(record: dict[str, Any]) -> None:
         if metrics is not None:  # rank 0 writes for all
             metrics.write(record)
+            monitor.write(record)
 
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
         _announce(cfg, runtime, n_params, data.meta, run_dir, start_step)
+        print(format_header(header, flops_per_token), file=sys.stderr, flush=True)
+    monitor = RunMonitor(
+        device=runtime.device, flops_per_token=flops_per_token, peak_flops=peak, total_steps=cfg.train.steps,
+        start_step=start_step,
+        tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard and par.is_main else None,
+    )
 
     def evaluate(n_tokens: int | None) -> dict[str, float]:
         return par.validate(
@@ -172,6 +195,8 @@ def _run_on(
 
     def save(step: int, elapsed: float) -> Path:
         state = {"loader": loader.state_dict(), "elapsed_s": elapsed}
+        if runtime.scaler is not None:
+            state["scaler"] = runtime.scaler.state_dict()
         return par.save_checkpoint(
             run_dir, step, model=model, optimizer=optimizer, config=resolved, state=state, keep=cfg.train.keep_checkpoints
         )
@@ -203,19 +228,23 @@ def _run_on(
                 window_tokens += n_tokens
                 window_bytes += n_bytes
                 tensors = tuple(t.to(runtime.device, non_blocking=True) for t in tensors)
-                with par.grad_sync(model, micro == cfg.train.grad_accum - 1), runtime.autocast():
-                    loss = task.loss(model, *tensors)
-                    (loss / cfg.train.grad_accum).backward()
+                with par.grad_sync(model, micro == cfg.train.grad_accum - 1):
+                    with runtime.autocast():
+                        loss = task.loss(model, *tensors)
+                    runtime.backward(loss / cfg.train.grad_accum)
                 loss_sum += loss.detach()
+            runtime.unscale(optimizer)
             grad_norm = (
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
                 if cfg.optim.grad_clip > 0
                 else None
             )
-            finite = torch.isfinite(loss_sum) & (torch.isfinite(_local(grad_norm)) if grad_norm is not None else True)
-            finite, stop_now = par.agree(finite, stop.requested)  # the one host sync per step
+            # Under fp16 the gradient scaler owns inf/NaN gradients (it skips the step and lowers
+            # its scale); the non-finite policy then watches the loss alone.
+            grad_ok = torch.isfinite(_local(grad_norm)) if grad_norm is not None and runtime.scaler is None else True
+            finite, stop_now = par.agree(torch.isfinite(loss_sum) & grad_ok, stop.requested)  # the one host sync per step
             if finite:
-                optimizer.step()
+                runtime.step(optimizer)
                 skipped = 0
             else:
                 skipped += 1
@@ -238,8 +267,8 @@ def _run_on(
                     "bytes_per_s": window_bytes / span,
                     "elapsed_s": elapsed_before + now - t0,
                 }
-                log(record)
-                bar.set_postfix(loss=f"{loss_value:.3f}", **{"B/s": f"{record['bytes_per_s']:,.0f}"}, refresh=False)
+                log(monitor.enrich(record))
+                bar.set_postfix(loss=f"{loss_value:.3f}", **monitor.postfix(record), refresh=False)
                 window_bytes = window_tokens = 0
                 window_t0 = now
             pause_t0 = time.perf_counter()
@@ -255,6 +284,7 @@ def _run_on(
     if not interrupted:
         val = evaluate(cfg.train.eval_tokens)
         log({"step": step, **val})
+    monitor.close()
     elapsed = elapsed_before + time.perf_counter() - t0
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
@@ -322,6 +352,15 @@ def _nonfinite(step: int, skipped: int, limit: int, run_dir: Path, log: Any, pro
     log({"step": step, "skipped": "non-finite loss or gradient", "consecutive": skipped})
     if progress:
         print(f"  step {step}: non-finite loss or gradient, update skipped ({skipped}/{limit} in a row)", file=sys.stderr)
+
+
+def _saved_header(run_dir: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        return dict(json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8")).get("header") or {})
+    except (OSError, ValueError):
+        return {}
 
 
 def _headline(val: dict[str, float]) -> dict[str, str]:

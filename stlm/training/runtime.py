@@ -1,32 +1,80 @@
-"""Where and how the model runs: device, precision, threads, seeding.
+"""Where and how the model runs: device, precision, threads, compilation, seeding.
 
 Model code stays single-device and precision-agnostic; this is the one place
-that decides.
+that decides:
+
+    device          auto -> cuda, else mps, else cpu
+    precision       fp32 | bf16 autocast | fp16 autocast with a gradient scaler
+                    (auto: bf16 on CUDA when supported, fp32 elsewhere)
+    TF32            fp32 matmuls on CUDA tensor cores (runtime.tf32)
+    threads         torch's intra-op threads on CPU (runtime.threads)
+    allocator       CPU on Linux: freed activation memory kept for the next step
+    model           optional activation checkpointing of every block, then optional torch.compile
+
+The loop calls `prepare_model` once, and `backward` / `step` / `unscale` each
+step: with fp32 and bf16 the scaler is disabled and those are plain calls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from stlm.config import RuntimeConfig
 from stlm.errors import UserError
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
 class Runtime:
     device: torch.device
-    precision: str  # resolved: fp32 | bf16
+    precision: str  # resolved: fp32 | bf16 | fp16
+    compile: bool = False
+    activation_checkpointing: bool = False
+    allocator: str = "default"
+    scaler: torch.amp.GradScaler | None = field(default=None, compare=False)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """bf16 autocast around forward passes; a no-op in fp32."""
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        """bf16 / fp16 autocast around forward passes; a no-op in fp32."""
+        if self.precision in _AUTOCAST_DTYPES:
+            return torch.autocast(device_type=self.device.type, dtype=_AUTOCAST_DTYPES[self.precision])
         return contextlib.nullcontext()
+
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Apply activation checkpointing and torch.compile as configured; the same module is returned.
+
+        `nn.Module.compile` compiles in place, so parameter names and the state
+        dict (and so checkpoints) are those of the plain model.
+        """
+        if self.activation_checkpointing:
+            checkpoint_blocks(model)
+        if self.compile:
+            model.compile()
+        return model
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """loss.backward(), scaled first under fp16 so small gradients do not underflow."""
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def unscale(self, optimizer: torch.optim.Optimizer) -> None:
+        """Divide fp16-scaled gradients back before anything reads them (clipping, norms)."""
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        """optimizer.step(); under fp16 the scaler skips steps with inf/NaN gradients and adapts its scale."""
+        if self.scaler is None:
+            optimizer.step()
+        else:
+            self.scaler.step(optimizer)
+            self.scaler.update()
 
     def describe(self) -> str:
         name = str(self.device)
@@ -34,7 +82,8 @@ class Runtime:
             name += f" ({torch.cuda.get_device_name(self.device)})"
         elif self.device.type == "cpu":
             name += f" ({torch.get_num_threads()} threads)"
-        return f"{name}, {self.precision}"
+        extras = [x for x, on in (("compiled", self.compile), ("activation checkpointing", self.activation_checkpointing)) if on]
+        return ", ".join([name, self.precision, *extras])
 
 
 def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
@@ -46,7 +95,69 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
         # On CPU bf16 autocast pays only for wide matmuls; tiny models run faster in fp32.
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         precision = "bf16" if cuda_bf16 else "fp32"
-    return Runtime(device=device, precision=precision)
+    if precision == "fp16" and device.type not in ("cuda", "cpu"):
+        raise UserError(f"fp16 training needs a gradient scaler, which {device.type} lacks; use --precision bf16 or fp32")
+    if device.type == "cuda":
+        # TF32 tensor cores for fp32 matmuls and convolutions: ~8x the fp32 rate, 10-bit mantissa inputs.
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    allocator = tune_cpu_allocator() if cfg.tune_malloc and device.type == "cpu" else "default"
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    return Runtime(
+        device=device,
+        precision=precision,
+        compile=cfg.compile,
+        activation_checkpointing=cfg.activation_checkpointing,
+        allocator=allocator,
+        scaler=scaler,
+    )
+
+
+def block_lists(model: nn.Module) -> list[nn.ModuleList]:
+    """The model's stacks of repeated blocks: every ModuleList of two or more same-class modules with weights.
+
+    Found by structure, not by name, so every family (decoder blocks, T5's
+    encoder and decoder stacks, the pooled model's local and core stacks) is
+    covered without the model knowing about checkpointing.
+    """
+    found = []
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) >= 2:
+            kinds = {type(child) for child in module}
+            if len(kinds) == 1 and any(p.requires_grad for p in module.parameters()):
+                found.append(module)
+    return found
+
+
+def checkpoint_blocks(model: nn.Module) -> int:
+    """Wrap each block's forward in `torch.utils.checkpoint`; returns how many blocks were wrapped.
+
+    In training with gradients on, a block keeps only its inputs and
+    recomputes its activations during backward (same values: RNG state is
+    restored for the recomputation). Evaluation and decoding are unchanged.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    lists = block_lists(model)
+    if not lists:
+        raise UserError(f"activation checkpointing found no stack of repeated blocks in {type(model).__name__}")
+    wrapped = 0
+    for blocks in lists:
+        for block in blocks:
+            if getattr(block, "_stlm_checkpointed", False):
+                continue
+            plain = block.forward
+
+            @functools.wraps(plain)
+            def forward(*args, _plain=plain, _block=block, **kwargs):
+                if _block.training and torch.is_grad_enabled():
+                    return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
+                return _plain(*args, **kwargs)
+
+            block.forward = forward
+            block._stlm_checkpointed = True
+            wrapped += 1
+    return wrapped
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -71,3 +182,33 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# glibc mallopt parameters (malloc.h): M_TRIM_THRESHOLD, M_MMAP_MAX.
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def tune_cpu_allocator() -> str:
+    """Keep freed activation buffers in the process instead of returning them to the OS.
+
+    A training step allocates and frees the same large activation buffers every
+    step. glibc serves large requests with fresh mmap calls and trims freed
+    memory back to the OS, so every step pays page faults and zeroing for
+    memory it just gave away. Turning both off (the mallopt equivalent of
+    MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=<large>) makes the heap settle at
+    the step's peak and reuse it. Process-wide; glibc (Linux) only.
+    Returns what was done, for the run header.
+    """
+    import ctypes
+    import ctypes.util
+    import platform
+
+    if platform.system() != "Linux":
+        return "unchanged (not Linux)"
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return "unchanged (no glibc mallopt)"
+    ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
+    return "glibc: mmap off, trim threshold 1 GiB" if ok else "unchanged (mallopt refused)"

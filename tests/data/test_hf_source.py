@@ -60,3 +60,24 @@ def test_rows_become_documents_from_the_text_field(monkeypatch: pytest.MonkeyPat
     assert seen == {"name": "user/stories", "config": None, "split": "train"}
     with pytest.raises(UserError, match="no 'text' column"):
         load_documents("hf:user/stories")
+
+
+def test_streaming_reads_rows_lazily_and_stops_at_max_documents(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = {"rows": 0, "kwargs": None}
+
+    def rows():
+        for i in range(1000):
+            seen["rows"] += 1
+            yield {"text": f"row {i}" if i % 3 else "", "id": i}  # every third row is empty
+
+    def load_dataset(name, config, split, **kwargs):
+        seen["kwargs"] = kwargs
+        return rows()  # an iterable, as datasets' IterableDataset is
+
+    monkeypatch.setitem(sys.modules, "datasets", _fake_datasets(load_dataset))
+    docs = load_documents("hf:some/corpus", streaming=True, max_documents=5)
+    assert seen["kwargs"] == {"streaming": True}
+    assert docs == ["row 1", "row 2", "row 4", "row 5", "row 7"]
+    assert seen["rows"] == 8  # stopped reading once five texts were in
+    with pytest.raises(UserError, match="no 'body' field"):
+        load_documents("hf:some/corpus", streaming=True, text_field="body")
