@@ -47,11 +47,14 @@ def score_continuations(
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     progress: bool = False,
+    eos: bool = False,
 ) -> list[ContinuationScore]:
     """Score (context, continuation) pairs; results come back in request order.
 
     `max_len` caps the ids fed to a causal model (default: the model config's
     max_seq_len); a continuation longer than that is an error, not a silent cut.
+    `eos=True` scores the continuation followed by EOS: a whole answer, so a
+    label that is a prefix of another ("data" vs "data types") is not favoured.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -61,10 +64,10 @@ def score_continuations(
     if max_len is None:
         max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
     if family == "t5":
-        encoded = [_encode_seq2seq(tokenizer, ctx, cont) for ctx, cont in requests]
+        encoded = [_encode_seq2seq(tokenizer, ctx, cont, eos) for ctx, cont in requests]
         score_batch = _score_seq2seq
     elif family in CAUSAL_FAMILIES:
-        encoded = [_encode_causal(tokenizer, ctx, cont, max_len, i) for i, (ctx, cont) in enumerate(requests)]
+        encoded = [_encode_causal(tokenizer, ctx, cont, max_len, i, eos) for i, (ctx, cont) in enumerate(requests)]
         score_batch = _score_causal
     else:
         raise ValueError(f"no scoring rule for model family {family!r}")
@@ -99,9 +102,9 @@ def score_continuations(
 # --- causal: one sequence, scored on its tail --------------------------------------------------
 
 
-def _encode_causal(tokenizer: Any, context: str, continuation: str, max_len: int | None, index: int):
+def _encode_causal(tokenizer: Any, context: str, continuation: str, max_len: int | None, index: int, eos: bool):
     prefix = tokenizer.encode(context, bos=True)  # [BOS] ctx
-    cont = tokenizer.encode(continuation)
+    cont = tokenizer.encode(continuation, eos=eos)
     if not prefix:
         raise ValueError("a causal model needs a BOS id or a non-empty context to condition on")
     if max_len is not None:
@@ -132,8 +135,8 @@ def _score_causal(model, tokenizer, items, device) -> list[tuple[float, bool]]:
 # --- encoder-decoder: context to the encoder, continuation as the target -----------------------
 
 
-def _encode_seq2seq(tokenizer: Any, context: str, continuation: str):
-    return tokenizer.encode(context, eos=True), tokenizer.encode(continuation)
+def _encode_seq2seq(tokenizer: Any, context: str, continuation: str, eos: bool):
+    return tokenizer.encode(context, eos=True), tokenizer.encode(continuation, eos=eos)
 
 
 def _score_seq2seq(model, tokenizer, items, device) -> list[tuple[float, bool]]:
