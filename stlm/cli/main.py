@@ -292,6 +292,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "precision": "runtime.precision",
         "threads": "runtime.threads",
     }
+    return _flag_overrides(args, flags)
+
+
+def _flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, object]:
+    """Dotted config keys from the flags that were given, then every --set KEY=VALUE."""
     overrides: dict[str, object] = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr) is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -338,13 +343,7 @@ def _finetune_overrides(args: argparse.Namespace) -> dict[str, object]:
         "metric": "train.metric", "patience": "train.patience", "seed": "train.seed",
         "device": "runtime.device", "precision": "runtime.precision", "threads": "runtime.threads",
     }
-    overrides: dict[str, object] = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr) is not None}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UserError(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key.strip()] = value.strip()
-    return overrides
+    return _flag_overrides(args, flags)
 
 
 def _print_finetune(results: dict) -> None:

@@ -105,7 +105,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         cfg.task.max_target_bytes + 8, max(len(tokenizer.encode(ex.target)) for ex in data.train) + 8
     )
     lower_is_better = metric == "loss"
-    eval_set = data.val[: cfg.train.eval_examples] if cfg.train.eval_examples else data.val
+    eval_set = _sample(data.val, cfg.train.eval_examples, cfg.train.seed)
     final_set, final_name = (data.test, "test") if data.test else (data.val, "val")
 
     resolved = {
@@ -238,6 +238,14 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         out.extend(int(i) for i in perm[offset : offset + batch_size - len(out)])
     return out
+
+
+def _sample(examples: list[Example], n: int, seed: int) -> list[Example]:
+    """A fixed random subset of n examples (all when n is 0 or covers them), in their original order."""
+    if not n or n >= len(examples):
+        return examples
+    keep = np.sort(np.random.default_rng([seed, len(examples)]).permutation(len(examples))[:n])
+    return [examples[i] for i in keep]
 
 
 def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:

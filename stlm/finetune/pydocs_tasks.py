@@ -126,7 +126,8 @@ def _split(examples: list[Example]) -> dict[str, list[Example]]:
     for ex in examples:
         u = int.from_bytes(hashlib.sha256(f"split\0{ex.input}".encode()).digest()[:8], "big") / 2**64
         out["test" if u < _TEST else "val" if u < _TEST + _VAL else "train"].append(ex)
-    return out
+    # Each split in hash order, not grouped by label: any prefix of it is a fair sample.
+    return {split: sorted(examples, key=_rank) for split, examples in out.items()}
 
 
 def write_heldout_corpus(path: str | Path) -> int:
