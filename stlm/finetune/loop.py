@@ -159,6 +159,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
     bar = tqdm(total=cfg.train.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
     step, loss_sum, loss_n = start, 0.0, 0
+    shown: dict[str, str] = {}  # the latest validation score, kept on the progress bar
     t0 = time.perf_counter()
     model.train()
     while step < cfg.train.steps:
@@ -181,7 +182,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
             if not math.isfinite(mean):
                 raise UserError(f"training loss became {mean} at step {step}; lower optim.lr")
             metrics_log.write({"step": step, "loss": mean, "lr": lr, "elapsed_s": time.perf_counter() - t0})
-            bar.set_postfix(loss=f"{mean:.3f}", refresh=False)
+            bar.set_postfix(loss=f"{mean:.3f}", **shown, refresh=False)
             loss_sum, loss_n = 0.0, 0
         if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
             val = evaluate(eval_set)
@@ -193,7 +194,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
                 ckpt_io.save_checkpoint(out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1)
             else:
                 state["bad_evals"] += 1
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **{f"val_{metric}": f"{value:.3f}", "best": f"{state['best']:.3f}"}, refresh=False)
+            shown = {f"val_{metric}": f"{value:.3f}", "best": f"{state['best']:.3f}"}
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **shown, refresh=False)
             state["stopped_early"] = bool(cfg.train.patience and state["bad_evals"] >= cfg.train.patience)
             save(step)
             if state["stopped_early"]:
