@@ -145,28 +145,38 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> RunConfig:
         """Build a run config from plain data, naming any unknown key or bad value."""
-        if not isinstance(raw, dict):
-            raise UserError(f"{source}: expected a table of settings, got {type(raw).__name__}")
-        return _build(cls, raw, source, prefix="")
+        return config_from_dict(cls, raw, source=source)
 
     def with_overrides(self, overrides: dict[str, Any], *, source: str = "command line") -> RunConfig:
         """A copy with dotted keys (`optim.lr`, `model`) replaced."""
-        merged = self.to_dict()
-        for dotted, value in overrides.items():
-            section, _, key = dotted.rpartition(".")
-            target = merged
-            if section:
-                if section not in merged or not isinstance(merged[section], dict):
-                    raise UserError(f"{source}: unknown setting {dotted!r} (sections: {', '.join(_sections())})")
-                target = merged[section]
-            if key not in target:
-                raise UserError(f"{source}: unknown setting {dotted!r}")
-            target[key] = value
-        return RunConfig.from_dict(merged, source=source)
+        return apply_overrides(self, overrides, source=source)
 
 
-def _sections() -> list[str]:
-    return [f.name for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(f.default_factory)]  # type: ignore[arg-type]
+def config_from_dict(cls: type, raw: dict[str, Any], *, source: str = "config") -> Any:
+    """Any config dataclass of plain sections from plain data, naming any unknown key or bad value."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: expected a table of settings, got {type(raw).__name__}")
+    return _build(cls, raw, source, prefix="")
+
+
+def apply_overrides(cfg: Any, overrides: dict[str, Any], *, source: str = "command line") -> Any:
+    """A copy of a config dataclass with dotted keys (`optim.lr`, `model`) replaced."""
+    merged = asdict(cfg)
+    for dotted, value in overrides.items():
+        section, _, key = dotted.rpartition(".")
+        target = merged
+        if section:
+            if section not in merged or not isinstance(merged[section], dict):
+                raise UserError(f"{source}: unknown setting {dotted!r} (sections: {', '.join(_sections(type(cfg)))})")
+            target = merged[section]
+        if key not in target:
+            raise UserError(f"{source}: unknown setting {dotted!r}")
+        target[key] = value
+    return config_from_dict(type(cfg), merged, source=source)
+
+
+def _sections(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default_factory)]  # type: ignore[arg-type]
 
 
 def _check(ok: bool, message: str) -> None:
@@ -224,6 +234,11 @@ def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
 
 def load_run_config(path: str | Path) -> RunConfig:
     """Read a recipe (.toml or .json) into a `RunConfig`; errors name the file."""
+    return RunConfig.from_dict(read_config_file(path), source=str(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The plain data of a recipe file (.toml or .json); errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file {path} does not exist")
@@ -241,4 +256,4 @@ def load_run_config(path: str | Path) -> RunConfig:
             raw = tomllib.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:  # JSON and TOML decode errors are ValueErrors
         raise UserError(f"config file {path} is malformed: {exc}") from None
-    return RunConfig.from_dict(raw, source=str(path))
+    return raw

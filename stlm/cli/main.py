@@ -94,6 +94,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="PNG to write (default RUN/curves.png)")
     p.set_defaults(func=cmd_plot)
 
+    p = sub.add_parser("finetune", help="fine-tune on a text-to-text task (built-in --task, or --train FILE)")
+    p.add_argument("--config", type=Path, help="fine-tuning recipe (.toml or .json); flags override it")
+    p.add_argument("--model", dest="init", help="preset name (random init) or a run / checkpoint directory to start from")
+    p.add_argument("--task", choices=["docstring-summary", "docstring-topic"], help="built-in task from the stdlib docstrings")
+    p.add_argument("--train", dest="train_file", help="training examples, .jsonl or .csv")
+    p.add_argument("--val", dest="val_file", help="validation examples (default: split off --val-fraction of --train)")
+    p.add_argument("--test", dest="test_file", help="test examples, scored once with the best checkpoint")
+    p.add_argument("--kind", choices=["summarization", "qa", "classification"], help="task kind of --train data")
+    p.add_argument("--input-field", help="field / column holding the input (default: input)")
+    p.add_argument("--target-field", help="field / column holding the target (default: target)")
+    p.add_argument("--context-field", help="qa: field holding the context (input becomes question + context)")
+    p.add_argument("--labels", help="classification: comma-separated label set (default: the training targets)")
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--eval-every", type=int)
+    p.add_argument("--eval-examples", type=int, help="validation examples generated at each evaluation (0: all)")
+    p.add_argument("--metric", help="what early stopping watches (default: rougeL, f1 or accuracy by kind)")
+    p.add_argument("--patience", type=int, help="evaluations without improvement before stopping (0: never)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"])
+    p.add_argument("--threads", type=int)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any setting, e.g. task.separator='\\n# '")
+    p.add_argument("--out", type=Path, help="run directory (default runs/finetune-<task>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this fine-tuning run from its newest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_finetune)
+
     p = sub.add_parser("evaluate", help="benchmark a checkpoint: bits per byte, WikiText-2, BLiMP, PIQA, multiple choice")
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
     p.add_argument("--task", action="append", metavar="TASK", help="bpb (default), wikitext2, blimp, piqa or mc:PATH; repeat for several")
@@ -326,6 +356,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "workers": "data.workers",
         "streaming": "data.streaming",
     }
+    return _flag_overrides(args, flags)
+
+
+def _flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, object]:
+    """Dotted config keys from the flags that were given, then every --set KEY=VALUE."""
     overrides: dict[str, object] = {key: getattr(args, attr) for attr, key in flags.items() if getattr(args, attr) is not None}
     for item in args.set:
         key, sep, value = item.partition("=")
@@ -347,6 +382,59 @@ def cmd_plot(args: argparse.Namespace) -> int:
     out = plot_run(args.run, args.out or args.run / "curves.png")
     print(f"wrote {out}")
     return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from stlm.finetune.config import FinetuneConfig, load_finetune_config
+    from stlm.finetune.loop import finetune
+
+    if args.resume:
+        result = finetune(FinetuneConfig(), args.resume, resume=True, progress=not args.quiet)
+    else:
+        cfg = load_finetune_config(args.config) if args.config else FinetuneConfig()
+        overrides = _finetune_overrides(args)
+        if args.train_file:
+            overrides.setdefault("task.name", "")
+        elif args.task:
+            overrides.setdefault("task.train_file", None)
+        cfg = cfg.with_overrides(overrides)
+        out = args.out or Path("runs") / f"finetune-{cfg.task.name or 'data'}-{_timestamp()}"
+        result = finetune(cfg, out, progress=not args.quiet)
+    _print_finetune(result.results)
+    print(f"best checkpoint (step {result.best_step}): {result.best_checkpoint}\nresults: {result.out / 'results.json'}")
+    return 0
+
+
+def _finetune_overrides(args: argparse.Namespace) -> dict[str, object]:
+    flags = {
+        "init": "init", "task": "task.name", "train_file": "task.train_file", "val_file": "task.val_file",
+        "test_file": "task.test_file", "kind": "task.kind", "input_field": "task.input_field",
+        "target_field": "task.target_field", "context_field": "task.context_field", "labels": "task.labels",
+        "val_fraction": "task.val_fraction", "steps": "train.steps", "batch_size": "train.batch_size",
+        "lr": "optim.lr", "eval_every": "train.eval_every", "eval_examples": "train.eval_examples",
+        "metric": "train.metric", "patience": "train.patience", "seed": "train.seed",
+        "device": "runtime.device", "precision": "runtime.precision", "threads": "runtime.threads",
+    }
+    return _flag_overrides(args, flags)
+
+
+def _print_finetune(results: dict) -> None:
+    """Starting model, fine-tuned model and baselines side by side on the final split."""
+    rows = [("model", *_FT_KEYS[results["kind"]])]
+    for name, scores in [("starting model", results["initial"]), ("fine-tuned (best)", results["finetuned"])] + [
+        (f"baseline: {k}", v) for k, v in results["baselines"].items()
+    ]:
+        if scores:
+            rows.append((name, *(f"{scores[k]:.4f}" if k in scores else "-" for k in _FT_KEYS[results["kind"]])))
+    print(f"{results['task']} ({results['kind']}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):")
+    _print_table(rows, right=tuple(range(1, len(rows[0]))))
+
+
+_FT_KEYS = {
+    "summarization": ("rouge1", "rouge2", "rougeL", "loss"),
+    "qa": ("exact_match", "f1", "loss"),
+    "classification": ("accuracy", "accuracy_logprob", "loss"),
+}
 
 
 # --- evaluation and generation -----------------------------------------------------------------

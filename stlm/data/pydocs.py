@@ -20,7 +20,7 @@ import ast
 import os
 import sysconfig
 import warnings
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +47,13 @@ class DocstringRecord:
         return f"{self.module}.{self.qualname}" if self.qualname else self.module
 
 
-def load_pydocs() -> list[str]:
-    """Help topics then one document per stdlib module with docstrings."""
-    return _topic_documents() + _module_documents()
+def load_pydocs(exclude: Collection[str] = frozenset()) -> list[str]:
+    """Help topics then one document per stdlib module with docstrings.
+
+    `exclude` holds docstring texts to leave out (held-out fine-tuning
+    examples, so a model pretrained on the rest has never read them).
+    """
+    return _topic_documents() + _module_documents(frozenset(exclude))
 
 
 def iter_pydoc_docstrings(stdlib: str | Path | None = None) -> Iterator[DocstringRecord]:
@@ -71,12 +75,14 @@ def _topic_documents() -> list[str]:
     return [text.strip() for _, text in sorted(topics.items()) if text.strip()]
 
 
-def _module_documents() -> list[str]:
+def _module_documents(exclude: frozenset[str] = frozenset()) -> list[str]:
     docs: list[str] = []
     current: str | None = None
     parts: list[str] = []
     # Records arrive grouped by module, so one pass builds one document each.
     for record in iter_pydoc_docstrings():
+        if record.text in exclude:
+            continue
         if record.module != current:
             if parts:
                 docs.append("\n\n".join(parts))

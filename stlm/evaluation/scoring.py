@@ -48,6 +48,7 @@ def score_continuations(
     device: torch.device | str = "cpu",
     autocast: contextlib.AbstractContextManager | None = None,
     progress: bool = False,
+    eos: bool = False,
 ) -> list[ContinuationScore]:
     """Score (context, continuation) pairs; results come back in request order.
 
@@ -55,6 +56,8 @@ def score_continuations(
     max_seq_len); a continuation longer than that is an error, not a silent cut,
     unless `truncate_long`: then only its last max_len units are scored (the
     rest is context), as lm-eval does, and `n_units` says how many were.
+    `eos=True` scores the continuation followed by EOS: a whole answer, so a
+    label that is a prefix of another ("data" vs "data types") is not favoured.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -64,10 +67,13 @@ def score_continuations(
     if max_len is None:
         max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
     if family == "t5":
-        encoded = [_encode_seq2seq(tokenizer, ctx, cont) for ctx, cont in requests]
+        encoded = [_encode_seq2seq(tokenizer, ctx, cont, eos) for ctx, cont in requests]
         score_batch = _score_seq2seq
     elif family in CAUSAL_FAMILIES:
-        encoded = [_encode_causal(tokenizer, ctx, cont, max_len, i, truncate_long) for i, (ctx, cont) in enumerate(requests)]
+        encoded = [
+            _encode_causal(tokenizer, ctx, cont, max_len, i, eos=eos, truncate_long=truncate_long)
+            for i, (ctx, cont) in enumerate(requests)
+        ]
         score_batch = _score_causal
     else:
         raise ValueError(f"no scoring rule for model family {family!r}")
@@ -102,9 +108,11 @@ def score_continuations(
 # --- causal: one sequence, scored on its tail --------------------------------------------------
 
 
-def _encode_causal(tokenizer: Any, context: str, continuation: str, max_len: int | None, index: int, truncate_long: bool = False):
+def _encode_causal(
+    tokenizer: Any, context: str, continuation: str, max_len: int | None, index: int, *, eos: bool, truncate_long: bool
+):
     prefix = tokenizer.encode(context, bos=True)  # [BOS] ctx
-    cont = tokenizer.encode(continuation)
+    cont = tokenizer.encode(continuation, eos=eos)
     if not prefix:
         raise ValueError("a causal model needs a BOS id or a non-empty context to condition on")
     if max_len is not None:
@@ -138,8 +146,8 @@ def _score_causal(model, tokenizer, items, device) -> list[tuple[float, bool]]:
 # --- encoder-decoder: context to the encoder, continuation as the target -----------------------
 
 
-def _encode_seq2seq(tokenizer: Any, context: str, continuation: str):
-    return tokenizer.encode(context, eos=True), tokenizer.encode(continuation)
+def _encode_seq2seq(tokenizer: Any, context: str, continuation: str, eos: bool):
+    return tokenizer.encode(context, eos=True), tokenizer.encode(continuation, eos=eos)
 
 
 def _score_seq2seq(model, tokenizer, items, device) -> list[tuple[float, bool]]:

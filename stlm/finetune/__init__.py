@@ -1,0 +1,1 @@
+"""Fine-tuning on text-to-text tasks: summarisation, question answering, classification."""

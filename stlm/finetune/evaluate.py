@@ -1,0 +1,115 @@
+"""Scoring a fine-tuned model on examples: target loss, the task metric on greedy outputs, baselines.
+
+    summarization    rouge1, rouge2, rougeL on generated text
+    qa               exact_match, f1 (SQuAD normalisation)
+    classification   accuracy (the generated string equals the label) and
+                     accuracy_logprob (the label + EOS with the highest
+                     log-probability; it never fails to parse)
+
+Every result also has `loss`, the mean cross-entropy (nats) per target token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from stlm.evaluation import metrics
+from stlm.evaluation.scoring import score_continuations
+from stlm.finetune.examples import Example
+from stlm.finetune.format import TextToText
+
+
+@torch.no_grad()
+def target_loss(model, fmt: TextToText, examples: Sequence[Example], *, batch_size: int, device, autocast) -> float:
+    """Mean cross-entropy per target token over the examples (training targets, cut as in training)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for i in range(0, len(examples), batch_size):
+            tensors = fmt.batch(examples[i : i + batch_size])
+            n = fmt.n_target_tokens(tensors)
+            with autocast:
+                loss = fmt.loss(model, *(t.to(device) for t in tensors))
+            total += float(loss) * n
+            count += n
+    finally:
+        model.train(was_training)
+    return total / max(1, count)
+
+
+def evaluate_examples(
+    model: torch.nn.Module,
+    fmt: TextToText,
+    examples: Sequence[Example],
+    *,
+    kind: str,
+    labels: Sequence[str] = (),
+    max_new_tokens: int,
+    batch_size: int,
+    device: torch.device,
+    autocast: contextlib.AbstractContextManager | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, float], list[str]]:
+    """(metrics, greedy predictions) of `model` on `examples`."""
+    autocast = autocast or contextlib.nullcontext()
+    result: dict[str, float] = {
+        "loss": target_loss(model, fmt, examples, batch_size=batch_size, device=device, autocast=autocast),
+        "examples": len(examples),
+    }
+    items: Any = examples
+    if progress:
+        from tqdm.auto import tqdm
+
+        items = tqdm(examples, desc="generating", unit="ex", leave=False)
+    with autocast:
+        predictions = [fmt.generate(model, ex.input, max_new_tokens) for ex in items]
+    references = [ex.target for ex in examples]
+    result.update(task_metrics(kind, predictions, references))
+    if kind == "classification" and labels:
+        chosen = classify_by_logprob(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
+        result["accuracy_logprob"] = metrics.accuracy(chosen, references)
+    return result, predictions
+
+
+def task_metrics(kind: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    if kind == "summarization":
+        return metrics.rouge(predictions, references)
+    if kind == "qa":
+        return {"exact_match": metrics.exact_match(predictions, references), "f1": metrics.token_f1(predictions, references)}
+    return {"accuracy": metrics.accuracy(predictions, references)}
+
+
+def classify_by_logprob(
+    model, fmt: TextToText, examples: Sequence[Example], labels: Sequence[str], *, batch_size: int, device, autocast
+) -> list[str]:
+    """For each example, the label whose text + EOS the model finds most likely after the prompt."""
+    requests = [(fmt.context(ex.input), label) for ex in examples for label in labels]
+    scores = score_continuations(
+        model, fmt.tokenizer, fmt.family, requests, batch_size=batch_size * 2, device=device, autocast=autocast, eos=True,
+        max_len=fmt.max_len,
+    )
+    chosen = []
+    for i in range(len(examples)):
+        row = scores[i * len(labels) : (i + 1) * len(labels)]
+        best = max(range(len(labels)), key=lambda j: row[j].logprob)
+        chosen.append(labels[best])
+    return chosen
+
+
+def baselines(kind: str, train: Sequence[Example], test: Sequence[Example]) -> dict[str, dict[str, float]]:
+    """Scores a model must beat: the majority training label (classification), the lead sentence (summaries)."""
+    from stlm.finetune.pydocs_tasks import lead_sentence
+
+    references = [ex.target for ex in test]
+    if kind == "classification":
+        majority = Counter(ex.target.strip() for ex in train).most_common(1)[0][0]
+        return {"majority": {"label": majority, "accuracy": metrics.accuracy([majority] * len(test), references)}}
+    if kind == "summarization":
+        return {"lead_sentence": metrics.rouge([lead_sentence(ex.input) for ex in test], references)}
+    return {}

@@ -1,0 +1,313 @@
+"""Fine-tuning: a pretrained (or freshly initialised) model learns a text-to-text task.
+
+    FinetuneConfig -> model (checkpoint or preset) -> runtime -> examples (built-in or files)
+                   -> AdamW + schedule -> steps -> validation (loss + metric on greedy outputs)
+                   -> best checkpoint, early stopping -> test scores beside baselines -> results.json
+
+A run folder holds:
+
+    out/
+      config.json              the fine-tuning config, model config, tokenizer, data hashes
+      data/{train,val,test}.jsonl   the examples of a built-in task (user files are hashed in place)
+      metrics.jsonl            training loss every log step, validation scores every evaluation
+      checkpoints/step-N/      the newest checkpoint, for --resume
+      best/checkpoints/step-N/ the checkpoint with the best validation metric (load it like any run)
+      results.json             test scores of the starting model, the best checkpoint and the baselines,
+                               with model, checkpoint hash, data hashes and settings
+
+The examples of step s are fixed by (seed, s): each epoch is a seeded
+permutation, so a resumed run sees the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stlm import registry
+from stlm.errors import UserError
+from stlm.evaluation.record import checkpoint_record, provenance
+from stlm.finetune.config import FinetuneConfig
+from stlm.finetune.evaluate import baselines, evaluate_examples
+from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
+from stlm.finetune.format import TextToText
+from stlm.training import checkpoint as ckpt_io
+from stlm.training.logging import MetricsLog, run_header
+from stlm.training.optim import build_optimizer, lr_at, set_lr
+from stlm.training.runtime import resolve_runtime, seed_everything
+
+RESULTS = "results.json"
+METRICS = {  # what early stopping may watch, by task kind
+    "summarization": ("rougeL", "rouge1", "rouge2", "loss"),
+    "qa": ("f1", "exact_match", "loss"),
+    "classification": ("accuracy", "accuracy_logprob", "loss"),
+}
+BEST = "best"
+
+
+@dataclass
+class FinetuneResult:
+    out: Path
+    step: int
+    best_step: int
+    best_checkpoint: Path
+    stopped_early: bool
+    results: dict[str, Any]  # what results.json holds
+
+
+@dataclass
+class TaskData:
+    kind: str
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]  # empty when there is no test file: the final scores are on validation
+    labels: list[str]
+    files: dict[str, Path]  # split -> file, for hashes
+
+
+def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
+    """Fine-tune as `cfg` says into `out` (a new folder, or one to resume)."""
+    out = Path(out)
+    latest = ckpt_io.latest_checkpoint(out) if resume else None
+    if resume:
+        if latest is None:
+            raise UserError(f"{out} holds no complete fine-tuning checkpoint to resume from")
+        saved = ckpt_io.load_config(latest)
+        if "finetune" not in saved:
+            raise UserError(f"{latest} is not a fine-tuning checkpoint (resume pretraining runs with stlm train --resume)")
+        cfg = FinetuneConfig.from_dict(saved["finetune"], source=f"{latest}/config.json")
+    elif (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
+        raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+
+    runtime = resolve_runtime(cfg.runtime)
+    seed_everything(cfg.train.seed)
+    family, model_cfg, model, tokenizer, init_ckpt = _starting_model(cfg, latest)
+    if latest is not None:  # the weights came from the run itself; record where it started
+        init_ckpt = saved.get("init_checkpoint")
+    metric = cfg.metric()
+    if metric not in METRICS[cfg.task.resolved_kind()]:
+        known = ", ".join(METRICS[cfg.task.resolved_kind()])
+        raise UserError(f"train.metric {metric!r} is not scored for {cfg.task.resolved_kind()} tasks; choose one of {known}")
+    model.to(runtime.device)
+    max_len = None if family == "t5" else model_cfg.max_seq_len
+    fmt = TextToText(family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len)
+    if progress:
+        print(f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True)
+    data = load_task_data(cfg, out)
+    max_new = cfg.train.max_new_tokens or min(
+        cfg.task.max_target_bytes + 8, max(len(tokenizer.encode(ex.target)) for ex in data.train) + 8
+    )
+    lower_is_better = metric == "loss"
+    eval_set = _sample(data.val, cfg.train.eval_examples, cfg.train.seed)
+    final_set, final_name = (data.test, "test") if data.test else (data.val, "val")
+
+    resolved = {
+        "finetune": cfg.to_dict(),
+        "model_config": registry.config_to_dict(family, model_cfg),
+        "tokenizer": tokenizer.to_dict(),
+        "task": {"kind": data.kind, "labels": data.labels, "metric": metric, "max_new_tokens": max_new,
+                 "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}},
+        "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
+    }
+
+    def evaluate(examples: list[Example], bar: bool = False) -> dict[str, float]:
+        scores, _ = evaluate_examples(
+            model, fmt, examples, kind=data.kind, labels=data.labels, max_new_tokens=max_new,
+            batch_size=cfg.train.batch_size, device=runtime.device, autocast=runtime.autocast(), progress=bar and progress,
+        )
+        return scores
+
+    optimizer = build_optimizer(model, cfg.optim, runtime.device)
+    state: dict[str, Any] = {"best": None, "best_step": 0, "bad_evals": 0, "initial": None, "stopped_early": False}
+    start = 0
+    if latest is not None:
+        saved_state = ckpt_io.load_trainer_state(latest, optimizer)
+        start = int(saved_state["step"])
+        state.update({k: saved_state[k] for k in state if k in saved_state})
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        ckpt_io.write_json_atomic(out / "config.json", {**resolved, "header": run_header(runtime.describe())})
+        if cfg.train.score_initial:
+            if progress:
+                print(f"  scoring the starting model on {final_name} ({len(final_set)} examples)", file=sys.stderr, flush=True)
+            state["initial"] = evaluate(final_set, bar=True)
+
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    if progress:
+        print(
+            f"  {cfg.init} ({family}, {n_params:,} params) on {runtime.describe()}; {data.kind}: "
+            f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples; "
+            f"{cfg.train.steps} steps of {cfg.train.batch_size}, early stopping on val {metric} (patience {cfg.train.patience})",
+            file=sys.stderr, flush=True,
+        )
+    metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start if latest is not None else None)
+
+    def save(step: int) -> Path:
+        return ckpt_io.save_checkpoint(
+            out, step, model=model, optimizer=optimizer, config=resolved, state=state, keep=cfg.train.keep_checkpoints
+        )
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=cfg.train.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 30.0)
+    step, loss_sum, loss_n = start, 0.0, 0
+    shown: dict[str, str] = {}  # the latest validation score, kept on the progress bar
+    t0 = time.perf_counter()
+    model.train()
+    while step < cfg.train.steps:
+        lr = lr_at(step, cfg.train.steps, cfg.optim)
+        set_lr(optimizer, lr)
+        batch = [data.train[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
+        tensors = tuple(t.to(runtime.device) for t in fmt.batch(batch))
+        with runtime.autocast():
+            loss = fmt.loss(model, *tensors)
+        loss.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        bar.update(1)
+        loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
+        if step % cfg.train.log_every == 0:
+            mean = loss_sum / loss_n
+            if not math.isfinite(mean):
+                raise UserError(f"training loss became {mean} at step {step}; lower optim.lr")
+            metrics_log.write({"step": step, "loss": mean, "lr": lr, "elapsed_s": time.perf_counter() - t0})
+            bar.set_postfix(loss=f"{mean:.3f}", **shown, refresh=False)
+            loss_sum, loss_n = 0.0, 0
+        if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+            val = evaluate(eval_set)
+            metrics_log.write({"step": step, **{f"val_{k}": v for k, v in val.items()}})
+            value = val[metric]
+            improved = state["best"] is None or (value < state["best"] if lower_is_better else value > state["best"])
+            if improved:
+                state.update(best=value, best_step=step, bad_evals=0)
+                ckpt_io.save_checkpoint(out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1)
+            else:
+                state["bad_evals"] += 1
+            shown = {f"val_{metric}": f"{value:.3f}", "best": f"{state['best']:.3f}"}
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **shown, refresh=False)
+            state["stopped_early"] = bool(cfg.train.patience and state["bad_evals"] >= cfg.train.patience)
+            save(step)
+            if state["stopped_early"]:
+                break
+    bar.close()
+
+    best_ckpt = ckpt_io.latest_checkpoint(out / BEST)
+    ckpt_io.load_weights(model, best_ckpt)
+    if progress:
+        print(f"  scoring the best checkpoint (step {state['best_step']}) on {final_name}", file=sys.stderr, flush=True)
+    final = evaluate(final_set, bar=True)
+    results = {
+        "task": cfg.task.name or data.kind,
+        "kind": data.kind,
+        "scored_on": final_name,
+        "metric": metric,
+        "initial": state["initial"],
+        "finetuned": final,
+        "baselines": baselines(data.kind, data.train, final_set),
+        "best_step": state["best_step"],
+        "steps_run": step,
+        "stopped_early": state["stopped_early"],
+        "best_val": state["best"],
+        "provenance": {
+            **provenance(
+                model=model,
+                config={**resolved, "run": {"model": cfg.init}},
+                checkpoint=best_ckpt,
+                data_files=data.files.values(),
+                settings=resolved["finetune"],
+                device=str(runtime.device),
+            ),
+            "init": {"model": cfg.init, "checkpoint": None if init_ckpt is None else checkpoint_record(init_ckpt)},
+        },
+    }
+    ckpt_io.write_json_atomic(out / RESULTS, results)
+    return FinetuneResult(out, step, state["best_step"], best_ckpt, state["stopped_early"], results)
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:
+    """Example indices of step `step`: epochs are seeded permutations of range(n), read in order."""
+    start = step * batch_size
+    out: list[int] = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        out.extend(int(i) for i in perm[offset : offset + batch_size - len(out)])
+    return out
+
+
+def _sample(examples: list[Example], n: int, seed: int) -> list[Example]:
+    """A fixed random subset of n examples (all when n is 0 or covers them), in their original order."""
+    if not n or n >= len(examples):
+        return examples
+    keep = np.sort(np.random.default_rng([seed, len(examples)]).permutation(len(examples))[:n])
+    return [examples[i] for i in keep]
+
+
+def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
+    """The train / val / test examples of a built-in task or of the configured files, checked."""
+    task = cfg.task
+    kind = task.resolved_kind()
+    if task.name:
+        from stlm.finetune.pydocs_tasks import build_task
+
+        splits = build_task(task.name)
+        files = {}
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        for split, examples in splits.items():
+            files[split] = out / "data" / f"{split}.jsonl"
+            if not files[split].exists():  # a resumed run keeps the files it hashed
+                write_jsonl(files[split], examples)
+        train, val, test = splits["train"], splits["val"], splits["test"]
+    else:
+        read = dict(input_field=task.input_field, target_field=task.target_field, context_field=task.context_field)
+        files = {"train": Path(task.train_file)}
+        train = load_examples(task.train_file, **read)
+        if task.val_file:
+            files["val"] = Path(task.val_file)
+            val = load_examples(task.val_file, **read)
+        else:
+            train, val = split_examples(train, task.val_fraction, task.split_seed)
+        test = []
+        if task.test_file:
+            files["test"] = Path(task.test_file)
+            test = load_examples(task.test_file, **read)
+    labels: list[str] = []
+    if kind == "classification":
+        labels = task.label_set()
+        if labels:
+            check_labels(train, labels, what="training")
+        else:
+            labels = sorted({ex.target.strip() for ex in train})
+        check_labels(val, labels, what="validation")
+        check_labels(test, labels, what="test")
+    return TaskData(kind, train, val, test, labels, files)
+
+
+def _starting_model(cfg: FinetuneConfig, resume_from: Path | None):
+    """(family, model config, model, tokenizer, the checkpoint it came from or None)."""
+    from stlm.training.checkpoint import load_tokenizer_of
+    from stlm.training.loop import resolve_tokenizer
+
+    source = resume_from
+    if source is None and Path(cfg.init).exists():
+        source = ckpt_io.resolve_checkpoint(cfg.init)
+    if source is not None:
+        saved = ckpt_io.load_config(source)
+        family, model_cfg = registry.config_from_dict(saved.get("model_config", {}))
+        model = registry.build_model(family, model_cfg)
+        ckpt_io.load_weights(model, source)
+        return family, model_cfg, model, load_tokenizer_of(saved), source
+    family, model_cfg = registry.get_config(cfg.init)
+    model = registry.build_model(family, model_cfg)
+    return family, model_cfg, model, resolve_tokenizer(cfg.tokenizer, family, model_cfg), None

@@ -1,0 +1,56 @@
+"""Metrics against hand-computed cases."""
+
+from __future__ import annotations
+
+import pytest
+
+from stlm.evaluation.metrics import accuracy, exact_match, normalize_answer, rouge, token_f1
+
+
+def test_normalize_answer_lowercases_and_drops_punctuation_articles_and_extra_space():
+    assert normalize_answer("  The Cat, sat!  on   a mat. ") == "cat sat on mat"
+    assert normalize_answer("An apple") == "apple"
+    assert normalize_answer("theory") == "theory"  # "the" only as a whole word
+
+
+def test_exact_match_after_normalisation():
+    assert exact_match(["the cat", "Paris!", "dog"], ["Cat", "paris", "cat"]) == pytest.approx(2 / 3)
+
+
+def test_token_f1_hand_cases():
+    # pred {cat, sat, on, mat} vs ref {cat, sat}: P = 2/4, R = 2/2 -> F1 = 2/3
+    assert token_f1(["cat sat on mat"], ["the cat sat"]) == pytest.approx(2 / 3)
+    # multiset overlap: pred x y y, ref y y y z -> common 2, P = 2/3, R = 2/4 -> F1 = 4/7
+    assert token_f1(["x y y"], ["y y y z"]) == pytest.approx(4 / 7)
+    assert token_f1(["dog"], ["cat"]) == 0.0
+    # both empty after normalisation is a match, one empty a miss
+    assert token_f1(["the"], [""]) == 1.0
+    assert token_f1(["cat"], ["a"]) == 0.0
+    # the corpus score is the mean of example scores
+    assert token_f1(["cat sat on mat", "dog"], ["the cat sat", "dog"]) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_accuracy_strips_whitespace_only():
+    assert accuracy([" red\n", "Blue", "green"], ["red", "blue", "green"]) == pytest.approx(2 / 3)
+
+
+def test_rouge_hand_case():
+    # pred: the cat sat on the mat / ref: the cat was on a mat (6 tokens each)
+    # unigrams in common: the, cat, on, mat = 4 -> P = R = 4/6
+    # bigrams in common: "the cat" = 1 of 5 each -> 1/5
+    # longest common subsequence: the cat on mat = 4 -> 4/6
+    scores = rouge(["the cat sat on the mat"], ["the cat was on a mat"])
+    assert scores["rouge1"] == pytest.approx(4 / 6)
+    assert scores["rouge2"] == pytest.approx(1 / 5)
+    assert scores["rougeL"] == pytest.approx(4 / 6)
+
+
+def test_rouge_stems_and_averages_examples():
+    scores = rouge(["cats running", "nothing alike"], ["cat runs", "cat runs"])
+    assert scores["rouge1"] == pytest.approx(0.5)  # (1 + 0) / 2
+    assert rouge(["x"], ["x"], stemmer=False)["rougeL"] == 1.0
+
+
+def test_metrics_need_parallel_lists():
+    with pytest.raises(ValueError):
+        accuracy(["a"], ["a", "b"])

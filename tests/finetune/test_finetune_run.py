@@ -1,0 +1,121 @@
+"""Short fine-tuning runs end to end on tiny presets, early stopping, resuming, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from stlm.cli.main import main
+from stlm.evaluation.record import file_sha256
+from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
+from stlm.finetune.loop import batch_indices, finetune
+from stlm.config import OptimConfig, RuntimeConfig
+from stlm.training.checkpoint import load_model
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory) -> Path:
+    """40 examples: inputs naming red things -> "red", blue things -> "blue"."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("ft") / "colours.jsonl"
+    rows = []
+    for i in range(40):
+        label = rng.choice(["red", "blue"])
+        words = ("apple cherry fire" if label == "red" else "sky sea ice").split()
+        rng.shuffle(words)
+        rows.append(json.dumps({"text": " ".join(words) + f" {i}", "label": label}))
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def _cfg(train_file: Path, init: str = "decoder-tiny", **train) -> FinetuneConfig:
+    settings = dict(steps=8, batch_size=8, eval_every=4, eval_examples=0, log_every=2)
+    settings.update(train)
+    return FinetuneConfig(
+        init=init,
+        task=TaskConfig(train_file=str(train_file), kind="classification", input_field="text", target_field="label"),
+        optim=OptimConfig(lr=3e-3, warmup_steps=2, weight_decay=0.0),
+        train=FinetuneTrainConfig(**settings),
+        runtime=RuntimeConfig(device="cpu", precision="fp32"),
+    )
+
+
+def test_decoder_finetune_end_to_end(colours, tmp_path, one_thread):
+    result = finetune(_cfg(colours), tmp_path / "run", progress=False)
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res == result.results
+    assert res["kind"] == "classification" and res["scored_on"] == "val"
+    assert res["finetuned"]["loss"] < res["initial"]["loss"]  # it learned something
+    assert set(res["finetuned"]) >= {"loss", "accuracy", "accuracy_logprob", "examples"}
+    assert res["baselines"]["majority"]["label"] in ("red", "blue")
+    prov = res["provenance"]
+    assert {d["path"]: d["sha256"] for d in prov["data"]}[str(colours.resolve())] == file_sha256(colours)
+    assert prov["checkpoint"]["weights_sha256"] and prov["model"]["name"] == "decoder-tiny"
+    assert res["steps_run"] == 8 and res["best_step"] in (4, 8)
+    # The best checkpoint loads like any run, and knows its tokenizer.
+    model, config, ckpt = load_model(tmp_path / "run" / "best")
+    assert config["task"]["labels"] == ["blue", "red"] and ckpt == result.best_checkpoint
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val_loss" in r] == [4, 8]
+
+
+@pytest.mark.parametrize("init", ["t5-debug", "pooled-tiny"])
+def test_other_families_finetune(init, colours, tmp_path, one_thread):
+    result = finetune(_cfg(colours, init=init, steps=4, eval_every=4, batch_size=4, max_new_tokens=6), tmp_path / "r", progress=False)
+    assert result.results["finetuned"]["loss"] < result.results["initial"]["loss"]
+    assert 0.0 <= result.results["finetuned"]["accuracy_logprob"] <= 1.0
+
+
+def test_early_stopping_on_a_metric_that_does_not_improve(colours, tmp_path, one_thread):
+    # lr so small the generated strings never become a label: accuracy stays 0, never strictly better.
+    cfg = _cfg(colours, steps=40, eval_every=2, patience=2, score_initial=False, max_new_tokens=4)
+    cfg.optim.lr = 1e-7
+    result = finetune(cfg, tmp_path / "run", progress=False)
+    assert result.stopped_early
+    assert result.results["steps_run"] == 6  # best at 2, no better at 4 and 6
+    assert result.best_step == 2
+    assert result.best_checkpoint.name == "step-00000002"
+
+
+def test_resume_continues_from_the_newest_checkpoint(colours, tmp_path, one_thread):
+    import shutil
+
+    from stlm.training.checkpoint import list_checkpoints
+
+    cfg = _cfg(colours, steps=6, eval_every=3, score_initial=False, max_new_tokens=4, keep_checkpoints=2)
+    straight = finetune(cfg, tmp_path / "a", progress=False)
+    # The same run, cut back to its first evaluation (step 3), then resumed.
+    finetune(cfg, tmp_path / "b", progress=False)
+    shutil.rmtree(list_checkpoints(tmp_path / "b")[-1])
+    (tmp_path / "b" / "results.json").unlink()
+    assert list_checkpoints(tmp_path / "b")[-1].name == "step-00000003"
+    resumed = finetune(FinetuneConfig(), tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == 6
+    assert resumed.results["finetuned"]["loss"] == pytest.approx(straight.results["finetuned"]["loss"], rel=1e-6)
+    assert resumed.results["best_val"] == straight.results["best_val"]
+
+
+def test_batches_cover_each_epoch_once():
+    seen = [i for step in range(5) for i in batch_indices(step, 4, 10, seed=1)]
+    assert sorted(seen[:10]) == list(range(10)) and sorted(seen[10:20]) == list(range(10))
+    assert batch_indices(3, 4, 10, seed=1) == batch_indices(3, 4, 10, seed=1)
+
+
+def test_cli_finetune_and_its_errors(colours, tmp_path, capsys, one_thread):
+    out = tmp_path / "cli"
+    code = main([
+        "finetune", "--train", str(colours), "--kind", "classification", "--input-field", "text",
+        "--target-field", "label", "--steps", "3", "--eval-every", "3", "--batch-size", "4", "--device", "cpu",
+        "--set", "train.score_initial=false", "--set", "train.max_new_tokens=4", "--out", str(out), "--quiet",
+    ])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "fine-tuned (best)" in text and "baseline: majority" in text
+    assert main(["finetune", "--train", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["finetune", "--train", str(colours), "--metric", "rougeL", "--kind", "classification",
+                 "--input-field", "text", "--target-field", "label", "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert "train.metric 'rougeL'" in capsys.readouterr().err
