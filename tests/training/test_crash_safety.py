@@ -78,6 +78,8 @@ def _poison(monkeypatch, bad_calls):
     original, calls = NextTokenTask.loss, {"n": 0}
 
     def loss(self, model, *tensors):
+        if tensors[0].device.type == "meta":  # the loop's FLOP count runs the loss once on the meta device
+            return original(self, model, *tensors)
         calls["n"] += 1
         value = original(self, model, *tensors)
         return value * float("nan") if bad_calls(calls["n"]) else value
