@@ -68,3 +68,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def seeded_model(name: str):
+    """(family, model) of a preset built with seed 0, in eval mode."""
+    import torch
+
+    from stlm import registry
+
+    torch.manual_seed(0)
+    family, cfg = registry.get_config(name)
+    return family, registry.build_model(family, cfg).eval()

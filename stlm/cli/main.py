@@ -7,7 +7,6 @@ Only this module reads argv and the environment.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path

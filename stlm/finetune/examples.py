@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stlm.errors import UserError
+from stlm.evaluation.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)
@@ -57,22 +58,11 @@ def load_examples(
 
 
 def _jsonl_rows(path: Path, fields: Sequence[str]):
-    with open(path, encoding="utf-8") as fh:
-        for line, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue  # blank lines (a trailing newline) are not examples
-            try:
-                row = json.loads(raw)
-            except ValueError as exc:
-                raise UserError(f"{path}:{line}: not valid JSON ({exc.args[0] if exc.args else exc})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{line}: expected a JSON object with fields {', '.join(fields)}")
-            for name in fields:
-                if name not in row:
-                    raise UserError(f"{path}:{line}: missing field {name!r} (fields here: {', '.join(map(str, row)) or 'none'})")
-                if not isinstance(row[name], str):
-                    raise UserError(f"{path}:{line}: field {name!r} must be a string, got {type(row[name]).__name__}")
-            yield line, row
+    for line, row in read_jsonl(path, tuple(fields), what="data"):
+        for name in fields:
+            if not isinstance(row[name], str):
+                raise UserError(f"{path}:{line}: field {name!r} must be a string, got {type(row[name]).__name__}")
+        yield line, row
 
 
 def _csv_rows(path: Path, fields: Sequence[str]):

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from stlm import registry
 from stlm.evaluation.scoring import score_continuations
 from stlm.tokenizers import ByT5Tokenizer, ByteTokenizer
+from tests.conftest import seeded_model
 
 REQUESTS = [
     ("The cat sat on the", " mat."),
@@ -20,10 +19,7 @@ REQUESTS = [
 ]
 
 
-def _model(name: str):
-    torch.manual_seed(0)
-    family, cfg = registry.get_config(name)
-    return family, registry.build_model(family, cfg).eval()
+_model = seeded_model
 
 
 @pytest.mark.parametrize("name", ["decoder-tiny", "pooled-tiny"])

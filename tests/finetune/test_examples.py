@@ -41,13 +41,13 @@ def test_qa_input_joins_question_and_context(tmp_path):
 @pytest.mark.parametrize(
     "rows, message",
     [
-        ([{"input": "a", "target": "x"}, {"input": "b"}], ":2: missing field 'target'"),
+        ([{"input": "a", "target": "x"}, {"input": "b"}], ":2: missing field(s) 'target'"),
         ([{"input": "a", "target": "x"}, "{not json"], ":2: not valid JSON"),
         (['["a", "x"]'], ":1: expected a JSON object"),
         ([{"input": "a", "target": "x"}, {"input": "a", "target": 3}], ":2: field 'target' must be a string"),
-        ([{"input": "a", "target": "x"}, {}, {"input": "b", "target": "  "}], ":2: missing field 'input'"),
+        ([{"input": "a", "target": "x"}, {}, {"input": "b", "target": "  "}], ":2: missing field(s) 'input', 'target'"),
         ([{"input": "a", "target": "x"}, {"input": "b", "target": "  "}], ":2: the target ('target') is empty"),
-        ([], "holds no examples"),
+        ([], "is empty"),
     ],
 )
 def test_bad_jsonl_names_file_and_line(tmp_path, rows, message):

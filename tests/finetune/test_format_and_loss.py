@@ -6,20 +6,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stlm import registry
 from stlm.finetune.evaluate import classify_by_logprob
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText, cut_utf8
 from stlm.models.t5.model import shift_right
 from stlm.tokenizers import ByT5Tokenizer, ByteTokenizer
+from tests.conftest import seeded_model
 
 EXAMPLES = [Example("the sky is clear", "blue"), Example("an apple, a cherry and a long long tail", "red")]
 
 
-def _model(name: str) -> tuple[str, torch.nn.Module]:
-    torch.manual_seed(0)
-    family, cfg = registry.get_config(name)
-    return family, registry.build_model(family, cfg).eval()
+_model = seeded_model
 
 
 @pytest.mark.parametrize("name", ["decoder-tiny", "pooled-tiny"])
