@@ -62,19 +62,44 @@ def evaluate_examples(
         "loss": target_loss(model, fmt, examples, batch_size=batch_size, device=device, autocast=autocast),
         "examples": len(examples),
     }
-    items: Any = examples
-    if progress:
-        from tqdm.auto import tqdm
-
-        items = tqdm(examples, desc="generating", unit="ex", leave=False)
     with autocast:
-        predictions = [fmt.generate(model, ex.input, max_new_tokens) for ex in items]
+        predictions = generate_predictions(model, fmt, examples, max_new_tokens=max_new_tokens,
+                                           batch_size=batch_size, progress=progress)
     references = [ex.target for ex in examples]
     result.update(task_metrics(kind, predictions, references))
     if kind == "classification" and labels:
         chosen = classify_by_logprob(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
         result["accuracy_logprob"] = metrics.accuracy(chosen, references)
     return result, predictions
+
+
+def generate_predictions(
+    model: torch.nn.Module, fmt: TextToText, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int,
+    progress: bool = False,
+) -> list[str]:
+    """Greedy outputs for the examples, in their order, generated `batch_size` at a time.
+
+    Batches group prompts of similar length (longest first), so little of a
+    batch is padding; each output is what `fmt.generate` gives its example alone.
+    """
+    order = sorted(range(len(examples)), key=lambda i: -len(fmt.prompt_ids(examples[i].input)))
+    predictions = [""] * len(examples)
+    bar: Any = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(examples), desc="generating", unit="ex", leave=False)
+    try:
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for i, text in zip(chunk, fmt.generate_many(model, [examples[i].input for i in chunk], max_new_tokens)):
+                predictions[i] = text
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return predictions
 
 
 def task_metrics(kind: str, predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:

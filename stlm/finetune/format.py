@@ -87,13 +87,17 @@ class TextToText:
             return int((tensors[1] != -100).sum())
         return int((tensors[2] != self.tokenizer.pad_id).sum())
 
+    def prompt_ids(self, text: str) -> list[int]:
+        """The ids generation starts from: BOS + causal prompt, or encoder input + EOS."""
+        ctx = self.context(text)
+        return self.tokenizer.encode(ctx, bos=True) if self.causal else self.tokenizer.encode(ctx, eos=True)
+
     def generate(self, model: torch.nn.Module, text: str, max_new_tokens: int) -> str:
         """Greedy output for one input, without the EOS that ends it."""
         from stlm.generation import stream
 
         tok = self.tokenizer
-        ctx = self.context(text)
-        prompt = tok.encode(ctx, bos=True) if self.causal else tok.encode(ctx, eos=True)
+        prompt = self.prompt_ids(text)
         if self.causal and self.max_len is not None:
             max_new_tokens = max(1, min(max_new_tokens, self.max_len - len(prompt) + 1))
         ids = [
@@ -101,6 +105,22 @@ class TextToText:
             if t != tok.eos_id
         ]
         return tok.decode(ids)
+
+    def generate_many(self, model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy outputs for several inputs generated as one batch, each what `generate` gives it.
+
+        `generate` caps a causal prompt's new tokens at the room left in
+        max_len (the model's max_seq_len); the batched loops apply that same
+        context rule to each row themselves.
+        """
+        from stlm.generation import generate_greedy
+
+        tok = self.tokenizer
+        outputs = generate_greedy(
+            self.family, model, [self.prompt_ids(text) for text in texts], eos_id=tok.eos_id,
+            max_new_tokens=max_new_tokens,
+        )
+        return [tok.decode([t for t in ids if t != tok.eos_id]) for ids in outputs]
 
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from stlm.generation.decoder import generate
+from stlm.generation.decoder import generate, generate_batch
 from stlm.generation.sampling import sample_next
 
 
@@ -27,4 +27,25 @@ def stream(family: str, model: Any, prompt_ids: list[int], *, eos_id: int, **sam
     return generate(model, prompt_ids, stop_ids=(eos_id,), **sampling)
 
 
-__all__ = ["generate", "sample_next", "stream"]
+def generate_greedy(
+    family: str, model: Any, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy new token ids for several prompts, each what `stream(..., temperature=0)` gives it alone.
+
+    t5 and decoder models run the prompts as one batch (`generate_seq2seq_batch`,
+    `decoder.generate_batch`); a pooled model's cached decoding takes one
+    sequence at a time (its patch state is per sequence), so it loops.
+    """
+    if family == "t5":
+        from stlm.generation.seq2seq import generate_seq2seq_batch
+
+        return generate_seq2seq_batch(model, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id)
+    if family == "pooled":
+        return [
+            list(stream(family, model, prompt, eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=0.0))
+            for prompt in prompts
+        ]
+    return generate_batch(model, prompts, max_new_tokens=max_new_tokens, stop_ids=(eos_id,))
+
+
+__all__ = ["generate", "generate_batch", "generate_greedy", "sample_next", "stream"]

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from stlm.generation.sampling import check_sampling_args, sample_next
+from stlm.generation.sampling import check_max_new_tokens, check_sampling_args, sample_next
 from stlm.tokenizers.byte import EOS_ID
 
 
@@ -48,8 +48,7 @@ def generate(
     into the caller's code between tokens, even if it never finishes the loop.
     """
     check_sampling_args(temperature, top_k, top_p)
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
     prompt = list(prompt_ids)
     if not prompt:
         raise ValueError("prompt_ids is empty: start it with at least one token (e.g. BOS)")
@@ -98,6 +97,65 @@ def _generate(
         with _inference(model):
             step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
             token = choose(model(step, cache))  # (1, 1) -> logits (1, 1, V)
+
+
+def generate_batch(
+    model: nn.Module, prompts: list[list[int]], *, max_new_tokens: int, stop_ids: Iterable[int] = (EOS_ID,)
+) -> list[list[int]]:
+    """Greedy continuations of several prompts, each equal to `generate(..., temperature=0)` on it alone.
+
+    The model needs what `generate` needs plus `forward(ids, cache, positions)`
+    (a `DecoderLM`). Prompts are right-padded and prefilled in one causal pass:
+    a real token never sees the padding after it. Then every step feeds each
+    row's newest token at that row's own position (`positions`), so rows of
+    different lengths share a step while keeping their rotary positions and
+    cache slots. A row ends as `generate` ends it (a stop id, max_new_tokens,
+    or its context full) and leaves the batch with its cache rows.
+    """
+    check_max_new_tokens(max_new_tokens)
+    rows = [list(prompt) for prompt in prompts]
+    max_seq_len = model.config.max_seq_len
+    for row in rows:
+        if not row:
+            raise ValueError("a prompt is empty: start it with at least one token (e.g. BOS)")
+        if len(row) > max_seq_len:
+            raise ValueError(
+                f"prompt of {len(row)} tokens is longer than the model's max_seq_len {max_seq_len}; shorten it"
+            )
+    outputs: list[list[int]] = [[] for _ in rows]
+    if not rows or max_new_tokens == 0:
+        return outputs
+    stops = frozenset(stop_ids)
+    device = next(model.parameters()).device
+    lengths = [len(row) for row in rows]
+    # The tokens row i may write: generate stops once its cache (prompt + new - 1) is full.
+    limits = [min(max_new_tokens, max_seq_len - n + 1) for n in lengths]
+    width = max(lengths)
+    prompt = torch.zeros((len(rows), width), dtype=torch.long, device=device)  # (B, P), right-padded
+    for i, row in enumerate(rows):
+        prompt[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    live = list(range(len(rows)))  # which prompt each batch row belongs to
+    last = torch.tensor(lengths, device=device) - 1  # (B,) each row's newest position
+    with _inference(model):
+        slots = max(width, max(n + k - 1 for n, k in zip(lengths, limits)))
+        cache = model.new_cache(len(rows), slots, device=device)
+        logits = model(prompt, cache)  # prefill: (B, P) -> (B, P, V)
+        chosen = logits[torch.arange(len(rows), device=device), last].argmax(dim=-1)  # (B,)
+        while True:
+            keep = []
+            for i, (row, token) in enumerate(zip(live, chosen.tolist())):
+                outputs[row].append(token)
+                if token not in stops and len(outputs[row]) < limits[row]:
+                    keep.append(i)
+            if not keep:
+                return outputs
+            if len(keep) < len(live):
+                index = torch.tensor(keep, device=device)
+                cache.reorder(index)
+                chosen, last = chosen[index], last[index]
+                live = [live[i] for i in keep]
+            last = last + 1
+            chosen = model(chosen[:, None], cache, positions=last)[:, -1].argmax(dim=-1)  # (b, 1) -> (b,)
 
 
 @contextmanager

@@ -25,6 +25,12 @@ def check_sampling_args(temperature: float, top_k: int | None, top_p: float | No
             raise ValueError(f"top_p must be None or a number in (0, 1], got {top_p!r}")
 
 
+def check_max_new_tokens(max_new_tokens: int) -> None:
+    """Raise ValueError unless max_new_tokens is an integer >= 0; shared with the decoding loops."""
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+
+
 def sample_next(
     logits: torch.Tensor,
     *,

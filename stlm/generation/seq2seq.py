@@ -4,6 +4,9 @@ The encoder runs once over the source. The decoder starts from the model's
 decoder start id and is fed one token per step; its cache keeps the
 self-attention keys and values of earlier steps and the cross-attention keys
 and values projected once from the encoder output. Batch size 1: one source.
+`generate_seq2seq_batch` runs greedy decoding for many sources at once (right-
+padded, masked, rows dropped from the batch as they finish), with each row's
+output equal to its own one-source run.
 Beam search makes the beams the batch and, after every step, reorders the
 cache rows to follow the beams that survived.
 
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stlm.generation.sampling import check_sampling_args, sample_next
+from stlm.generation.sampling import check_max_new_tokens, check_sampling_args, sample_next
 from stlm.models.t5 import T5Model
 
 # What "never" scores, as in the reference: large enough to lose every comparison,
@@ -74,6 +77,56 @@ def generate_seq2seq(
         return _beam_search(model, source, num_beams, max_new_tokens, float(length_penalty), eos)
 
 
+def generate_seq2seq_batch(
+    model: T5Model, sources: list[list[int]], *, max_new_tokens: int, eos_id: int | None = None
+) -> list[list[int]]:
+    """Greedy outputs for several sources, each the same as `generate_seq2seq` on that source alone.
+
+    Sources are right-padded with a source mask and encoded in one pass; the
+    decoder then runs all rows in one cache. A row that writes EOS is done:
+    its output keeps the EOS, and it leaves the batch (its cache rows with it),
+    so finished rows cost nothing. Stops when every row is done or after
+    max_new_tokens. Padded keys get the dtype's minimum score, whose softmax
+    weight is exactly 0, so a row's numbers are its unbatched ones up to the
+    summation order of the kernels (tests check the tokens match).
+    """
+    check_max_new_tokens(max_new_tokens)
+    eos = model.config.eos_id if eos_id is None else eos_id
+    rows = [list(source) for source in sources]
+    if any(not row for row in rows):
+        raise ValueError("a source is empty: each needs at least one token (usually ending in EOS)")
+    outputs: list[list[int]] = [[] for _ in rows]
+    if not rows or max_new_tokens == 0:
+        return outputs
+    device = model.embed.weight.device
+    width = max(len(row) for row in rows)
+    source = torch.full((len(rows), width), model.config.pad_id, dtype=torch.long, device=device)  # (B, S)
+    for i, row in enumerate(rows):
+        source[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    lengths = torch.tensor([len(row) for row in rows], device=device)  # (B,)
+    attention_mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (B, S)
+    live = list(range(len(rows)))  # which source each batch row belongs to
+    with _inference(model):
+        encoder_out = model.encode(source, attention_mask)  # (B, S, D)
+        cache = model.new_cache(len(rows), max_new_tokens)
+        step = torch.full((len(rows), 1), model.config.decoder_start_id, dtype=torch.long, device=device)  # (B, 1)
+        for _ in range(max_new_tokens):
+            logits = model.decode(step, encoder_out, attention_mask, cache=cache)  # (b, 1, V)
+            chosen = logits[:, -1].argmax(dim=-1)  # (b,)
+            done = chosen == eos  # (b,)
+            for row, token in zip(live, chosen.tolist()):
+                outputs[row].append(token)
+            if bool(done.all()):
+                break
+            if bool(done.any()):
+                keep = (~done).nonzero().squeeze(1)  # (b',)
+                cache.reorder(keep)
+                chosen = chosen[keep]
+                live = [live[i] for i in keep.tolist()]
+            step = chosen[:, None]  # (b, 1)
+    return outputs
+
+
 def stream_seq2seq(
     model: T5Model,
     input_ids: list[int] | torch.Tensor,
@@ -99,8 +152,7 @@ def stream_seq2seq(
 def _prepare(
     model: T5Model, input_ids: list[int] | torch.Tensor, max_new_tokens: int, eos_id: int | None
 ) -> tuple[torch.Tensor, int]:
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an integer >= 0, got {max_new_tokens!r}")
+    check_max_new_tokens(max_new_tokens)
     device = model.embed.weight.device
     if isinstance(input_ids, torch.Tensor):
         if input_ids.ndim == 2 and input_ids.shape[0] != 1:

@@ -88,6 +88,17 @@ class RotaryEmbedding(nn.Module):
         # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) over the halves, as one fused op.
         return rotate_half(x, cos, sin)  # (B, T, H, Dh)
 
+    def rotate_rows(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Rotate x (B, T, H, Dh) with each row at its own positions, long (B, T).
+
+        The same table entries and arithmetic as `forward`: a row rotated here
+        equals that row rotated alone with `offset` = its first position.
+        The caller checks that positions are below max_seq_len.
+        """
+        cos = self.cos[positions][:, :, None, :].to(x.dtype)  # (B, T, 1, Dh/2), broadcast over H
+        sin = self.sin[positions][:, :, None, :].to(x.dtype)  # (B, T, 1, Dh/2)
+        return rotate_half(x, cos, sin)  # (B, T, H, Dh)
+
 
 class SwiGLU(nn.Module):
     """Gated feed-forward: down(silu(gate(x)) * up(x)) (Shazeer 2020).
@@ -104,6 +115,28 @@ class SwiGLU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # silu(gate) * up over the two halves of one (B, T, 2F) projection, as one fused op.
         return self.down(silu_gate(self.gate_up(x)))  # (B, T, 2F) -> (B, T, F) -> (B, T, D)
+
+
+class RowPositions:
+    """Where the new tokens of each row sit when the rows of a batch are at different positions.
+
+    Batched generation feeds prompts of different lengths together: row b's T
+    new tokens take positions start[b] .. start[b] + T - 1 and the KV-cache
+    slots of the same numbers, so a row's keys, rotations and mask are those
+    it would have alone. Built once per forward call and shared by the layers.
+
+        start  long (B,)        position of each row's first new token
+        slots  long (B, T)      start[:, None] + 0..T-1
+        end    int              max(start) + T: the cache slots attention reads
+        mask   bool (B, 1, T, end)  query t of row b may see slots 0..start[b] + t
+    """
+
+    def __init__(self, start: torch.Tensor, t: int) -> None:
+        self.start = start
+        self.slots = start[:, None] + torch.arange(t, device=start.device)  # (B, T)
+        self.end = int(start.max()) + t
+        keys = torch.arange(self.end, device=start.device)  # (end,)
+        self.mask = (keys[None, None, :] <= self.slots[:, :, None])[:, None]  # (B, 1, T, end)
 
 
 class KVCache:
@@ -153,9 +186,29 @@ class KVCache:
         self.v[layer][:, :, start:end] = v
         return self.k[layer][:, :, :end].to(k.dtype), self.v[layer][:, :, :end].to(v.dtype)
 
+    def store_rows(
+        self, layer: int, k: torch.Tensor, v: torch.Tensor, rows: RowPositions
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write k, v (B, H, T, Dh) at each row's own slots (`rows.slots`); return slots 0..rows.end.
+
+        The returned keys and values are (B, H, rows.end, Dh); slots a row has
+        not written (or wrote as padding) are for `rows.mask` to hide.
+        """
+        if rows.end > self.max_len:
+            raise ValueError(f"KV cache full: slots up to {rows.end} > max_len {self.max_len}")
+        index = (torch.arange(k.shape[0], device=k.device)[:, None], slice(None), rows.slots)  # picks (B, T, H, Dh)
+        self.k[layer][index] = k.transpose(1, 2).to(self.k[layer].dtype)
+        self.v[layer][index] = v.transpose(1, 2).to(self.v[layer].dtype)
+        return self.k[layer][:, :, : rows.end].to(k.dtype), self.v[layer][:, :, : rows.end].to(v.dtype)
+
     def advance(self, n: int) -> None:
         """Mark n more positions as filled (after every layer has stored them)."""
         self.length += n
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep rows `index` (long (B',)) in that order, e.g. the sequences still generating."""
+        self.k = [k.index_select(0, index) for k in self.k]
+        self.v = [v.index_select(0, index) for v in self.v]
 
     def reset(self) -> None:
         """Forget the cached positions; the buffers are reused as they are."""
@@ -186,8 +239,12 @@ class CausalSelfAttention(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         mask: torch.Tensor | None = None,
+        rows: RowPositions | None = None,
     ) -> torch.Tensor:
         """x (B, T, D) -> (B, T, D). With a cache, x holds the T tokens after the cached ones.
+
+        `rows` (with a cache, no `mask`) puts each row's tokens at its own
+        positions instead of after `cache.length` (see `RowPositions`).
 
         `mask`, if given, replaces the causal rule: a bool tensor broadcastable to
         (B, H, T, pos + T), True where query i may attend to key j. The caller
@@ -199,6 +256,14 @@ class CausalSelfAttention(nn.Module):
         pos = cache.length if cache is not None else 0
         qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.d_head)  # (B, T, 3D) -> (B, T, 3, H, Dh)
         q, k, v = qkv.unbind(dim=2)  # (B, T, H, Dh) each
+        if rows is not None:
+            if cache is None or mask is not None:
+                raise ValueError("per-row positions need a KV cache and no mask of the caller's")
+            q = rotary.rotate_rows(q, rows.slots).transpose(1, 2)  # (B, H, T, Dh)
+            k = rotary.rotate_rows(k, rows.slots).transpose(1, 2)  # (B, H, T, Dh)
+            k, v = cache.store_rows(layer, k, v.transpose(1, 2), rows)  # (B, H, end, Dh) each
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=rows.mask)  # (B, H, T, Dh)
+            return self.out(y.transpose(1, 2).reshape(b, t, d))
         q = rotary(q, offset=pos).transpose(1, 2)  # (B, T, H, Dh) -> (B, H, T, Dh)
         k = rotary(k, offset=pos).transpose(1, 2)  # (B, H, T, Dh)
         v = v.transpose(1, 2)  # (B, H, T, Dh)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from stlm.models.decoder.config import DecoderConfig
-from stlm.models.layers import CausalSelfAttention, KVCache, RMSNorm, RotaryEmbedding, SwiGLU
+from stlm.models.layers import CausalSelfAttention, KVCache, RMSNorm, RotaryEmbedding, RowPositions, SwiGLU
 
 
 class DecoderBlock(nn.Module):
@@ -35,9 +35,10 @@ class DecoderBlock(nn.Module):
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
 
     def forward(
-        self, x: torch.Tensor, rotary: RotaryEmbedding, cache: KVCache | None, layer: int
+        self, x: torch.Tensor, rotary: RotaryEmbedding, cache: KVCache | None, layer: int,
+        rows: RowPositions | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rotary, cache, layer)  # (B, T, D)
+        x = x + self.attn(self.attn_norm(x), rotary, cache, layer, rows=rows)  # (B, T, D)
         x = x + self.mlp(self.mlp_norm(x))  # (B, T, D)
         return x
 
@@ -91,18 +92,32 @@ class DecoderLM(nn.Module):
         self.norm.reset_parameters()
         self.rotary.reset_parameters()
 
-    def forward(self, ids: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, ids: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, V), in whatever dtype autocast gives the head.
 
         Without a cache, the T tokens are positions 0..T-1. With a cache, they
         continue it: positions cache.length .. cache.length + T - 1; their keys
         and values are appended and the cache advances by T. A prompt prefill
         (T > 1) and single-token steps give the same logits as one full forward.
+
+        `positions` (long (B,), with a cache) starts each row at its own
+        position instead, writing the cache slots of those numbers and seeing
+        slots 0 .. its own position: batched generation of prompts of different
+        lengths. The cache's length becomes the highest slot written + 1.
         """
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, tokens), got shape {tuple(ids.shape)}")
         b, t = ids.shape
+        rows = None
+        if positions is not None:
+            if cache is None or tuple(positions.shape) != (b,):
+                raise ValueError(f"positions need a cache and shape ({b},), got {tuple(positions.shape)}")
+            rows = RowPositions(positions, t)
         start = cache.length if cache is not None else 0
+        if rows is not None:
+            start = rows.end - t
         if start + t > self.config.max_seq_len:
             raise ValueError(
                 f"sequence of {start + t} tokens exceeds max_seq_len {self.config.max_seq_len}"
@@ -112,8 +127,10 @@ class DecoderLM(nn.Module):
 
         x = self.embed(ids)  # (B, T) -> (B, T, D)
         for layer, block in enumerate(self.blocks):
-            x = block(x, self.rotary, cache, layer)  # (B, T, D)
-        if cache is not None:
+            x = block(x, self.rotary, cache, layer, rows)  # (B, T, D)
+        if rows is not None:
+            cache.length = max(cache.length, rows.end)  # type: ignore[union-attr]
+        elif cache is not None:
             cache.advance(t)
         return self.head(self.norm(x))  # (B, T, D) -> (B, T, V)
 
