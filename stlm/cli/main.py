@@ -168,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="decoder-tiny")
     p.add_argument("--data", default="pydocs")
     p.add_argument("--steps", type=int, help="optimizer steps (default: sized for a few minutes on 2 CPU cores)")
+    p.add_argument(
+        "--tokenizer", default="auto",
+        help="auto (bytes; for a token preset such as bpe-tiny, a BPE of its vocabulary trained on the training split "
+        "into RUN/tokenizer.json), byte or bpe:PATH (tokenizer.json)",
+    )
     p.add_argument("--out", type=Path, help="run directory (default runs/demo-<time>)")
     p.add_argument("--device", default="auto")
     p.add_argument("--cache-dir")
@@ -284,17 +289,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
-    from stlm.data import load_documents, split_documents
-    from stlm.tokenizers import train_bpe
+    from stlm.data import fit_bpe
 
-    docs = load_documents(args.data, text_field=args.text_field, cache_dir=args.cache_dir)
-    train_docs, _ = split_documents(docs, val_fraction=args.val_fraction, seed=args.split_seed)
-    tokenizer = train_bpe(train_docs, args.vocab_size, min_frequency=args.min_frequency)
+    fitted = fit_bpe(
+        args.data, args.vocab_size, val_fraction=args.val_fraction, seed=args.split_seed,
+        text_field=args.text_field, cache_dir=args.cache_dir, min_frequency=args.min_frequency,
+    )
+    tokenizer = fitted.tokenizer
     path = tokenizer.save(args.out)
-    n_bytes = sum(len(d.encode("utf-8")) for d in train_docs)
     print(
         f"byte-level BPE, {tokenizer.vocab_size} ids ({tokenizer.n_pieces} pieces + PAD/BOS/EOS), trained on the "
-        f"{len(train_docs):,} training documents ({n_bytes:,} bytes) of {args.data} -> {path}\n"
+        f"{fitted.n_documents:,} training documents ({fitted.n_bytes:,} bytes) of {args.data} -> {path}\n"
         f"use it with: --tokenizer bpe:{path}"
     )
     return 0
@@ -563,7 +568,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stlm.demo import run_demo
 
     out = args.out or Path("runs") / f"demo-{_timestamp()}"
-    report = run_demo(out, model=args.model, data=args.data, steps=args.steps, device=args.device, cache_dir=args.cache_dir)
+    report = run_demo(
+        out, model=args.model, data=args.data, steps=args.steps, device=args.device, cache_dir=args.cache_dir,
+        tokenizer=args.tokenizer,
+    )
     return 0 if report.learned else 1
 
 

@@ -6,6 +6,7 @@
     loader = WindowLoader(data.train, seq_len=256, batch_size=16, seed=0)   # loader.py
 """
 
+from stlm.data.fit_bpe import FittedBPE, fit_bpe
 from stlm.data.loader import WindowLoader
 from stlm.data.pydocs import DocstringRecord, iter_pydoc_docstrings
 from stlm.data.shards import PreparedData, load_prepared, prepare_data, unigram_bits_per_byte
@@ -15,9 +16,11 @@ from stlm.data.split import split_documents
 __all__ = [
     "CorpusInfo",
     "DocstringRecord",
+    "FittedBPE",
     "PreparedData",
     "WindowLoader",
     "corpus_fingerprint",
+    "fit_bpe",
     "iter_pydoc_docstrings",
     "list_corpora",
     "load_documents",

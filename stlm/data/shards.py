@@ -186,23 +186,30 @@ def _pack(text: str, tokenizer: _Tokenizer) -> tuple[np.ndarray, int]:
     return ids, len(data)
 
 
-def unigram_bits_per_byte(tokens: np.ndarray) -> float:
-    """Order-0 entropy, in bits, of the byte ids (0..255) in `tokens`.
+def unigram_bits_per_byte(tokens: np.ndarray, *, byte_lengths: np.ndarray | None = None) -> float:
+    """Order-0 entropy, in bits per byte, of `tokens`.
 
-    The cost per byte of a model that knows only byte frequencies: the floor
-    any trained byte model should beat. Ids above 255 (BOS, EOS, ...) are
-    ignored. Meaningful for byte-tokenized data only.
+    Without `byte_lengths`: the entropy of the byte ids (0..255), the cost per
+    byte of a model that knows only byte frequencies: the floor any trained
+    byte model should beat. Ids above 255 (BOS, EOS, ...) are ignored.
+
+    With `byte_lengths` ((V,) UTF-8 bytes per id, `tokenizer.byte_lengths()`):
+    the entropy per token of the ids that stand for text, times tokens per
+    byte: the same floor for a token (BPE) model. Ids of no bytes are ignored.
     """
-    counts = np.zeros(256, dtype=np.int64)
+    lengths = np.ones(256, dtype=np.int64) if byte_lengths is None else np.asarray(byte_lengths, dtype=np.int64)
+    counts = np.zeros(len(lengths), dtype=np.int64)
     chunk = 1 << 24  # bincount widens to int64: count a memmap piece by piece
     for start in range(0, len(tokens), chunk):
         piece = np.asarray(tokens[start : start + chunk])
-        counts += np.bincount(piece, minlength=256)[:256]
+        counts += np.bincount(piece, minlength=len(lengths))[: len(lengths)]
+    counts[lengths == 0] = 0
     total = counts.sum()
     if total == 0:
-        raise ValueError("no byte tokens (ids 0..255) to measure")
+        raise ValueError("no tokens that stand for bytes to measure")
     p = counts[counts > 0] / total
-    return float(-(p * np.log2(p)).sum())
+    bits_per_token = float(-(p * np.log2(p)).sum())
+    return bits_per_token if byte_lengths is None else bits_per_token * float(total) / float((counts * lengths).sum())
 
 
 def _write_cache(

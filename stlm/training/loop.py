@@ -58,10 +58,15 @@ def train(
 ) -> TrainResult:
     """Start a new run in `run_dir` (which must not hold checkpoints yet)."""
     run_dir = Path(run_dir)
-    if ckpt_io.list_checkpoints(run_dir) or (run_dir / RUN_CONFIG).exists():
-        raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
+    check_new_run_dir(run_dir)
     family, model_cfg = registry.get_config(cfg.model)
     return _run(cfg, family, model_cfg, run_dir, resume_from=None, stop_at=stop_at, progress=progress)
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A UserError if `run_dir` already holds a run (a config or any checkpoint)."""
+    if ckpt_io.list_checkpoints(run_dir) or (run_dir / RUN_CONFIG).exists():
+        raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
 
 
 def resume(run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:

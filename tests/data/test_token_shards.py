@@ -145,6 +145,19 @@ def test_unigram_bits_per_byte() -> None:
         unigram_bits_per_byte(np.array([BOS_ID, EOS_ID], dtype=np.uint16))
 
 
+
+def test_unigram_bits_per_byte_of_tokens() -> None:
+    """Token order-0 entropy per byte: bits per token x tokens per byte; zero-byte ids ignored."""
+    two = np.array([ord("a"), ord("b")] * 500 + [BOS_ID, EOS_ID] * 300, dtype=np.uint16)
+    byte_lengths = ByteTokenizer().byte_lengths()
+    assert unigram_bits_per_byte(two, byte_lengths=byte_lengths) == pytest.approx(unigram_bits_per_byte(two))
+    lengths = np.array([1, 3, 0])  # id 0: one byte, id 1: three bytes, id 2: a control id
+    ids = np.array([0, 1, 0, 1, 2, 2, 2], dtype=np.uint16)
+    assert unigram_bits_per_byte(ids, byte_lengths=lengths) == pytest.approx(1.0 * 4 / 8)
+    with pytest.raises(ValueError):
+        unigram_bits_per_byte(np.array([2, 2], dtype=np.uint16), byte_lengths=lengths)
+
+
 def test_cache_files_are_not_left_private(tmp_path: Path) -> None:
     data = prepare_data(str(_corpus(tmp_path)), ByteTokenizer(), cache_dir=tmp_path, progress=False)
     assert os.stat(data.path).st_mode & 0o055 == 0o055

@@ -1,0 +1,62 @@
+"""`stlm demo` for a token preset: a BPE fitted to the training split, then train, evaluate, sample."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from stlm.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def bpe_demo(tmp_path_factory, corpus_dir, cache_dir):
+    from stlm.demo import run_demo
+
+    out = tmp_path_factory.mktemp("demo") / "bpe"
+    return run_demo(out, model="bpe-tiny", data=str(corpus_dir), steps=6, device="cpu", cache_dir=str(cache_dir))
+
+
+def test_bpe_demo_fits_its_tokenizer_and_scores_exact_bytes(bpe_demo, corpus_dir, cache_dir):
+    from stlm.data import prepare_data
+    from stlm.tokenizers import BPETokenizer
+    from stlm.training import checkpoint as ckpt_io
+
+    out = bpe_demo.run_dir
+    tokenizer = BPETokenizer.from_file(out / "tokenizer.json")
+    assert tokenizer.vocab_size == 1024
+    ckpt = ckpt_io.latest_checkpoint(out)
+    assert ckpt is not None and ckpt.name == ckpt_io.checkpoint_name(6)
+    config = json.loads((out / "config.json").read_text())
+    assert config["run"]["data"]["tokenizer"] == f"bpe:{out / 'tokenizer.json'}"
+    assert ckpt_io.load_tokenizer_of(ckpt_io.load_config(ckpt)).sha256 == tokenizer.sha256
+    # Every UTF-8 byte of the (small) validation split is counted once, whatever the tokens.
+    val_bytes = prepare_data(str(corpus_dir), tokenizer, cache_dir=str(cache_dir), progress=False).meta["val"]["bytes"]
+    assert bpe_demo.val.n_bytes == val_bytes
+    assert math.isfinite(bpe_demo.val.bits_per_byte) and 0 < bpe_demo.val.bits_per_byte < 16
+    assert bpe_demo.token_unigram_bpb is not None and bpe_demo.token_unigram_bpb < bpe_demo.unigram_bpb
+    report = (out / "report.md").read_text()
+    assert "6 steps x 16 x 256 tokens" in report and "same tokens, per byte" in report
+    assert bpe_demo.sample.startswith("The ")
+
+
+def test_bpe_demo_refuses_bad_tokenizers_in_one_line(capsys, tmp_path, bpe_demo, corpus_dir, cache_dir):
+    fitted = bpe_demo.run_dir / "tokenizer.json"
+    before = fitted.stat().st_mtime_ns
+    cases = [
+        (["--model", "bpe-tiny", "--tokenizer", f"bpe:{tmp_path / 'missing.json'}"], "does not exist"),
+        (["--model", "bpe-tiny", "--tokenizer", "byte"], "vocab_size is 1024"),
+        (["--model", "bpe-10m", "--tokenizer", f"bpe:{fitted}"], "has 1024 ids but the decoder model's vocab_size is 4096"),
+        (["--model", "decoder-tiny", "--tokenizer", f"bpe:{fitted}"], "this model reads bytes"),
+    ]
+    for n, (argv, message) in enumerate(cases):
+        out = tmp_path / f"run{n}"
+        code = main(["demo", *argv, "--data", str(corpus_dir), "--cache-dir", str(cache_dir), "--steps", "1", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()
+    # An existing run is refused before a new tokenizer is fitted over its own.
+    code = main(["demo", "--model", "bpe-tiny", "--data", str(corpus_dir), "--out", str(bpe_demo.run_dir)])
+    assert code == 2 and "already holds a run" in capsys.readouterr().err
+    assert fitted.stat().st_mtime_ns == before
