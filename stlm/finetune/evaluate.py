@@ -82,7 +82,8 @@ def generate_predictions(
     Batches group prompts of similar length (longest first), so little of a
     batch is padding; each output is what `fmt.generate` gives its example alone.
     """
-    order = sorted(range(len(examples)), key=lambda i: -len(fmt.prompt_ids(examples[i].input)))
+    prompts = [fmt.prompt_ids(ex.input) for ex in examples]  # tokenized once: for sorting and generating
+    order = sorted(range(len(examples)), key=lambda i: -len(prompts[i]))
     predictions = [""] * len(examples)
     bar: Any = None
     if progress:
@@ -92,7 +93,7 @@ def generate_predictions(
     try:
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for i, text in zip(chunk, fmt.generate_many(model, [examples[i].input for i in chunk], max_new_tokens)):
+            for i, text in zip(chunk, fmt.generate_many(model, [prompts[i] for i in chunk], max_new_tokens)):
                 predictions[i] = text
             if bar is not None:
                 bar.update(len(chunk))

@@ -106,8 +106,9 @@ class TextToText:
         ]
         return tok.decode(ids)
 
-    def generate_many(self, model: torch.nn.Module, texts: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy outputs for several inputs generated as one batch, each what `generate` gives it.
+    def generate_many(self, model: torch.nn.Module, prompts: Sequence[list[int]], max_new_tokens: int) -> list[str]:
+        """Greedy outputs for several prompts (`prompt_ids` of each input) generated as one batch,
+        each what `generate` gives that input.
 
         `generate` caps a causal prompt's new tokens at the room left in
         max_len (the model's max_seq_len); the batched loops apply that same
@@ -116,10 +117,7 @@ class TextToText:
         from stlm.generation import generate_greedy
 
         tok = self.tokenizer
-        outputs = generate_greedy(
-            self.family, model, [self.prompt_ids(text) for text in texts], eos_id=tok.eos_id,
-            max_new_tokens=max_new_tokens,
-        )
+        outputs = generate_greedy(self.family, model, list(prompts), eos_id=tok.eos_id, max_new_tokens=max_new_tokens)
         return [tok.decode([t for t in ids if t != tok.eos_id]) for ids in outputs]
 
 
