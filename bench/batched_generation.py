@@ -42,7 +42,6 @@ def main() -> None:
     from stlm.finetune.evaluate import generate_predictions
     from stlm.finetune.format import TextToText
     from stlm.finetune.pydocs_tasks import build_task
-    from stlm.training.loop import resolve_tokenizer
 
     splits = build_task(args.task)
     examples = splits["test"][: args.examples or None]
@@ -50,10 +49,10 @@ def main() -> None:
     print(f"{args.task}: {len(examples)} test examples, batch size {args.batch_size}, {args.threads} thread(s)")
     for name in args.models.split(","):
         torch.manual_seed(0)
-        family, cfg = registry.get_config(name)
-        model = registry.build_model(family, cfg).eval()
-        tokenizer = resolve_tokenizer("auto", family, cfg)
-        max_len = None if family == "t5" else cfg.max_seq_len
+        family, cfg = registry.resolve_model(name)
+        model = family.build(cfg).eval()
+        tokenizer = family.resolve_tokenizer("auto", cfg)
+        max_len = family.max_len(cfg)
         fmt = TextToText(family, tokenizer, task.separator, task.max_input_bytes, task.max_target_bytes, max_len)
         # stlm finetune's rule: the longest training target + 8, at most max_target_bytes + 8.
         max_new = min(task.max_target_bytes + 8, max(len(tokenizer.encode(ex.target)) for ex in splits["train"]) + 8)

@@ -60,7 +60,7 @@ def main() -> None:
     import transformers
 
     from stlm.training.flops import matmul_peak, training_step_flops
-    from stlm.training.runtime import tune_cpu_allocator
+    from stlm.runtime import tune_cpu_allocator
 
     if args.tuned_malloc:
         print(f"CPU allocator tuned: {tune_cpu_allocator()}")

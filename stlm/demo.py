@@ -25,12 +25,11 @@ from stlm import registry
 from stlm.config import DataConfig, OptimConfig, RunConfig, RuntimeConfig, TrainConfig
 from stlm.data import fit_bpe, prepare_data, unigram_bits_per_byte
 from stlm.evaluation.bpb import BPBResult, bits_per_byte
-from stlm.generation import stream
 from stlm.tokenizers import ByteTokenizer
-from stlm.training import checkpoint as ckpt_io
+from stlm import checkpoint as ckpt_io
 from stlm.training.loop import check_new_run_dir, train
 from stlm.training.plot import plot_run
-from stlm.training.runtime import resolve_runtime
+from stlm.runtime import resolve_runtime
 
 DEMO_STEPS = 1200  # about 4 minutes for decoder-tiny on 2 CPU cores
 SEQ_LEN = 256
@@ -78,8 +77,9 @@ def run_demo(
     train_s = time.perf_counter() - t0
 
     runtime = resolve_runtime(cfg.runtime)
-    net, resolved, ckpt = ckpt_io.load_model(result.checkpoint, runtime.device)
-    tokenizer = ckpt_io.load_tokenizer_of(resolved)  # the one it trained with, byte or BPE
+    loaded = ckpt_io.load(result.checkpoint, runtime.device)
+    net, ckpt = loaded.model, loaded.path
+    tokenizer = loaded.tokenizer  # the one it trained with, byte or BPE
     is_bytes = isinstance(tokenizer, ByteTokenizer)
     prepared = prepare_data(
         data, tokenizer, cache_dir=cache_dir,
@@ -98,10 +98,9 @@ def run_demo(
     # A token model must also beat what token frequencies alone give (usually far below the byte unigram).
     token_unigram = None if is_bytes else unigram_bits_per_byte(val_stream, byte_lengths=lengths)
     floor = unigram if token_unigram is None else min(unigram, token_unigram)
-    family = resolved["model_config"]["family"]
     sample_ids = list(
-        stream(family, net, tokenizer.encode(PROMPT, bos=True), eos_id=tokenizer.eos_id,
-               max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
+        loaded.family.stream(net, loaded.family.prompt_ids(tokenizer, PROMPT), eos_id=tokenizer.eos_id,
+                             max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
     )
     sample = PROMPT + tokenizer.decode(sample_ids)
     token_baseline = {} if token_unigram is None else {"order-0 (tokens)": token_unigram}
@@ -180,8 +179,8 @@ def fit_demo_tokenizer(cfg: RunConfig, out: Path) -> RunConfig:
     as RUN/tokenizer.json; any other config (a byte preset, a given tokenizer)
     is returned unchanged and checked by the training loop.
     """
-    family, model_cfg = registry.get_config(cfg.model)
-    if cfg.data.tokenizer != "auto" or family == "t5" or model_cfg.vocab_size == ByteTokenizer.vocab_size:
+    family, model_cfg = registry.resolve_model(cfg.model)
+    if cfg.data.tokenizer != "auto" or family.bpe_vocab_size(model_cfg) is None:
         return cfg
     fitted = fit_bpe(
         cfg.data.source, model_cfg.vocab_size, val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed,

@@ -1,54 +1,35 @@
-"""Model registry: preset name -> (family, config), and family name -> how to build it.
+"""Model registry: the table of model families, and preset name -> (family, config).
 
-A family is one row of `FAMILIES`: its config class, its model class, its exact
-parameter count and its named presets. Adding a family (pooled byte decoder,
-T5) is one more row. Everything that crosses a process boundary - checkpoints,
-resolved run configs - stores a model config as `config_to_dict(family, cfg)`,
-a flat dict whose "family" key says which row reads it back.
+A family is one row of `FAMILIES`, a `stlm.families.ModelFamily`: its config
+class, its model class, its exact parameter count, its named presets and its
+behaviour (tokenizer, prompt encoding, generation, training hooks). Adding a
+family is one more row. Everything that crosses a process boundary -
+checkpoints, resolved run configs - stores a model config as
+`config_to_dict(family, cfg)`, a flat dict whose "family" key says which row
+reads it back.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
 from stlm.errors import UserError
-from stlm.models.byte_decoder import PRESETS as POOLED_PRESETS
-from stlm.models.byte_decoder import PooledByteConfig, PooledByteLM
-from stlm.models.byte_decoder import count_params as count_pooled_params
-from stlm.models.decoder import PRESETS as DECODER_PRESETS
-from stlm.models.decoder import DecoderConfig, DecoderLM
-from stlm.models.decoder import count_params as count_decoder_params
-from stlm.models.t5 import PRESETS as T5_PRESETS
-from stlm.models.t5 import T5Config, T5Model, config_from_name
-from stlm.models.t5 import count_params as count_t5_params
+from stlm.families import DecoderFamily, ModelFamily, PooledFamily, T5Family
 
 FAMILY_KEY = "family"
 
-
-@dataclass(frozen=True)
-class ModelFamily:
-    """What the registry needs to know about one model family."""
-
-    config_cls: type  # a dataclass with to_dict() / from_dict(); from_dict raises ValueError
-    model_cls: Callable[[Any], nn.Module]  # model_cls(config) -> an initialised model
-    count_params: Callable[[Any], int]  # exact count from the config alone, no model built
-    presets: Mapping[str, Any]  # preset name -> config
-    # Optional name grammar for families with open-ended names (t5-efficient-tiny-nl32):
-    # name -> config, None when the name is not the family's, UserError when it is but is malformed.
-    parse_name: Callable[[str], Any | None] | None = None
+FAMILIES: dict[str, ModelFamily] = {row.name: row for row in (DecoderFamily(), PooledFamily(), T5Family())}
 
 
-FAMILIES: dict[str, ModelFamily] = {
-    "decoder": ModelFamily(DecoderConfig, DecoderLM, count_decoder_params, DECODER_PRESETS),
-    "pooled": ModelFamily(PooledByteConfig, PooledByteLM, count_pooled_params, POOLED_PRESETS),
-    "t5": ModelFamily(T5Config, T5Model, count_t5_params, T5_PRESETS, parse_name=config_from_name),
-}
+def get_family(name: str | ModelFamily) -> ModelFamily:
+    """The row of a family name (a row is returned as it is); UserError for an unknown name."""
+    return name if isinstance(name, ModelFamily) else _family(name)
 
 
 @dataclass(frozen=True)
@@ -80,13 +61,19 @@ def get_config(name: str) -> tuple[str, Any]:
         if name in family.presets:
             return family_name, dataclasses.replace(family.presets[name])
     for family_name, family in FAMILIES.items():
-        parsed = family.parse_name(name) if family.parse_name is not None else None
+        parsed = family.parse_name(name)
         if parsed is not None:
             return family_name, parsed
     names = preset_names()
     close = difflib.get_close_matches(str(name), names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UserError(f"unknown model preset {name!r}{hint} (valid presets: {', '.join(names)})")
+
+
+def resolve_model(name: str) -> tuple[ModelFamily, Any]:
+    """(family row, config) of a preset or family-grammar name; the config is the caller's to change."""
+    family_name, cfg = get_config(name)
+    return FAMILIES[family_name], cfg
 
 
 def count_params(family: str, cfg: Any) -> int:
@@ -96,7 +83,7 @@ def count_params(family: str, cfg: Any) -> int:
 
 def build_model(family: str, cfg: Any) -> nn.Module:
     """A freshly initialised model of `family` with config `cfg`, on the default device."""
-    return _family(family, cfg).model_cls(cfg)
+    return _family(family, cfg).build(cfg)
 
 
 def config_to_dict(family: str, cfg: Any) -> dict[str, Any]:

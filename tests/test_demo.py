@@ -21,7 +21,7 @@ def bpe_demo(tmp_path_factory, corpus_dir, cache_dir):
 def test_bpe_demo_fits_its_tokenizer_and_scores_exact_bytes(bpe_demo, corpus_dir, cache_dir):
     from stlm.data import prepare_data
     from stlm.tokenizers import BPETokenizer
-    from stlm.training import checkpoint as ckpt_io
+    from stlm import checkpoint as ckpt_io
 
     out = bpe_demo.run_dir
     tokenizer = BPETokenizer.from_file(out / "tokenizer.json")
@@ -30,7 +30,7 @@ def test_bpe_demo_fits_its_tokenizer_and_scores_exact_bytes(bpe_demo, corpus_dir
     assert ckpt is not None and ckpt.name == ckpt_io.checkpoint_name(6)
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["data"]["tokenizer"] == f"bpe:{out / 'tokenizer.json'}"
-    assert ckpt_io.load_tokenizer_of(ckpt_io.load_config(ckpt)).sha256 == tokenizer.sha256
+    assert ckpt_io.read_record(ckpt / "config.json").load_tokenizer().sha256 == tokenizer.sha256
     # Every UTF-8 byte of the (small) validation split is counted once, whatever the tokens.
     val_bytes = prepare_data(str(corpus_dir), tokenizer, cache_dir=str(cache_dir), progress=False).meta["val"]["bytes"]
     assert bpe_demo.val.n_bytes == val_bytes

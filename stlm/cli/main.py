@@ -202,41 +202,26 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise UserError(f"no presets in family {args.family!r}; families: {', '.join(sorted(registry.FAMILIES))}")
     rows = [("preset", "family", "params", "fp32 MiB", "bf16 MiB", "shape")]
     for p in presets:
-        rows.append((p.name, p.family, f"{p.n_params:,}", f"{p.n_params * 4 / 2**20:.1f}", f"{p.n_params * 2 / 2**20:.1f}", _shape(p.family, p.config)))
+        shape = registry.FAMILIES[p.family].describe(p.config)
+        rows.append((p.name, p.family, f"{p.n_params:,}", f"{p.n_params * 4 / 2**20:.1f}", f"{p.n_params * 2 / 2**20:.1f}", shape))
     _print_table(rows, right=(2, 3, 4))
     print("\nAny t5-efficient-<size>[-nl|el|dl|dm|kv|nh|ff<N>]... name works too, e.g. t5-efficient-base-dl2.")
     if args.parts:
-        _print_parts([p for p in presets if p.family == "pooled"])
+        _print_parts([(p.name, b) for p in presets if (b := registry.FAMILIES[p.family].breakdown(p.config))])
     return 0
 
 
-def _shape(family: str, cfg: object) -> str:
-    c = cfg  # typed per family below; plain attribute reads
-    if family == "pooled":
-        core = f"core {c.d_global}x{c.n_global_layers}" + (f" x{c.repeat_blocks} {c.repeat_mode}" if c.repeat_blocks > 1 else "")
-        shared = " shared-ffn" if c.share_ffn else ""
-        return f"local {c.d_local} {c.n_enc_layers}+{c.n_dec_layers}, {core}{shared}, patches {c.boundary}"
-    if family == "t5":
-        ff = "gated-gelu" if c.ff_kind == "gated-gelu" else "relu"
-        tied = "tied" if c.tie_embeddings else "untied"
-        return f"d={c.d_model} L={c.n_layers}+{c.n_decoder_layers} H={c.n_heads}x{c.d_head} ff={c.d_ff} {ff} {tied} V={c.vocab_size}"
-    return f"d={c.d_model} L={c.n_layers} H={c.n_heads} ff={c.d_ff} V={c.vocab_size} ctx={c.max_seq_len}"
-
-
-def _print_parts(presets: list) -> None:
-    from stlm.models.byte_decoder.config import param_breakdown
-
-    if not presets:
+def _print_parts(breakdowns: list[tuple[str, dict]]) -> None:
+    if not breakdowns:
         return
     parts = ("embeddings", "hash_tables", "local_encoder", "pooling", "core", "local_decoder", "head", "total")
     print("\nPooled byte models, parameters by part (hash tables are included in the total):")
     rows = [("preset",) + parts]
     savings = [("preset", "tie_head saves", "share_ffn saves", "repeat_blocks saves")]
-    for p in presets:
-        b = param_breakdown(p.config)
-        rows.append((p.name,) + tuple(f"{b[k]:,}" for k in parts))
+    for name, b in breakdowns:
+        rows.append((name,) + tuple(f"{b[k]:,}" for k in parts))
         s = b["sharing"]
-        savings.append((p.name, f"{s['tie_head']:,}", f"{s['share_ffn']:,}", f"{s['repeat_blocks']:,}"))
+        savings.append((name, f"{s['tie_head']:,}", f"{s['share_ffn']:,}", f"{s['repeat_blocks']:,}"))
     _print_table(rows, right=tuple(range(1, len(parts) + 1)))
     print("\nWhat each sharing option removes (against the same network without it):")
     _print_table(savings, right=(1, 2, 3))
@@ -450,14 +435,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from stlm.config import RuntimeConfig
     from stlm.evaluation import tasks
     from stlm.evaluation.record import provenance, write_results
-    from stlm.training.checkpoint import load_model, load_tokenizer_of
-    from stlm.training.runtime import resolve_runtime
+    from stlm.checkpoint import load
+    from stlm.runtime import resolve_runtime
 
     names = args.task or ["bpb"]
     if args.json and len(names) > 1:
         raise UserError("--json takes one task's result; with several tasks use --out DIR")
     runtime = resolve_runtime(RuntimeConfig(device=args.device, threads=args.threads))
-    model, config, ckpt = load_model(args.checkpoint, runtime.device)
+    loaded = load(args.checkpoint, runtime.device)
+    model, config, ckpt = loaded.model, loaded.record.to_dict(), loaded.path
     needs_data_dir = any(n in tasks.DATA_DIR_TASKS for n in names)
     options = tasks.EvalOptions(
         data_dir=tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd()) if needs_data_dir else args.data_dir,
@@ -468,7 +454,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out_dir = args.out or run_dir / "evals"
     for name in names:
         eval_model = tasks.EvalModel(
-            model, load_tokenizer_of(config), config.get("model_config", {}).get("family"), config,
+            model, loaded.tokenizer, loaded.family, config,
             device=runtime.device, autocast=runtime.autocast,
             batch_size=tasks.default_batch_size(name) if args.batch_size is None else args.batch_size,
             progress=not args.quiet,
@@ -491,27 +477,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     import codecs
 
+    from stlm.checkpoint import load
     from stlm.config import RuntimeConfig
-    from stlm.generation import stream
-    from stlm.training.checkpoint import load_model, load_tokenizer_of
-    from stlm.training.runtime import resolve_runtime
+    from stlm.runtime import resolve_runtime
 
     if args.max_new_bytes < 1:
         raise UserError("--max-new-bytes must be at least 1")
     runtime = resolve_runtime(RuntimeConfig(device=args.device))
-    model, config, _ = load_model(args.checkpoint, runtime.device)
-    family = config.get("model_config", {}).get("family")
-    tokenizer = load_tokenizer_of(config)
+    loaded = load(args.checkpoint, runtime.device)
+    family, tokenizer = loaded.family, loaded.tokenizer
     # A decoder continues BOS + prompt; an encoder-decoder reads prompt + EOS and writes anew.
-    encoder_decoder = family == "t5"
-    prompt = tokenizer.encode(args.prompt, eos=True) if encoder_decoder else tokenizer.encode(args.prompt, bos=True)
+    prompt = family.prompt_ids(tokenizer, args.prompt)
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     out = sys.stdout
-    if not encoder_decoder:
+    if not family.encoder_decoder:
         out.write(args.prompt)
     try:
-        for token in stream(
-            family, model, prompt, eos_id=tokenizer.eos_id, max_new_tokens=args.max_new_bytes,
+        for token in family.stream(
+            loaded.model, prompt, eos_id=tokenizer.eos_id, max_new_tokens=args.max_new_bytes,
             temperature=0.0 if args.greedy else args.temperature,
             top_k=args.top_k, top_p=args.top_p, seed=args.seed,
         ):
@@ -528,7 +511,7 @@ def cmd_hf_import(args: argparse.Namespace) -> int:
 
     from stlm import registry
     from stlm.interop.hf_t5 import load_hf_t5
-    from stlm.training import checkpoint as ckpt_io
+    from stlm import checkpoint as ckpt_io
 
     if ckpt_io.list_checkpoints(args.out):
         raise UserError(f"{args.out} already holds checkpoints; choose another --out")
@@ -539,11 +522,9 @@ def cmd_hf_import(args: argparse.Namespace) -> int:
         tokenizer = {"name": "spiece", "spec": f"spiece:{(args.out / 'spiece.model').resolve()}"}
     else:
         tokenizer = {"name": "byt5"} if cfg.vocab_size < 1024 else {"name": "none", "note": "no spiece.model found"}
-    config = {
-        "model_config": registry.config_to_dict("t5", cfg),
-        "tokenizer": tokenizer,
-        "source": {"hf_directory": str(args.directory.resolve())},
-    }
+    config = ckpt_io.RunRecord(
+        registry.get_family("t5"), cfg, tokenizer, {"source": {"hf_directory": str(args.directory.resolve())}}
+    )
     ckpt = ckpt_io.save_checkpoint(args.out, 0, model=model, optimizer=None, config=config, state={}, keep=1)
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     print(f"imported {args.directory} ({n_params:,} parameters) -> {ckpt}")
@@ -551,13 +532,16 @@ def cmd_hf_import(args: argparse.Namespace) -> int:
 
 
 def cmd_hf_export(args: argparse.Namespace) -> int:
-    from stlm.interop.hf_t5 import export_hf_t5
-    from stlm.training.checkpoint import load_model
+    from stlm.models.t5 import T5Model
 
-    model, config, ckpt = load_model(args.checkpoint)
-    if config.get("model_config", {}).get("family") != "t5":
+    from stlm.checkpoint import load
+    from stlm.interop.hf_t5 import export_hf_t5
+
+    loaded = load(args.checkpoint)
+    model, ckpt = loaded.model, loaded.path
+    if not isinstance(model, T5Model):
         raise UserError(f"{ckpt} is not a T5 checkpoint; only T5 models export to Hugging Face format")
-    spec = (config.get("tokenizer") or {}).get("spec", "")
+    spec = loaded.record.tokenizer.get("spec", "")
     spiece = spec.partition(":")[2] if spec.startswith("spiece:") else None
     out = export_hf_t5(model, args.out, spiece=spiece)
     print(f"exported {ckpt} -> {out} (config.json, model.safetensors{', spiece.model' if spiece else ''})")

@@ -16,7 +16,7 @@ from pathlib import Path
 from stlm.errors import UserError
 from stlm.evaluation.jsonl import read_jsonl, text_field
 from stlm.evaluation.record import markdown_table
-from stlm.evaluation.tasks import EvalModel, EvalOptions, TaskResult, data_subdir
+from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 
 N_PHENOMENA = 67
 # Overall accuracy (%) reported by Warstadt et al. (2020), for orientation.

@@ -28,7 +28,8 @@ from pathlib import Path
 from stlm.errors import UserError
 from stlm.evaluation.jsonl import read_jsonl, text_field
 from stlm.evaluation.record import markdown_table
-from stlm.evaluation.tasks import EvalModel, EvalOptions, TaskResult, data_subdir
+from stlm.evaluation.scoring import Family
+from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 
 GENERIC_FIELDS = ("context", "choices", "gold")
 PIQA_FIELDS = ("goal", "sol1", "sol2")
@@ -106,9 +107,9 @@ def _checked(item: MCItem, n_choices: int | None) -> MCItem:
     return item
 
 
-def continuation(context: str, choice: str, family: str) -> str:
+def continuation(context: str, choice: str, family: Family) -> str:
     """The text scored after `context`: the choice, with a space at the seam for causal models."""
-    if family != "t5" and context and not context[-1].isspace() and not choice[0].isspace():
+    if not family.encoder_decoder and context and not context[-1].isspace() and not choice[0].isspace():
         return " " + choice
     return choice
 

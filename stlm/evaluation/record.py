@@ -39,7 +39,7 @@ def provenance(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Everything needed to trace a result back to its model, data and settings."""
-    from stlm.training.logging import run_header  # versions and git commit, as every run records them
+    from stlm.runtime import run_header  # versions and git commit, as every run records them
 
     header = run_header(device)
     model_cfg = config.get("model_config", {})
@@ -63,7 +63,7 @@ def provenance(
 
 
 def checkpoint_record(ckpt: Path) -> dict[str, Any]:
-    """Path, step and hashes of a checkpoint directory (see stlm.training.checkpoint)."""
+    """Path, step and hashes of a checkpoint directory (see stlm.checkpoint)."""
     ckpt = Path(ckpt)
     manifest_path = ckpt / "manifest.json"
     record: dict[str, Any] = {"path": str(ckpt.resolve()), "step": None, "manifest_sha256": None, "weights_sha256": None}

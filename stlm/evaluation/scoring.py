@@ -19,12 +19,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 
-CAUSAL_FAMILIES = ("decoder", "pooled")
+
+class Family(Protocol):
+    """What scoring needs of a model family (a `stlm.registry` row)."""
+
+    name: str
+    encoder_decoder: bool
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class ContinuationScore:
 def score_continuations(
     model: torch.nn.Module,
     tokenizer: Any,
-    family: str,
+    family: Family,
     requests: Sequence[tuple[str, str]],
     *,
     batch_size: int = 16,
@@ -66,17 +71,15 @@ def score_continuations(
             raise ValueError(f"request {i} has an empty continuation; there is nothing to score")
     if max_len is None:
         max_len = getattr(getattr(model, "config", None), "max_seq_len", None)
-    if family == "t5":
+    if family.encoder_decoder:
         encoded = [_encode_seq2seq(tokenizer, ctx, cont, eos) for ctx, cont in requests]
         score_batch = _score_seq2seq
-    elif family in CAUSAL_FAMILIES:
+    else:
         encoded = [
             _encode_causal(tokenizer, ctx, cont, max_len, i, eos=eos, truncate_long=truncate_long)
             for i, (ctx, cont) in enumerate(requests)
         ]
         score_batch = _score_causal
-    else:
-        raise ValueError(f"no scoring rule for model family {family!r}")
 
     # Longest first: similar lengths share a batch, and the first batch shows the peak memory.
     order = sorted(range(len(requests)), key=lambda i: -sum(len(part) for part in encoded[i]))

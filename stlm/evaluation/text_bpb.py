@@ -15,8 +15,7 @@ import numpy as np
 from stlm.errors import UserError
 from stlm.evaluation.bpb import bits_per_byte
 from stlm.evaluation.record import markdown_table
-from stlm.evaluation.scoring import CAUSAL_FAMILIES
-from stlm.evaluation.tasks import EvalModel, EvalOptions, TaskResult, data_subdir
+from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 
 WIKITEXT_FILES = {"val": "valid.txt", "test": "test.txt"}
 
@@ -75,9 +74,9 @@ def _score(task: str, model: EvalModel, options: EvalOptions, stream: np.ndarray
 
 
 def _check_byte_model(model: EvalModel) -> None:
-    if model.family not in CAUSAL_FAMILIES:
+    if model.family.encoder_decoder:
         raise UserError(
-            f"bits per byte is measured on causal models; this checkpoint is {model.family!r} "
+            f"bits per byte is measured on causal models; this checkpoint is {model.family.name!r} "
             "(an encoder-decoder): use --task blimp, piqa or mc:PATH"
         )
     if not hasattr(model.tokenizer, "byte_lengths"):

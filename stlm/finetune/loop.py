@@ -38,10 +38,10 @@ from stlm.finetune.config import FinetuneConfig
 from stlm.finetune.evaluate import baselines, evaluate_examples
 from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
 from stlm.finetune.format import TextToText
-from stlm.training import checkpoint as ckpt_io
-from stlm.training.logging import MetricsLog, run_header
+from stlm import checkpoint as ckpt_io
+from stlm.training.logging import MetricsLog
 from stlm.training.optim import build_optimizer, lr_at, set_lr
-from stlm.training.runtime import resolve_runtime, seed_everything
+from stlm.runtime import resolve_runtime, run_header, seed_everything
 
 RESULTS = "results.json"
 METRICS = {  # what early stopping may watch, by task kind
@@ -96,7 +96,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         known = ", ".join(METRICS[cfg.task.resolved_kind()])
         raise UserError(f"train.metric {metric!r} is not scored for {cfg.task.resolved_kind()} tasks; choose one of {known}")
     model.to(runtime.device)
-    max_len = None if family == "t5" else model_cfg.max_seq_len
+    max_len = family.max_len(model_cfg)
     fmt = TextToText(family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len)
     if progress:
         print(f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True)
@@ -108,14 +108,12 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
     eval_set = _sample(data.val, cfg.train.eval_examples, cfg.train.seed)
     final_set, final_name = (data.test, "test") if data.test else (data.val, "val")
 
-    resolved = {
+    resolved = ckpt_io.RunRecord(family, model_cfg, tokenizer.to_dict(), {
         "finetune": cfg.to_dict(),
-        "model_config": registry.config_to_dict(family, model_cfg),
-        "tokenizer": tokenizer.to_dict(),
         "task": {"kind": data.kind, "labels": data.labels, "metric": metric, "max_new_tokens": max_new,
                  "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}},
         "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
-    }
+    })
 
     def evaluate(examples: list[Example], bar: bool = False) -> dict[str, float]:
         scores, _ = evaluate_examples(
@@ -133,7 +131,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         state.update({k: saved_state[k] for k in state if k in saved_state})
     else:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt_io.write_json_atomic(out / "config.json", {**resolved, "header": run_header(runtime.describe())})
+        ckpt_io.write_json_atomic(out / "config.json", {**resolved.to_dict(), "header": run_header(runtime.describe())})
         if cfg.train.score_initial:
             if progress:
                 print(f"  scoring the starting model on {final_name} ({len(final_set)} examples)", file=sys.stderr, flush=True)
@@ -142,7 +140,7 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
         print(
-            f"  {cfg.init} ({family}, {n_params:,} params) on {runtime.describe()}; {data.kind}: "
+            f"  {cfg.init} ({family.name}, {n_params:,} params) on {runtime.describe()}; {data.kind}: "
             f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples; "
             f"{cfg.train.steps} steps of {cfg.train.batch_size}, early stopping on val {metric} (patience {cfg.train.patience})",
             file=sys.stderr, flush=True,
@@ -222,10 +220,10 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         "provenance": {
             **provenance(
                 model=model,
-                config={**resolved, "run": {"model": cfg.init}},
+                config={**resolved.to_dict(), "run": {"model": cfg.init}},
                 checkpoint=best_ckpt,
                 data_files=data.files.values(),
-                settings=resolved["finetune"],
+                settings=resolved.sections["finetune"],
                 device=str(runtime.device),
             ),
             "init": {"model": cfg.init, "checkpoint": None if init_ckpt is None else checkpoint_record(init_ckpt)},
@@ -296,18 +294,11 @@ def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
 
 def _starting_model(cfg: FinetuneConfig, resume_from: Path | None):
     """(family, model config, model, tokenizer, the checkpoint it came from or None)."""
-    from stlm.training.checkpoint import load_tokenizer_of
-    from stlm.training.loop import resolve_tokenizer
-
     source = resume_from
     if source is None and Path(cfg.init).exists():
         source = ckpt_io.resolve_checkpoint(cfg.init)
     if source is not None:
-        saved = ckpt_io.load_config(source)
-        family, model_cfg = registry.config_from_dict(saved.get("model_config", {}))
-        model = registry.build_model(family, model_cfg)
-        ckpt_io.load_weights(model, source)
-        return family, model_cfg, model, load_tokenizer_of(saved), source
-    family, model_cfg = registry.get_config(cfg.init)
-    model = registry.build_model(family, model_cfg)
-    return family, model_cfg, model, resolve_tokenizer(cfg.tokenizer, family, model_cfg), None
+        loaded = ckpt_io.load(source)
+        return loaded.family, loaded.model_config, loaded.model.train(), loaded.tokenizer, source
+    family, model_cfg = registry.resolve_model(cfg.init)
+    return family, model_cfg, family.build(model_cfg), family.resolve_tokenizer(cfg.tokenizer, model_cfg), None

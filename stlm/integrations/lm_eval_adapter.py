@@ -35,7 +35,6 @@ except ImportError as exc:  # the extra is not installed
         "the lm-eval adapter needs lm-evaluation-harness: pip install 'stlm[lm-eval]' (or pip install lm-eval)"
     ) from exc
 
-from stlm.evaluation.scoring import CAUSAL_FAMILIES
 from stlm.evaluation.tasks import DEFAULT_BATCH_SIZE, EvalModel
 
 DEFAULT_MAX_GEN_TOKS = 256
@@ -58,20 +57,20 @@ class StlmLM(LM):
         import torch
 
         from stlm.config import RuntimeConfig
-        from stlm.training.checkpoint import load_model, load_tokenizer_of
-        from stlm.training.runtime import resolve_runtime
+        from stlm.checkpoint import load
+        from stlm.runtime import resolve_runtime
 
         if device is None or (str(device).startswith("cuda") and not torch.cuda.is_available()):
             if device is not None:  # lm-eval's command line asks for cuda unless told otherwise
                 warnings.warn(f"device {device!r} is not available here; stlm picks one (auto)", stacklevel=2)
             device = "auto"
         runtime = resolve_runtime(RuntimeConfig(device=device))
-        model, config, ckpt = load_model(path, runtime.device)
-        family = config.get("model_config", {}).get("family")
+        loaded = load(path, runtime.device)
+        model = loaded.model
         size = int(batch_size) if str(batch_size or "").isdigit() else DEFAULT_BATCH_SIZE  # "auto" -> default
-        self.checkpoint = ckpt
+        self.checkpoint = loaded.path
         self.scorer = EvalModel(
-            model, load_tokenizer_of(config), family, config,
+            model, loaded.tokenizer, loaded.family, loaded.record.to_dict(),
             device=runtime.device, autocast=runtime.autocast, batch_size=size,
         )
         max_len = getattr(model.config, "max_seq_len", None)
@@ -95,10 +94,12 @@ class StlmLM(LM):
         if not text:
             return 0.0
         s = self.scorer
-        if s.family == "t5":  # relative positions: the whole document is one target
+        if s.family.encoder_decoder:  # relative positions: the whole document is one target
             return s.score([("", text)])[0].logprob
-        if s.family not in CAUSAL_FAMILIES or getattr(s.tokenizer, "name", None) != "byte":
-            raise NotImplementedError(f"loglikelihood_rolling supports byte-level causal models and t5, not {s.family} with {s.tokenizer.name}")
+        if getattr(s.tokenizer, "name", None) != "byte":
+            raise NotImplementedError(
+                f"loglikelihood_rolling supports byte-level causal models and t5, not {s.family.name} with {s.tokenizer.name}"
+            )
         from stlm.evaluation.bpb import bits_per_byte
 
         ids = s.tokenizer.encode(text, bos=True)
@@ -114,8 +115,6 @@ class StlmLM(LM):
         return [self._generate(*req.args) for req in requests]
 
     def _generate(self, context: str, gen_kwargs: dict[str, Any]) -> str:
-        from stlm.generation import stream
-
         s = self.scorer
         kwargs = dict(gen_kwargs or {})
         until = kwargs.pop("until", None) or []
@@ -123,16 +122,14 @@ class StlmLM(LM):
         max_new = int(kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKS))
         do_sample = bool(kwargs.pop("do_sample", False))
         temperature = float(kwargs.pop("temperature", 1.0 if do_sample else 0.0)) if do_sample else 0.0
-        if s.family == "t5":
-            prompt = s.tokenizer.encode(context, eos=True)
-        else:
-            prompt = s.tokenizer.encode(context, bos=True)
-            max_len = s.model.config.max_seq_len
+        prompt = s.family.prompt_ids(s.tokenizer, context)
+        max_len = s.family.max_len(s.model.config)
+        if max_len is not None:
             prompt = prompt[-max(1, max_len - min(max_new, max_len // 2)) :]  # keep room to write
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         text = ""
-        for token in stream(
-            s.family, s.model, prompt, eos_id=s.tokenizer.eos_id, max_new_tokens=max_new,
+        for token in s.family.stream(
+            s.model, prompt, eos_id=s.tokenizer.eos_id, max_new_tokens=max_new,
             temperature=temperature, top_k=kwargs.get("top_k"), top_p=kwargs.get("top_p"), seed=kwargs.get("seed"),
         ):
             text += decoder.decode(s.tokenizer.decode_bytes([token]))

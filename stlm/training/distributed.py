@@ -42,8 +42,8 @@ import torch
 import torch.distributed as dist
 
 from stlm.errors import UserError
-from stlm.training import checkpoint as ckpt_io
-from stlm.training.runtime import Runtime
+from stlm import checkpoint as ckpt_io
+from stlm.runtime import Runtime
 
 MODES = ("auto", "none", "ddp", "fsdp")
 _WEIGHTS = {"val_bpb": "val_bytes", "val_loss": "val_tokens"}  # metric -> the count it averages over
@@ -161,7 +161,7 @@ class Parallel:
     # --- checkpoints ----------------------------------------------------------------------------
 
     def save_checkpoint(self, run_dir: Path, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        config: dict[str, Any], state: dict[str, Any], keep: int) -> Path:
+                        config: Any, state: dict[str, Any], keep: int) -> Path:
         """One consolidated checkpoint, written by rank 0; every rank learns whether it succeeded."""
         if not self.distributed:
             return ckpt_io.save_checkpoint(run_dir, step, model=model, optimizer=optimizer, config=config, state=state, keep=keep)

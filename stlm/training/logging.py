@@ -3,33 +3,9 @@
 from __future__ import annotations
 
 import json
-import platform
-import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Any
-
-import torch
-
-import stlm
-
-
-def run_header(runtime_description: str) -> dict[str, Any]:
-    """Code version, package versions and device, recorded with every run."""
-    versions = {"python": platform.python_version(), "stlm": stlm.__version__, "torch": torch.__version__}
-    for name in ("numpy", "safetensors"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return {
-        "git_commit": _git_commit(),
-        "versions": versions,
-        "device": runtime_description,
-        "threads": torch.get_num_threads(),
-        "platform": platform.platform(),
-    }
 
 
 def format_header(header: dict[str, Any], flops_per_token: float | None = None) -> str:
@@ -44,20 +20,6 @@ def format_header(header: dict[str, Any], flops_per_token: float | None = None) 
         speed += f"; {flops_per_token / 1e6:,.1f} MFLOP per token (fwd + bwd matmuls)"
     lines.append(speed)
     return "\n".join(lines)
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(stlm.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 class MetricsLog:

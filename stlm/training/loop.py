@@ -25,17 +25,16 @@ from stlm import registry
 from stlm.config import RunConfig
 from stlm.data import WindowLoader, prepare_data
 from stlm.errors import UserError
-from stlm.tokenizers import ByteTokenizer, load_tokenizer
-from stlm.training import checkpoint as ckpt_io
+from stlm.families import ModelFamily
+from stlm import checkpoint as ckpt_io
 from stlm.training import distributed
-from stlm.training.logging import MetricsLog, format_header, run_header
+from stlm.training.logging import MetricsLog, format_header
 from stlm.training.monitor import RunMonitor, device_peak, step_flops_per_token
 from stlm.training.optim import build_optimizer, lr_at, set_lr
-from stlm.training.runtime import Runtime, resolve_runtime, seed_everything
+from stlm.runtime import Runtime, resolve_runtime, run_header, seed_everything
 from stlm.training.tasks import build_task
 
 RUN_CONFIG = "config.json"
-ENTROPY_FIT_IDS = 4 << 20  # training ids used to fit an entropy boundary rule
 METRICS = "metrics.jsonl"
 
 
@@ -59,7 +58,7 @@ def train(
     """Start a new run in `run_dir` (which must not hold checkpoints yet)."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
-    family, model_cfg = registry.get_config(cfg.model)
+    family, model_cfg = registry.resolve_model(cfg.model)
     return _run(cfg, family, model_cfg, run_dir, resume_from=None, stop_at=stop_at, progress=progress)
 
 
@@ -83,13 +82,14 @@ def resume(run_dir: str | Path, *, stop_at: int | None = None, progress: bool = 
         source = latest / "config.json"
         resolved = ckpt_io.load_config(latest)
     cfg = RunConfig.from_dict(resolved.get("run", {}), source=str(source))
-    family, model_cfg = registry.config_from_dict(resolved.get("model_config", {}))
+    record = ckpt_io.RunRecord.from_dict(resolved)
+    family, model_cfg = record.family, record.model_config
     # The recorded tokenizer, not the spec: a BPE tokenizer.json may have moved since.
-    tokenizer = check_tokenizer(ckpt_io.load_tokenizer_of(resolved), cfg.data.tokenizer, family, model_cfg)
+    tokenizer = family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, model_cfg)
     return _run(cfg, family, model_cfg, run_dir, resume_from=latest, stop_at=stop_at, progress=progress, tokenizer=tokenizer)
 
 
-def _run(cfg: RunConfig, family: str, model_cfg: Any, run_dir: Path, **options: Any) -> TrainResult:
+def _run(cfg: RunConfig, family: ModelFamily, model_cfg: Any, run_dir: Path, **options: Any) -> TrainResult:
     """One process's share of a run: alone, or inside torchrun's process group."""
     with distributed.session(cfg.runtime.parallel, resolve_runtime(cfg.runtime)) as par:
         options["progress"] = options["progress"] and par.is_main
@@ -99,7 +99,7 @@ def _run(cfg: RunConfig, family: str, model_cfg: Any, run_dir: Path, **options: 
 def _run_on(
     par: distributed.Parallel,
     cfg: RunConfig,
-    family: str,
+    family: ModelFamily,
     model_cfg: Any,
     run_dir: Path,
     *,
@@ -111,12 +111,11 @@ def _run_on(
     runtime = par.runtime
     seed_everything(cfg.train.seed)
     if tokenizer is None:
-        tokenizer = resolve_tokenizer(cfg.data.tokenizer, family, model_cfg)
+        tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
     task = build_task(cfg, tokenizer, family)
-    if family != "t5":  # relative positions have no length limit; rotary tables do
-        max_len = getattr(model_cfg, "max_seq_len", cfg.data.seq_len)
-        if cfg.data.seq_len > max_len:
-            raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
+    max_len = family.max_len(model_cfg)  # None: relative positions have no length limit; rotary tables do
+    if max_len is not None and cfg.data.seq_len > max_len:
+        raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
 
     with par.main_first():  # rank 0 fills the token cache, the others read it
         data = prepare_data(
@@ -131,26 +130,21 @@ def _run_on(
             streaming=cfg.data.streaming,
             max_documents=cfg.data.max_documents,
         )
-    model = runtime.prepare_model(registry.build_model(family, model_cfg).to(runtime.device))
+    model = runtime.prepare_model(family.build(model_cfg).to(runtime.device))
     loader = WindowLoader(
         data.train, task.window_len - 1, par.local_batch(cfg.train.batch_size), cfg.train.seed,
         rank=par.rank, world_size=par.world_size,
     )
 
-    resolved = {
-        "run": cfg.to_dict(),
-        "model_config": registry.config_to_dict(family, model_cfg),
-        "tokenizer": tokenizer.to_dict(),
-        "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta},
-    }
+    resolved = ckpt_io.RunRecord(
+        family, model_cfg, tokenizer.to_dict(),
+        {"run": cfg.to_dict(), "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta}},
+    )
     start_step, elapsed_before = 0, 0.0
-    if resume_from is None and getattr(model_cfg, "boundary_kind", None) == "entropy":
-        # The entropy boundary rule is a small byte model estimated from the
-        # training text; it is a buffer, so checkpoints carry it and resumes keep it.
-        sample = torch.from_numpy(data.train[:ENTROPY_FIT_IDS].astype("int64"))
-        mean_patch = model.fit_boundaries(sample)
-        if progress:
-            print(f"  entropy boundaries fitted on {len(sample):,} ids: {mean_patch:.2f} ids per patch", file=sys.stderr)
+    if resume_from is None:
+        note = family.before_training(model, data.train)
+        if note and progress:
+            print(f"  {note}", file=sys.stderr)
     if resume_from is not None:
         ckpt_io.load_weights(model, resume_from)
     # Speed accounting: matmul FLOPs per token (counted once) against this device's matmul peak
@@ -160,7 +154,7 @@ def _run_on(
     header["matmul_peak"] = {"device": str(runtime.device), "precision": runtime.precision, "flops_per_s": peak}
     flops_per_token = step_flops_per_token(
         model, task, torch.zeros(cfg.train.batch_size, task.window_len, dtype=torch.long), runtime,
-        build_meta=lambda: registry.build_model(family, model_cfg),
+        build_meta=lambda: family.build(model_cfg),
     )  # before wrapping: a counting pass must not run collectives
     model = par.wrap(model)  # DDP / FSDP under torchrun; the optimizer must see the wrapped parameters
     optimizer = build_optimizer(model, cfg.optim, runtime.device)
@@ -173,7 +167,7 @@ def _run_on(
     if resume_from is None and par.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         header["allocator"] = runtime.allocator
-        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved, "header": header})
+        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved.to_dict(), "header": header})
 
     metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None) if par.is_main else None
 
@@ -294,51 +288,6 @@ def _run_on(
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
     return TrainResult(run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed)
-
-
-def resolve_tokenizer(spec: str, family: str, model_cfg: Any):
-    """The tokenizer a run uses: named, or chosen from the model family ("auto")."""
-    if spec == "auto":
-        if family != "t5" and model_cfg.vocab_size != ByteTokenizer.vocab_size:
-            raise UserError(
-                f"this {family} model has a vocabulary of {model_cfg.vocab_size} ids, not the byte tokenizer's "
-                f"{ByteTokenizer.vocab_size}: pass --tokenizer bpe:PATH/tokenizer.json "
-                f"(make one with `stlm train-tokenizer --vocab-size {model_cfg.vocab_size} --out PATH/tokenizer.json`)"
-            )
-        if family != "t5":
-            spec = "byte"
-        elif model_cfg.vocab_size < 1024:
-            spec = "byt5"
-        else:
-            raise UserError(
-                f"a T5 model with vocab_size {model_cfg.vocab_size} needs a SentencePiece model: "
-                "pass --tokenizer spiece:PATH/spiece.model"
-            )
-    return check_tokenizer(load_tokenizer(spec), spec, family, model_cfg)
-
-
-def check_tokenizer(tokenizer: Any, spec: str, family: str, model_cfg: Any):
-    """The tokenizer, if the model's vocabulary fits it; a UserError otherwise.
-
-    Decoder-family and pooled models must have exactly the tokenizer's ids
-    (a BPE of 4096 ids for bpe-10m); T5 embedding tables may be padded above
-    the tokenizer (32,128 rows for T5's 32,100 ids).
-    """
-    n_tok, n_model = tokenizer.vocab_size, model_cfg.vocab_size
-    if family == "pooled" and not isinstance(tokenizer, ByteTokenizer):
-        raise UserError(f"pooled models read bytes; tokenizer {spec} is not the byte tokenizer: use --tokenizer byte (or auto)")
-    if family == "t5" and n_tok > n_model:
-        raise UserError(f"tokenizer {spec} has {n_tok} ids but the model's vocab_size is {n_model}")
-    if family != "t5" and n_tok != n_model:
-        hint = (
-            f"; train a BPE of that size with `stlm train-tokenizer --vocab-size {n_model} --out PATH/tokenizer.json`"
-            if n_model != ByteTokenizer.vocab_size
-            else "; this model reads bytes: use --tokenizer byte (or auto)"
-        )
-        raise UserError(
-            f"tokenizer {spec} has {n_tok} ids but the {family} model's vocab_size is {n_model}; they must agree{hint}"
-        )
-    return tokenizer
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:

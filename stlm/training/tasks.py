@@ -78,16 +78,14 @@ class NextTokenTask:
         return {"val_bpb": result.bits_per_byte, "val_bytes": result.n_bytes}
 
 
-def build_task(cfg: RunConfig, tokenizer: Any, family: str) -> Task:
+def build_task(cfg: RunConfig, tokenizer: Any, family: Any) -> Task:
+    """The task of `cfg.objective` for a model of `family` (a registry row), checked against it."""
     objective = cfg.objective.name
+    family.check_objective(objective, cfg.model)
     if objective == "next-token":
-        if family == "t5":
-            raise UserError("T5 models are encoder-decoders; train them with --objective span-corruption")
         if not hasattr(tokenizer, "byte_lengths"):
             raise UserError(f"next-token training needs a byte or BPE tokenizer, got {tokenizer.name!r}")
         return NextTokenTask(cfg.data.seq_len, tokenizer.byte_lengths())
-    if family != "t5":
-        raise UserError(f"span corruption trains encoder-decoders; model {cfg.model} is a {family} model (use next-token)")
     from stlm.training.span_task import SpanCorruptionTask
 
     return SpanCorruptionTask.create(cfg, tokenizer)

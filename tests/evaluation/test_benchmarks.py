@@ -45,7 +45,7 @@ def blimp_dir(tmp_path):
 def _oracle(texts: list[str]) -> EvalModel:
     tok = ByteTokenizer()
     model = OracleLM([tok.encode(t, bos=True) for t in texts], tok.vocab_size)
-    return EvalModel(model, tok, "decoder", batch_size=3)
+    return EvalModel(model, tok, registry.get_family("decoder"), batch_size=3)
 
 
 def test_blimp_oracle_preferring_good_scores_100_and_bad_scores_0(blimp_dir):
@@ -62,17 +62,17 @@ def test_blimp_oracle_preferring_good_scores_100_and_bad_scores_0(blimp_dir):
 
 def test_multiple_choice_oracle_preferring_gold_scores_100(tmp_path):
     path = _write_jsonl(tmp_path / "mc.jsonl", MC_ITEMS)
-    gold_texts = [it["context"] + continuation(it["context"], it["choices"][it["gold"]], "decoder") for it in MC_ITEMS]
+    gold_texts = [it["context"] + continuation(it["context"], it["choices"][it["gold"]], registry.get_family("decoder")) for it in MC_ITEMS]
     result = run_task(f"mc:{path}", _oracle(gold_texts), EvalOptions())
     assert result.metrics == {"accuracy": 100.0, "accuracy_norm": 100.0, "items": 3, "truncated_choices": 0}
-    wrong = [it["context"] + continuation(it["context"], it["choices"][1 - min(it["gold"], 1)], "decoder") for it in MC_ITEMS]
+    wrong = [it["context"] + continuation(it["context"], it["choices"][1 - min(it["gold"], 1)], registry.get_family("decoder")) for it in MC_ITEMS]
     assert run_task(f"mc:{path}", _oracle(wrong), EvalOptions()).metrics["accuracy"] == 0.0
 
 
 def test_choices_longer_than_the_context_are_scored_on_their_tail_and_counted(tmp_path):
     tok = ByteTokenizer()
     items = [{"context": "Pick:", "choices": ["x" * 40, "y"], "gold": 1}]
-    model = EvalModel(OracleLM([tok.encode("Pick: y", bos=True)], tok.vocab_size, max_seq_len=16), tok, "decoder")
+    model = EvalModel(OracleLM([tok.encode("Pick: y", bos=True)], tok.vocab_size, max_seq_len=16), tok, registry.get_family("decoder"))
     result = run_task(f"mc:{_write_jsonl(tmp_path / 'long.jsonl', items)}", model, EvalOptions())
     assert result.metrics["truncated_choices"] == 1 and result.metrics["accuracy"] == 100.0
     assert "1 choices longer than the context" in result.summary
@@ -82,7 +82,7 @@ def test_raw_and_length_normalised_accuracy_differ_as_computed_by_hand(tmp_path)
     tok = ByteTokenizer()
     p = torch.full((tok.vocab_size,), 0.45 / (tok.vocab_size - 2))
     p[ord("a")], p[ord("b")] = 0.5, 0.05  # log P: a -0.69, b -3.00 nats
-    model = EvalModel(UnigramLM(p.log()), tok, "decoder")
+    model = EvalModel(UnigramLM(p.log()), tok, registry.get_family("decoder"))
     # Item 0: "aaaaaaaa" costs 8 x 0.69 = 5.55 nats (0.69 per byte); "b" costs 3.00 nats (3.00 per byte).
     # Raw picks the short "b", per byte picks "aaaaaaaa" (gold). Item 1: both rules pick "a" (gold).
     items = [{"context": "", "choices": ["aaaaaaaa", "b"], "gold": 0}, {"context": "", "choices": ["a", "bb"], "gold": 0}]
@@ -95,12 +95,12 @@ def test_raw_and_length_normalised_accuracy_differ_as_computed_by_hand(tmp_path)
 def test_t5_scores_blimp_and_multiple_choice_but_not_bpb(blimp_dir, tmp_path, one_thread):
     torch.manual_seed(0)
     family, cfg = registry.get_config("t5-debug")
-    model = EvalModel(registry.build_model(family, cfg).eval(), ByT5Tokenizer(), family, batch_size=4)
+    model = EvalModel(registry.build_model(family, cfg).eval(), ByT5Tokenizer(), registry.get_family(family), batch_size=4)
     blimp = run_task("blimp", model, EvalOptions(data_dir=blimp_dir))
     assert blimp.metrics["pairs"] == 5 and 0.0 <= blimp.metrics["accuracy"] <= 100.0
     mc = run_task(f"mc:{_write_jsonl(tmp_path / 'mc.jsonl', MC_ITEMS)}", model, EvalOptions())
     assert mc.metrics["items"] == 3
-    assert continuation("Question:", "answer", "t5") == "answer"  # no seam space for an encoder-decoder
+    assert continuation("Question:", "answer", registry.get_family("t5")) == "answer"  # no seam space for an encoder-decoder
     with pytest.raises(UserError, match="encoder-decoder"):
         run_task("bpb", model, EvalOptions(file=tmp_path / "mc.jsonl"))
 

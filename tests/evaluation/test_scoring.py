@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stlm import registry
 from stlm.evaluation.scoring import score_continuations
 from stlm.tokenizers import ByT5Tokenizer, ByteTokenizer
 from tests.conftest import seeded_model
@@ -26,7 +27,7 @@ _model = seeded_model
 def test_causal_scores_equal_direct_log_softmax(name, one_thread):
     family, model = _model(name)
     tok = ByteTokenizer()
-    scores = score_continuations(model, tok, family, REQUESTS, batch_size=3)
+    scores = score_continuations(model, tok, registry.get_family(family), REQUESTS, batch_size=3)
     for (ctx, cont), score in zip(REQUESTS, scores):
         prefix, cont_ids = tok.encode(ctx, bos=True), tok.encode(cont)
         ids = torch.tensor([prefix + cont_ids])
@@ -44,8 +45,8 @@ def test_causal_scores_equal_direct_log_softmax(name, one_thread):
 def test_batching_and_order_do_not_change_scores(one_thread):
     family, model = _model("pooled-tiny")
     tok = ByteTokenizer()
-    alone = [score_continuations(model, tok, family, [r], batch_size=1)[0] for r in REQUESTS]
-    together = score_continuations(model, tok, family, REQUESTS, batch_size=4)
+    alone = [score_continuations(model, tok, registry.get_family(family), [r], batch_size=1)[0] for r in REQUESTS]
+    together = score_continuations(model, tok, registry.get_family(family), REQUESTS, batch_size=4)
     for a, b in zip(alone, together):
         assert b.logprob == pytest.approx(a.logprob, abs=1e-4)
 
@@ -53,7 +54,7 @@ def test_batching_and_order_do_not_change_scores(one_thread):
 def test_seq2seq_scores_equal_the_training_loss(one_thread):
     family, model = _model("t5-debug")
     tok = ByT5Tokenizer()
-    scores = score_continuations(model, tok, family, REQUESTS, batch_size=2)
+    scores = score_continuations(model, tok, registry.get_family(family), REQUESTS, batch_size=2)
     for (ctx, cont), score in zip(REQUESTS, scores):
         src = torch.tensor([tok.encode(ctx, eos=True)])
         tgt = torch.tensor([tok.encode(cont)])
@@ -69,7 +70,7 @@ def test_left_truncation_keeps_the_continuation(one_thread):
     family, model = _model("decoder-tiny")
     tok = ByteTokenizer()
     long_ctx = "context " * 40
-    cut = score_continuations(model, tok, family, [(long_ctx, "end")], max_len=16)[0]
+    cut = score_continuations(model, tok, registry.get_family(family), [(long_ctx, "end")], max_len=16)[0]
     # 16 ids are fed: the last 14 of [BOS] ctx, then "en"; "end" is scored.
     ids = torch.tensor([tok.encode(long_ctx, bos=True)[-14:] + tok.encode("end")])
     with torch.no_grad():
@@ -78,16 +79,16 @@ def test_left_truncation_keeps_the_continuation(one_thread):
     assert cut.logprob == pytest.approx(direct, abs=1e-4)
     assert cut.n_units == 3
     with pytest.raises(ValueError, match="does not fit"):
-        score_continuations(model, tok, family, [("a", "b" * 20)], max_len=16)
+        score_continuations(model, tok, registry.get_family(family), [("a", "b" * 20)], max_len=16)
     with pytest.raises(ValueError, match="empty continuation"):
-        score_continuations(model, tok, family, [("a", "")])
+        score_continuations(model, tok, registry.get_family(family), [("a", "")])
 
 
 def test_truncate_long_scores_the_last_max_len_units_of_a_long_continuation(one_thread):
     family, model = _model("decoder-tiny")
     tok = ByteTokenizer()
     cont = "abcdefghijklmnopqrstuvwxyz"  # 26 ids, max_len 16: the last 16 are scored after "j"
-    cut = score_continuations(model, tok, family, [("ctx", cont)], max_len=16, truncate_long=True)[0]
+    cut = score_continuations(model, tok, registry.get_family(family), [("ctx", cont)], max_len=16, truncate_long=True)[0]
     ids = torch.tensor([tok.encode(cont)[-17:]])
     with torch.no_grad():
         logp = model(ids[:, :-1]).float().log_softmax(-1)[0]  # (16, V)

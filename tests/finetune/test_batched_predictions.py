@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stlm import registry
 from stlm.finetune.evaluate import evaluate_examples, generate_predictions
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText
@@ -20,7 +21,7 @@ EXAMPLES = [Example(" ".join(WORDS[: (7 * i) % len(WORDS) + 1]) * (1 + i % 3), W
 def test_batched_predictions_equal_one_at_a_time(name, one_thread):
     family, model = seeded_model(name)
     tok = ByT5Tokenizer() if family == "t5" else ByteTokenizer()
-    fmt = TextToText(family, tok, "\n=> ", 120, 16, None if family == "t5" else model.config.max_seq_len)
+    fmt = TextToText(registry.get_family(family), tok, "\n=> ", 120, 16, None if family == "t5" else model.config.max_seq_len)
     alone = [fmt.generate(model, ex.input, 10) for ex in EXAMPLES]
     assert generate_predictions(model, fmt, EXAMPLES, max_new_tokens=10, batch_size=3) == alone
     if family == "decoder":

@@ -13,7 +13,7 @@ from stlm.evaluation.record import file_sha256
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
 from stlm.finetune.loop import batch_indices, finetune
 from stlm.config import OptimConfig, RuntimeConfig
-from stlm.training.checkpoint import load_model
+from stlm.checkpoint import load
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,8 @@ def test_decoder_finetune_end_to_end(colours, tmp_path, one_thread):
     assert prov["checkpoint"]["weights_sha256"] and prov["model"]["name"] == "decoder-tiny"
     assert res["steps_run"] == 8 and res["best_step"] in (4, 8)
     # The best checkpoint loads like any run, and knows its tokenizer.
-    model, config, ckpt = load_model(tmp_path / "run" / "best")
+    loaded = load(tmp_path / "run" / "best")
+    config, ckpt = loaded.record.to_dict(), loaded.path
     assert config["task"]["labels"] == ["blue", "red"] and ckpt == result.best_checkpoint
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8]
@@ -83,7 +84,7 @@ def test_early_stopping_on_a_metric_that_does_not_improve(colours, tmp_path, one
 def test_resume_continues_from_the_newest_checkpoint(colours, tmp_path, one_thread):
     import shutil
 
-    from stlm.training.checkpoint import list_checkpoints
+    from stlm.checkpoint import list_checkpoints
 
     cfg = _cfg(colours, steps=6, eval_every=3, score_initial=False, max_new_tokens=4, keep_checkpoints=2)
     straight = finetune(cfg, tmp_path / "a", progress=False)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stlm import registry
 from stlm.finetune.evaluate import classify_by_logprob
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText, cut_utf8
@@ -23,7 +24,7 @@ _model = seeded_model
 def test_causal_loss_counts_target_tokens_only(name, one_thread):
     family, model = _model(name)
     tok = ByteTokenizer()
-    fmt = TextToText(family, tok, "\n=> ", 256, 64, model.config.max_seq_len)
+    fmt = TextToText(registry.get_family(family), tok, "\n=> ", 256, 64, model.config.max_seq_len)
     loss = fmt.loss(model, *fmt.batch(EXAMPLES))
 
     # Direct: each example alone, unpadded, cross-entropy of the target + EOS given BOS + input + separator.
@@ -41,7 +42,7 @@ def test_causal_loss_counts_target_tokens_only(name, one_thread):
 
 def test_causal_prompt_does_not_change_which_positions_count(one_thread):
     family, model = _model("decoder-tiny")
-    fmt = TextToText(family, ByteTokenizer(), "\n=> ", 256, 64, model.config.max_seq_len)
+    fmt = TextToText(registry.get_family(family), ByteTokenizer(), "\n=> ", 256, 64, model.config.max_seq_len)
     inputs, labels = fmt.batch(EXAMPLES[:1])
     prompt_len = len("the sky is clear\n=> ") + 1  # BOS
     assert (labels[0, : prompt_len - 1] == -100).all()
@@ -51,7 +52,7 @@ def test_causal_prompt_does_not_change_which_positions_count(one_thread):
 def test_encoder_decoder_loss_is_target_cross_entropy(one_thread):
     family, model = _model("t5-debug")
     tok = ByT5Tokenizer()
-    fmt = TextToText(family, tok, "\n=> ", 256, 64, None)
+    fmt = TextToText(registry.get_family(family), tok, "\n=> ", 256, 64, None)
     inputs, mask, targets = fmt.batch(EXAMPLES)
     assert inputs[0].tolist()[: mask[0].sum()] == tok.encode("the sky is clear", eos=True)
     loss = fmt.loss(model, inputs, mask, targets)
@@ -69,7 +70,7 @@ def test_encoder_decoder_loss_is_target_cross_entropy(one_thread):
 def test_inputs_are_cut_on_character_boundaries():
     assert cut_utf8("héllo", 2) == "h"  # é is two bytes: never half of it
     assert cut_utf8("héllo", 3) == "hé"
-    fmt = TextToText("decoder", ByteTokenizer(), "|", 1000, 10, 32)
+    fmt = TextToText(registry.get_family("decoder"), ByteTokenizer(), "|", 1000, 10, 32)
     # BOS + input + "|" + room for 10 target bytes + EOS fits 33 ids (max_len 32 inputs + 1)
     assert len(fmt.context("x" * 100).encode()) == 32 + 1 - 2 - 1 - 10 + 1
 
@@ -90,7 +91,7 @@ class PrefersLabel(torch.nn.Module):
 
 @pytest.mark.parametrize("preferred", ["blue", "red"])
 def test_classification_by_logprob_picks_the_preferred_label(preferred):
-    fmt = TextToText("decoder", ByteTokenizer(), "\n=> ", 256, 16, 128)
+    fmt = TextToText(registry.get_family("decoder"), ByteTokenizer(), "\n=> ", 256, 16, 128)
     chosen = classify_by_logprob(
         PrefersLabel(preferred), fmt, EXAMPLES * 3, ["red", "blue", "green"], batch_size=4, device="cpu",
         autocast=torch.autocast("cpu", enabled=False),

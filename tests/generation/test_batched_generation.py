@@ -12,7 +12,7 @@ import random
 import pytest
 import torch
 
-from stlm.generation import generate_greedy
+from stlm import registry
 from stlm.generation.decoder import generate, generate_batch
 from stlm.generation.seq2seq import generate_seq2seq, generate_seq2seq_batch
 from stlm.models.decoder import DecoderConfig, DecoderLM
@@ -120,10 +120,10 @@ def test_decoder_per_row_positions_match_each_row_alone(decoder, one_thread):
 
 def test_generate_greedy_dispatches_by_family(t5, decoder, one_thread):
     srcs = sources(7, 5, 20, V)
-    assert generate_greedy("t5", t5, srcs, eos_id=1, max_new_tokens=8) == [
+    assert registry.get_family("t5").generate_greedy(t5, srcs, eos_id=1, max_new_tokens=8) == [
         generate_seq2seq(t5, s, max_new_tokens=8, eos_id=1) for s in srcs
     ]
     ps = prompts(7, 5, 20)
-    assert generate_greedy("decoder", decoder, ps, eos_id=2, max_new_tokens=8) == [
+    assert registry.get_family("decoder").generate_greedy(decoder, ps, eos_id=2, max_new_tokens=8) == [
         list(generate(decoder, p, max_new_tokens=8, temperature=0, stop_ids=(2,))) for p in ps
     ]

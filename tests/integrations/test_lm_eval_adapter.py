@@ -114,10 +114,9 @@ def test_simple_evaluate_runs_local_tasks_offline_and_matches_stlm(adapter_model
 
 
 def test_generate_until_stops_at_the_first_stop_string(adapter_model):
-    from stlm.generation import stream
 
     s = adapter_model.scorer
-    ids = stream(s.family, s.model, s.tokenizer.encode("The ", bos=True), eos_id=s.tokenizer.eos_id, max_new_tokens=24, temperature=0.0)
+    ids = s.family.stream(s.model, s.tokenizer.encode("The ", bos=True), eos_id=s.tokenizer.eos_id, max_new_tokens=24, temperature=0.0)
     full = s.tokenizer.decode_bytes(list(ids)).decode("utf-8", errors="replace")
     request = SimpleNamespace(args=("The ", {"until": [full[6:8], "never-seen"], "max_gen_toks": 24}))
     (text,) = adapter_model.generate_until([request])

@@ -34,20 +34,19 @@ def test_tokenizer_and_model_vocabularies_must_agree(tmp_path):
     from pydoc_data.topics import topics
 
     from stlm.tokenizers import train_bpe
-    from stlm.training.loop import resolve_tokenizer
 
     family, bpe_tiny = registry.get_config("bpe-tiny")
     with pytest.raises(UserError, match="vocabulary of 1024 ids.*train-tokenizer --vocab-size 1024"):
-        resolve_tokenizer("auto", family, bpe_tiny)
+        registry.get_family(family).resolve_tokenizer("auto", bpe_tiny)
     with pytest.raises(UserError, match="has 264 ids but the decoder model's vocab_size is 1024"):
-        resolve_tokenizer("byte", family, bpe_tiny)
+        registry.get_family(family).resolve_tokenizer("byte", bpe_tiny)
     path = train_bpe([topics[k] for k in sorted(topics)[:40]], 600).save(tmp_path / "tok.json")
     with pytest.raises(UserError, match="has 600 ids but the decoder model's vocab_size is 1024; they must agree"):
-        resolve_tokenizer(f"bpe:{path}", family, bpe_tiny)
+        registry.get_family(family).resolve_tokenizer(f"bpe:{path}", bpe_tiny)
     pooled_family, pooled = registry.get_config("pooled-tiny")
     with pytest.raises(UserError, match="pooled models read bytes"):
-        resolve_tokenizer(f"bpe:{path}", pooled_family, pooled)
+        registry.get_family(pooled_family).resolve_tokenizer(f"bpe:{path}", pooled)
     family, decoder_tiny = registry.get_config("decoder-tiny")
     with pytest.raises(UserError, match="this model reads bytes"):
-        resolve_tokenizer(f"bpe:{path}", family, decoder_tiny)
-    assert isinstance(resolve_tokenizer("auto", pooled_family, pooled), ByteTokenizer)
+        registry.get_family(family).resolve_tokenizer(f"bpe:{path}", decoder_tiny)
+    assert isinstance(registry.get_family(pooled_family).resolve_tokenizer("auto", pooled), ByteTokenizer)

@@ -6,7 +6,7 @@ import torch
 from stlm.errors import UserError
 from stlm.models.decoder import DecoderConfig
 from stlm.registry import build_model
-from stlm.training import checkpoint as ckpt_io
+from stlm import checkpoint as ckpt_io
 
 
 def _model(seed=0):

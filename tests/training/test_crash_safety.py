@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 
 from stlm.cli.main import main as cli_main
 from stlm.errors import UserError
-from stlm.training import checkpoint as ckpt_io
+from stlm import checkpoint as ckpt_io
 from stlm.training.loop import resume, train
 from stlm.training.tasks import NextTokenTask
 
@@ -130,7 +130,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_d
     monkeypatch.setattr(torch, "save", real_save)
     root = run / "checkpoints"
     assert [p.name for p in root.iterdir()] == ["step-00000002"]  # the temp dir was removed
-    ckpt_io.load_model(run)  # the previous checkpoint is the latest and loads
+    ckpt_io.load(run)  # the previous checkpoint is the latest and loads
 
     # Debris of other failures is never taken for the latest checkpoint either.
     half = root / ".step-00000004.tmp-12345"

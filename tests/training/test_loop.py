@@ -9,7 +9,7 @@ from stlm.errors import UserError
 from stlm.models.decoder import DecoderConfig
 from stlm.objectives.next_token import model_loss
 from stlm.registry import build_model
-from stlm.training import checkpoint as ckpt_io
+from stlm import checkpoint as ckpt_io
 from stlm.training.loop import resume, train
 from stlm.training.optim import build_optimizer
 
@@ -116,5 +116,5 @@ def test_pooled_entropy_model_is_fitted_then_resumed_unchanged(tmp_path, corpus_
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert straight.val["val_bpb"] == resumed.val["val_bpb"]
-    model, _, _ = ckpt_io.load_model(resumed.checkpoint)
+    model = ckpt_io.load(resumed.checkpoint).model
     assert bool(model.boundaries.fitted)  # the fitted rule travelled in the checkpoint

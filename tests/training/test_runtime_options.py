@@ -11,7 +11,7 @@ from stlm.errors import UserError
 from stlm.models.t5 import T5Config
 from stlm.objectives.next_token import model_loss
 from stlm.objectives.seq2seq import seq2seq_loss
-from stlm.training.runtime import block_lists, checkpoint_blocks, resolve_runtime
+from stlm.runtime import block_lists, checkpoint_blocks, resolve_runtime
 
 
 def test_runtime_settings_are_validated() -> None:

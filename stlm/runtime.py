@@ -19,12 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import random
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
+
+import stlm
 
 from stlm.config import RuntimeConfig
 from stlm.errors import UserError
@@ -212,3 +219,35 @@ def tune_cpu_allocator() -> str:
         return "unchanged (no glibc mallopt)"
     ok = mallopt(_M_MMAP_MAX, 0) == 1 and mallopt(_M_TRIM_THRESHOLD, 1 << 30) == 1
     return "glibc: mmap off, trim threshold 1 GiB" if ok else "unchanged (mallopt refused)"
+
+
+def run_header(runtime_description: str) -> dict[str, Any]:
+    """Code version, package versions and device, recorded with every run."""
+    versions = {"python": platform.python_version(), "stlm": stlm.__version__, "torch": torch.__version__}
+    for name in ("numpy", "safetensors"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {
+        "git_commit": _git_commit(),
+        "versions": versions,
+        "device": runtime_description,
+        "threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+

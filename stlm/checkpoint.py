@@ -22,12 +22,17 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
+from stlm import registry
 from stlm.errors import UserError
+from stlm.families import ModelFamily
+from stlm.tokenizers import Tokenizer, tokenizer_from_record
 
 CHECKPOINTS_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -44,7 +49,7 @@ def save_checkpoint(
     *,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None,
-    config: dict[str, Any],
+    config: RunRecord | dict[str, Any],
     state: dict[str, Any],
     keep: int,
     optimizer_state: dict[str, Any] | None = None,
@@ -73,7 +78,7 @@ def save_checkpoint(
         if torch.cuda.is_available():
             trainer["rng_cuda"] = torch.cuda.get_rng_state_all()
         torch.save(trainer, tmp / "trainer.pt")
-        _write_json(tmp / "config.json", config)
+        _write_json(tmp / "config.json", config.to_dict() if isinstance(config, RunRecord) else config)
         _write_json(tmp / "state.json", {"step": step, **state})
         for name in _FILES:
             _fsync(tmp / name)
@@ -244,23 +249,87 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict[str, Any], Path]:
-    """A model ready for inference from a checkpoint or run directory.
+# --- the run record: what config.json holds, written and read here only -------------------------
 
-    Returns (model in eval mode, resolved run config, checkpoint directory).
+
+@dataclass
+class RunRecord:
+    """The resolved config stored as config.json in a run folder and in every checkpoint.
+
+    One family row, its model config and the tokenizer are always there;
+    `sections` holds what the writer adds ("run" for pretraining, "finetune"
+    and "task" for fine-tuning, "source" for an import, "data", "header", ...).
+    The JSON layout is {"model_config": {"family": ..., ...}, "tokenizer": {...}, **sections}.
     """
-    from stlm import registry
 
+    family: ModelFamily
+    model_config: Any
+    tokenizer: dict[str, Any]  # a tokenizer's to_dict(), or an import's note when there is none
+    sections: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.sections)
+        out["model_config"] = registry.config_to_dict(self.family.name, self.model_config)
+        out["tokenizer"] = self.tokenizer
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+        sections = dict(data)
+        family_name, model_cfg = registry.config_from_dict(sections.pop("model_config", {}))
+        tokenizer = sections.pop("tokenizer", None) or {"name": "byte"}
+        if not isinstance(tokenizer, dict):
+            raise UserError(f"the run record's tokenizer must be a table of settings, got {type(tokenizer).__name__}")
+        return cls(registry.get_family(family_name), model_cfg, tokenizer, sections)
+
+    @property
+    def model_name(self) -> str:
+        """The preset or model name the run started from (the family name when none was recorded)."""
+        for key, field_name in (("run", "model"), ("finetune", "init")):
+            value = (self.sections.get(key) or {}).get(field_name)
+            if isinstance(value, str) and value:
+                return value
+        return self.family.name
+
+    def load_tokenizer(self) -> Tokenizer:
+        """The tokenizer the run recorded (a BPE record carries its whole tokenizer.json)."""
+        return tokenizer_from_record(self.tokenizer)
+
+
+def read_record(path: Path) -> RunRecord:
+    """The run record in a config.json file (a run folder's or a checkpoint's)."""
+    return RunRecord.from_dict(read_json(path, what="run config"))
+
+
+@dataclass
+class LoadedRun:
+    """A checkpoint ready to use: `load` builds it, everything that reads a checkpoint takes it."""
+
+    model: nn.Module  # in eval mode, on the requested device
+    record: RunRecord
+    tokenizer: Tokenizer
+    path: Path  # the checkpoint directory (checkpoints/step-N)
+    step: int
+
+    @property
+    def family(self) -> ModelFamily:
+        return self.record.family
+
+    @property
+    def model_config(self) -> Any:
+        return self.record.model_config
+
+    @property
+    def run_dir(self) -> Path:
+        """The run folder holding this checkpoint (the checkpoint itself when it stands alone)."""
+        return self.path.parent.parent if self.path.parent.name == CHECKPOINTS_DIR else self.path
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    """A model ready for inference from a checkpoint or run directory (its newest checkpoint)."""
     ckpt = resolve_checkpoint(path)
-    config = load_config(ckpt)
-    family, model_cfg = registry.config_from_dict(config.get("model_config", {}))
-    model = registry.build_model(family, model_cfg)
+    record = RunRecord.from_dict(load_config(ckpt))
+    model = record.family.build(record.model_config)
     load_weights(model, ckpt)
-    return model.to(device).eval(), config, ckpt
-
-
-def load_tokenizer_of(config: dict[str, Any]):
-    """The tokenizer a checkpoint was trained with (its config's "tokenizer" entry)."""
-    from stlm.tokenizers import tokenizer_from_record
-
-    return tokenizer_from_record(config.get("tokenizer"))
+    step = read_json(ckpt / "state.json", what="checkpoint state").get("step", 0)
+    return LoadedRun(model.to(device).eval(), record, record.load_tokenizer(), ckpt, int(step) if isinstance(step, int) else 0)

@@ -1,0 +1,206 @@
+"""What a model family is and does: one row of the registry, one class each.
+
+Everything that differs between families lives on its row, so no other code
+asks which family it holds:
+
+    built from      config class, model class, exact parameter count, presets, name grammar
+    meets text      the tokenizer "auto" picks and the check a tokenizer must pass,
+                    how a prompt and a (prompt, target) pair become ids and tensors
+    trains          which objectives fit, the longest window, a hook before the first step
+    generates       streamed sampling and batched greedy decoding with the family's cache
+    is listed       its shape line in `stlm models` and, where it has one, a breakdown by part
+
+`CausalFamily` holds what every decoder-only family shares (decoder, pooled);
+the encoder-decoder T5 family overrides it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from stlm.errors import UserError
+from stlm.objectives.prompted import pack_prompted, prompted_loss
+from stlm.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
+
+
+class ModelFamily:
+    """One model family; subclasses fill in the class attributes and override behaviour."""
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type]  # a dataclass with to_dict() / from_dict(); from_dict raises ValueError
+    model_cls: ClassVar[Callable[[Any], nn.Module]]  # model_cls(config) -> an initialised model
+    presets: ClassVar[Mapping[str, Any]]  # preset name -> config
+    encoder_decoder: ClassVar[bool] = False
+    objectives: ClassVar[tuple[str, ...]] = ("next-token",)  # pretraining objectives, the default first
+    # Architecture settings a recipe or --set may change (model.<key>), beyond the preset.
+    arch_keys: ClassVar[tuple[str, ...]] = ()
+
+    # --- built from -------------------------------------------------------------------------
+
+    def count_params(self, cfg: Any) -> int:
+        """Exact count from the config alone (tied weights once), no model built."""
+        raise NotImplementedError
+
+    def parse_name(self, name: str) -> Any | None:
+        """Config for an open-ended name (t5-efficient-tiny-nl32); None when the name is not the family's."""
+        return None
+
+    def build(self, cfg: Any) -> nn.Module:
+        return self.model_cls(cfg)
+
+    def with_arch(self, cfg: Any, changes: Mapping[str, Any]) -> Any:
+        """`cfg` with architecture settings changed (checked by the config's own __post_init__)."""
+        unknown = sorted(set(changes) - set(self.arch_keys))
+        if unknown:
+            raise UserError(
+                f"model.{unknown[0]} is not a {self.name} setting that can be changed; "
+                f"settable: {', '.join('model.' + k for k in self.arch_keys)}"
+            )
+        try:
+            return dataclasses.replace(cfg, **changes)
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"bad {self.name} model setting: {exc}") from None
+
+    # --- is listed ---------------------------------------------------------------------------
+
+    def describe(self, cfg: Any) -> str:
+        """The one-line shape `stlm models` prints."""
+        raise NotImplementedError
+
+    def breakdown(self, cfg: Any) -> dict[str, Any] | None:
+        """Parameters by part and what each sharing option saves, where the family has parts."""
+        return None
+
+    # --- meets text ---------------------------------------------------------------------------
+
+    def default_tokenizer(self, cfg: Any) -> str:
+        """The tokenizer spec "auto" resolves to for this config (a UserError if none fits)."""
+        raise NotImplementedError
+
+    def check_tokenizer(self, tokenizer: Tokenizer, spec: str, cfg: Any) -> Tokenizer:
+        """The tokenizer, if the model's vocabulary fits it; a UserError otherwise."""
+        raise NotImplementedError
+
+    def bpe_vocab_size(self, cfg: Any) -> int | None:
+        """The size of BPE this config needs fitted because "auto" has none for it (a token preset), else None."""
+        return None
+
+    def resolve_tokenizer(self, spec: str, cfg: Any) -> Tokenizer:
+        """The tokenizer a run uses: named, or chosen from the family ("auto"), and checked."""
+        if spec == "auto":
+            spec = self.default_tokenizer(cfg)
+        return self.check_tokenizer(load_tokenizer(spec), spec, cfg)
+
+    def max_len(self, cfg: Any) -> int | None:
+        """The longest sequence the model takes; None when positions are relative (no limit)."""
+        return None
+
+    def prompt_ids(self, tokenizer: Tokenizer, text: str) -> list[int]:
+        """The ids generation and scoring condition on."""
+        raise NotImplementedError
+
+    def pair_tensors(self, tokenizer: Tokenizer, pairs: Sequence[tuple[str, list[int]]]) -> tuple[torch.Tensor, ...]:
+        """Model-ready tensors (CPU) for (prompt text, target ids) pairs, the target ending in EOS."""
+        raise NotImplementedError
+
+    def pair_loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over the target ids of `pair_tensors`."""
+        raise NotImplementedError
+
+    def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
+        """Target ids `pair_loss` averages over."""
+        raise NotImplementedError
+
+    # --- trains ------------------------------------------------------------------------------
+
+    def check_objective(self, objective: str, model_name: str) -> None:
+        if objective not in self.objectives:
+            raise UserError(self._wrong_objective(objective, model_name))
+
+    def _wrong_objective(self, objective: str, model_name: str) -> str:
+        return f"{objective} does not train {self.name} models such as {model_name}; use --objective {self.objectives[0]}"
+
+    def before_training(self, model: nn.Module, train_ids: np.ndarray) -> str | None:
+        """A hook run once on a new run before its first step; returns a line to print, or None."""
+        return None
+
+    # --- generates ---------------------------------------------------------------------------
+
+    def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
+        """New token ids for a prompt (`sampling`: max_new_tokens, temperature, top_k, top_p, seed)."""
+        raise NotImplementedError
+
+    def generate_greedy(
+        self, model: nn.Module, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int
+    ) -> list[list[int]]:
+        """Greedy new ids for several prompts, each what `stream(..., temperature=0)` gives it alone."""
+        return [
+            list(self.stream(model, prompt, eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=0.0))
+            for prompt in prompts
+        ]
+
+    def __repr__(self) -> str:
+        return f"<model family {self.name}>"
+
+
+class CausalFamily(ModelFamily):
+    """Decoder-only families: they continue BOS + prompt, and train on next-token prediction.
+
+    A (prompt, target) pair is one sequence, loss on the target only:
+        ids = BOS prompt... target... EOS
+    """
+
+    encoder_decoder = False
+
+    def default_tokenizer(self, cfg: Any) -> str:
+        if cfg.vocab_size != ByteTokenizer.vocab_size:
+            raise UserError(
+                f"this {self.name} model has a vocabulary of {cfg.vocab_size} ids, not the byte tokenizer's "
+                f"{ByteTokenizer.vocab_size}: pass --tokenizer bpe:PATH/tokenizer.json "
+                f"(make one with `stlm train-tokenizer --vocab-size {cfg.vocab_size} --out PATH/tokenizer.json`)"
+            )
+        return "byte"
+
+    def check_tokenizer(self, tokenizer: Tokenizer, spec: str, cfg: Any) -> Tokenizer:
+        # Decoder-only models must have exactly the tokenizer's ids (a BPE of 4096 ids for bpe-10m).
+        n_tok, n_model = tokenizer.vocab_size, cfg.vocab_size
+        if n_tok != n_model:
+            hint = (
+                f"; train a BPE of that size with `stlm train-tokenizer --vocab-size {n_model} --out PATH/tokenizer.json`"
+                if n_model != ByteTokenizer.vocab_size
+                else "; this model reads bytes: use --tokenizer byte (or auto)"
+            )
+            raise UserError(
+                f"tokenizer {spec} has {n_tok} ids but the {self.name} model's vocab_size is {n_model}; they must agree{hint}"
+            )
+        return tokenizer
+
+    def bpe_vocab_size(self, cfg: Any) -> int | None:
+        return None if cfg.vocab_size == ByteTokenizer.vocab_size else cfg.vocab_size
+
+    def max_len(self, cfg: Any) -> int | None:
+        return cfg.max_seq_len  # rotary tables have a length
+
+    def prompt_ids(self, tokenizer: Tokenizer, text: str) -> list[int]:
+        return tokenizer.encode(text, bos=True)
+
+    def pair_tensors(self, tokenizer: Tokenizer, pairs: Sequence[tuple[str, list[int]]]) -> tuple[torch.Tensor, ...]:
+        return pack_prompted([(tokenizer.encode(ctx, bos=True), tgt) for ctx, tgt in pairs], pad_id=tokenizer.pad_id)
+
+    def pair_loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
+        inputs, labels = tensors
+        return prompted_loss(model, inputs, labels)
+
+    def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
+        return int((tensors[1] != -100).sum())
+
+    def _wrong_objective(self, objective: str, model_name: str) -> str:
+        if objective == "span-corruption":
+            return f"span corruption trains encoder-decoders; model {model_name} is a {self.name} model (use next-token)"
+        return super()._wrong_objective(objective, model_name)

@@ -1,0 +1,35 @@
+"""The plain decoder-only transformer: the token-level baseline (bytes unpooled, or a small BPE)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from torch import nn
+
+from stlm.families.base import CausalFamily
+from stlm.generation.decoder import generate, generate_batch
+from stlm.models.decoder import PRESETS, DecoderConfig, DecoderLM, count_params
+
+
+class DecoderFamily(CausalFamily):
+    name = "decoder"
+    config_cls = DecoderConfig
+    model_cls = DecoderLM
+    presets = PRESETS
+    arch_keys = ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len", "tie_embeddings", "rope_theta")
+
+    def count_params(self, cfg: Any) -> int:
+        return count_params(cfg)
+
+    def describe(self, cfg: Any) -> str:
+        return f"d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ff={cfg.d_ff} V={cfg.vocab_size} ctx={cfg.max_seq_len}"
+
+    def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
+        return generate(model, prompt_ids, stop_ids=(eos_id,), **sampling)
+
+    def generate_greedy(
+        self, model: nn.Module, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int
+    ) -> list[list[int]]:
+        # One batch: prompts right-padded, each row at its own rotary position (decoder.generate_batch).
+        return generate_batch(model, prompts, max_new_tokens=max_new_tokens, stop_ids=(eos_id,))
