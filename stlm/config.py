@@ -77,7 +77,8 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant | inverse-sqrt
-    warmup_steps: int = 100
+    warmup_steps: int | None = None  # None: warmup_fraction of the run's steps (fixed when the run starts)
+    warmup_fraction: float = 0.1  # used when warmup_steps is None, so short runs warm up briefly and still decay
     decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
 
     def __post_init__(self) -> None:
@@ -88,7 +89,8 @@ class OptimConfig:
         _check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "optim betas must be in [0, 1)")
         _check(self.grad_clip >= 0, "optim.grad_clip must be >= 0 (0 disables clipping)")
         _check(self.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        _check(self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _check(self.warmup_steps is None or self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
+        _check(0.0 <= self.warmup_fraction < 1.0, "optim.warmup_fraction must be in [0, 1)")
         _check(0.0 < self.decay_fraction <= 1.0, "optim.decay_fraction must be in (0, 1]")
 
 
@@ -132,7 +134,19 @@ class RuntimeConfig:
 
 @dataclass
 class RunConfig:
+    """A whole pretraining run. The model is a preset name plus, optionally, architecture
+    settings changed from it (`arch`), written in a recipe as
+
+        [model]
+        name = "pooled-tiny"
+        boundary = "entropy"
+
+    or on the command line as `--set model.boundary=entropy` (`model = "pooled-tiny"`
+    alone still works). The family row checks the settings (`ModelFamily.with_arch`).
+    """
+
     model: str = "decoder-tiny"  # a preset name from `stlm models`
+    arch: dict[str, Any] = field(default_factory=dict)  # model.<key> settings changed from the preset
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -145,11 +159,21 @@ class RunConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> RunConfig:
         """Build a run config from plain data, naming any unknown key or bad value."""
+        if isinstance(raw, dict) and isinstance(raw.get("model"), dict):  # a [model] table: name + settings
+            table = dict(raw["model"])
+            if "name" not in table:
+                raise UserError(f"{source}: the [model] table needs name = PRESET (see `stlm models`)")
+            raw = {**raw, "model": table.pop("name"), "arch": {**raw.get("arch", {}), **table}}
         return config_from_dict(cls, raw, source=source)
 
     def with_overrides(self, overrides: dict[str, Any], *, source: str = "command line") -> RunConfig:
-        """A copy with dotted keys (`optim.lr`, `model`) replaced."""
-        return apply_overrides(self, overrides, source=source)
+        """A copy with dotted keys (`optim.lr`, `model`, `model.d_model`) replaced."""
+        return apply_overrides(self, {arch_key(k): v for k, v in overrides.items()}, source=source)
+
+
+def arch_key(dotted: str) -> str:
+    """`model.<setting>` is how users name an architecture setting; it is stored under `arch`."""
+    return "arch." + dotted[len("model.") :] if dotted.startswith("model.") else dotted
 
 
 def config_from_dict(cls: type, raw: dict[str, Any], *, source: str = "config") -> Any:
@@ -169,14 +193,32 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], *, source: str = "comma
             if section not in merged or not isinstance(merged[section], dict):
                 raise UserError(f"{source}: unknown setting {dotted!r} (sections: {', '.join(_sections(type(cfg)))})")
             target = merged[section]
-        if key not in target:
+        if key not in target and not _is_table(type(cfg), section):
             raise UserError(f"{source}: unknown setting {dotted!r}")
         target[key] = value
     return config_from_dict(type(cfg), merged, source=source)
 
 
+def apply_resume_overrides(cfg: Any, overrides: dict[str, Any], safe_keys: tuple[str, ...], *, run_dir: Any) -> Any:
+    """`cfg` (a resumed run's own config) with `overrides` applied, when each is in `safe_keys`
+    or leaves its setting as it was; a UserError naming the first that would change anything else."""
+    for key, value in overrides.items():
+        if key not in safe_keys and cfg.with_overrides({key: value}, source="--resume") != cfg:
+            raise UserError(
+                f"{key} cannot change when resuming {run_dir} (its checkpoints were trained with the run's own); "
+                f"on resume only {', '.join(safe_keys)} may change: start a new run to change {key}"
+            )
+    return cfg.with_overrides(overrides, source="--resume")
+
+
 def _sections(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default_factory)]  # type: ignore[arg-type]
+
+
+def _is_table(cls: type, name: str) -> bool:
+    """A free-form table field (dict), whose keys are checked by whoever reads it."""
+    hint = typing.get_type_hints(cls).get(name)
+    return typing.get_origin(hint) is dict
 
 
 def _check(ok: bool, message: str) -> None:
@@ -199,15 +241,19 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
             if not isinstance(value, dict):
                 raise UserError(f"{source}: {key} must be a table of settings, got {value!r}")
             kwargs[name] = _build(hint, value, source, prefix=key + ".")
+        elif typing.get_origin(hint) is dict:
+            if not isinstance(value, dict):
+                raise UserError(f"{source}: {key} must be a table of settings, got {value!r}")
+            kwargs[name] = dict(value)
         else:
-            kwargs[name] = _coerce(value, hint, key, source)
+            kwargs[name] = coerce(value, hint, key, source)
     try:
         return cls(**kwargs)
     except UserError as exc:
         raise UserError(f"{source}: {exc}") from None
 
 
-def _coerce(value: Any, hint: Any, key: str, source: str) -> Any:
+def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Check a value against a simple type hint; accept ints for floats and strings from the CLI."""
     allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
     if type(None) in allowed and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):

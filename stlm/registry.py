@@ -70,10 +70,12 @@ def get_config(name: str) -> tuple[str, Any]:
     raise UserError(f"unknown model preset {name!r}{hint} (valid presets: {', '.join(names)})")
 
 
-def resolve_model(name: str) -> tuple[ModelFamily, Any]:
-    """(family row, config) of a preset or family-grammar name; the config is the caller's to change."""
+def resolve_model(name: str, arch: Mapping[str, Any] | None = None) -> tuple[ModelFamily, Any]:
+    """(family row, config) of a preset or family-grammar name, with architecture settings
+    `arch` changed (`model.<key>` of a run config; the row checks them); the caller may change it."""
     family_name, cfg = get_config(name)
-    return FAMILIES[family_name], cfg
+    family = FAMILIES[family_name]
+    return family, family.with_arch(cfg, arch) if arch else cfg
 
 
 def count_params(family: str, cfg: Any) -> int:

@@ -11,8 +11,9 @@ that decides:
     allocator       CPU on Linux: freed activation memory kept for the next step
     model           optional activation checkpointing of every block, then optional torch.compile
 
-The loop calls `prepare_model` once, and `backward` / `step` / `unscale` each
-step: with fp32 and bf16 the scaler is disabled and those are plain calls.
+The training step (`stlm.training.step`) calls `prepare_model` once, and
+`backward` / `unscale` / `step` (or `skip`) each step: with fp32 and bf16 the
+scaler is disabled and those are plain calls.
 """
 
 from __future__ import annotations
@@ -82,6 +83,20 @@ class Runtime:
         else:
             self.scaler.step(optimizer)
             self.scaler.update()
+
+    def skip(self, optimizer: torch.optim.Optimizer) -> None:
+        """A step not taken (a non-finite loss): under fp16 the scaler still updates, which lowers
+        its scale after inf/NaN gradients and clears this step's `unscale`."""
+        if self.scaler is not None:
+            self.scaler.update()
+
+    def eager(self) -> contextlib.AbstractContextManager:
+        """Around evaluation: a compiled model runs uncompiled. Evaluation's shapes (a last partial
+        batch, decoding one token at a time into a growing cache) differ from the training step's,
+        and compiling each of them costs more than the little evaluation time it would save."""
+        if self.compile:
+            return torch.compiler.set_stance("force_eager")
+        return contextlib.nullcontext()
 
     def describe(self) -> str:
         name = str(self.device)

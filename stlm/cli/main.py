@@ -298,7 +298,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from stlm.training import loop
 
     if args.resume:
-        result = loop.resume(args.resume, stop_at=args.stop_at, progress=not args.quiet)
+        result = loop.resume(args.resume, overrides=_overrides(args), stop_at=args.stop_at, progress=not args.quiet)
     else:
         cfg = load_run_config(args.config) if args.config else RunConfig()
         cfg = cfg.with_overrides(_overrides(args))
@@ -378,7 +378,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from stlm.finetune.loop import finetune
 
     if args.resume:
-        result = finetune(FinetuneConfig(), args.resume, resume=True, progress=not args.quiet)
+        result = finetune(FinetuneConfig(), args.resume, resume=True, overrides=_finetune_overrides(args), progress=not args.quiet)
     else:
         cfg = load_finetune_config(args.config) if args.config else FinetuneConfig()
         overrides = _finetune_overrides(args)

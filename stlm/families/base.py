@@ -17,6 +17,7 @@ the encoder-decoder T5 family overrides it.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlm.config import coerce
 from stlm.errors import UserError
 from stlm.objectives.prompted import pack_prompted, prompted_loss
 from stlm.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
@@ -62,8 +64,11 @@ class ModelFamily:
                 f"model.{unknown[0]} is not a {self.name} setting that can be changed; "
                 f"settable: {', '.join('model.' + k for k in self.arch_keys)}"
             )
+        # Values from --set arrive as strings; each is read as its field's type ("128" -> 128).
+        hints = typing.get_type_hints(self.config_cls)
+        typed = {key: coerce(value, hints[key], f"model.{key}", "model settings") for key, value in changes.items()}
         try:
-            return dataclasses.replace(cfg, **changes)
+            return dataclasses.replace(cfg, **typed)
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad {self.name} model setting: {exc}") from None
 

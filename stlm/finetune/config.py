@@ -9,7 +9,9 @@
     steps = 500
     patience = 3                           # evaluations without improvement before stopping
 
-Sections reuse the pretraining run config's `OptimConfig` and `RuntimeConfig`;
+Sections reuse the pretraining run config's `OptimConfig` and `RuntimeConfig`
+(so every runtime option - compile, activation checkpointing, fp16 with its
+gradient scaler - applies to fine-tuning through the shared training step);
 the same reader checks names and types (`stlm.config.config_from_dict`).
 """
 
@@ -76,17 +78,18 @@ class FinetuneTrainConfig:
     max_new_tokens: int = 0  # generation length; 0: the longest training target + 8
     keep_checkpoints: int = 1  # newest complete checkpoints kept for --resume (the best is kept apart)
     score_initial: bool = True  # also score the starting model on the final split (the "untuned" row)
+    nonfinite_skips: int = 3  # consecutive steps with a NaN/inf loss or gradient skipped before the run stops
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_every", "keep_checkpoints"):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
-        for name in ("eval_examples", "patience", "max_new_tokens"):
+        for name in ("eval_examples", "patience", "max_new_tokens", "nonfinite_skips"):
             _check(getattr(self, name) >= 0, f"train.{name} must be >= 0")
 
 
 def _finetune_optim() -> OptimConfig:
-    # Fine-tuning a small model: a lower peak and a short warmup.
-    return OptimConfig(lr=1e-3, warmup_steps=30, weight_decay=0.0)
+    # Fine-tuning a small model: a lower peak and a short warmup (30 of the default 500 steps).
+    return OptimConfig(lr=1e-3, warmup_fraction=0.06, weight_decay=0.0)
 
 
 @dataclass

@@ -31,7 +31,11 @@ def cut_utf8(text: str, max_bytes: int) -> str:
 
 @dataclass
 class TextToText:
-    """One family's view of examples: prompts, batches, loss and greedy outputs."""
+    """One family's view of examples: prompts, batches, loss and greedy outputs.
+
+    Its `loss` and `counts` make it an objective the shared training step takes
+    (`stlm.objectives.base.Objective`), as the pretraining objectives are.
+    """
 
     family: ModelFamily  # a registry row: how a (prompt, target) pair meets the model
     tokenizer: Any
@@ -66,6 +70,10 @@ class TextToText:
 
     def loss(self, model: torch.nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         return self.family.pair_loss(model, *tensors)
+
+    def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
+        """(target tokens, 0): what the training step counts for throughput (`objectives.base.Objective`)."""
+        return self.n_target_tokens(tensors), 0
 
     def n_target_tokens(self, tensors: tuple[torch.Tensor, ...]) -> int:
         """Target ids the loss averages over (labels != -100, or non-pad targets)."""

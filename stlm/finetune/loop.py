@@ -1,7 +1,10 @@
 """Fine-tuning: a pretrained (or freshly initialised) model learns a text-to-text task.
 
-    FinetuneConfig -> model (checkpoint or preset) -> runtime -> examples (built-in or files)
-                   -> AdamW + schedule -> steps -> validation (loss + metric on greedy outputs)
+    FinetuneConfig -> model (checkpoint or preset) -> examples (built-in or files)
+                   -> text-to-text pairs (finetune/format.py: batch format and loss)
+                   -> step (training/step.py: runtime options, optimizer, one train_step, the
+                      non-finite policy; the same step pretraining uses)
+                   -> validation (loss + metric on greedy outputs)
                    -> best checkpoint, early stopping -> test scores beside baselines -> results.json
 
 A run folder holds:
@@ -21,7 +24,7 @@ permutation, so a resumed run sees the batches an uninterrupted one would.
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -31,17 +34,20 @@ from typing import Any
 import numpy as np
 import torch
 
+from stlm import checkpoint as ckpt_io
 from stlm import registry
+from stlm.config import apply_resume_overrides
 from stlm.errors import UserError
 from stlm.evaluation.record import checkpoint_record, provenance
 from stlm.finetune.config import FinetuneConfig
 from stlm.finetune.evaluate import baselines, evaluate_examples
 from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
 from stlm.finetune.format import TextToText
-from stlm import checkpoint as ckpt_io
-from stlm.training.logging import MetricsLog
-from stlm.training.optim import build_optimizer, lr_at, set_lr
 from stlm.runtime import resolve_runtime, run_header, seed_everything
+from stlm.training import distributed
+from stlm.training.logging import MetricsLog
+from stlm.training.optim import lr_at, resolve_warmup
+from stlm.training.step import progress_bar, setup, train_step
 
 RESULTS = "results.json"
 METRICS = {  # what early stopping may watch, by task kind
@@ -50,6 +56,11 @@ METRICS = {  # what early stopping may watch, by task kind
     "classification": ("accuracy", "accuracy_logprob", "loss"),
 }
 BEST = "best"
+# What a resumed fine-tuning run may change: how long it runs, how often it logs and validates,
+# how many checkpoints it keeps, where it runs.
+RESUME_SAFE_KEYS = (
+    "train.steps", "train.log_every", "train.eval_every", "train.keep_checkpoints", "runtime.device", "runtime.threads",
+)
 
 
 @dataclass
@@ -72,8 +83,21 @@ class TaskData:
     files: dict[str, Path]  # split -> file, for hashes
 
 
-def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
-    """Fine-tune as `cfg` says into `out` (a new folder, or one to resume)."""
+def finetune(
+    cfg: FinetuneConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overrides: dict[str, object] | None = None,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune as `cfg` says into `out`, a new folder.
+
+    With `resume=True`, continue the run in `out` from its newest checkpoint
+    instead: `cfg` is not used, the run's own config is, with `overrides`
+    (dotted keys) changing the settings in `RESUME_SAFE_KEYS`; any other that
+    differs raises a UserError naming it. On a new run `overrides` apply to `cfg`.
+    """
     out = Path(out)
     latest = ckpt_io.latest_checkpoint(out) if resume else None
     if resume:
@@ -83,10 +107,15 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         if "finetune" not in saved:
             raise UserError(f"{latest} is not a fine-tuning checkpoint (resume pretraining runs with stlm train --resume)")
         cfg = FinetuneConfig.from_dict(saved["finetune"], source=f"{latest}/config.json")
-    elif (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
-        raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+        cfg = apply_resume_overrides(cfg, overrides or {}, RESUME_SAFE_KEYS, run_dir=out)
+    else:
+        if (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
+            raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+        cfg = cfg.with_overrides(overrides or {})
+        cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
 
     runtime = resolve_runtime(cfg.runtime)
+    par = distributed.Parallel(mode="none", rank=0, world_size=1, runtime=runtime)  # fine-tuning is one process
     seed_everything(cfg.train.seed)
     family, model_cfg, model, tokenizer, init_ckpt = _starting_model(cfg, latest)
     if latest is not None:  # the weights came from the run itself; record where it started
@@ -95,7 +124,6 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
     if metric not in METRICS[cfg.task.resolved_kind()]:
         known = ", ".join(METRICS[cfg.task.resolved_kind()])
         raise UserError(f"train.metric {metric!r} is not scored for {cfg.task.resolved_kind()} tasks; choose one of {known}")
-    model.to(runtime.device)
     max_len = family.max_len(model_cfg)
     fmt = TextToText(family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len)
     if progress:
@@ -115,18 +143,23 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
     })
 
-    def evaluate(examples: list[Example], bar: bool = False) -> dict[str, float]:
-        scores, _ = evaluate_examples(
-            model, fmt, examples, kind=data.kind, labels=data.labels, max_new_tokens=max_new,
-            batch_size=cfg.train.batch_size, device=runtime.device, autocast=runtime.autocast(), progress=bar and progress,
-        )
-        return scores
+    def log(row: dict[str, Any]) -> None:
+        metrics_log.write(row)
 
-    optimizer = build_optimizer(model, cfg.optim, runtime.device)
+    trainer = setup(
+        model, cfg.optim, par, run_dir=out, nonfinite_skips=cfg.train.nonfinite_skips, report=log, progress=progress
+    )
+
+    def evaluate(examples: list[Example], bar: bool = False) -> dict[str, float]:
+        return trainer.evaluate(lambda plain: evaluate_examples(
+            plain, fmt, examples, kind=data.kind, labels=data.labels, max_new_tokens=max_new,
+            batch_size=cfg.train.batch_size, device=runtime.device, autocast=runtime.autocast(), progress=bar and progress,
+        )[0])
+
     state: dict[str, Any] = {"best": None, "best_step": 0, "bad_evals": 0, "initial": None, "stopped_early": False}
     start = 0
     if latest is not None:
-        saved_state = ckpt_io.load_trainer_state(latest, optimizer)
+        saved_state = trainer.restore(latest)
         start = int(saved_state["step"])
         state.update({k: saved_state[k] for k in state if k in saved_state})
     else:
@@ -147,41 +180,26 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         )
     metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start if latest is not None else None)
 
-    def save(step: int) -> Path:
-        return ckpt_io.save_checkpoint(
-            out, step, model=model, optimizer=optimizer, config=resolved, state=state, keep=cfg.train.keep_checkpoints
-        )
-
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=cfg.train.steps, initial=start, desc="finetune", unit="step", disable=not progress, dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    step, loss_sum, loss_n = start, 0.0, 0
-    shown: dict[str, str] = {}  # the latest validation score, kept on the progress bar
+    bar = progress_bar("finetune", cfg.train.steps, start, progress)
+    step = start
+    loss_sum, loss_n = torch.zeros((), device=runtime.device), 0  # over the updates of a log interval
+    shown: dict[str, str] = {"loss": "nan"}  # the latest training loss and validation score on the progress bar
     t0 = time.perf_counter()
-    model.train()
+    trainer.model.train()
     while step < cfg.train.steps:
         lr = lr_at(step, cfg.train.steps, cfg.optim)
-        set_lr(optimizer, lr)
-        batch = [data.train[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
-        tensors = tuple(t.to(runtime.device) for t in fmt.batch(batch))
-        with runtime.autocast():
-            loss = fmt.loss(model, *tensors)
-        loss.backward()
-        if cfg.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        examples = [data.train[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
+        result = train_step(trainer, fmt, [fmt.batch(examples)], step=step, lr=lr)
         step += 1
         bar.update(1)
-        loss_sum, loss_n = loss_sum + float(loss.detach()), loss_n + 1
-        if step % cfg.train.log_every == 0:
-            mean = loss_sum / loss_n
-            if not math.isfinite(mean):
-                raise UserError(f"training loss became {mean} at step {step}; lower optim.lr")
+        if result.applied:
+            loss_sum, loss_n = loss_sum + result.loss, loss_n + 1
+        if step % cfg.train.log_every == 0 and loss_n:
+            mean = float(loss_sum) / loss_n
             metrics_log.write({"step": step, "loss": mean, "lr": lr, "elapsed_s": time.perf_counter() - t0})
-            bar.set_postfix(loss=f"{mean:.3f}", **shown, refresh=False)
-            loss_sum, loss_n = 0.0, 0
+            shown["loss"] = f"{mean:.3f}"
+            bar.set_postfix(**shown, refresh=False)
+            loss_sum, loss_n = torch.zeros_like(loss_sum), 0
         if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
             val = evaluate(eval_set)
             metrics_log.write({"step": step, **{f"val_{k}": v for k, v in val.items()}})
@@ -192,10 +210,10 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
                 ckpt_io.save_checkpoint(out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1)
             else:
                 state["bad_evals"] += 1
-            shown = {f"val_{metric}": f"{value:.3f}", "best": f"{state['best']:.3f}"}
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}", **shown, refresh=False)
+            shown.update({f"val_{metric}": f"{value:.3f}", "best": f"{state['best']:.3f}"})
+            bar.set_postfix(**shown, refresh=False)
             state["stopped_early"] = bool(cfg.train.patience and state["bad_evals"] >= cfg.train.patience)
-            save(step)
+            trainer.save(step, record=resolved, state=state, keep=cfg.train.keep_checkpoints)
             if state["stopped_early"]:
                 break
     bar.close()

@@ -38,6 +38,10 @@ class RotateHalf(torch.autograd.Function):
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, sign: float) -> torch.Tensor:
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
+    if torch.compiler.is_compiling():
+        # Inductor fuses the plain formula into one kernel itself, and its dynamic-shape
+        # tracing (a batch width that changes between steps) fails on `out=` into views.
+        return torch.cat((x1 * cos - sign * (x2 * sin), x2 * cos + sign * (x1 * sin)), dim=-1)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)  # (B, T, H, Dh), contiguous
     o1, o2 = out[..., :half], out[..., half:]
     torch.mul(x1, cos, out=o1)
@@ -70,6 +74,8 @@ class SiluGate(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (gate_up,) = ctx.saved_tensors
         gate, up = gate_up.chunk(2, dim=-1)
+        if torch.compiler.is_compiling():  # as in _rotate: no `out=` into views under inductor
+            return torch.cat((torch.ops.aten.silu_backward(grad * up, gate), grad * F.silu(gate)), dim=-1)
         d = torch.empty_like(gate_up)  # (..., 2F)
         d_gate, d_up = d.chunk(2, dim=-1)
         torch.mul(grad, F.silu(gate), out=d_up)

@@ -24,6 +24,9 @@ may be kept or masked, as in T5.
 Resuming: the mask of a window depends only on (seed, loader epoch, the
 window's position in that epoch's order), so the WindowLoader's state is the
 whole state and a resumed run corrupts exactly as an uninterrupted one.
+
+`SpanCorruptionObjective` (at the end) is span corruption as the training
+loop's objective (objectives/base.py): batch format, seq2seq loss, validation.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from stlm.config import ObjectiveConfig
 from stlm.errors import UserError
+from stlm.objectives.seq2seq import seq2seq_loss
 
 if TYPE_CHECKING:  # only a type: objectives take a loader, they need not import the data layer
     from stlm.data.loader import WindowLoader
@@ -244,3 +249,78 @@ class SpanCorruptionBatcher:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.loader.load_state_dict(state)
+
+
+_VALIDATION_KEY = (2**31 - 1,)
+
+
+@dataclass
+class SpanCorruptionObjective:
+    """Span corruption as a pretraining objective for encoder-decoders (T5, ByT5).
+
+    Raw windows of `raw_length` ids from the seeded window loader are each
+    corrupted into an encoder input and a target (512 -> 114 at T5's
+    settings). A step's noise masks come from a generator keyed by (seed,
+    step, micro-batch[, rank]), so a resumed run corrupts exactly as an
+    uninterrupted one. Validation corrupts the first validation windows with
+    a fixed key and reports their mean loss per target token.
+    """
+
+    lengths: SpanLengths
+    sentinel_ids: list[int]
+    eos_id: int
+    pad_id: int
+    name: str = "span-corruption"
+
+    @classmethod
+    def create(cls, cfg: ObjectiveConfig, seq_len: int, tokenizer: Any) -> SpanCorruptionObjective:
+        try:
+            lengths = span_lengths(seq_len, cfg.noise_density, cfg.mean_span)
+        except ValueError as exc:
+            raise UserError(f"span corruption with seq_len {seq_len}: {exc}") from None
+        sentinels = [tokenizer.sentinel_id(k) for k in range(lengths.n_spans)]
+        return cls(lengths=lengths, sentinel_ids=sentinels, eos_id=tokenizer.eos_id, pad_id=tokenizer.pad_id)
+
+    @property
+    def window_len(self) -> int:
+        return self.lengths.raw_length
+
+    def _corrupt(self, windows: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        masks = np.stack(
+            [noise_mask(self.lengths.raw_length, self.lengths.n_noise, self.lengths.n_spans, rng) for _ in windows]
+        )  # (B, raw)
+        inputs, targets = corrupt(windows, masks, self.sentinel_ids, self.eos_id)  # (B, S), (B, L)
+        return torch.from_numpy(inputs), torch.from_numpy(targets)
+
+    def batch(self, windows: torch.Tensor, key: tuple[int, ...]) -> tuple[torch.Tensor, ...]:
+        return self._corrupt(windows.numpy(), np.random.default_rng(list(key)))
+
+    def loss(self, model: torch.nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
+        inputs, targets = tensors
+        return seq2seq_loss(model, inputs, targets, pad_id=self.pad_id, decoder_start_id=self.pad_id)
+
+    def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
+        return sum(t.numel() for t in tensors), 0
+
+    @torch.inference_mode()
+    def validate(self, model, val, *, max_tokens, batch_size, device, autocast) -> dict[str, float]:
+        raw = self.lengths.raw_length
+        n_windows = max(1, min(len(val), max_tokens or len(val)) // raw)
+        if len(val) < raw:
+            raise UserError(f"the validation split ({len(val)} tokens) is shorter than one span-corruption window ({raw})")
+        windows = np.asarray(val[: n_windows * raw], dtype=np.int64).reshape(n_windows, raw)  # (N, raw)
+        inputs, targets = self._corrupt(windows, np.random.default_rng(list(_VALIDATION_KEY)))
+        was_training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        try:
+            for i in range(0, n_windows, batch_size):
+                x, y = inputs[i : i + batch_size].to(device), targets[i : i + batch_size].to(device)
+                with autocast:
+                    loss = seq2seq_loss(model, x, y, pad_id=self.pad_id, decoder_start_id=self.pad_id)
+                n = int((y != self.pad_id).sum())
+                total += float(loss) * n
+                count += n
+        finally:
+            model.train(was_training)
+        return {"val_loss": total / count, "val_tokens": count}

@@ -2,8 +2,8 @@
 
     torchrun --nproc-per-node N -m stlm train --parallel ddp|fsdp ...
 
-Each of the N processes runs the same training loop; this module is the only
-place that knows there are several. The model code stays single-device.
+Each of the N processes runs the same training loop and the same step
+(`training/step.py`); this module is the only place that knows there are several. The model code stays single-device.
 
 - `train.batch_size` is the GLOBAL micro-batch: each rank draws
   batch_size / N windows, and the N ranks together draw exactly the windows one
@@ -128,8 +128,8 @@ class Parallel:
 
     def validate(self, task: Any, model: torch.nn.Module, val: np.ndarray, *, max_tokens: int | None,
                  batch_size: int, device: torch.device, autocast: Any) -> dict[str, float]:
-        """Validation metrics; each rank scores an equal slice and the results are pooled."""
-        model = self.plain(model)
+        """Validation metrics of `task` (an objective) for the plain model (`Trainer.evaluate` gives it);
+        each rank scores an equal slice and the results are pooled."""
         if not self.distributed:
             return task.validate(model, val, max_tokens=max_tokens, batch_size=batch_size, device=device, autocast=autocast)
         # Equal slices give every rank the same number of forward passes (FSDP needs all ranks in each).

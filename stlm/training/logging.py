@@ -15,7 +15,7 @@ def format_header(header: dict[str, Any], flops_per_token: float | None = None) 
     peak = header.get("matmul_peak")
     speed = f"  {header.get('device')}"
     if peak:
-        speed += f"; {peak['precision']} matmul peak {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s (measured)"
+        speed += f"; {peak['precision']} matmul peak {peak['flops_per_s'] / 1e9:,.0f} GFLOP/s ({peak.get('source', 'measured')})"
     if flops_per_token:
         speed += f"; {flops_per_token / 1e6:,.1f} MFLOP per token (fwd + bwd matmuls)"
     lines.append(speed)

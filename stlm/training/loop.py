@@ -1,19 +1,24 @@
-"""The one training loop: from a resolved run config to checkpoints and metrics.
+"""The pretraining loop: from a run config to checkpoints and metrics.
 
-    RunConfig -> registry (model config) -> model -> runtime (device, precision)
-              -> data (cached token shards, seeded window loader)
-              -> AdamW + schedule -> steps -> validation BPB, checkpoints, metrics
+The config flows down once:
+
+    RunConfig -> registry (preset + model.<key> settings -> model config) -> tokenizer
+              -> data (cached token shards, seeded window loader) -> model
+              -> objective (next-token | span corruption: batch format and loss)
+              -> step (training/step.py: runtime, parallelism, optimizer, one train_step)
+              -> validation, checkpoints, metrics
 
 Resuming restores weights, optimizer, RNG and the loader's position, and the
-schedule is a function of the step alone, so N steps straight and N/2 + resume
-+ N/2 end with the same weights.
+schedule is a function of the step and the total alone, so N steps straight
+and N/2 + resume + N/2 end with the same weights. `resume` may change the
+settings in `RESUME_SAFE_KEYS` (extend the run, move it, log differently) and
+refuses any other.
 """
 
 from __future__ import annotations
 
-import signal
+import dataclasses
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,21 +26,29 @@ from typing import Any
 
 import torch
 
+from stlm import checkpoint as ckpt_io
 from stlm import registry
-from stlm.config import RunConfig
+from stlm.config import RunConfig, apply_resume_overrides
 from stlm.data import WindowLoader, prepare_data
+from stlm.data.download import cache_root
 from stlm.errors import UserError
 from stlm.families import ModelFamily
-from stlm import checkpoint as ckpt_io
+from stlm.objectives.base import WindowObjective, build_objective
+from stlm.runtime import Runtime, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog, format_header
-from stlm.training.monitor import RunMonitor, device_peak, step_flops_per_token
-from stlm.training.optim import build_optimizer, lr_at, set_lr
-from stlm.runtime import Runtime, resolve_runtime, run_header, seed_everything
-from stlm.training.tasks import build_task
+from stlm.training.monitor import PEAK_CACHE, RunMonitor, device_peak, step_flops_per_token
+from stlm.training.optim import lr_at, resolve_warmup
+from stlm.training.step import StopSignal, local, progress_bar, setup, train_step
 
 RUN_CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+# What a resumed run may change: how long it runs (train.steps; see training/optim.py for what
+# extending does to the schedule), where it runs, and how it reports and checkpoints.
+RESUME_SAFE_KEYS = (
+    "train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.keep_checkpoints",
+    "train.tensorboard", "runtime.device", "runtime.threads",
+)
 
 
 @dataclass
@@ -48,18 +61,26 @@ class TrainResult:
     elapsed_s: float
 
 
-def train(
-    cfg: RunConfig,
-    run_dir: str | Path,
-    *,
-    stop_at: int | None = None,
-    progress: bool = True,
-) -> TrainResult:
+@dataclass
+class _Start:
+    """Where a run starts from: everything resolved before any process does work."""
+
+    cfg: RunConfig  # warmup written out
+    family: ModelFamily
+    model_cfg: Any
+    tokenizer: Any
+    run_dir: Path
+    checkpoint: Path | None  # None: a new run
+
+
+def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:
     """Start a new run in `run_dir` (which must not hold checkpoints yet)."""
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
-    family, model_cfg = registry.resolve_model(cfg.model)
-    return _run(cfg, family, model_cfg, run_dir, resume_from=None, stop_at=stop_at, progress=progress)
+    family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
+    cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
+    tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
+    return _run(_Start(cfg, family, model_cfg, tokenizer, run_dir, None), stop_at=stop_at, progress=progress)
 
 
 def check_new_run_dir(run_dir: Path) -> None:
@@ -68,211 +89,180 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
 
 
-def resume(run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:
-    """Continue the run in `run_dir` from its newest complete checkpoint."""
+def resume(
+    run_dir: str | Path,
+    *,
+    overrides: dict[str, object] | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Continue the run in `run_dir` from its newest complete checkpoint.
+
+    `overrides` (dotted keys, as `RunConfig.with_overrides` takes them) may
+    change the settings in `RESUME_SAFE_KEYS`; any other that differs from the
+    run's own raises a UserError naming it.
+    """
     run_dir = Path(run_dir)
     latest = ckpt_io.latest_checkpoint(run_dir)
     if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
         source = run_dir / RUN_CONFIG
-        resolved = ckpt_io.read_json(source, what="run config")
     elif latest is None:
         raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
     else:
         ckpt_io.verify_checkpoint(latest)
-        source = latest / "config.json"
-        resolved = ckpt_io.load_config(latest)
-    cfg = RunConfig.from_dict(resolved.get("run", {}), source=str(source))
-    record = ckpt_io.RunRecord.from_dict(resolved)
-    family, model_cfg = record.family, record.model_config
-    # The recorded tokenizer, not the spec: a BPE tokenizer.json may have moved since.
-    tokenizer = family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, model_cfg)
-    return _run(cfg, family, model_cfg, run_dir, resume_from=latest, stop_at=stop_at, progress=progress, tokenizer=tokenizer)
+        source = latest / RUN_CONFIG
+    record = ckpt_io.read_record(source)
+    saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
+    cfg = apply_resume_overrides(saved, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
+    # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
+    tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
+    start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest)
+    return _run(start, stop_at=stop_at, progress=progress)
 
 
-def _run(cfg: RunConfig, family: ModelFamily, model_cfg: Any, run_dir: Path, **options: Any) -> TrainResult:
+def _run(start: _Start, *, stop_at: int | None, progress: bool) -> TrainResult:
     """One process's share of a run: alone, or inside torchrun's process group."""
-    with distributed.session(cfg.runtime.parallel, resolve_runtime(cfg.runtime)) as par:
-        options["progress"] = options["progress"] and par.is_main
-        return _run_on(par, cfg, family, model_cfg, run_dir, **options)
+    with distributed.session(start.cfg.runtime.parallel, resolve_runtime(start.cfg.runtime)) as par:
+        return _train(par, start, stop_at=stop_at, progress=progress and par.is_main)
 
 
-def _run_on(
-    par: distributed.Parallel,
-    cfg: RunConfig,
-    family: ModelFamily,
-    model_cfg: Any,
-    run_dir: Path,
-    *,
-    resume_from: Path | None,
-    stop_at: int | None,
-    progress: bool,
-    tokenizer: Any = None,
-) -> TrainResult:
+def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, progress: bool) -> TrainResult:
+    cfg, family, model_cfg, run_dir, resume_from = start.cfg, start.family, start.model_cfg, start.run_dir, start.checkpoint
     runtime = par.runtime
     seed_everything(cfg.train.seed)
-    if tokenizer is None:
-        tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
-    task = build_task(cfg, tokenizer, family)
+    family.check_objective(cfg.objective.name, cfg.model)
+    objective = build_objective(cfg.objective, cfg.data.seq_len, start.tokenizer)
     max_len = family.max_len(model_cfg)  # None: relative positions have no length limit; rotary tables do
     if max_len is not None and cfg.data.seq_len > max_len:
         raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
-
     with par.main_first():  # rank 0 fills the token cache, the others read it
         data = prepare_data(
-            cfg.data.source,
-            tokenizer,
-            cache_dir=cfg.data.cache_dir,  # None: the user cache directory
-            val_fraction=cfg.data.val_fraction,
-            seed=cfg.data.split_seed,
-            text_field=cfg.data.text_field,
-            progress=progress,
-            workers=cfg.data.workers,
-            streaming=cfg.data.streaming,
-            max_documents=cfg.data.max_documents,
+            cfg.data.source, start.tokenizer, cache_dir=cfg.data.cache_dir, val_fraction=cfg.data.val_fraction,
+            seed=cfg.data.split_seed, text_field=cfg.data.text_field, progress=progress, workers=cfg.data.workers,
+            streaming=cfg.data.streaming, max_documents=cfg.data.max_documents,
         )
-    model = runtime.prepare_model(family.build(model_cfg).to(runtime.device))
+    model = family.build(model_cfg).to(runtime.device)
     loader = WindowLoader(
-        data.train, task.window_len - 1, par.local_batch(cfg.train.batch_size), cfg.train.seed,
+        data.train, objective.window_len - 1, par.local_batch(cfg.train.batch_size), cfg.train.seed,
         rank=par.rank, world_size=par.world_size,
     )
-
-    resolved = ckpt_io.RunRecord(
-        family, model_cfg, tokenizer.to_dict(),
+    record = ckpt_io.RunRecord(
+        family, model_cfg, start.tokenizer.to_dict(),
         {"run": cfg.to_dict(), "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta}},
     )
-    start_step, elapsed_before = 0, 0.0
     if resume_from is None:
         note = family.before_training(model, data.train)
         if note and progress:
             print(f"  {note}", file=sys.stderr)
-    if resume_from is not None:
+    else:
         ckpt_io.load_weights(model, resume_from)
-    # Speed accounting: matmul FLOPs per token (counted once) against this device's matmul peak
-    # (measured once per run, kept in config.json's header and reused on resume).
+
+    # Speed accounting: matmul FLOPs per token, counted once on the plain model (no compiled graph,
+    # no recomputation, no collectives), against the device's matmul peak (training/monitor.py).
     header = _saved_header(run_dir) if resume_from is not None else run_header(runtime.describe())
-    peak = device_peak(runtime.device, runtime.precision, header.get("matmul_peak"))
-    header["matmul_peak"] = {"device": str(runtime.device), "precision": runtime.precision, "flops_per_s": peak}
+    peak_cache = cache_root(cfg.data.cache_dir) / PEAK_CACHE
+
+    def measure_peak() -> float:
+        return device_peak(runtime.device, runtime.precision, cache_file=peak_cache).flops_per_s
+
+    peak = device_peak(runtime.device, runtime.precision, cache_file=peak_cache, saved=header.get("matmul_peak"))
+    header["matmul_peak"] = peak.to_dict(runtime.device, runtime.precision)
     flops_per_token = step_flops_per_token(
-        model, task, torch.zeros(cfg.train.batch_size, task.window_len, dtype=torch.long), runtime,
+        model, objective, torch.zeros(cfg.train.batch_size, objective.window_len, dtype=torch.long), runtime,
         build_meta=lambda: family.build(model_cfg),
-    )  # before wrapping: a counting pass must not run collectives
-    model = par.wrap(model)  # DDP / FSDP under torchrun; the optimizer must see the wrapped parameters
-    optimizer = build_optimizer(model, cfg.optim, runtime.device)
+    )
+
+    def log(row: dict[str, Any]) -> None:
+        if metrics is not None:  # rank 0 writes for all
+            metrics.write(row)
+            monitor.write(row)
+
+    trainer = setup(
+        model, cfg.optim, par, run_dir=run_dir, nonfinite_skips=cfg.train.nonfinite_skips, report=log, progress=progress
+    )
+    start_step, elapsed_before = 0, 0.0
     if resume_from is not None:
-        state = par.load_trainer_state(resume_from, model, optimizer)
+        state = trainer.restore(resume_from)
         loader.load_state_dict(state["loader"])
         start_step, elapsed_before = int(state["step"]), float(state.get("elapsed_s", 0.0))
-        if runtime.scaler is not None and "scaler" in state:
-            runtime.scaler.load_state_dict(state["scaler"])
-    if resume_from is None and par.is_main:
+    elif par.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         header["allocator"] = runtime.allocator
-        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**resolved.to_dict(), "header": header})
-
+        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**record.to_dict(), "header": header})
     metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None) if par.is_main else None
-
-    def log(record: dict[str, Any]) -> None:
-        if metrics is not None:  # rank 0 writes for all
-            metrics.write(record)
-            monitor.write(record)
-
-    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
+        n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
         _announce(cfg, runtime, n_params, data.meta, run_dir, start_step)
         print(format_header(header, flops_per_token), file=sys.stderr, flush=True)
     monitor = RunMonitor(
-        device=runtime.device, flops_per_token=flops_per_token, peak_flops=peak, total_steps=cfg.train.steps,
-        start_step=start_step,
+        device=runtime.device, flops_per_token=flops_per_token, peak_flops=peak.flops_per_s, total_steps=cfg.train.steps,
+        start_step=start_step, remeasure=measure_peak,
         tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard and par.is_main else None,
     )
 
-    def evaluate(n_tokens: int | None) -> dict[str, float]:
-        return par.validate(
-            task, model, data.val, max_tokens=n_tokens, batch_size=cfg.train.batch_size,
+    def evaluate() -> dict[str, float]:
+        return trainer.evaluate(lambda plain: par.validate(
+            objective, plain, data.val, max_tokens=cfg.train.eval_tokens, batch_size=cfg.train.batch_size,
             device=runtime.device, autocast=runtime.autocast(),
-        )
+        ))
 
     def save(step: int, elapsed: float) -> Path:
         state = {"loader": loader.state_dict(), "elapsed_s": elapsed}
-        if runtime.scaler is not None:
-            state["scaler"] = runtime.scaler.state_dict()
-        return par.save_checkpoint(
-            run_dir, step, model=model, optimizer=optimizer, config=resolved, state=state, keep=cfg.train.keep_checkpoints
-        )
+        return trainer.save(step, record=record, state=state, keep=cfg.train.keep_checkpoints)
+
+    def micro_batches(step: int) -> list[tuple[torch.Tensor, ...]]:
+        batches = []
+        for micro in range(cfg.train.grad_accum):
+            window = loader.next_batch()  # (B / world_size, window_len) on CPU
+            key = (cfg.train.seed, step, micro) + ((par.rank,) if par.distributed else ())
+            batches.append(objective.batch(window, key))
+        return batches
 
     total = cfg.train.steps
     step = start_step
     val: dict[str, float] | None = None
     checkpoint = resume_from
-    t0 = time.perf_counter()
-    bar = _progress_bar(total, start_step, progress)
-    stop = _StopSignal()
+    t0 = window_t0 = time.perf_counter()
+    bar = progress_bar("train", total, start_step, progress)
     window_bytes = window_tokens = 0
-    window_t0 = time.perf_counter()
+    stop_now = False  # a stop agreed by all ranks
     loss_value = float("nan")
-    stop_now, skipped = False, 0  # stop agreed by all ranks; consecutive non-finite steps skipped
-    model.train()
-    with stop:
+    trainer.model.train()
+    with StopSignal() as stop:
         while step < total:
             if stop_now or (stop.requested and not par.distributed) or (stop_at is not None and step >= stop_at):
                 break
             lr = lr_at(step, total, cfg.optim)
-            set_lr(optimizer, lr)
-            loss_sum = torch.zeros((), device=runtime.device)
-            for micro in range(cfg.train.grad_accum):
-                window = loader.next_batch()  # (B / world_size, window_len) on CPU
-                key = (cfg.train.seed, step, micro) + ((par.rank,) if par.distributed else ())
-                tensors = task.batch(window, key)
-                n_tokens, n_bytes = task.counts(tensors)
-                window_tokens += n_tokens
-                window_bytes += n_bytes
-                tensors = tuple(t.to(runtime.device, non_blocking=True) for t in tensors)
-                with par.grad_sync(model, micro == cfg.train.grad_accum - 1):
-                    with runtime.autocast():
-                        loss = task.loss(model, *tensors)
-                    runtime.backward(loss / cfg.train.grad_accum)
-                loss_sum += loss.detach()
-            runtime.unscale(optimizer)
-            grad_norm = (
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                if cfg.optim.grad_clip > 0
-                else None
-            )
-            # Under fp16 the gradient scaler owns inf/NaN gradients (it skips the step and lowers
-            # its scale); the non-finite policy then watches the loss alone.
-            grad_ok = torch.isfinite(_local(grad_norm)) if grad_norm is not None and runtime.scaler is None else True
-            finite, stop_now = par.agree(torch.isfinite(loss_sum) & grad_ok, stop.requested)  # the one host sync per step
-            if finite:
-                runtime.step(optimizer)
-                skipped = 0
-            else:
-                skipped += 1
-                _nonfinite(step + 1, skipped, cfg.train.nonfinite_skips, run_dir, log, progress)
-            optimizer.zero_grad(set_to_none=True)
+            result = train_step(trainer, objective, micro_batches(step), step=step, lr=lr, stop=stop.requested)
+            stop_now = result.stop
+            window_tokens += result.tokens
+            window_bytes += result.bytes
             step += 1
             bar.update(1)
 
             if step % cfg.train.log_every == 0 or step == total:
-                # The only host sync of the hot loop, once per log interval.
-                loss_value = float(par.mean(loss_sum)) / cfg.train.grad_accum
+                loss_value = float(par.mean(result.loss))  # a host sync, once per log interval
                 now = time.perf_counter()
                 span = max(now - window_t0, 1e-9)
-                record = {
+                row = {
                     "step": step,
                     "loss": loss_value,
                     "lr": lr,
-                    "grad_norm": None if grad_norm is None else float(_local(grad_norm)),
+                    "grad_norm": None if result.grad_norm is None else float(local(result.grad_norm)),
                     "tokens_per_s": window_tokens / span,
                     "bytes_per_s": window_bytes / span,
                     "elapsed_s": elapsed_before + now - t0,
                 }
-                log(monitor.enrich(record))
-                bar.set_postfix(loss=f"{loss_value:.3f}", **monitor.postfix(record), refresh=False)
+                log(monitor.enrich(row))
+                if "peak_source" in row and progress:
+                    bar.write(f"  matmul peak now {row['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s ({row['peak_source']})",
+                              file=sys.stderr)
+                bar.set_postfix(loss=f"{loss_value:.3f}", **monitor.postfix(row), refresh=False)
                 window_bytes = window_tokens = 0
                 window_t0 = now
             pause_t0 = time.perf_counter()
             if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step < total:
-                val = evaluate(cfg.train.eval_tokens)
+                val = evaluate()
                 log({"step": step, **val})
                 bar.set_postfix(loss=f"{loss_value:.3f}", **_headline(val), refresh=False)
             if cfg.train.save_every and step % cfg.train.save_every == 0 and step < total:
@@ -281,7 +271,7 @@ def _run_on(
     bar.close()
     interrupted = step < total
     if not interrupted:
-        val = evaluate(cfg.train.eval_tokens)
+        val = evaluate()
         log({"step": step, **val})
     monitor.close()
     elapsed = elapsed_before + time.perf_counter() - t0
@@ -290,30 +280,10 @@ def _run_on(
     return TrainResult(run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed)
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
-    """A replicated DTensor (FSDP's gradient norm) as a plain tensor."""
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-
-def _nonfinite(step: int, skipped: int, limit: int, run_dir: Path, log: Any, progress: bool) -> None:
-    """The non-finite loss policy: skip the update up to `limit` steps in a row, then stop."""
-    if skipped > limit:
-        raise UserError(
-            f"the loss or gradient was NaN/inf for {skipped} steps in a row (up to step {step}, "
-            f"train.nonfinite_skips = {limit}); training stopped without saving. Train again with a lower "
-            f"optim.lr or longer optim.warmup_steps, or resume from the last checkpoint in {run_dir}"
-        )
-    log({"step": step, "skipped": "non-finite loss or gradient", "consecutive": skipped})
-    if progress:
-        print(f"  step {step}: non-finite loss or gradient, update skipped ({skipped}/{limit} in a row)", file=sys.stderr)
-
-
 def _saved_header(run_dir: Path) -> dict[str, Any]:
-    import json
-
     try:
-        return dict(json.loads((run_dir / RUN_CONFIG).read_text(encoding="utf-8")).get("header") or {})
-    except (OSError, ValueError):
+        return dict(ckpt_io.read_json(run_dir / RUN_CONFIG, what="run config").get("header") or {})
+    except UserError:
         return {}
 
 
@@ -322,54 +292,14 @@ def _headline(val: dict[str, float]) -> dict[str, str]:
 
 
 def _announce(cfg: RunConfig, runtime: Runtime, n_params: int, meta: dict, run_dir: Path, start_step: int) -> None:
-    import sys
-
     train_meta = meta.get("train", {})
     what = f"resuming at step {start_step}" if start_step else "new run"
+    arch = "".join(f", {k}={v}" for k, v in cfg.arch.items())
     print(
         f"stlm train: {what} -> {run_dir}\n"
-        f"  model {cfg.model} ({n_params:,} params) on {runtime.describe()}\n"
+        f"  model {cfg.model}{arch} ({n_params:,} params) on {runtime.describe()}\n"
         f"  data {cfg.data.source}: {train_meta.get('tokens', '?'):,} train tokens, seq_len {cfg.data.seq_len}, "
         f"batch {cfg.train.batch_size} x {cfg.train.grad_accum} accum, {cfg.train.steps} steps",
         file=sys.stderr,
         flush=True,
     )
-
-
-def _progress_bar(total: int, initial: int, enabled: bool):
-    import sys
-
-    from tqdm.auto import tqdm
-
-    # In a log file (CI, nohup) a redraw is a new line: redraw rarely there.
-    interval = 0.1 if sys.stderr.isatty() else 30.0
-    return tqdm(
-        total=total, initial=initial, desc="train", unit="step", disable=not enabled, dynamic_ncols=True, mininterval=interval
-    )
-
-
-class _StopSignal:
-    """SIGINT/SIGTERM ask the loop to stop at the next step boundary and save.
-
-    Stopping between steps (never inside optimizer.step) keeps the saved state
-    consistent. A second SIGINT interrupts at once.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> _StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)

@@ -7,12 +7,20 @@
 - `adamw-rms`: AdamW whose update is scaled by the RMS of the weight it
   updates (the nanoT5 recipe for T5 pretraining, lr ~2e-2).
 
-The schedule is a pure function of the step, so a resumed run gets exactly the
-learning rate an uninterrupted one would.
+The schedule is a pure function of (step, total steps, config), so a resumed
+run gets exactly the learning rate an uninterrupted one would. The warmup
+length is fixed when a run starts (`resolve_warmup`: `optim.warmup_fraction`
+of the steps unless `optim.warmup_steps` is given) and stored with the run.
+Extending a run on resume (a larger `train.steps`) keeps that warmup and
+recomputes the rest over the new total from the resumed step on: a cosine or
+wsd run that had begun to decay steps back up to the longer schedule's rate at
+that step and decays to the floor at the new end; constant and inverse-sqrt
+schedules do not depend on the total and continue as if planned that long.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -78,10 +86,20 @@ class AdamWScale(torch.optim.Optimizer):
         return loss
 
 
+def warmup_steps(cfg: OptimConfig, total_steps: int) -> int:
+    """The warmup length of a run of `total_steps`: `warmup_steps`, else `warmup_fraction` of the run."""
+    return cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_fraction * total_steps)
+
+
+def resolve_warmup(cfg: OptimConfig, total_steps: int) -> OptimConfig:
+    """`cfg` with the warmup length written out, as a new run stores it (so extending the run keeps it)."""
+    return dataclasses.replace(cfg, warmup_steps=warmup_steps(cfg, total_steps))
+
+
 def lr_at(step: int, total_steps: int, cfg: OptimConfig) -> float:
     """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
     peak, floor = cfg.lr, cfg.lr * cfg.min_lr_ratio
-    warmup = min(cfg.warmup_steps, total_steps - 1) if total_steps > 1 else 0
+    warmup = min(warmup_steps(cfg, total_steps), total_steps - 1) if total_steps > 1 else 0
     if step < warmup:
         return peak * (step + 1) / warmup
     if cfg.schedule == "constant":

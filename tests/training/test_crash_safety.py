@@ -17,7 +17,7 @@ from stlm.cli.main import main as cli_main
 from stlm.errors import UserError
 from stlm import checkpoint as ckpt_io
 from stlm.training.loop import resume, train
-from stlm.training.tasks import NextTokenTask
+from stlm.objectives.next_token import NextTokenObjective
 
 from ..conftest import tiny_config
 
@@ -75,7 +75,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, co
 
 def _poison(monkeypatch, bad_calls):
     """Make the training loss NaN on the given (1-based) calls."""
-    original, calls = NextTokenTask.loss, {"n": 0}
+    original, calls = NextTokenObjective.loss, {"n": 0}
 
     def loss(self, model, *tensors):
         if tensors[0].device.type == "meta":  # the loop's FLOP count runs the loss once on the meta device
@@ -84,7 +84,7 @@ def _poison(monkeypatch, bad_calls):
         value = original(self, model, *tensors)
         return value * float("nan") if bad_calls(calls["n"]) else value
 
-    monkeypatch.setattr(NextTokenTask, "loss", loss)
+    monkeypatch.setattr(NextTokenObjective, "loss", loss)
 
 
 def test_nonfinite_loss_skips_the_update_then_continues(tmp_path, corpus_dir, cache_dir, monkeypatch, one_thread):
