@@ -51,3 +51,20 @@ def test_silu_gate_matches_reference_values_and_gradients():
     torch.testing.assert_close(outs[0], outs[1])
     torch.testing.assert_close(grads[0], grads[1])
     assert torch.autograd.gradcheck(silu_gate, (gu[:1, :2].clone().requires_grad_(),))
+
+
+def test_the_path_taken_under_torch_compile_gives_the_same_values_and_gradients(monkeypatch):
+    # Under torch.compile the ops use plain formulas (inductor's dynamic shapes fail on `out=` into views).
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(2, 5, 4, 8, generator=g, dtype=torch.float64)
+    angles = torch.randn(5, 1, 4, generator=g, dtype=torch.float64)
+    gu0 = torch.randn(3, 7, 12, generator=g, dtype=torch.float64)
+    results = []
+    for compiling in (False, True):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda c=compiling: c)
+        x, gu = x0.clone().requires_grad_(), gu0.clone().requires_grad_()
+        y, h = rotate_half(x, angles.cos(), angles.sin()), silu_gate(gu)
+        (y.pow(2).sum() + h.pow(3).sum()).backward()
+        results.append((y.detach(), h.detach(), x.grad, gu.grad))
+    for eager, compiled in zip(*results):
+        torch.testing.assert_close(compiled, eager)

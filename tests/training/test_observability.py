@@ -98,3 +98,52 @@ def test_tensorboard_missing_is_a_user_error(monkeypatch, tmp_path: Path) -> Non
     with pytest.raises(UserError, match=r"pip install stlm\[tensorboard\]"):
         RunMonitor(device=torch.device("cpu"), flops_per_token=1.0, peak_flops=1.0, total_steps=1, start_step=0,
                    tensorboard_dir=tmp_path / "tb")
+
+
+def test_matmul_peak_is_the_best_of_now_and_this_machines_cached_figure(tmp_path: Path) -> None:
+    from stlm.training.monitor import device_peak
+
+    cpu, cache = torch.device("cpu"), tmp_path / "matmul_peak.json"
+    first = device_peak(cpu, "fp32", cache_file=cache, measure=lambda: 100e9, today="2025-01-02")
+    assert (first.flops_per_s, first.source) == (100e9, "measured now")
+    busy = device_peak(cpu, "fp32", cache_file=cache, measure=lambda: 60e9, today="2025-01-03")
+    assert busy.flops_per_s == 100e9 and busy.source == "cached from 2025-01-02; measured now 60 GFLOP/s"
+    faster = device_peak(cpu, "fp32", cache_file=cache, measure=lambda: 150e9, today="2025-01-04")
+    assert (faster.flops_per_s, faster.source) == (150e9, "measured now")
+    assert [e["measured"] for e in json.loads(cache.read_text()).values()] == ["2025-01-04"]  # only ever raised
+    other = device_peak(cpu, "bf16", cache_file=cache, measure=lambda: 10e9)  # keyed by precision too
+    assert other.flops_per_s == 10e9
+    saved = {"device": "cpu", "precision": "fp32", "flops_per_s": 200e9}  # a resumed run's own figure
+    assert device_peak(cpu, "fp32", cache_file=None, saved=saved, measure=lambda: 1e9).source.startswith("kept from")
+    cache.write_text("not json")  # a damaged cache is measured afresh and rewritten
+    assert device_peak(cpu, "fp32", cache_file=cache, measure=lambda: 5e9).source == "measured now"
+    assert json.loads(cache.read_text())
+
+
+def test_a_step_faster_than_the_peak_remeasures_then_takes_the_rate_as_a_lower_bound() -> None:
+    remeasured = []
+
+    def remeasure(value):
+        def measure() -> float:
+            remeasured.append(value)
+            return value
+        return measure
+
+    # 2000 tokens/s x 1 MFLOP = 2 GFLOP/s against a peak measured at 1 GFLOP/s (a busy machine).
+    for again, peak, source in [(4e9, 4e9, "re-measured"), (1.5e9, 2e9, "reached in training (a lower bound)")]:
+        monitor = RunMonitor(device=torch.device("cpu"), flops_per_token=1e6, peak_flops=1e9, total_steps=10,
+                             start_step=0, remeasure=remeasure(again))
+        record = monitor.enrich({"step": 1, "tokens_per_s": 2000.0})
+        assert record["mfu"] == pytest.approx(2e9 / peak) and record["mfu"] <= 1.0
+        assert record["peak_flops_per_s"] == peak and record["peak_source"] == source
+        slower = monitor.enrich({"step": 2, "tokens_per_s": 1000.0})  # the raised peak stays
+        assert slower["mfu"] == pytest.approx(1e9 / peak) and "peak_source" not in slower
+    assert remeasured == [4e9, 1.5e9]  # once per monitor, only when a step beat the peak
+
+
+def test_header_says_where_the_peak_came_from(tiny_run: Path) -> None:
+    from stlm.training.logging import format_header
+
+    header = json.loads((tiny_run / "config.json").read_text())["header"]
+    assert header["matmul_peak"]["source"].startswith(("measured now", "cached from"))
+    assert f"({header['matmul_peak']['source']})" in format_header(header)

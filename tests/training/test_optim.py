@@ -1,6 +1,7 @@
 import pytest
 
 from stlm.config import OptimConfig
+from stlm.errors import UserError
 from stlm.training.optim import build_optimizer, lr_at
 from stlm.models.decoder import DecoderConfig
 from stlm.registry import build_model
@@ -71,3 +72,18 @@ def test_inverse_sqrt_schedule():
     assert lr_at(50, 10_000, cfg) == pytest.approx(0.01 * 51 / 100)
     assert lr_at(99, 10_000, cfg) == pytest.approx(0.01)
     assert lr_at(399, 10_000, cfg) == pytest.approx(0.01 * 0.5)
+
+
+def test_default_warmup_is_a_fraction_of_the_run_so_short_runs_decay():
+    from stlm.training.optim import resolve_warmup, warmup_steps
+
+    cfg = OptimConfig(lr=1.0, schedule="cosine", min_lr_ratio=0.1)
+    assert cfg.warmup_steps is None and warmup_steps(cfg, 1000) == 100 and warmup_steps(cfg, 20) == 2
+    lrs = [lr_at(s, 20, cfg) for s in range(20)]
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[-1] < 0.2  # a 20-step run decays almost to the floor (a fixed 100-step warmup never left warmup)
+    assert resolve_warmup(cfg, 20).warmup_steps == 2
+    explicit = OptimConfig(lr=1.0, warmup_steps=7)  # --warmup 7
+    assert warmup_steps(explicit, 20) == 7 and resolve_warmup(explicit, 1000).warmup_steps == 7
+    with pytest.raises(UserError, match="optim.warmup_fraction must be in"):
+        OptimConfig(warmup_fraction=1.5)

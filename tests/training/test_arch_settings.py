@@ -1,0 +1,71 @@
+"""Architecture settings from a recipe or --set (model.<key>) reach the built model, its count and its checkpoint."""
+
+import pytest
+
+from stlm import checkpoint as ckpt_io
+from stlm import registry
+from stlm.config import RunConfig
+from stlm.errors import UserError
+from stlm.training.loop import resume, train
+
+from ..conftest import tiny_config
+
+
+def test_width_and_depth_from_set_reach_the_checkpoint_with_the_exact_count(tmp_path, corpus_dir, cache_dir, one_thread):
+    cfg = tiny_config(corpus_dir, cache_dir, steps=2).with_overrides({"model.d_model": "96", "model.n_layers": "5"})
+    assert cfg.model == "decoder-tiny" and cfg.arch == {"d_model": "96", "n_layers": "5"}
+    train(cfg, tmp_path / "run", stop_at=1, progress=False)
+    loaded = ckpt_io.load(tmp_path / "run")
+    assert (loaded.model_config.d_model, loaded.model_config.n_layers) == (96, 5)
+    # Counted from the shapes alone: tied embedding V*D, per layer qkv + out 4*D*D, SwiGLU 3*D*F and
+    # two norm gains, a final norm; d_ff stays the preset's 384 unless set too.
+    v, d, f, layers = 264, 96, 384, 5
+    expected = v * d + layers * (4 * d * d + 3 * d * f + 2 * d) + d
+    assert sum(p.numel() for p in loaded.model.parameters()) == expected
+    assert registry.get_family("decoder").count_params(loaded.model_config) == expected
+    # Resuming builds the model the checkpoint records, not the preset.
+    assert resume(tmp_path / "run", progress=False).step == 2
+
+
+def test_pooled_sharing_and_boundary_settings_reach_the_model():
+    family, preset = registry.resolve_model("pooled-tiny")
+    _, changed = registry.resolve_model("pooled-tiny", {"boundary": "entropy", "share_ffn": "true"})
+    model = family.build(changed)
+    assert model.config.boundary_kind == "entropy" and model.config.share_ffn is True
+    n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    assert n_params == family.count_params(changed)
+    assert family.count_params(preset) - n_params == family.breakdown(preset)["sharing"]["share_ffn"]
+
+
+def test_model_table_in_a_recipe_and_its_round_trip(tmp_path):
+    from stlm.config import load_run_config
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[model]\nname = "pooled-tiny"\nboundary = "entropy"\nrepeat_blocks = 2\n', encoding="utf-8")
+    cfg = load_run_config(recipe)
+    assert cfg.model == "pooled-tiny" and cfg.arch == {"boundary": "entropy", "repeat_blocks": 2}
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    recipe.write_text("[model]\nboundary = 'entropy'\n", encoding="utf-8")
+    with pytest.raises(UserError, match=r"\[model\] table needs name"):
+        load_run_config(recipe)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"vocab_size": 100}, "model.vocab_size is not a decoder setting that can be changed"),
+        ({"d_model": "wide"}, "model.d_model must be int"),
+        ({"n_heads": 3}, "bad decoder model setting"),
+    ],
+)
+def test_bad_settings_are_one_line_errors(changes, message):
+    with pytest.raises(UserError, match=message) as err:
+        registry.resolve_model("decoder-tiny", changes)
+    assert "\n" not in str(err.value)
+
+
+def test_settings_are_checked_before_any_work(tmp_path, corpus_dir, cache_dir):
+    cfg = tiny_config(corpus_dir, cache_dir).with_overrides({"model.boundary": "entropy"})
+    with pytest.raises(UserError, match="model.boundary is not a decoder setting"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
