@@ -183,7 +183,7 @@ def finetune(
     bar = progress_bar("finetune", cfg.train.steps, start, progress)
     step = start
     loss_sum, loss_n = torch.zeros((), device=runtime.device), 0  # over the updates of a log interval
-    shown: dict[str, str] = {"loss": "nan"}  # the latest training loss and validation score on the progress bar
+    shown: dict[str, str] = {}  # the latest training loss and validation score, kept on the progress bar
     t0 = time.perf_counter()
     trainer.model.train()
     while step < cfg.train.steps:

@@ -33,11 +33,16 @@ from stlm.data import WindowLoader, prepare_data
 from stlm.data.download import cache_root
 from stlm.errors import UserError
 from stlm.families import ModelFamily
-from stlm.objectives.base import WindowObjective, build_objective
+from stlm.objectives.base import build_objective
 from stlm.runtime import Runtime, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog, format_header
-from stlm.training.monitor import PEAK_CACHE, RunMonitor, device_peak, step_flops_per_token
+from stlm.training.monitor import (
+    PEAK_CACHE,
+    RunMonitor,
+    device_peak,
+    step_flops_per_token,
+)
 from stlm.training.optim import lr_at, resolve_warmup
 from stlm.training.step import StopSignal, local, progress_bar, setup, train_step
 

@@ -226,7 +226,9 @@ def _tb_tag(key: str) -> str:
 
 def _tensorboard_writer(log_dir: Path):
     try:
-        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
+        from torch.utils.tensorboard import (
+            SummaryWriter,  # needs the tensorboard package
+        )
     except ImportError:
         raise UserError(
             "train.tensorboard needs the `tensorboard` package: pip install stlm[tensorboard] (or turn the option off)"

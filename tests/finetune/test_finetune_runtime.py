@@ -67,7 +67,7 @@ def test_activation_checkpointing_gives_identical_training(even, tmp_path, monke
         return original(*args, **kwargs)
 
     monkeypatch.setattr(activation, "checkpoint", counting)
-    settings = dict(steps=4, eval_every=4, batch_size=4, score_initial=False, max_new_tokens=3)
+    settings = {"steps": 4, "eval_every": 4, "batch_size": 4, "score_initial": False, "max_new_tokens": 3}
     plain = finetune(_cfg(even, **settings), tmp_path / "plain", progress=False)
     assert calls["n"] == 0
     cfg = _cfg(even, **settings)
@@ -107,7 +107,8 @@ def test_compile_is_applied_and_trains_like_eager(even, one_layer, tmp_path, mon
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "compile", spy)
-    settings = dict(init=str(one_layer), steps=3, eval_every=3, batch_size=4, score_initial=False, max_new_tokens=3)
+    settings = {"init": str(one_layer), "steps": 3, "eval_every": 3, "batch_size": 4, "score_initial": False,
+                "max_new_tokens": 3}
     eager = finetune(_cfg(even, **settings), tmp_path / "eager", progress=False)
     cfg = _cfg(even, **settings)
     cfg.runtime.compile = True

@@ -31,7 +31,9 @@ def test_extending_a_constant_schedule_equals_planning_it_that_long(tmp_path, co
     a, b = load_file(straight.checkpoint / "model.safetensors"), load_file(extended.checkpoint / "model.safetensors")
     for key in a:
         assert torch.equal(a[key], b[key]), key
-    losses = lambda run: [(r["step"], r["loss"]) for r in _rows(run) if "loss" in r]  # noqa: E731
+    def losses(run):
+        return [(r["step"], r["loss"]) for r in _rows(run) if "loss" in r]
+
     assert losses(tmp_path / "extended") == losses(tmp_path / "straight")
     resolved = ckpt_io.load_config(extended.checkpoint)["run"]
     assert resolved["train"]["steps"] == 10 and resolved["optim"]["warmup_steps"] == 2
