@@ -79,3 +79,16 @@ def test_cli_resume_takes_safe_flags_and_refuses_the_rest(tmp_path, corpus_dir, 
     assert "optim.lr cannot change when resuming" in err and len(err.strip().splitlines()) == 1
     assert cli_main(["train", "--resume", run, "--steps", "4", "--threads", "1", "--quiet"]) == 0
     assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000004"
+
+
+def test_a_run_written_before_these_settings_existed_reads_and_extends():
+    from pathlib import Path
+
+    from stlm.config import RunConfig, apply_resume_overrides
+
+    old = Path(__file__).resolve().parents[1] / "fixtures" / "old-layout" / "decoder"
+    record = ckpt_io.read_record(ckpt_io.latest_checkpoint(old) / "config.json")
+    cfg = RunConfig.from_dict(record.sections["run"])
+    assert cfg.arch == {} and cfg.optim.warmup_steps == 1  # no model settings; its warmup as written
+    longer = apply_resume_overrides(cfg, {"train.steps": 9}, RESUME_SAFE_KEYS, run_dir=old)
+    assert longer.train.steps == 9 and longer.optim == cfg.optim
