@@ -44,7 +44,7 @@ from stlm.training.flops import matmul_peak, training_step_flops
 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 PEAK_CACHE = "matmul_peak.json"  # in the stlm cache folder: {machine key: {"flops_per_s", "measured"}}
-PEAK_REPEATS = 10  # matmuls timed per measurement; the fastest counts
+PEAK_REPEATS = 5  # matmuls timed per measurement (after two warm-ups); the fastest counts
 
 
 @dataclass
