@@ -39,8 +39,8 @@ PARALLEL = ("auto", "none", "ddp", "fsdp")
 class DataConfig:
     source: str = "pydocs"  # built-in corpus name, a path, or hf:NAME[:CONFIG]
     text_field: str = "text"  # JSONL / HF field holding the text
-    val_fraction: float = 0.05
-    split_seed: int = 0
+    val_fraction: float = 0.05  # share of documents held out for validation (chosen by a hash of each)
+    split_seed: int = 0  # seed of that train/validation split
     seq_len: int = 256  # tokens per training window (span corruption: encoder input length)
     tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model | bpe:PATH/tokenizer.json
     cache_dir: str | None = None  # None: the user cache directory
@@ -69,15 +69,15 @@ class ObjectiveConfig:
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # adamw | adamw-rms (updates scaled by weight RMS, nanoT5) | adafactor (T5)
-    lr: float = 3e-3
+    lr: float = 3e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     weight_decay: float = 0.1  # applied to matrices only (ndim >= 2)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
+    beta1: float = 0.9  # Adam's first-moment decay
+    beta2: float = 0.95  # Adam's second-moment decay
+    eps: float = 1e-8  # Adam's denominator floor
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant | inverse-sqrt
-    warmup_steps: int = 100
+    warmup_steps: int = 100  # linear warmup from 0 to lr over these steps
     decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
 
     def __post_init__(self) -> None:
@@ -98,7 +98,7 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     seed: int = 0  # model init and data order
-    log_every: int = 10
+    log_every: int = 10  # steps between training records in metrics.jsonl
     eval_every: int = 250  # 0: only at the end
     eval_tokens: int = 131072  # validation tokens scored at each periodic evaluation
     save_every: int = 500  # 0: only at the end

@@ -40,6 +40,7 @@ from stlm.finetune.examples import Example, check_labels, load_examples, split_e
 from stlm.finetune.format import TextToText
 from stlm import checkpoint as ckpt_io
 from stlm.training.logging import MetricsLog
+from stlm.training.loop import check_resume_overrides
 from stlm.training.optim import build_optimizer, lr_at, set_lr
 from stlm.runtime import resolve_runtime, run_header, seed_everything
 
@@ -72,9 +73,23 @@ class TaskData:
     files: dict[str, Path]  # split -> file, for hashes
 
 
-def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, progress: bool = True) -> FinetuneResult:
-    """Fine-tune as `cfg` says into `out` (a new folder, or one to resume)."""
+def finetune(
+    cfg: FinetuneConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> FinetuneResult:
+    """Fine-tune as `cfg` says into `out` (a new folder, or one to resume).
+
+    On resume `cfg` is the recorded one, and `overrides` (dotted keys) may change
+    what a resumed pretraining run may (`training.loop.RESUME_SAFE_KEYS`).
+    """
     out = Path(out)
+    if overrides and not resume:
+        raise UserError("finetune(overrides=...) applies to a resumed run; give a new run its whole config")
+    check_resume_overrides(overrides or {})
     latest = ckpt_io.latest_checkpoint(out) if resume else None
     if resume:
         if latest is None:
@@ -83,6 +98,8 @@ def finetune(cfg: FinetuneConfig, out: str | Path, *, resume: bool = False, prog
         if "finetune" not in saved:
             raise UserError(f"{latest} is not a fine-tuning checkpoint (resume pretraining runs with stlm train --resume)")
         cfg = FinetuneConfig.from_dict(saved["finetune"], source=f"{latest}/config.json")
+        if overrides:
+            cfg = cfg.with_overrides(overrides)
     elif (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
         raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
 
