@@ -11,6 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from stlm.cli import flags, tables
 from stlm.config import DataConfig
@@ -84,7 +85,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     return (130 if args.stop_at is None else 0) if run.interrupted else 0
 
 
-def _settings(args: argparse.Namespace) -> dict[str, object]:
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The config keys the flags and --set give; with --resume, a UserError naming the first flag it may not take."""
     from stlm.training.loop import RESUME_SAFE_KEYS
 
@@ -93,7 +94,7 @@ def _settings(args: argparse.Namespace) -> dict[str, object]:
         allowed = [args.settings[k] for k in sorted(RESUME_SAFE_KEYS) if k in args.settings]
         allowed += ["--stop-at", "--quiet"] if "stop_at" in args else ["--quiet"]
         refused = [f for f in ("--config", "--out") if getattr(args, f[2:]) is not None]
-        refused += [args.settings.get(k, f"--set {k}") for k in settings if k not in RESUME_SAFE_KEYS]
+        refused += [args.settings[k] if k in args else f"--set {k}" for k in settings if k not in RESUME_SAFE_KEYS]
         if refused:
             raise UserError(f"{refused[0]} cannot be used with --resume: a run resumes with its recorded settings "
                             f"and folder; it may change only {', '.join(allowed)}")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import inspect
 import io
 import textwrap
@@ -54,7 +53,6 @@ def show(value: Any) -> str:
     return str(value)
 
 
-@functools.cache
 def field_comments(cls: type) -> dict[str, str]:
     """The trailing `# comment` of each field of a dataclass, read from its source: what the setting means."""
     try:

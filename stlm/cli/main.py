@@ -76,7 +76,7 @@ def _device_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 def _run_flags(p: argparse.ArgumentParser, what: str, example: str) -> None:
     p.add_argument("--config", type=Path, help=f"{what} recipe (.toml or .json); flags override it")
     add_set_flag(p, example)
-    p.add_argument("--out", type=Path, help="run directory (default: runs/<name>-<time>)")
+    p.add_argument("--out", type=Path, help=f"run directory (default: runs/{'<model>' if what == 'training' else 'finetune-<task>'}-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help=f"continue this {what} run from its newest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -120,9 +120,9 @@ def finetune_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 
 def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
-    p.add_argument("--task", action="append", metavar="TASK", help="bpb (default), wikitext2, blimp, piqa or mc:PATH; repeat for several")
+    p.add_argument("--task", action="append", metavar="TASK", help="bpb, wikitext2, blimp, piqa or mc:PATH; repeat for several (default: bpb)")
     p.add_argument("--data-dir", type=Path, help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo)")
-    p.add_argument("--batch-size", type=int, help="windows (bpb, default 8) or sentences (default 64) per forward pass")
+    p.add_argument("--batch-size", type=int, help="windows (bpb) or sentences per forward pass (default: 8 windows, 64 sentences)")
     p.add_argument("--out", type=Path, help="folder for the results, TASK-step-N.json and .md (default: RUN/evals/)")
     p.add_argument("--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
