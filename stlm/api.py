@@ -9,12 +9,13 @@
     run = stlm.train("recipes/pretrain/decoder-tiny.toml", out="runs/tiny", train={"steps": 300})
 
 Bad input raises `stlm.UserError` with the one-line message the command line
-prints for it: the command line, the lm-eval adapter and the server call this
-module rather than the pieces below it.
+prints for it: the command line and the lm-eval adapter call this module rather
+than the pieces below it.
 
 Settings passed as keyword arguments to `train` and `fine_tune` use the keys
 of a recipe: a section as a dict (`optim={"lr": 1e-3}`), a top-level setting
-by name (`model="decoder-tiny"`), or a dotted key (`**{"optim.lr": 1e-3}`).
+by name (`model="decoder-tiny"`), or a dotted key (`**{"optim.lr": 1e-3}`),
+the same keys `--set` takes.
 """
 
 from __future__ import annotations
@@ -387,15 +388,17 @@ def import_hf_t5(directory: str | Path, out: str | Path) -> Run:
     if ckpt_io.list_checkpoints(out):
         raise UserError(f"{out} already holds checkpoints; choose another --out")
     model, cfg, spiece = load_hf_t5(directory)
+    family = registry.get_family("t5")
     out.mkdir(parents=True, exist_ok=True)
     if spiece is not None:
         shutil.copyfile(spiece, out / "spiece.model")
         tokenizer = {"name": "spiece", "spec": f"spiece:{(out / 'spiece.model').resolve()}"}
     else:
-        tokenizer = {"name": "byt5"} if cfg.vocab_size < 1024 else {"name": "none", "note": "no spiece.model found"}
-    record = ckpt_io.RunRecord(
-        registry.get_family("t5"), cfg, tokenizer, {"source": {"hf_directory": str(directory.resolve())}}
-    )
+        try:
+            tokenizer = {"name": family.default_tokenizer(cfg)}  # ByT5's bytes for a small vocabulary
+        except UserError:  # a SentencePiece vocabulary without its spiece.model: weights only
+            tokenizer = {"name": "none", "note": "no spiece.model found"}
+    record = ckpt_io.RunRecord(family, cfg, tokenizer, {"source": {"hf_directory": str(directory.resolve())}})
     ckpt = ckpt_io.save_checkpoint(out, 0, model=model, optimizer=None, config=record, state={}, keep=1)
     return Run(out, 0, ckpt, {})
 
@@ -410,11 +413,19 @@ def export_hf_t5(path: str | Path, out: str | Path) -> Path:
 
 
 def _dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Recipe-shaped settings as dotted keys: {"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}."""
+    """Recipe-shaped settings as dotted keys: {"optim": {"lr": 1e-3}} -> {"optim.lr": 1e-3}.
+
+    As in a recipe, a [model] table's `name` is the preset and its other keys are architecture
+    settings: {"model": {"name": "pooled-tiny", "boundary": "entropy"}} -> {"model": "pooled-tiny",
+    "model.boundary": "entropy"}.
+    """
     out: dict[str, Any] = {}
     for key, value in settings.items():
         if isinstance(value, Mapping):
-            out.update(_dotted(value, f"{prefix}{key}."))
+            table = dict(value)
+            if not prefix and key == "model" and "name" in table:
+                out["model"] = table.pop("name")
+            out.update(_dotted(table, f"{prefix}{key}."))
         else:
             out[prefix + key] = value
     return out

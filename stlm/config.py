@@ -175,6 +175,18 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], *, source: str = "comma
     return config_from_dict(type(cfg), merged, source=source)
 
 
+def apply_resume_overrides(cfg: Any, overrides: dict[str, Any], safe_keys: tuple[str, ...], *, run_dir: Any) -> Any:
+    """`cfg` (a resumed run's own config) with `overrides` applied, when each is in `safe_keys`
+    or leaves its setting as it was; a UserError naming the first that would change anything else."""
+    for key, value in overrides.items():
+        if key not in safe_keys and cfg.with_overrides({key: value}, source="--resume") != cfg:
+            raise UserError(
+                f"{key} cannot change when resuming {run_dir} (its checkpoints were trained with the run's own); "
+                f"on resume only {', '.join(safe_keys)} may change: start a new run to change {key}"
+            )
+    return cfg.with_overrides(overrides, source="--resume")
+
+
 def _sections(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if dataclasses.is_dataclass(f.default_factory)]  # type: ignore[arg-type]
 

@@ -69,8 +69,9 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from stlm import api
+    from stlm.training.loop import RESUME_SAFE_KEYS
 
-    settings = _settings(args)
+    settings = _settings(args, RESUME_SAFE_KEYS)
     if args.resume:
         run = api.train(resume=args.resume, stop_at=args.stop_at, progress=not args.quiet, **settings)
     else:
@@ -85,16 +86,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return (130 if args.stop_at is None else 0) if run.interrupted else 0
 
 
-def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The config keys the flags and --set give; with --resume, a UserError naming the first flag it may not take."""
-    from stlm.training.loop import RESUME_SAFE_KEYS
-
+def _settings(args: argparse.Namespace, resume_safe: tuple[str, ...]) -> dict[str, Any]:
+    """The config keys the flags and --set give. With --resume, a UserError naming the first flag given
+    for a setting outside `resume_safe`: a resumed run keeps its recorded settings, whatever their value."""
     settings = flags.overrides(args, args.settings)
     if args.resume:
-        allowed = [args.settings[k] for k in sorted(RESUME_SAFE_KEYS) if k in args.settings]
+        allowed = [args.settings[k] for k in resume_safe if k in args.settings]
         allowed += ["--stop-at", "--quiet"] if "stop_at" in args else ["--quiet"]
         refused = [f for f in ("--config", "--out") if getattr(args, f[2:]) is not None]
-        refused += [args.settings[k] if k in args else f"--set {k}" for k in settings if k not in RESUME_SAFE_KEYS]
+        refused += [args.settings[k] if k in args else f"--set {k}" for k in settings if k not in resume_safe]
         if refused:
             raise UserError(f"{refused[0]} cannot be used with --resume: a run resumes with its recorded settings "
                             f"and folder; it may change only {', '.join(allowed)}")
@@ -110,8 +110,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from stlm import api
+    from stlm.finetune.loop import RESUME_SAFE_KEYS
 
-    settings, progress = _settings(args), not args.quiet
+    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
     if args.resume:
         run = api.fine_tune(resume=args.resume, progress=progress, **settings)
     else:

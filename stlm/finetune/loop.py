@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from stlm import registry
+from stlm.config import apply_resume_overrides
 from stlm.errors import UserError
 from stlm.evaluation.record import checkpoint_record, provenance
 from stlm.finetune.config import FinetuneConfig
@@ -40,7 +41,6 @@ from stlm.finetune.examples import Example, check_labels, load_examples, split_e
 from stlm.finetune.format import TextToText
 from stlm import checkpoint as ckpt_io
 from stlm.training.logging import MetricsLog
-from stlm.training.loop import check_resume_overrides
 from stlm.training.optim import build_optimizer, lr_at, set_lr
 from stlm.runtime import resolve_runtime, run_header, seed_everything
 
@@ -51,6 +51,11 @@ METRICS = {  # what early stopping may watch, by task kind
     "classification": ("accuracy", "accuracy_logprob", "loss"),
 }
 BEST = "best"
+# What a resumed fine-tuning run may change: how long it runs, how often it logs and validates,
+# how many checkpoints it keeps, where it runs.
+RESUME_SAFE_KEYS = (
+    "train.steps", "train.log_every", "train.eval_every", "train.keep_checkpoints", "runtime.device", "runtime.threads",
+)
 
 
 @dataclass
@@ -81,15 +86,14 @@ def finetune(
     overrides: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> FinetuneResult:
-    """Fine-tune as `cfg` says into `out` (a new folder, or one to resume).
+    """Fine-tune as `cfg` says into `out`, a new folder.
 
-    On resume `cfg` is the recorded one, and `overrides` (dotted keys) may change
-    what a resumed pretraining run may (`training.loop.RESUME_SAFE_KEYS`).
+    With `resume=True`, continue the run in `out` from its newest checkpoint
+    instead: `cfg` is not used, the run's own config is, with `overrides`
+    (dotted keys) changing the settings in `RESUME_SAFE_KEYS`; any other that
+    differs raises a UserError naming it. On a new run `overrides` apply to `cfg`.
     """
     out = Path(out)
-    if overrides and not resume:
-        raise UserError("finetune(overrides=...) applies to a resumed run; give a new run its whole config")
-    check_resume_overrides(overrides or {})
     latest = ckpt_io.latest_checkpoint(out) if resume else None
     if resume:
         if latest is None:
@@ -98,10 +102,11 @@ def finetune(
         if "finetune" not in saved:
             raise UserError(f"{latest} is not a fine-tuning checkpoint (resume pretraining runs with stlm train --resume)")
         cfg = FinetuneConfig.from_dict(saved["finetune"], source=f"{latest}/config.json")
-        if overrides:
-            cfg = cfg.with_overrides(overrides)
-    elif (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
-        raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+        cfg = apply_resume_overrides(cfg, overrides or {}, RESUME_SAFE_KEYS, run_dir=out)
+    else:
+        if (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
+            raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
+        cfg = cfg.with_overrides(overrides or {})
 
     runtime = resolve_runtime(cfg.runtime)
     seed_everything(cfg.train.seed)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from stlm import registry
-from stlm.config import RunConfig
+from stlm.config import RunConfig, apply_resume_overrides
 from stlm.data import WindowLoader, prepare_data
 from stlm.errors import UserError
 from stlm.families import ModelFamily
@@ -36,12 +36,11 @@ from stlm.training.tasks import build_task
 
 RUN_CONFIG = "config.json"
 METRICS = "metrics.jsonl"
-# Settings a resumed run may change: how long it runs, where and on how many threads, and how it
-# reports. Any other change (model, data, objective, optimizer, batch) would make it another run.
-RESUME_SAFE_KEYS = frozenset({
+# What a resumed run may change: how long it runs, where it runs, and how it reports and checkpoints.
+RESUME_SAFE_KEYS = (
     "train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.keep_checkpoints",
-    "train.tensorboard", "runtime.device", "runtime.threads", "runtime.tune_malloc",
-})
+    "train.tensorboard", "runtime.device", "runtime.threads",
+)
 
 
 @dataclass
@@ -74,16 +73,6 @@ def check_new_run_dir(run_dir: Path) -> None:
         raise UserError(f"{run_dir} already holds a run; resume it with --resume {run_dir} or choose another --out")
 
 
-def check_resume_overrides(overrides: dict[str, Any]) -> None:
-    """A UserError naming the first setting a resumed run may not change (see RESUME_SAFE_KEYS)."""
-    refused = sorted(set(overrides) - RESUME_SAFE_KEYS)
-    if refused:
-        raise UserError(
-            f"{refused[0]} cannot change when a run resumes (it continues with its recorded settings); "
-            f"a resumed run may change {', '.join(sorted(RESUME_SAFE_KEYS))}"
-        )
-
-
 def resume(
     run_dir: str | Path,
     *,
@@ -93,10 +82,10 @@ def resume(
 ) -> TrainResult:
     """Continue the run in `run_dir` from its newest complete checkpoint.
 
-    `overrides` (dotted keys) may change only the settings in RESUME_SAFE_KEYS,
-    e.g. {"train.steps": 2000} to extend the run.
+    `overrides` (dotted keys, as `RunConfig.with_overrides` takes them) may
+    change the settings in `RESUME_SAFE_KEYS`; any other that differs from the
+    run's own raises a UserError naming it.
     """
-    check_resume_overrides(overrides or {})
     run_dir = Path(run_dir)
     latest = ckpt_io.latest_checkpoint(run_dir)
     if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
@@ -109,8 +98,7 @@ def resume(
         source = latest / "config.json"
         resolved = ckpt_io.load_config(latest)
     cfg = RunConfig.from_dict(resolved.get("run", {}), source=str(source))
-    if overrides:
-        cfg = cfg.with_overrides(overrides)
+    cfg = apply_resume_overrides(cfg, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
     record = ckpt_io.RunRecord.from_dict(resolved)
     family, model_cfg = record.family, record.model_config
     # The recorded tokenizer, not the spec: a BPE tokenizer.json may have moved since.

@@ -56,7 +56,7 @@ def leaves(config, prefix=""):
         value = getattr(config, f.name)
         if dataclasses.is_dataclass(value):
             yield from leaves(value, f"{prefix}{f.name}.")
-        else:
+        elif not isinstance(value, (dict, list)):  # tables are reached through --set
             yield prefix + f.name, value
 
 
