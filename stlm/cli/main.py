@@ -3,8 +3,8 @@
 The flags of train/pretrain and finetune are derived from the typed configs
 (`stlm/config.py`, `stlm/finetune/config.py`) by `flags.add_config_flags`, so
 each one's help and default live beside its setting; `--set KEY=VALUE` reaches
-any setting by its dotted key. What a subcommand does is in `commands.py`,
-calls into the Python API. User mistakes (`UserError`) print one line,
+any setting by its dotted key. What each subcommand does is in `commands.py`,
+which calls the Python API (`stlm.api`). User mistakes (`UserError`) print one line,
 `stlm <command>: error: ...`, and exit 2, as argparse's usage errors do;
 Ctrl-C exits 130. Only this package reads argv and the environment.
 """
