@@ -52,7 +52,7 @@ class DemoReport:
 
 
 def demo_config(
-    model: str, data: str, steps: int, device: str, cache_dir: str | None, tokenizer: str = "auto"
+    model: str, data: str, steps: int, device: str, cache_dir: str | None, tokenizer: str = "auto", threads: int = 0
 ) -> RunConfig:
     return RunConfig(
         model=model,
@@ -61,15 +61,15 @@ def demo_config(
         train=TrainConfig(
             steps=steps, batch_size=16, eval_every=max(1, steps // 6), eval_tokens=32_768, save_every=0, log_every=10
         ),
-        runtime=RuntimeConfig(device=device),
+        runtime=RuntimeConfig(device=device, threads=threads),
     )
 
 
 def run_demo(
     out: Path, *, model: str = "decoder-tiny", data: str = "pydocs", steps: int | None = None,
-    device: str = "auto", cache_dir: str | None = None, tokenizer: str = "auto",
+    device: str = "auto", cache_dir: str | None = None, tokenizer: str = "auto", threads: int = 0,
 ) -> DemoReport:
-    cfg = demo_config(model, data, steps or DEMO_STEPS, device, cache_dir, tokenizer)
+    cfg = demo_config(model, data, steps or DEMO_STEPS, device, cache_dir, tokenizer, threads)
     check_new_run_dir(out)
     cfg = fit_demo_tokenizer(cfg, out)
     t0 = time.perf_counter()

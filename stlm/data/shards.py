@@ -77,6 +77,17 @@ class PreparedData:
     meta: dict[str, Any]
     path: Path
 
+    def describe(self) -> str:
+        """Where the shards are and what each split holds, as `stlm prepare` prints it."""
+        lines = [f"token shards: {self.path}"]
+        for split in ("train", "val"):
+            m = self.meta[split]
+            lines.append(
+                f"  {split:5s} {m['documents']:>8,} documents {m['tokens']:>12,} tokens {m['bytes']:>12,} bytes "
+                f"({m['bytes'] / max(m['tokens'], 1):.2f} bytes per token)"
+            )
+        return "\n".join(lines)
+
 
 def prepare_data(
     spec: str,

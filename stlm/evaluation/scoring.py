@@ -26,10 +26,13 @@ import torch.nn.functional as F
 
 
 class Family(Protocol):
-    """What scoring needs of a model family (a `stlm.registry` row)."""
+    """What scoring needs of a model family (a `stlm.registry` row); read-only, as a row's class attributes are."""
 
-    name: str
-    encoder_decoder: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def encoder_decoder(self) -> bool: ...
 
 
 @dataclass(frozen=True)

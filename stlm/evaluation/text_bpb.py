@@ -34,6 +34,14 @@ def run_bpb(model: EvalModel, options: EvalOptions) -> TaskResult:
     return _score("bpb", model, options, stream, label, files)
 
 
+def run_text(model: EvalModel, options: EvalOptions, text: str) -> TaskResult:
+    """A string, scored as --file scores a file's text (BOS + its ids)."""
+    _check_byte_model(model)
+    if not text:
+        raise UserError("the text is empty; nothing to score")
+    return _score("bpb", model, options, np.asarray(model.tokenizer.encode(text, bos=True), dtype=np.int64), "text", [])
+
+
 def run_wikitext2(model: EvalModel, options: EvalOptions) -> TaskResult:
     _check_byte_model(model)
     if options.split not in WIKITEXT_FILES:

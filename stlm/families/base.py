@@ -138,7 +138,11 @@ class ModelFamily:
     # --- generates ---------------------------------------------------------------------------
 
     def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
-        """New token ids for a prompt (`sampling`: max_new_tokens, temperature, top_k, top_p, seed)."""
+        """New token ids for a prompt (`sampling`: max_new_tokens, temperature, top_k, top_p, seed, num_beams).
+
+        num_beams > 1 asks for beam search, which only encoder-decoders offer;
+        the others raise a UserError for it.
+        """
         raise NotImplementedError
 
     def generate_greedy(
@@ -204,6 +208,16 @@ class CausalFamily(ModelFamily):
 
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         return int((tensors[1] != -100).sum())
+
+    def _sampling(self, sampling: dict[str, Any]) -> dict[str, Any]:
+        """`sampling` without num_beams, which a causal model accepts only as 1 (no beam search)."""
+        num_beams = sampling.pop("num_beams", 1)
+        if num_beams != 1:
+            raise UserError(
+                f"beam search (num_beams {num_beams}) is for encoder-decoders; a {self.name} model samples "
+                "or decodes greedily (num_beams 1)"
+            )
+        return sampling
 
     def _wrong_objective(self, objective: str, model_name: str) -> str:
         if objective == "span-corruption":

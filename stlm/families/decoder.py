@@ -26,7 +26,7 @@ class DecoderFamily(CausalFamily):
         return f"d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ff={cfg.d_ff} V={cfg.vocab_size} ctx={cfg.max_seq_len}"
 
     def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
-        return generate(model, prompt_ids, stop_ids=(eos_id,), **sampling)
+        return generate(model, prompt_ids, stop_ids=(eos_id,), **self._sampling(sampling))
 
     def generate_greedy(
         self, model: nn.Module, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int

@@ -57,4 +57,4 @@ class PooledFamily(CausalFamily):
 
     def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
         # Patch state is per sequence, so greedy batches loop over prompts (the base class does).
-        return generate(model, prompt_ids, stop_ids=(eos_id,), **sampling)
+        return generate(model, prompt_ids, stop_ids=(eos_id,), **self._sampling(sampling))

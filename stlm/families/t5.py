@@ -16,7 +16,7 @@ from torch import nn
 
 from stlm.errors import UserError
 from stlm.families.base import ModelFamily
-from stlm.generation.seq2seq import generate_seq2seq_batch, stream_seq2seq
+from stlm.generation.seq2seq import generate_seq2seq, generate_seq2seq_batch, stream_seq2seq
 from stlm.models.t5 import PRESETS, T5Config, T5Model, config_from_name, count_params
 from stlm.objectives.seq2seq import seq2seq_loss
 from stlm.tokenizers import Tokenizer
@@ -87,7 +87,12 @@ class T5Family(ModelFamily):
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         return int((tensors[2] != tokenizer.pad_id).sum())
 
-    def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
+    def stream(
+        self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, num_beams: int = 1, **sampling: Any
+    ) -> Iterator[int]:
+        if num_beams != 1:
+            # Beam search ranks whole sequences, so the best one arrives at once, not token by token.
+            return iter(generate_seq2seq(model, prompt_ids, eos_id=eos_id, num_beams=num_beams, **sampling))
         return stream_seq2seq(model, prompt_ids, eos_id=eos_id, **sampling)
 
     def generate_greedy(

@@ -37,12 +37,12 @@ class TaskConfig:
     train_file: str | None = None  # .jsonl or .csv
     val_file: str | None = None  # None: split off val_fraction of train_file by a hash of each example
     test_file: str | None = None  # scored once at the end with the best checkpoint
-    input_field: str = "input"
-    target_field: str = "target"
+    input_field: str = "input"  # field / column holding the input
+    target_field: str = "target"  # field / column holding the target
     context_field: str | None = None  # qa: input becomes "question: <input>\ncontext: <context>"
     labels: str = ""  # classification: comma-separated label set; "" derives it from the training targets
-    val_fraction: float = 0.1
-    split_seed: int = 0
+    val_fraction: float = 0.1  # without val_file: share of train_file held out for validation
+    split_seed: int = 0  # seed of that split
     separator: str = "\n=> "  # decoders: text between the prompt and the target
     max_input_bytes: int = 256  # inputs are cut to this many UTF-8 bytes (whole characters)
     max_target_bytes: int = 112  # training targets are cut to this; references are never cut
@@ -68,9 +68,9 @@ class TaskConfig:
 @dataclass
 class FinetuneTrainConfig:
     steps: int = 500  # optimizer steps at most (early stopping may end sooner)
-    batch_size: int = 16
+    batch_size: int = 16  # examples per step
     seed: int = 0  # init (for presets) and example order
-    log_every: int = 10
+    log_every: int = 10  # steps between training records in metrics.jsonl
     eval_every: int = 100  # validate every N steps (and at the end)
     eval_examples: int = 100  # validation examples generated for the metric at each evaluation; 0: all
     metric: str = "auto"  # what early stopping watches: auto (by task kind), loss, or a metric name

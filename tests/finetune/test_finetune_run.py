@@ -137,3 +137,19 @@ def test_resume_extends_steps_and_refuses_other_changes(colours, tmp_path, one_t
     saved = ckpt_io.load_config(ckpt_io.latest_checkpoint(tmp_path / "run"))["finetune"]
     assert saved["train"]["steps"] == 4 and saved["optim"]["warmup_steps"] == 2  # the run's own warmup, kept
     assert "train.steps" in RESUME_SAFE_KEYS and "optim.lr" not in RESUME_SAFE_KEYS
+
+
+def test_api_fine_tune_and_extending_it_on_resume(colours, tmp_path, one_thread):
+    import stlm
+
+    settings = {"runtime": {"device": "cpu"}, "optim": {"warmup_steps": 1},
+                "train": {"steps": 3, "eval_every": 3, "batch_size": 4, "score_initial": False, "max_new_tokens": 4}}
+    task = {"train_file": str(colours), "kind": "classification", "input_field": "text", "target_field": "label"}
+    # The defaults name a built-in task; giving a training file clears it, as --train does.
+    run = stlm.fine_tune(out=tmp_path / "run", progress=False, task=task, **settings)
+    assert run.step == 3 and run.best_step == 3 and run.checkpoint.parent.parent.name == "best"
+    assert run.results["kind"] == "classification" and "accuracy" in run.val
+    with pytest.raises(stlm.UserError, match="optim.lr cannot change"):
+        stlm.fine_tune(resume=run.dir, optim={"lr": 1.0})
+    longer = stlm.fine_tune(resume=run.dir, train={"steps": 5, "eval_every": 5}, progress=False)
+    assert longer.step == 5 and longer.results["steps_run"] == 5

@@ -1,0 +1,193 @@
+"""What each `stlm` subcommand runs: thin callers of the Python API (`stlm.api`) and library functions.
+
+`stlm.cli.main` holds the table of subcommands and their flags; each function
+here takes the parsed flags, calls into the library and prints the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from stlm.cli import flags, tables
+from stlm.config import DataConfig
+from stlm.errors import UserError
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from stlm import registry
+
+    if args.name:
+        family, cfg = registry.resolve_model(args.name)
+        tables.print_models([(args.name, family, cfg)], parts=args.parts)
+        return 0
+    presets = [p for p in registry.list_presets() if not args.family or p.family == args.family]
+    if not presets:
+        raise UserError(f"no presets in family {args.family!r}; families: {', '.join(sorted(registry.FAMILIES))}")
+    tables.print_models([(p.name, registry.FAMILIES[p.family], p.config) for p in presets], parts=args.parts)
+    print("\nAny t5-efficient-<size>[-nl|el|dl|dm|kv|nh|ff<N>]... name works too, e.g. t5-efficient-base-dl2.")
+    return 0
+
+
+def cmd_corpora(args: argparse.Namespace) -> int:
+    from stlm.data import list_corpora
+
+    tables.print_table([("corpus", "description")] + [(c.name, c.description) for c in list_corpora()])
+    print("\nAlso accepted by --data: a text file, a directory of text files, a .jsonl file, or hf:NAME[:CONFIG].")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from stlm.data import prepare_data, unigram_bits_per_byte
+    from stlm.tokenizers import ByteTokenizer, load_tokenizer
+
+    d, tokenizer = DataConfig(**flags.given(args, "data")), load_tokenizer(args.tokenizer)
+    data = prepare_data(d.source, tokenizer, cache_dir=d.cache_dir, val_fraction=d.val_fraction, seed=d.split_seed,
+                        text_field=d.text_field, workers=d.workers, streaming=d.streaming, max_documents=d.max_documents)
+    print(data.describe())
+    if isinstance(tokenizer, ByteTokenizer):
+        print(f"  order-0 (unigram) entropy of val: {unigram_bits_per_byte(data.val):.3f} bits per byte")
+    return 0
+
+
+def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from stlm.data import fit_bpe
+
+    d = DataConfig(**flags.given(args, "data"))
+    fitted = fit_bpe(d.source, args.vocab_size, val_fraction=d.val_fraction, seed=d.split_seed, text_field=d.text_field,
+                     cache_dir=d.cache_dir, min_frequency=args.min_frequency)
+    tok, path = fitted.tokenizer, fitted.tokenizer.save(args.out)
+    print(f"byte-level BPE, {tok.vocab_size} ids ({tok.n_pieces} pieces + PAD/BOS/EOS), trained on the "
+          f"{fitted.n_documents:,} training documents ({fitted.n_bytes:,} bytes) of {d.source} -> {path}\n"
+          f"use it with: --tokenizer bpe:{path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stlm import api
+    from stlm.training.loop import RESUME_SAFE_KEYS
+
+    settings = _settings(args, RESUME_SAFE_KEYS)
+    if args.resume:
+        run = api.train(resume=args.resume, stop_at=args.stop_at, progress=not args.quiet, **settings)
+    else:
+        if args.out is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UserError("under torchrun pass --out RUN_DIR so every process writes to the same run")
+        run = api.train(args.config, args.out, stop_at=args.stop_at, progress=not args.quiet, **settings)
+    val = "".join(f", {k} {v:.4f}" for k, v in run.val.items() if k in ("val_bpb", "val_loss"))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        print(f"step {run.step}{val}; checkpoint {run.checkpoint}")
+        if run.interrupted:
+            print(f"stopped before the last step; continue with: stlm train --resume {run.dir}", file=sys.stderr)
+    return (130 if args.stop_at is None else 0) if run.interrupted else 0
+
+
+def _settings(args: argparse.Namespace, resume_safe: tuple[str, ...]) -> dict[str, Any]:
+    """The config keys the flags and --set give. With --resume, a UserError naming the first flag given
+    for a setting outside `resume_safe`: a resumed run keeps its recorded settings, whatever their value."""
+    settings = flags.overrides(args, args.settings)
+    if args.resume:
+        allowed = [args.settings[k] for k in resume_safe if k in args.settings]
+        allowed += ["--stop-at", "--quiet"] if "stop_at" in args else ["--quiet"]
+        refused = [f for f in ("--config", "--out") if getattr(args, f[2:]) is not None]
+        refused += [args.settings[k] if k in args else f"--set {k}" for k in settings if k not in resume_safe]
+        if refused:
+            raise UserError(f"{refused[0]} cannot be used with --resume: a run resumes with its recorded settings "
+                            f"and folder; it may change only {', '.join(allowed)}")
+    return settings
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from stlm.training.plot import plot_run
+
+    print(f"wrote {plot_run(args.run, args.out or args.run / 'curves.png')}")
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from stlm import api
+    from stlm.finetune.loop import RESUME_SAFE_KEYS
+
+    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
+    if args.resume:
+        run = api.fine_tune(resume=args.resume, progress=progress, **settings)
+    else:
+        run = api.fine_tune(args.config, args.out, progress=progress, **settings)
+    tables.print_finetune(run.results)
+    print(f"best checkpoint (step {run.best_step}): {run.checkpoint}\nresults: {run.dir / 'results.json'}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from stlm import api
+    from stlm.evaluation import tasks
+    from stlm.evaluation.record import write_results
+
+    names = args.task or ["bpb"]
+    if args.json and len(names) > 1:
+        raise UserError("--json takes one task's result; with several tasks use --out DIR")
+    model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+    data_dir = args.data_dir
+    if any(n in tasks.DATA_DIR_TASKS for n in names):
+        data_dir = tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd())
+    ckpt, out_dir = model.path, args.out or model.run_dir / "evals"
+    for name in names:
+        result = model.evaluate(
+            name, batch_size=args.batch_size, progress=not args.quiet, data_dir=data_dir, limit=args.limit,
+            file=args.file, corpus=args.data, split=args.split, context=args.context, stride=args.stride, max_ids=args.max_ids,
+        )
+        record, page = model.document(result)
+        json_path, md_path = write_results(record, page, out_dir / f"{tasks.task_slug(name)}-{ckpt.name}.json")
+        if args.json:
+            write_results(record, page, args.json)
+        print(f"{result.summary}; checkpoint {ckpt}\n\n{result.markdown}\n\nresults: {json_path} and {md_path.name}\n")
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from stlm import api
+
+    model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+    pieces = model.generate(
+        args.prompt, max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
+        top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_beams=args.num_beams, stream=True,
+    )
+    if not model.family.encoder_decoder:  # a decoder continues the prompt
+        sys.stdout.write(args.prompt)
+    for piece in pieces:
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_hf_import(args: argparse.Namespace) -> int:
+    from stlm import api
+
+    print(f"imported {args.directory} -> {api.import_hf_t5(args.directory, args.out).checkpoint}")
+    return 0
+
+
+def cmd_hf_export(args: argparse.Namespace) -> int:
+    from stlm import api
+
+    out = api.export_hf_t5(args.checkpoint, args.out)
+    print(f"exported {args.checkpoint} -> {out} ({', '.join(sorted(p.name for p in out.iterdir()))})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from stlm.demo import run_demo
+
+    out = args.out or Path("runs") / f"demo-{time_stamp()}"
+    report = run_demo(out, model=args.model, data=args.data, steps=args.steps, cache_dir=args.cache_dir,
+                      tokenizer=args.tokenizer, **flags.given(args, "runtime"))
+    return 0 if report.learned else 1
+
+
+def time_stamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,55 @@
+"""The plain-text tables the commands print: models, corpora, fine-tuning results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+_PARTS = ("embeddings", "hash_tables", "local_encoder", "pooling", "core", "local_decoder", "head", "total")
+_FINETUNE_KEYS = {
+    "summarization": ("rouge1", "rouge2", "rougeL", "loss"),
+    "qa": ("exact_match", "f1", "loss"),
+    "classification": ("accuracy", "accuracy_logprob", "loss"),
+}
+
+
+def print_table(rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))]
+        print("  ".join(cells).rstrip())
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_models(models: Sequence[tuple[str, Any, Any]], *, parts: bool) -> None:
+    """(name, family row, config) rows: exact parameter count, memory and shape; with `parts`, pooled breakdowns."""
+    rows = [("model", "family", "params", "fp32 MiB", "bf16 MiB", "shape")]
+    for name, family, cfg in models:
+        n = family.count_params(cfg)
+        rows.append((name, family.name, f"{n:,}", f"{n * 4 / 2**20:.1f}", f"{n * 2 / 2**20:.1f}", family.describe(cfg)))
+    print_table(rows, right=(2, 3, 4))
+    breakdowns = [(name, b) for name, family, cfg in models if (b := family.breakdown(cfg))] if parts else []
+    if not breakdowns:
+        return
+    print("\nPooled byte models, parameters by part (hash tables are included in the total):")
+    print_table([("model", *_PARTS)] + [(name, *(f"{b[k]:,}" for k in _PARTS)) for name, b in breakdowns],
+                right=range(1, len(_PARTS) + 1))
+    print("\nWhat each sharing option removes (against the same network without it):")
+    savings = [("model", "tie_head saves", "share_ffn saves", "repeat_blocks saves")]
+    for name, b in breakdowns:
+        s = b["sharing"]
+        savings.append((name, f"{s['tie_head']:,}", f"{s['share_ffn']:,}", f"{s['repeat_blocks']:,}"))
+    print_table(savings, right=(1, 2, 3))
+
+
+def print_finetune(results: dict[str, Any]) -> None:
+    """Starting model, fine-tuned model and baselines side by side on the final split."""
+    keys = _FINETUNE_KEYS[results["kind"]]
+    rows = [("model", *keys)]
+    named = [("starting model", results["initial"]), ("fine-tuned (best)", results["finetuned"])]
+    for name, scores in named + [(f"baseline: {k}", v) for k, v in results["baselines"].items()]:
+        if scores:
+            rows.append((name, *(f"{scores[k]:.4f}" if k in scores else "-" for k in keys)))
+    print(f"{results['task']} ({results['kind']}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):")
+    print_table(rows, right=range(1, len(rows[0])))
