@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="windows (bpb, default 8) or sentences (default 64) per forward pass")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default; 1 is fastest for tiny models on a busy machine)")
-    p.add_argument("--out", type=Path, help="folder for the results, TASK-step-N.json and .md (default: RUN/evals/)")
+    p.add_argument("--out", type=Path, help="folder for the results, named by task, data, split and step: e.g. bpb-pydocs-val-step-N.json and .md (default: RUN/evals/)")
     p.add_argument("--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_evaluate)
@@ -467,7 +467,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             settings=result.settings, device=runtime.describe(),
         )
         record, page = result.document(prov)
-        json_path, md_path = write_results(record, page, out_dir / f"{tasks.task_slug(name)}-{ckpt.name}.json")
+        json_path, md_path = write_results(record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, config)}.json")
         if args.json:
             write_results(record, page, args.json)
         print(f"{result.summary}; checkpoint {ckpt}\n\n{result.markdown}\n\nresults: {json_path} and {md_path.name}\n")
