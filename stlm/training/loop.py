@@ -31,6 +31,7 @@ from stlm.training import distributed
 from stlm.training.logging import MetricsLog, format_header
 from stlm.training.monitor import RunMonitor, device_peak, step_flops_per_token
 from stlm.training.optim import build_optimizer, lr_at, set_lr
+from stlm.training.report import write_run_report
 from stlm.runtime import Runtime, resolve_runtime, run_header, seed_everything
 from stlm.training.tasks import build_task
 
@@ -93,7 +94,25 @@ def _run(cfg: RunConfig, family: ModelFamily, model_cfg: Any, run_dir: Path, **o
     """One process's share of a run: alone, or inside torchrun's process group."""
     with distributed.session(cfg.runtime.parallel, resolve_runtime(cfg.runtime)) as par:
         options["progress"] = options["progress"] and par.is_main
-        return _run_on(par, cfg, family, model_cfg, run_dir, **options)
+        result = _run_on(par, cfg, family, model_cfg, run_dir, **options)
+        is_main = par.is_main
+    if is_main:  # after the process group is gone: no rank waits on the report
+        _write_report(result, options["stop_at"], options["progress"])
+    return result
+
+
+def _write_report(result: TrainResult, stop_at: int | None, progress: bool) -> None:
+    """report.md and loss.png in the run folder; the run (already saved) survives a failure to write them."""
+    stopped = None
+    if result.interrupted:
+        stopped = f"as --stop-at {stop_at} asked" if stop_at is not None and result.step >= stop_at else "interrupted by a signal"
+    try:
+        path = write_run_report(result, stopped=stopped)
+    except (OSError, UserError) as exc:
+        print(f"  report.md not written: {exc}", file=sys.stderr)
+        return
+    if progress:
+        print(f"  report {path}", file=sys.stderr)
 
 
 def _run_on(
