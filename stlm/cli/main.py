@@ -556,6 +556,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         out, model=args.model, data=args.data, steps=args.steps, device=args.device, cache_dir=args.cache_dir,
         tokenizer=args.tokenizer,
     )
+    if report.interrupted:  # by a signal: the report says where it stopped and how to go on
+        return 130
     return 0 if report.learned else 1
 
 
