@@ -217,14 +217,19 @@ def _print_parts(breakdowns: list[tuple[str, dict]]) -> None:
     parts = ("embeddings", "hash_tables", "local_encoder", "pooling", "core", "local_decoder", "head", "total")
     print("\nPooled byte models, parameters by part (hash tables are included in the total):")
     rows = [("preset",) + parts]
-    savings = [("preset", "tie_head saves", "share_ffn saves", "repeat_blocks saves")]
+    options = ("tie_head", "share_ffn", "repeat_blocks")
+    savings = [("preset", *options, "on, together")]
     for name, b in breakdowns:
         rows.append((name,) + tuple(f"{b[k]:,}" for k in parts))
-        s = b["sharing"]
-        savings.append((name, f"{s['tie_head']:,}", f"{s['share_ffn']:,}", f"{s['repeat_blocks']:,}"))
+        cells = [f"{o.setting}: {o.saves:,}" if o.on else f"off ({o.saves:,})" for o in (b["options"][k] for k in options)]
+        savings.append((name, *cells, f"{b['together']:,}"))
     _print_table(rows, right=tuple(range(1, len(parts) + 1)))
-    print("\nWhat each sharing option removes (against the same network without it):")
-    _print_table(savings, right=(1, 2, 3))
+    print(
+        "\nWhat each sharing option removes: when on, against the same network without it; when off (in brackets),\n"
+        "what switching it on would remove (repeat_blocks: x2, against an unrepeated core of the doubled depth);\n"
+        "together: what the options that are on remove against an untied, unshared, unrepeated core of the same depth."
+    )
+    _print_table(savings, right=(1, 2, 3, 4))
 
 
 def _print_table(rows: list[tuple[str, ...]], right: tuple[int, ...] = ()) -> None:
