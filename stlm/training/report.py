@@ -145,7 +145,8 @@ def write_run_report(result: TrainResult, *, stopped: str | None = None) -> Path
 
 def draw_plot(run_dir: Path, references: dict[str, float]) -> str | None:
     """loss.png with the references as labelled lines; None when no training step was logged yet."""
-    if not any("loss" in r for r in read_metrics(run_dir / "metrics.jsonl")):
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file() or not any("loss" in r for r in read_metrics(metrics)):
         return None
     return plot_run(run_dir, run_dir / PLOT, baselines={REFERENCE_LABELS[k]: v for k, v in references.items()}).name
 
