@@ -60,3 +60,50 @@ def test_bpe_demo_refuses_bad_tokenizers_in_one_line(capsys, tmp_path, bpe_demo,
     code = main(["demo", "--model", "bpe-tiny", "--data", str(corpus_dir), "--out", str(bpe_demo.run_dir)])
     assert code == 2 and "already holds a run" in capsys.readouterr().err
     assert fitted.stat().st_mtime_ns == before
+
+
+def test_a_demo_stopped_by_a_signal_says_so_reports_so_and_exits_130(capsys, tmp_path, corpus_dir, cache_dir, monkeypatch):
+    """SIGTERM mid-run (sent from inside the third batch draw, so no timing): no evaluation, no verdict, how to go on."""
+    import os
+    import signal
+
+    from stlm.data import WindowLoader
+
+    draw, drawn = WindowLoader.next_batch, []
+
+    def next_batch(self):
+        drawn.append(1)
+        if len(drawn) == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # as `kill` or a scheduler would, in the middle of step 3
+        return draw(self)
+
+    monkeypatch.setattr(WindowLoader, "next_batch", next_batch)
+    out = tmp_path / "demo"
+    code = main(["demo", "--data", str(corpus_dir), "--cache-dir", str(cache_dir), "--steps", "6", "--out", str(out), "--device", "cpu"])
+    captured = capsys.readouterr()
+    assert code == 130
+    assert "demo interrupted at step 3 of 6" in captured.err and f"stlm train --resume {out}" in captured.err
+    assert "learned" not in captured.out and "sample:" not in captured.out
+    report = (out / "report.md").read_text()
+    assert "**Stopped early, interrupted by a signal, at step 3 of 6.**" in report
+    assert "- training: 3 of 6 steps x 16 x 256 bytes" in report
+    assert "Learned" not in report and "## Sample" not in report
+    reproduce, go_on = report.split("## Reproduce")[1].split("## Continue")
+    assert f"stlm demo --model decoder-tiny --data {corpus_dir} --steps 6" in reproduce  # the whole run
+    assert f"stlm train --resume {out}" in go_on and f"stlm evaluate {out} --context 256 --stride 128 --max-ids " in go_on
+    # Nothing was logged before step 3 (every 10 steps): no plot, and the report does not point at one.
+    assert not (out / "loss.png").exists() and "![loss curve]" not in report
+
+
+def test_run_demo_returns_an_interrupted_report_without_a_verdict(tmp_path, corpus_dir, cache_dir, monkeypatch):
+    import functools
+
+    import stlm.demo
+    from stlm.training.loop import resume, train
+
+    monkeypatch.setattr(stlm.demo, "train", functools.partial(train, stop_at=2))  # a run that ends early
+    report = stlm.demo.run_demo(tmp_path / "demo", data=str(corpus_dir), steps=4, device="cpu", cache_dir=str(cache_dir))
+    assert report.interrupted and report.step == 2 and not report.learned and report.val is None and report.sample == ""
+    assert "Stopped early" in (tmp_path / "demo" / "report.md").read_text()
+    # The Continue line works: the run finishes its remaining steps.
+    assert resume(tmp_path / "demo", progress=False).step == 4

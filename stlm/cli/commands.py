@@ -135,13 +135,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if any(n in tasks.DATA_DIR_TASKS for n in names):
         data_dir = tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd())
     ckpt, out_dir = model.path, args.out or model.run_dir / "evals"
+    options = tasks.EvalOptions(
+        data_dir=data_dir, limit=args.limit, file=args.file, corpus=args.data, split=args.split,
+        context=args.context, stride=args.stride, max_ids=args.max_ids,
+    )
     for name in names:
-        result = model.evaluate(
-            name, batch_size=args.batch_size, progress=not args.quiet, data_dir=data_dir, limit=args.limit,
-            file=args.file, corpus=args.data, split=args.split, context=args.context, stride=args.stride, max_ids=args.max_ids,
-        )
+        result = model.evaluate(name, batch_size=args.batch_size, progress=not args.quiet, **vars(options))
         record, page = model.document(result)
-        json_path, md_path = write_results(record, page, out_dir / f"{tasks.task_slug(name)}-{ckpt.name}.json")
+        # Named by task, data, split, settings and step: two evaluations never overwrite each other.
+        json_path, md_path = write_results(record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, model.config)}.json")
         if args.json:
             write_results(record, page, args.json)
         print(f"{result.summary}; checkpoint {ckpt}\n\n{result.markdown}\n\nresults: {json_path} and {md_path.name}\n")
@@ -186,6 +188,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"demo-{time_stamp()}"
     report = run_demo(out, model=args.model, data=args.data, steps=args.steps, cache_dir=args.cache_dir,
                       tokenizer=args.tokenizer, **flags.given(args, "runtime"))
+    if report.interrupted:  # by a signal: the report says where it stopped and how to go on
+        return 130
     return 0 if report.learned else 1
 
 

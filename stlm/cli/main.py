@@ -123,7 +123,8 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--task", action="append", metavar="TASK", help="bpb, wikitext2, blimp, piqa or mc:PATH; repeat for several (default: bpb)")
     p.add_argument("--data-dir", type=Path, help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo)")
     p.add_argument("--batch-size", type=int, help="windows (bpb) or sentences per forward pass (default: 8 windows, 64 sentences)")
-    p.add_argument("--out", type=Path, help="folder for the results, TASK-step-N.json and .md (default: RUN/evals/)")
+    p.add_argument("--out", type=Path, help="folder for the results, named by task, data, split and step: e.g. bpb-pydocs-val-step-N.json and .md "
+                   "(default: RUN/evals/)")
     p.add_argument("--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--limit", type=int, help="score only the first N items (BLiMP: per phenomenon)")

@@ -35,12 +35,17 @@ def print_models(models: Sequence[tuple[str, Any, Any]], *, parts: bool) -> None
     print("\nPooled byte models, parameters by part (hash tables are included in the total):")
     print_table([("model", *_PARTS)] + [(name, *(f"{b[k]:,}" for k in _PARTS)) for name, b in breakdowns],
                 right=range(1, len(_PARTS) + 1))
-    print("\nWhat each sharing option removes (against the same network without it):")
-    savings = [("model", "tie_head saves", "share_ffn saves", "repeat_blocks saves")]
+    print(
+        "\nWhat each sharing option removes: when on, against the same network without it; when off (in brackets),\n"
+        "what switching it on would remove (repeat_blocks: x2, against an unrepeated core of the doubled depth);\n"
+        "together: what the options that are on remove against an untied, unshared, unrepeated core of the same depth."
+    )
+    options = ("tie_head", "share_ffn", "repeat_blocks")
+    savings = [("model", *options, "on, together")]
     for name, b in breakdowns:
-        s = b["sharing"]
-        savings.append((name, f"{s['tie_head']:,}", f"{s['share_ffn']:,}", f"{s['repeat_blocks']:,}"))
-    print_table(savings, right=(1, 2, 3))
+        cells = [f"{o.setting}: {o.saves:,}" if o.on else f"off ({o.saves:,})" for o in (b["options"][k] for k in options)]
+        savings.append((name, *cells, f"{b['together']:,}"))
+    print_table(savings, right=(1, 2, 3, 4))
 
 
 def print_finetune(results: dict[str, Any]) -> None:

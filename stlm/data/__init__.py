@@ -9,7 +9,7 @@
 from stlm.data.fit_bpe import FittedBPE, fit_bpe
 from stlm.data.loader import WindowLoader
 from stlm.data.pydocs import DocstringRecord, iter_pydoc_docstrings
-from stlm.data.shards import PreparedData, load_prepared, prepare_data, unigram_bits_per_byte
+from stlm.data.shards import PreparedData, cached_data, load_prepared, prepare_data, unigram_bits_per_byte
 from stlm.data.sources import CorpusInfo, corpus_fingerprint, list_corpora, load_documents
 from stlm.data.split import split_documents
 
@@ -19,6 +19,7 @@ __all__ = [
     "FittedBPE",
     "PreparedData",
     "WindowLoader",
+    "cached_data",
     "corpus_fingerprint",
     "fit_bpe",
     "iter_pydoc_docstrings",

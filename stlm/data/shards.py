@@ -152,6 +152,18 @@ def cache_key(fingerprint: str, tokenizer: _Tokenizer, *, val_fraction: float, s
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
 
+def cached_data(
+    fingerprint: str, tokenizer: _Tokenizer, *, cache_dir: str | Path | None, val_fraction: float = 0.05, seed: int = 0
+) -> PreparedData | None:
+    """The token cache `prepare_data` wrote for a corpus fingerprint (a run records it), if it is still there.
+
+    Unlike `prepare_data` it never reads the corpus, so it costs nothing but
+    opening two memmaps; None when the cache was removed or never written here.
+    """
+    final = cache_root(cache_dir) / "tokens" / cache_key(fingerprint, tokenizer, val_fraction=val_fraction, seed=seed)
+    return load_prepared(final) if (final / "meta.json").is_file() else None
+
+
 def load_prepared(path: str | Path) -> PreparedData:
     """Open a cache folder written by `prepare_data`, checking it is whole."""
     path = Path(path)

@@ -137,3 +137,52 @@ def bits_per_byte(
         context=context,
         stride=stride,
     )
+
+
+UNIFORM_BPB = 8.0  # a uniform guess over the 256 byte values: log2(256) bits per byte
+# What each reference of `reference_bpb` is, in the words tables and reports use.
+REFERENCE_LABELS = {
+    "uniform": "uniform guess over 256 bytes",
+    "unigram": "order-0 (unigram) entropy of the same bytes",
+    "token_unigram": "order-0 (unigram) entropy of the same tokens, per byte",
+}
+
+
+def reference_bpb(ids: np.ndarray, tokenizer) -> dict[str, float]:
+    """Bits per byte that need no model, on the bytes `ids` stand for: what a trained model must beat.
+
+        uniform        8.0, a uniform guess over the 256 byte values
+        unigram        order-0 entropy of the bytes themselves: the best any model of
+                       byte frequencies alone can do on them
+        token_unigram  token tokenizers only (an id of several bytes): order-0 entropy
+                       of the ids that stand for text, times ids per byte; the same
+                       floor for a model of token frequencies (usually far below `unigram`)
+
+    `tokenizer` gives `byte_lengths()` and `decode_bytes`. Both entropies come
+    from one count of the ids, so a long corpus split costs one pass over it:
+    the bytes of id i are counted count(i) times.
+    """
+    lengths = np.asarray(tokenizer.byte_lengths(), dtype=np.int64)  # (V,)
+    counts = np.zeros(len(lengths), dtype=np.int64)  # (V,) occurrences of each id
+    chunk = 1 << 24  # bincount widens to int64: count a memmap piece by piece
+    for start in range(0, len(ids), chunk):
+        counts += np.bincount(np.asarray(ids[start : start + chunk]), minlength=len(lengths))[: len(lengths)]
+    counts[lengths == 0] = 0  # BOS, EOS, padding: no bytes
+    byte_counts = np.zeros(256, dtype=np.int64)  # (256,) occurrences of each byte value
+    for i in np.flatnonzero(counts):
+        piece = np.frombuffer(tokenizer.decode_bytes([int(i)]), dtype=np.uint8)
+        byte_counts += counts[i] * np.bincount(piece, minlength=256)
+    refs = {"uniform": UNIFORM_BPB}
+    n_bytes = int(byte_counts.sum())
+    if n_bytes == 0:
+        return refs
+    refs["unigram"] = _entropy_bits(byte_counts)
+    if lengths.max() > 1:
+        refs["token_unigram"] = _entropy_bits(counts) * float(counts.sum()) / float(n_bytes)
+    return refs
+
+
+def _entropy_bits(counts: np.ndarray) -> float:
+    """Entropy in bits of the distribution `counts` (occurrences per symbol)."""
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * np.log2(p)).sum())

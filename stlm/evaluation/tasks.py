@@ -14,8 +14,10 @@ caller stores with `record.provenance`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from stlm.errors import UserError
 from stlm.evaluation import blimp, multiple_choice, text_bpb
@@ -66,6 +68,41 @@ def task_slug(name: str) -> str:
     if name.startswith(MC_PREFIX):
         return "mc-" + Path(name[len(MC_PREFIX) :]).stem
     return name
+
+
+def result_name(task: str, options: EvalOptions, checkpoint_name: str, config: dict[str, Any] | None = None) -> str:
+    """The file stem of one evaluation's results: task, data, split, the settings given, checkpoint.
+
+    Two evaluations that score different things get different names and the
+    same evaluation run again gets the same one, so results are never
+    overwritten by another evaluation's:
+
+        bpb (the run's own corpus, val)     bpb-pydocs-val-step-00001200
+        bpb --split train --max-ids 1000    bpb-pydocs-train-max1000-step-00001200
+        bpb --file notes/a.txt              bpb-a.txt-step-00001200
+        wikitext2 --split test              wikitext2-test-step-00001200
+        blimp --limit 100                   blimp-limit100-step-00001200
+        mc:data/items.jsonl                 mc-items-step-00001200
+
+    Only what the task reads goes in: a split for the corpus and WikiText-2
+    tasks, the data for `bpb`, BPB window settings when given. `config` is the
+    checkpoint's record, for the corpus `bpb` scores by default.
+    """
+    parts = [task_slug(task)]
+    if task == "bpb":
+        if options.file is not None:
+            parts.append(Path(options.file).name)
+        else:
+            parts += [Path(text_bpb.corpus_of(options, config or {})).name or "corpus", options.split]
+    elif task == "wikitext2":
+        parts.append(options.split)
+    if task in BATCH_SIZES:  # the bits-per-byte tasks: their window settings change the number
+        parts += [f"{label}{value}" for label, value in (("ctx", options.context), ("stride", options.stride), ("max", options.max_ids)) if value]
+    if options.limit is not None:
+        parts.append(f"limit{options.limit}")
+    parts.append(checkpoint_name)
+    # Only letters, digits, dot, underscore and dash: safe on every file system and in a shell.
+    return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_" for part in parts)
 
 
 def resolve_data_dir(flag: Path | None, env_value: str | None, cwd: Path) -> Path:

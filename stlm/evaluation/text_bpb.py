@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from stlm.errors import UserError
-from stlm.evaluation.bpb import bits_per_byte
+from stlm.evaluation.bpb import REFERENCE_LABELS, bits_per_byte, reference_bpb
 from stlm.evaluation.record import markdown_table
 from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 
@@ -29,7 +29,7 @@ def run_bpb(model: EvalModel, options: EvalOptions) -> TaskResult:
         if options.split not in ("val", "train"):
             raise UserError(f"a corpus has splits 'val' and 'train', not {options.split!r}")
         run = model.config.get("run", {})
-        corpus = options.corpus or run.get("data", {}).get("source", "pydocs")
+        corpus = corpus_of(options, model.config)
         stream, label, files = split_stream(corpus, options.split, run, model.tokenizer), f"{corpus}:{options.split}", []
     return _score("bpb", model, options, stream, label, files)
 
@@ -40,6 +40,11 @@ def run_text(model: EvalModel, options: EvalOptions, text: str) -> TaskResult:
     if not text:
         raise UserError("the text is empty; nothing to score")
     return _score("bpb", model, options, np.asarray(model.tokenizer.encode(text, bos=True), dtype=np.int64), "text", [])
+
+
+def corpus_of(options: EvalOptions, config: dict) -> str:
+    """The corpus `bpb` scores without --file: --data, else the one the checkpoint was trained on."""
+    return options.corpus or config.get("run", {}).get("data", {}).get("source", "pydocs")
 
 
 def run_wikitext2(model: EvalModel, options: EvalOptions) -> TaskResult:
@@ -65,19 +70,24 @@ def _score(task: str, model: EvalModel, options: EvalOptions, stream: np.ndarray
         device=model.device, autocast=model.autocast() if model.autocast else None, progress=model.progress,
         byte_lengths=model.tokenizer.byte_lengths(),
     )
+    # The same bytes without a model, as the demo prints them: the numbers the model must beat.
+    references = reference_bpb(stream, model.tokenizer)
     table = markdown_table(
         ("text", "bits per byte", "bytes", "context", "stride"),
-        [(label, f"{result.bits_per_byte:.4f}", f"{result.n_bytes:,}", context, stride)],
+        [(label, f"{result.bits_per_byte:.4f}", f"{result.n_bytes:,}", context, stride)]
+        + [(REFERENCE_LABELS[k], f"{v:.4f}", "", "", "") for k, v in sorted(references.items(), key=lambda kv: kv[1])],
         right=(1, 2, 3, 4),
     )
+    beside = ", ".join(f"{k.replace('_', ' ')} {v:.3f}" for k, v in references.items())
     return TaskResult(
         task=task,
         metrics={"bits_per_byte": result.bits_per_byte},
         markdown=table,
-        summary=f"{label}: {result.bits_per_byte:.4f} bits per byte over {result.n_bytes:,} bytes (context {context}, stride {stride})",
+        summary=f"{label}: {result.bits_per_byte:.4f} bits per byte over {result.n_bytes:,} bytes (context {context}, stride {stride}); "
+        f"without a model: {beside}",
         data_files=files,
         settings={"text": label, "context": context, "stride": stride, "max_ids": options.max_ids, "batch_size": model.batch_size},
-        details=result.to_dict(),
+        details={**result.to_dict(), "references": references},
     )
 
 

@@ -12,7 +12,15 @@ from torch import nn
 from stlm.errors import UserError
 from stlm.families.base import CausalFamily
 from stlm.generation.pooled import generate
-from stlm.models.byte_decoder import PRESETS, PooledByteConfig, PooledByteLM, count_params, param_breakdown
+from stlm.models.byte_decoder import (
+    PRESETS,
+    PooledByteConfig,
+    PooledByteLM,
+    count_params,
+    param_breakdown,
+    sharing_options,
+    sharing_total,
+)
 from stlm.tokenizers import ByteTokenizer, Tokenizer
 
 ENTROPY_FIT_IDS = 4 << 20  # training ids used to fit an entropy boundary rule
@@ -39,7 +47,8 @@ class PooledFamily(CausalFamily):
         return f"local {cfg.d_local} {cfg.n_enc_layers}+{cfg.n_dec_layers}, {core}{shared}, patches {cfg.boundary}"
 
     def breakdown(self, cfg: Any) -> dict[str, Any] | None:
-        return param_breakdown(cfg)
+        # "options": each sharing option's setting and saving, on or off; "together": what those on remove together.
+        return {**param_breakdown(cfg), "options": sharing_options(cfg), "together": sharing_total(cfg)}
 
     def check_tokenizer(self, tokenizer: Tokenizer, spec: str, cfg: Any) -> Tokenizer:
         if not isinstance(tokenizer, ByteTokenizer):

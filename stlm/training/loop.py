@@ -44,6 +44,7 @@ from stlm.training.monitor import (
     step_flops_per_token,
 )
 from stlm.training.optim import lr_at, resolve_warmup
+from stlm.training.report import write_run_report
 from stlm.training.step import StopSignal, local, progress_bar, setup, train_step
 
 RUN_CONFIG = "config.json"
@@ -128,7 +129,25 @@ def resume(
 def _run(start: _Start, *, stop_at: int | None, progress: bool) -> TrainResult:
     """One process's share of a run: alone, or inside torchrun's process group."""
     with distributed.session(start.cfg.runtime.parallel, resolve_runtime(start.cfg.runtime)) as par:
-        return _train(par, start, stop_at=stop_at, progress=progress and par.is_main)
+        is_main = par.is_main
+        result = _train(par, start, stop_at=stop_at, progress=progress and is_main)
+    if is_main:  # after the process group is gone: no rank waits on the report
+        _write_report(result, stop_at, progress)
+    return result
+
+
+def _write_report(result: TrainResult, stop_at: int | None, progress: bool) -> None:
+    """report.md and loss.png in the run folder; the run (already saved) survives a failure to write them."""
+    stopped = None
+    if result.interrupted:
+        stopped = f"as --stop-at {stop_at} asked" if stop_at is not None and result.step >= stop_at else "interrupted by a signal"
+    try:
+        path = write_run_report(result, stopped=stopped)
+    except (OSError, UserError) as exc:
+        print(f"  report.md not written: {exc}", file=sys.stderr)
+        return
+    if progress:
+        print(f"  report {path}", file=sys.stderr)
 
 
 def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, progress: bool) -> TrainResult:

@@ -25,6 +25,15 @@ def test_models_lists_presets_with_exact_counts(capsys):
         assert preset.name in out and f"{preset.n_params:,}" in out
 
 
+def test_models_parts_show_each_sharing_option_on_or_off_with_its_saving(capsys):
+    code, out, _ = run(capsys, "models", "--family", "pooled", "--parts")
+    assert code == 0
+    row = next(line for line in out.splitlines()[::-1] if line.startswith("pooled-tiny "))  # the savings table's row
+    # pooled-tiny: V 264, Dl 64, Dg 128, Fg 384, 3 core blocks, head tied, FFN unshared, no repeats.
+    block = 4 * 128 * 128 + 2 * 128 + 3 * 128 * 384
+    assert row.split()[1:] == ["on:", f"{264 * 64:,}", "off", f"({2 * 3 * 128 * 384:,})", "off", f"({3 * block:,})", f"{264 * 64:,}"]
+
+
 def test_corpora(capsys):
     code, out, _ = run(capsys, "corpora")
     assert code == 0 and "pydocs" in out and "shakespeare" in out

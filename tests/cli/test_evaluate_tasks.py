@@ -82,3 +82,44 @@ def test_missing_data_dir_and_unknown_task_are_one_clear_line(capsys, tiny_run, 
     assert code == 2 and "unknown task 'hellaswag'" in err and "mc:PATH" in err
     code, _, err = run(capsys, "evaluate", tiny_run, "--task", f"mc:{tmp_path / 'none.jsonl'}")
     assert code == 2 and "does not exist" in err
+
+
+def test_evaluations_of_different_data_or_splits_keep_their_own_result_files(capsys, tiny_run, tmp_path):
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("the cat sat on the mat. " * 20, encoding="utf-8")
+    b.write_text("héllo wörld\n" * 20, encoding="utf-8")
+    out = tmp_path / "evals"
+    runs = [("--split", "val"), ("--split", "train"), ("--file", a), ("--file", b)]
+    for flags in runs:
+        code, _, err = run(capsys, "evaluate", tiny_run, *flags, "--max-ids", 3000, "--context", 32, "--out", out, "--quiet")
+        assert code == 0, err
+    ckpt = sorted((tiny_run / "checkpoints").iterdir())[-1].name
+    corpus = json.loads((tiny_run / "config.json").read_text())["run"]["data"]["source"].rstrip("/").rsplit("/", 1)[-1]
+    texts = {}
+    for stem in (f"bpb-{corpus}-val", f"bpb-{corpus}-train", "bpb-a.txt", "bpb-b.txt"):
+        record = json.loads((out / f"{stem}-ctx32-max3000-{ckpt}.json").read_text())
+        assert (out / f"{stem}-ctx32-max3000-{ckpt}.md").is_file()
+        texts[stem] = record["provenance"]["settings"]["text"]
+    assert len(set(texts.values())) == 4 and len(list(out.glob("*.json"))) == 4  # nothing overwritten
+    # Run again: the same evaluation lands in the same file.
+    run(capsys, "evaluate", tiny_run, "--file", a, "--max-ids", 3000, "--context", 32, "--out", out, "--quiet")
+    assert len(list(out.glob("*.json"))) == 4
+
+
+def test_bpb_of_a_file_prints_and_records_the_references_beside_it(capsys, tiny_run, tmp_path):
+    from collections import Counter
+    import math
+
+    text = tmp_path / "t.txt"
+    text.write_text("naïve café, the cat sat on the mat.\n" * 30, encoding="utf-8")
+    code, out, _ = run(capsys, "evaluate", tiny_run, "--file", text, "--json", tmp_path / "r.json", "--quiet")
+    assert code == 0
+    raw = text.read_bytes()
+    unigram = -sum(c / len(raw) * math.log2(c / len(raw)) for c in Counter(raw).values())
+    references = json.loads((tmp_path / "r.json").read_text())["details"]["references"]
+    assert references["uniform"] == 8.0 and references["unigram"] == pytest.approx(unigram)
+    assert "token_unigram" not in references  # a byte model: the token entropy is the byte entropy
+    assert f"| order-0 (unigram) entropy of the same bytes | {unigram:.4f} |" in out
+    assert "| uniform guess over 256 bytes | 8.0000 |" in out
+    assert f"unigram {unigram:.3f}" in out.splitlines()[0]  # the summary line too
+    assert "order-0 (unigram) entropy of the same bytes" in (tmp_path / "r.md").read_text()

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from stlm.evaluation.bpb import bits_per_byte, window_plan
+from stlm.data import unigram_bits_per_byte
+from stlm.evaluation.bpb import REFERENCE_LABELS, UNIFORM_BPB, bits_per_byte, reference_bpb, window_plan
 from stlm.tokenizers import ByteTokenizer
 
 
@@ -101,3 +102,34 @@ def test_byte_model_bpb_is_the_same_with_the_byte_tokenizers_lengths():
 def test_ids_beyond_the_byte_length_table_are_an_error(bpe):
     with pytest.raises(ValueError, match="outside"):
         bits_per_byte(UniformOver(600), np.array([1, 2, 500]), context=4, byte_lengths=bpe.byte_lengths())
+
+
+def _entropy(counter) -> float:
+    """Entropy in bits of a collections.Counter, written out independently of stlm."""
+    total = sum(counter.values())
+    return -sum(c / total * math.log2(c / total) for c in counter.values())
+
+
+def test_references_are_the_entropies_of_the_same_bytes_and_tokens(bpe):
+    """Uniform 8; byte order-0 entropy of the text itself; for tokens, token entropy x tokens per byte."""
+    from collections import Counter
+
+    docs = ["naïve café — ünïcödé ✓ text\nwith lines 🐍 " * 5, "def f(x):\n    return x  # ✓"]
+    raw = "".join(docs).encode("utf-8")
+    byte_refs = reference_bpb(np.array([i for d in docs for i in ByteTokenizer().encode(d, bos=True, eos=True)]), ByteTokenizer())
+    assert byte_refs == pytest.approx({"uniform": 8.0, "unigram": _entropy(Counter(raw))})  # no token row for bytes
+
+    tokens = [t for d in docs for t in bpe.encode(d)]
+    stream = np.array([i for d in docs for i in bpe.encode(d, bos=True, eos=True)])
+    refs = reference_bpb(stream, bpe)
+    assert refs["unigram"] == pytest.approx(_entropy(Counter(raw)))  # the same bytes, whatever the tokens
+    assert refs["token_unigram"] == pytest.approx(_entropy(Counter(tokens)) * len(tokens) / len(raw))
+    assert refs["token_unigram"] < refs["unigram"] < refs["uniform"] == UNIFORM_BPB
+    # The same numbers the data layer reports for a split (`stlm prepare`, the demo before).
+    assert refs["unigram"] == pytest.approx(unigram_bits_per_byte(np.frombuffer(raw, dtype=np.uint8)))
+    assert refs["token_unigram"] == pytest.approx(unigram_bits_per_byte(stream, byte_lengths=bpe.byte_lengths()))
+    assert set(REFERENCE_LABELS) >= set(refs)
+
+
+def test_references_of_a_stream_without_bytes_are_the_uniform_guess_alone():
+    assert reference_bpb(np.array([257, 258]), ByteTokenizer()) == {"uniform": 8.0}

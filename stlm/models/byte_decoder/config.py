@@ -204,6 +204,49 @@ def param_breakdown(cfg: PooledByteConfig) -> dict[str, Any]:
     return {**parts, "total": sum(parts.values()), "sharing": sharing}
 
 
+@dataclass(frozen=True)
+class Sharing:
+    """One sharing option of a config, as `stlm models --parts` shows it."""
+
+    setting: str  # "on" / "off"; repeat_blocks: "x2 block", "x3 loop", "off"
+    on: bool
+    saves: int  # on: parameters it removes here; off: what switching it on would remove
+
+
+def sharing_options(cfg: PooledByteConfig) -> dict[str, Sharing]:
+    """Each sharing option's setting and the parameters it removes, whether it is on or off.
+
+    On: what it removes here, against the same network without it (the
+    "sharing" of `param_breakdown`). Off: what switching it on would remove;
+    for repeat_blocks that is repeat_blocks = 2, each unique core block applied
+    twice (MobileLLM), against an unrepeated core of that doubled depth. Block
+    and loop order share the same blocks, so they save the same.
+
+    With share_ffn and repeat_blocks both on, each saving is counted against
+    the other option still on, so they add up to less than both remove
+    together (`sharing_total`): the repeated blocks' FFNs are shared already.
+    """
+    sharing = param_breakdown(cfg)["sharing"]
+    twice = param_breakdown(dataclasses.replace(cfg, repeat_blocks=2))["sharing"]["repeat_blocks"]
+    repeated = cfg.repeat_blocks > 1
+    return {
+        "tie_head": Sharing("on" if cfg.tie_head else "off", cfg.tie_head, sharing["tie_head"]),
+        "share_ffn": Sharing("on" if cfg.share_ffn else "off", cfg.share_ffn, sharing["share_ffn"]),
+        "repeat_blocks": Sharing(
+            f"x{cfg.repeat_blocks} {cfg.repeat_mode}" if repeated else "off", repeated,
+            sharing["repeat_blocks"] if repeated else twice,
+        ),
+    }
+
+
+def sharing_total(cfg: PooledByteConfig) -> int:
+    """What the sharing options that are on remove together: against an untied, unshared core of the same depth."""
+    unshared = dataclasses.replace(
+        cfg, tie_head=False, share_ffn=False, n_global_layers=cfg.core_depth, repeat_blocks=1, repeat_mode="block"
+    )
+    return count_params(unshared) - count_params(cfg)
+
+
 def count_params(cfg: PooledByteConfig) -> int:
     """Exact number of parameters of `PooledByteLM(cfg)`, without building it (tied weights once)."""
     return param_breakdown(cfg)["total"]

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from stlm import registry
-from stlm.models.byte_decoder import PRESETS, PooledByteLM, count_params, param_breakdown
+from stlm.models.byte_decoder import (
+    PRESETS,
+    PooledByteLM,
+    Sharing,
+    count_params,
+    param_breakdown,
+    sharing_options,
+    sharing_total,
+)
 from tests.models.byte_decoder.helpers import small_config
 
 V = 264
@@ -124,3 +132,41 @@ def test_pooled_10m_breakdown():
         "total": 11_636_608,
         "sharing": {"tie_head": 50_688, "share_ffn": 5_160_960, "repeat_blocks": 0},
     }
+
+
+@pytest.mark.parametrize("share_ffn", [False, True])
+@pytest.mark.parametrize("mode", ["block", "loop"])
+@pytest.mark.parametrize("n, k", [(2, 2), (3, 2), (2, 3)])
+def test_repeat_and_share_savings_by_hand(n, k, mode, share_ffn):
+    """repeat_blocks and share_ffn, block and loop order: savings written out from the shapes (Dg 48, Fg 128)."""
+    dg, fg = 48, 128
+    attention_and_norms, ffn = 4 * dg * dg + 2 * dg, 3 * dg * fg
+    cfg = small_config(n_global_layers=n, repeat_blocks=k, repeat_mode=mode, share_ffn=share_ffn)
+    assert cfg.d_ff_global == fg
+    options = sharing_options(cfg)
+    unique_block = attention_and_norms + (0 if share_ffn else ffn)
+    # Against an unrepeated core of the same depth n*k (share_ffn as set); the loop order changes no parameter.
+    assert options["repeat_blocks"] == Sharing(f"x{k} {mode}", True, (n * k - n) * unique_block)
+    assert options["share_ffn"] == Sharing("on" if share_ffn else "off", share_ffn, (n - 1) * ffn)
+    assert options["tie_head"] == Sharing("on", True, V * 32)
+    # Together: against an untied, unshared, unrepeated core of depth n*k: every extra block whole, every FFN but one.
+    together = V * 32 + (n * k - n) * attention_and_norms + ((n * k - 1) if share_ffn else (n * k - n)) * ffn
+    assert sharing_total(cfg) == together
+    flat = dataclasses.replace(cfg, n_global_layers=n * k, repeat_blocks=1, repeat_mode="block")
+    assert built(flat) - built(cfg) == options["repeat_blocks"].saves
+    assert built(dataclasses.replace(flat, share_ffn=False, tie_head=False)) - built(cfg) == together
+    if share_ffn:  # both on: each counted with the other still on, so they add up to less than together
+        assert options["repeat_blocks"].saves + options["share_ffn"].saves + V * 32 < together
+
+
+def test_options_that_are_off_show_what_switching_them_on_would_remove():
+    cfg = small_config(n_global_layers=3, tie_head=False)
+    dg, fg = 48, 128
+    block = 4 * dg * dg + 2 * dg + 3 * dg * fg
+    options = sharing_options(cfg)
+    assert options["tie_head"] == Sharing("off", False, V * 32)
+    assert options["share_ffn"] == Sharing("off", False, 2 * 3 * dg * fg)
+    # repeat_blocks = 2: the core twice as deep from the same 3 blocks saves 3 blocks against 6 unique ones.
+    assert options["repeat_blocks"] == Sharing("off", False, 3 * block)
+    assert built(dataclasses.replace(cfg, n_global_layers=6)) - built(dataclasses.replace(cfg, repeat_blocks=2)) == 3 * block
+    assert sharing_total(cfg) == 0 and param_breakdown(cfg)["sharing"]["repeat_blocks"] == 0
