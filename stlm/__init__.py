@@ -15,11 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from stlm.errors import UserError
+from stlm.version import __version__
 
 if TYPE_CHECKING:
     from stlm.api import Model, Run, fine_tune, load, train
-
-__version__ = "0.1.0"
 
 _API = ("Model", "Run", "fine_tune", "load", "train")
 __all__ = ["Model", "Run", "UserError", "__version__", "fine_tune", "load", "train"]

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-import stlm
+from stlm.version import __version__
 
 from stlm.config import RuntimeConfig
 from stlm.errors import UserError
@@ -238,7 +238,7 @@ def tune_cpu_allocator() -> str:
 
 def run_header(runtime_description: str) -> dict[str, Any]:
     """Code version, package versions and device, recorded with every run."""
-    versions = {"python": platform.python_version(), "stlm": stlm.__version__, "torch": torch.__version__}
+    versions = {"python": platform.python_version(), "stlm": __version__, "torch": torch.__version__}
     for name in ("numpy", "safetensors"):
         try:
             versions[name] = metadata.version(name)
