@@ -68,7 +68,7 @@ class ModelFamily:
         hints = typing.get_type_hints(self.config_cls)
         typed = {key: coerce(value, hints[key], f"model.{key}", "model settings") for key, value in changes.items()}
         try:
-            return dataclasses.replace(cfg, **typed)
+            return dataclasses.replace(cfg, **_rederived(cfg, typed), **typed)
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad {self.name} model setting: {exc}") from None
 
@@ -223,3 +223,23 @@ class CausalFamily(ModelFamily):
         if objective == "span-corruption":
             return f"span corruption trains encoder-decoders; model {model_name} is a {self.name} model (use next-token)"
         return super()._wrong_objective(objective, model_name)
+
+
+def _rederived(cfg: Any, changes: Mapping[str, Any]) -> dict[str, None]:
+    """Fields the preset left to be derived (None -> computed in __post_init__), to derive again.
+
+    A preset's d_ff was computed from its d_model; after `model.d_model=96` it must
+    follow the new width, unless the preset (or the change) set it explicitly. A
+    field counts as derived when clearing it gives back the same config.
+    """
+    out: dict[str, None] = {}
+    for f in dataclasses.fields(cfg):
+        if not f.init or f.default is not None or f.name in changes or getattr(cfg, f.name) is None:
+            continue
+        try:
+            derived = getattr(dataclasses.replace(cfg, **{f.name: None}), f.name)
+        except (TypeError, ValueError):
+            continue
+        if derived == getattr(cfg, f.name):
+            out[f.name] = None
+    return out

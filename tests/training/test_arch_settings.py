@@ -18,13 +18,26 @@ def test_width_and_depth_from_set_reach_the_checkpoint_with_the_exact_count(tmp_
     loaded = ckpt_io.load(tmp_path / "run")
     assert (loaded.model_config.d_model, loaded.model_config.n_layers) == (96, 5)
     # Counted from the shapes alone: tied embedding V*D, per layer qkv + out 4*D*D, SwiGLU 3*D*F and
-    # two norm gains, a final norm; d_ff stays the preset's 384 unless set too.
-    v, d, f, layers = 264, 96, 384, 5
+    # two norm gains, a final norm; d_ff follows the new width (8/3 * 96 rounded up to 64s) as the
+    # preset's was derived from its own.
+    v, d, f, layers = 264, 96, 256, 5
     expected = v * d + layers * (4 * d * d + 3 * d * f + 2 * d) + d
     assert sum(p.numel() for p in loaded.model.parameters()) == expected
     assert registry.get_family("decoder").count_params(loaded.model_config) == expected
     # Resuming builds the model the checkpoint records, not the preset.
     assert resume(tmp_path / "run", progress=False).step == 2
+
+
+def test_settings_the_preset_derived_follow_the_change_unless_given():
+    family, preset = registry.resolve_model("decoder-tiny")
+    assert preset.d_ff == 384  # derived from d_model 128
+    assert family.with_arch(preset, {"d_model": "96"}).d_ff == 256
+    assert family.with_arch(preset, {"d_model": "96", "d_ff": "100"}).d_ff == 100
+    t5, debug = registry.resolve_model("t5-debug")
+    assert t5.with_arch(debug, {"n_layers": "3"}).n_decoder_layers == 3  # decoder depth follows, as in the name grammar
+    assert t5.with_arch(debug, {"n_layers": "3", "n_decoder_layers": "1"}).n_decoder_layers == 1
+    pooled, tiny = registry.resolve_model("pooled-tiny")
+    assert pooled.with_arch(tiny, {"d_global": "64"}).d_ff_global == 192
 
 
 def test_pooled_sharing_and_boundary_settings_reach_the_model():

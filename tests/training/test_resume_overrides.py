@@ -76,7 +76,7 @@ def test_cli_resume_takes_safe_flags_and_refuses_the_rest(tmp_path, corpus_dir, 
     assert cli_main(["train", "--config", str(tmp_path / "cfg.json"), "--out", run, "--quiet"]) == 0
     assert cli_main(["train", "--resume", run, "--lr", "0.1", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "optim.lr cannot change when resuming" in err and len(err.strip().splitlines()) == 1
+    assert "--lr cannot be used with --resume" in err and len(err.strip().splitlines()) == 1
     assert cli_main(["train", "--resume", run, "--steps", "4", "--threads", "1", "--quiet"]) == 0
     assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000004"
 
