@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 # venv (e.g. a CUDA build the user installed) is kept as it is.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,15 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/stlm demo
 
-test: install
+# Lint and format check, the import-layer contract (pyproject: tool.importlinter), the typed public API.
+lint: install
+	$(VENV)/bin/ruff check stlm tests bench
+	$(VENV)/bin/ruff format --check stlm tests bench
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+test: lint
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

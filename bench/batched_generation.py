@@ -20,9 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-from bench.timing import interleaved  # noqa: E402
+from bench.timing import interleaved
 
 
 def main() -> None:
@@ -59,13 +59,16 @@ def main() -> None:
         out: dict[str, list[str]] = {}
 
         def batched() -> None:
-            out["batched"] = generate_predictions(model, fmt, examples, max_new_tokens=max_new, batch_size=args.batch_size)
+            out["batched"] = generate_predictions(
+                model, fmt, examples, max_new_tokens=max_new, batch_size=args.batch_size
+            )
 
         def one_at_a_time() -> None:
             out["single"] = [fmt.generate(model, ex.input, max_new) for ex in examples]
 
-        t_batched, t_single = interleaved(batched, one_at_a_time, warmup=args.warmup, repeats=args.repeats,
-                                          device=torch.device("cpu"))
+        t_batched, t_single = interleaved(
+            batched, one_at_a_time, warmup=args.warmup, repeats=args.repeats, device=torch.device("cpu")
+        )
         print(
             f"  {name:14s} max_new_tokens {max_new}: one at a time {t_single:7.2f} s, batched {t_batched:6.2f} s, "
             f"speedup x{t_single / t_batched:.1f}; predictions identical: {out['batched'] == out['single']}"

@@ -41,8 +41,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 RUNGS = ("pooled-space", "pooled-fixed4", "pooled-fixed6", "unpooled", "bpe")
 BOUNDARY = {"pooled-space": "space", "pooled-fixed4": "fixed:4", "pooled-fixed6": "fixed:6", "unpooled": "fixed:1"}
@@ -71,14 +71,18 @@ class Rung:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=["tiny", "10m"], default="10m", help="pooled-<size> core, bpe-<size> baseline")
+    parser.add_argument(
+        "--size", choices=["tiny", "10m"], default="10m", help="pooled-<size> core, bpe-<size> baseline"
+    )
     parser.add_argument("--budget-s", type=float, default=150.0, help="training seconds per model for budget (a)")
     parser.add_argument("--rungs", default=",".join(RUNGS), help=f"comma-separated subset of {','.join(RUNGS)}")
     parser.add_argument("--seq-len", type=int, default=512, help="bytes per training window")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--val-bytes", type=int, default=131072, help="validation text scored (whole documents)")
-    parser.add_argument("--calib-steps", type=int, default=5, help="timed calibration steps per model (after 2 warm-up)")
+    parser.add_argument(
+        "--calib-steps", type=int, default=5, help="timed calibration steps per model (after 2 warm-up)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache-dir", help="token shard cache (default: the user cache)")
@@ -86,7 +90,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.rungs.split(",") if n.strip()]
     if not names or any(n not in RUNGS for n in names) or "pooled-space" not in names:
-        parser.error(f"--rungs must be a subset of {','.join(RUNGS)} that includes pooled-space (it sets the FLOP budget)")
+        parser.error(
+            f"--rungs must be a subset of {','.join(RUNGS)} that includes pooled-space (it sets the FLOP budget)"
+        )
 
     t_start = time.perf_counter()
     rungs = build_rungs(names, args)
@@ -137,8 +143,10 @@ def build_rungs(names: list[str], args: argparse.Namespace) -> list[Rung]:
             family, cfg = registry.get_config(f"bpe-{args.size}")
             t0 = time.perf_counter()
             tok = train_bpe(train_docs, cfg.vocab_size)
-            print(f"trained a {tok.vocab_size}-id byte-level BPE on the training split in {time.perf_counter() - t0:.1f} s",
-                  file=sys.stderr)
+            print(
+                f"trained a {tok.vocab_size}-id byte-level BPE on the training split in {time.perf_counter() - t0:.1f} s",
+                file=sys.stderr,
+            )
             data = prepare_data("pydocs", tok, cache_dir=args.cache_dir, progress=False)
             bytes_per_token = data.meta["train"]["bytes"] / data.meta["train"]["tokens"]
             seq_len = max(8, round(args.seq_len / bytes_per_token))
@@ -221,8 +229,11 @@ def calibrate(rungs: list[Rung], args: argparse.Namespace) -> None:
                 times.append(time.perf_counter() - t0)
     for r in rungs:
         r.step_s = statistics.median(state[r.name][3])
-        print(f"calibrated {r.name:14s} {r.step_s:6.3f} s/step  {r.bytes_per_step / r.step_s:9,.0f} bytes/s  "
-              f"{r.flops_per_step / r.bytes_per_step / 1e6:8.2f} MFLOP/byte", file=sys.stderr)
+        print(
+            f"calibrated {r.name:14s} {r.step_s:6.3f} s/step  {r.bytes_per_step / r.step_s:9,.0f} bytes/s  "
+            f"{r.flops_per_step / r.bytes_per_step / 1e6:8.2f} MFLOP/byte",
+            file=sys.stderr,
+        )
 
 
 # --- training and scoring -------------------------------------------------------------------------
@@ -244,17 +255,27 @@ def train_round_robin(rungs: list[Rung], steps: dict[str, int], budget: str, arg
     for r, model, _, _, _, wall in runs.values():
         bpb = score(r, model)
         r.results[budget] = {
-            "steps": steps[r.name], "train_bytes": steps[r.name] * r.bytes_per_step, "wall_s": wall[0], "bpb": bpb,
+            "steps": steps[r.name],
+            "train_bytes": steps[r.name] * r.bytes_per_step,
+            "wall_s": wall[0],
+            "bpb": bpb,
             "flops": steps[r.name] * r.flops_per_step,
         }
-        print(f"  {budget:5s} {r.name:14s} {steps[r.name]:6d} steps {wall[0]:7.1f} s  val {bpb:.4f} bits/byte", file=sys.stderr)
+        print(
+            f"  {budget:5s} {r.name:14s} {steps[r.name]:6d} steps {wall[0]:7.1f} s  val {bpb:.4f} bits/byte",
+            file=sys.stderr,
+        )
 
 
 def score(r: Rung, model) -> float:
     from stlm.evaluation.bpb import bits_per_byte
 
     result = bits_per_byte(
-        model, r.val, context=r.seq_len, stride=max(1, r.seq_len // 2), batch_size=8,
+        model,
+        r.val,
+        context=r.seq_len,
+        stride=max(1, r.seq_len // 2),
+        batch_size=8,
         byte_lengths=r.tokenizer.byte_lengths(),
     )
     r.val_bytes = result.n_bytes
@@ -275,22 +296,48 @@ def report(rungs: list[Rung], args: argparse.Namespace, flop_budget: float, elap
         f"(b) equal FLOPs: {flop_budget / 1e12:.3f} TFLOP per model (what pooled-space spends in (a)); "
         f"FLOPs = matmuls + attention executed in forward + backward. total run {elapsed / 60:.1f} min\n"
     )
-    header = ("model", "params", "core", "bytes/core step", "MFLOP/byte", "train bytes/s", "vs unpooled",
-              "(a) steps", "(a) MB", "(a) val BPB", "(b) steps", "(b) MB", "(b) val BPB")
+    header = (
+        "model",
+        "params",
+        "core",
+        "bytes/core step",
+        "MFLOP/byte",
+        "train bytes/s",
+        "vs unpooled",
+        "(a) steps",
+        "(a) MB",
+        "(a) val BPB",
+        "(b) steps",
+        "(b) MB",
+        "(b) val BPB",
+    )
     rows = [header]
     for r in rungs:
         rate = r.bytes_per_step / r.step_s
         ratio = f"{rate / (unpooled.bytes_per_step / unpooled.step_s):.2f}x" if unpooled else "-"
         a, b = r.results["wall"], r.results["flops"]
-        rows.append((
-            r.name, f"{r.params:,}", f"{r.core_params:,}", f"{r.ids_per_core_step:.2f}",
-            f"{r.flops_per_step / r.bytes_per_step / 1e6:.2f}", f"{rate:,.0f}", ratio,
-            str(a["steps"]), f"{a['train_bytes'] / 1e6:.2f}", f"{a['bpb']:.4f}",
-            str(b["steps"]), f"{b['train_bytes'] / 1e6:.2f}", f"{b['bpb']:.4f}",
-        ))
+        rows.append(
+            (
+                r.name,
+                f"{r.params:,}",
+                f"{r.core_params:,}",
+                f"{r.ids_per_core_step:.2f}",
+                f"{r.flops_per_step / r.bytes_per_step / 1e6:.2f}",
+                f"{rate:,.0f}",
+                ratio,
+                str(a["steps"]),
+                f"{a['train_bytes'] / 1e6:.2f}",
+                f"{a['bpb']:.4f}",
+                str(b["steps"]),
+                f"{b['train_bytes'] / 1e6:.2f}",
+                f"{b['bpb']:.4f}",
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for n, row in enumerate(rows):
-        print("| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |")
+        print(
+            "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
+        )
         if n == 0:
             print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
     print(

@@ -27,9 +27,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
-import timing  # noqa: E402  (bench/timing.py)
+import timing
+import torch
 
 
 def main() -> None:
@@ -70,9 +69,7 @@ def main() -> None:
         f"{args.model}: {n_params:,} parameters; torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{args.device} {args.dtype}, {torch.get_num_threads()} threads; median of {args.repeats} after {args.warmup} warm-up"
     )
-    autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16" else contextlib.nullcontext()
-    )
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bf16" else contextlib.nullcontext()
 
     def batch(b: int, s: int, l: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(b * 1000 + s)
@@ -120,7 +117,9 @@ def main() -> None:
             train_step_fn(ours, our_logits, shapes), train_step_fn(theirs, their_logits, shapes)
         )
         tokens = shapes[0] * (shapes[1] + shapes[2])
-        rows.append((f"train step {shapes[0]} x {shapes[1]}/{shapes[2]}", tokens / t_ours, tokens / t_theirs, "tokens/s"))
+        rows.append(
+            (f"train step {shapes[0]} x {shapes[1]}/{shapes[2]}", tokens / t_ours, tokens / t_theirs, "tokens/s")
+        )
 
     ours.eval()
     theirs.eval()
@@ -172,7 +171,9 @@ def greedy_generation(rows, args, device, batch, autocast, ours, theirs) -> bool
 
     def gen_ours() -> None:
         with autocast:
-            outputs["ours"] = generate_seq2seq(ours, prompt, max_new_tokens=new, eos_id=-1)  # never stop early: time all 32
+            outputs["ours"] = generate_seq2seq(
+                ours, prompt, max_new_tokens=new, eos_id=-1
+            )  # never stop early: time all 32
 
     def gen_theirs() -> None:
         with torch.inference_mode(), autocast:
@@ -197,7 +198,10 @@ def greedy_generation(rows, args, device, batch, autocast, ours, theirs) -> bool
                     torch.mv(w, vectors[w.shape[1]])
 
     times = timing.interleaved_many(
-        {"ours": gen_ours, "theirs": gen_theirs, "floor": floor}, warmup=args.warmup, repeats=args.repeats, device=device
+        {"ours": gen_ours, "theirs": gen_theirs, "floor": floor},
+        warmup=args.warmup,
+        repeats=args.repeats,
+        device=device,
     )
     same = list(outputs["ours"])[:new] == outputs["theirs"][:new]
     ms = {name: 1000 * t / new for name, t in times.items()}

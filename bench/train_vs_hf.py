@@ -35,10 +35,9 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
-import timing  # noqa: E402  (bench/timing.py)
-import torch.nn.functional as F  # noqa: E402
+import timing
+import torch
+import torch.nn.functional as F
 
 
 def main() -> None:
@@ -52,15 +51,17 @@ def main() -> None:
     parser.add_argument("--t5-targets", type=int, default=114, help="T5 decoder length")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per side")
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--tuned-malloc", action="store_true", help="apply stlm's CPU allocator settings (process-wide: both sides)")
+    parser.add_argument(
+        "--tuned-malloc", action="store_true", help="apply stlm's CPU allocator settings (process-wide: both sides)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
     import transformers
 
-    from stlm.training.flops import matmul_peak, training_step_flops
     from stlm.runtime import tune_cpu_allocator
+    from stlm.training.flops import matmul_peak, training_step_flops
 
     if args.tuned_malloc:
         print(f"CPU allocator tuned: {tune_cpu_allocator()}")
@@ -102,8 +103,11 @@ def main() -> None:
         t_ours, t_theirs = interleaved(step_fn(ours, loss_ours, tensors), step_fn(theirs, loss_theirs, tensors))
         rows.append((label, "stlm", n_ours, tokens / t_ours, f_ours / t_ours / peak, f_ours))
         rows.append((label, "transformers", n_theirs, tokens / t_theirs, f_theirs / t_theirs / peak, f_theirs))
-        print(f"  {label}: stlm {tokens / t_ours:,.0f} tokens/s, transformers {tokens / t_theirs:,.0f} tokens/s "
-              f"-> {t_theirs / t_ours:.2f}x", flush=True)
+        print(
+            f"  {label}: stlm {tokens / t_ours:,.0f} tokens/s, transformers {tokens / t_theirs:,.0f} tokens/s "
+            f"-> {t_theirs / t_ours:.2f}x",
+            flush=True,
+        )
         kernels = kernel_seconds(step_fn(ours, loss_ours, tensors)) if device.type == "cpu" else float("nan")
         ceilings.append((label, kernels, t_ours, t_theirs))
 
@@ -117,8 +121,15 @@ def main() -> None:
         torch.manual_seed(0)
         ours = registry.build_model(family, cfg).to(device)
         hf_cfg = transformers.GPT2Config(
-            vocab_size=cfg.vocab_size, n_positions=1024, n_embd=cfg.d_model, n_layer=cfg.n_layers, n_head=cfg.n_heads,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=True,
+            vocab_size=cfg.vocab_size,
+            n_positions=1024,
+            n_embd=cfg.d_model,
+            n_layer=cfg.n_layers,
+            n_head=cfg.n_heads,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=True,
         )
         hf_cfg._attn_implementation = "sdpa"
         theirs = transformers.GPT2LMHeadModel(hf_cfg).to(device)
@@ -129,7 +140,13 @@ def main() -> None:
             return F.cross_entropy(logits.float().flatten(0, 1), window[:, 1:].flatten())
 
         compare(
-            f"decoder {b} x {s}", ours, theirs, model_loss, their_loss, (window,), b * s,
+            f"decoder {b} x {s}",
+            ours,
+            theirs,
+            model_loss,
+            their_loss,
+            (window,),
+            b * s,
         )
         del ours, theirs
 
@@ -158,7 +175,13 @@ def main() -> None:
             return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
 
         compare(
-            f"t5-efficient-tiny-nl32 {b} x {s}/{L}", ours, theirs, our_loss, their_loss, (inputs, targets), b * (s + L),
+            f"t5-efficient-tiny-nl32 {b} x {s}/{L}",
+            ours,
+            theirs,
+            our_loss,
+            their_loss,
+            (inputs, targets),
+            b * (s + L),
         )
 
     print()
@@ -171,7 +194,9 @@ def main() -> None:
         # tokens/s = tokens * MFU * peak / FLOPs, so a target ratio R asks for this MFU on our side:
         target = TARGETS["t5" if label.startswith("t5") else "decoder"]
         need = target * mfu_hf * flops / flops_hf
-        print(f"  target {target}x needs stlm at {100 * need:.1f}% MFU (now {100 * mfu:.1f}%; 100% is the 1024^3 matmul peak)")
+        print(
+            f"  target {target}x needs stlm at {100 * need:.1f}% MFU (now {100 * mfu:.1f}%; 100% is the 1024^3 matmul peak)"
+        )
         if args.device == "cpu":
             _, kernels, t_ours, t_theirs = ceilings[i // 2]
             print(
@@ -197,8 +222,14 @@ def kernel_seconds(step) -> float:
 
 
 KERNELS = {
-    "aten::mm", "aten::addmm", "aten::addmm_", "aten::bmm", "aten::baddbmm", "aten::baddbmm_",
-    "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+    "aten::mm",
+    "aten::addmm",
+    "aten::addmm_",
+    "aten::bmm",
+    "aten::baddbmm",
+    "aten::baddbmm_",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
 }
 
 

@@ -125,16 +125,36 @@ class Model:
 
     @overload
     def generate(
-        self, prompt: str = ..., *, max_new_tokens: int | None = ..., max_new_bytes: int | None = ...,
-        temperature: float | None = ..., top_k: int | None = ..., top_p: float | None = ..., seed: int | None = ...,
-        greedy: bool = ..., num_beams: int = ..., truncate_prompt: bool = ..., stream: Literal[False] = ...,
+        self,
+        prompt: str = ...,
+        *,
+        max_new_tokens: int | None = ...,
+        max_new_bytes: int | None = ...,
+        temperature: float | None = ...,
+        top_k: int | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        greedy: bool = ...,
+        num_beams: int = ...,
+        truncate_prompt: bool = ...,
+        stream: Literal[False] = ...,
     ) -> str: ...
 
     @overload
     def generate(
-        self, prompt: str = ..., *, max_new_tokens: int | None = ..., max_new_bytes: int | None = ...,
-        temperature: float | None = ..., top_k: int | None = ..., top_p: float | None = ..., seed: int | None = ...,
-        greedy: bool = ..., num_beams: int = ..., truncate_prompt: bool = ..., stream: Literal[True],
+        self,
+        prompt: str = ...,
+        *,
+        max_new_tokens: int | None = ...,
+        max_new_bytes: int | None = ...,
+        temperature: float | None = ...,
+        top_k: int | None = ...,
+        top_p: float | None = ...,
+        seed: int | None = ...,
+        greedy: bool = ...,
+        num_beams: int = ...,
+        truncate_prompt: bool = ...,
+        stream: Literal[True],
     ) -> Iterator[str]: ...
 
     def generate(
@@ -177,8 +197,15 @@ class Model:
             ids = ids[-max(1, max_len - min(n, max_len // 2)) :]  # keep room to write
         try:
             tokens = self.family.stream(
-                self.module, ids, eos_id=self.tokenizer.eos_id, max_new_tokens=n, temperature=temperature,
-                top_k=top_k, top_p=top_p, seed=seed, num_beams=num_beams,
+                self.module,
+                ids,
+                eos_id=self.tokenizer.eos_id,
+                max_new_tokens=n,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                seed=seed,
+                num_beams=num_beams,
             )
         except ValueError as exc:  # bad sampling settings, a prompt longer than the context
             raise UserError(str(exc)) from None
@@ -241,8 +268,12 @@ class Model:
     def document(self, result: TaskResult) -> tuple[dict[str, Any], str]:
         """The JSON record and markdown page of an evaluation result, with its provenance."""
         prov = provenance(
-            model=self.module, config=self.config, checkpoint=self.path, data_files=result.data_files,
-            settings=result.settings, device=self.runtime.describe(),
+            model=self.module,
+            config=self.config,
+            checkpoint=self.path,
+            data_files=result.data_files,
+            settings=result.settings,
+            device=self.runtime.describe(),
         )
         return result.document(prov)
 
@@ -251,8 +282,14 @@ class Model:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch_size must be at least 1, got {batch_size!r}")
         return EvalModel(
-            self.module, self.tokenizer, self.family, self.config, device=self.device,
-            autocast=self.runtime.autocast, batch_size=batch_size, progress=progress,
+            self.module,
+            self.tokenizer,
+            self.family,
+            self.config,
+            device=self.device,
+            autocast=self.runtime.autocast,
+            batch_size=batch_size,
+            progress=progress,
         )
 
 

@@ -332,4 +332,6 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     model = record.family.build(record.model_config)
     load_weights(model, ckpt)
     step = read_json(ckpt / "state.json", what="checkpoint state").get("step", 0)
-    return LoadedRun(model.to(device).eval(), record, record.load_tokenizer(), ckpt, int(step) if isinstance(step, int) else 0)
+    return LoadedRun(
+        model.to(device).eval(), record, record.load_tokenizer(), ckpt, int(step) if isinstance(step, int) else 0
+    )

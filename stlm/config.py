@@ -42,7 +42,9 @@ class DataConfig:
     val_fraction: float = 0.05
     split_seed: int = 0
     seq_len: int = 256  # tokens per training window (span corruption: encoder input length)
-    tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model | bpe:PATH/tokenizer.json
+    tokenizer: str = (
+        "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model | bpe:PATH/tokenizer.json
+    )
     cache_dir: str | None = None  # None: the user cache directory
     workers: int = 1  # tokenizer processes when building the token cache (0: one per core); same files either way
     streaming: bool = False  # hf:NAME sources: read rows as they arrive instead of downloading the dataset first
@@ -88,7 +90,9 @@ class OptimConfig:
         _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
         _check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "optim betas must be in [0, 1)")
         _check(self.grad_clip >= 0, "optim.grad_clip must be >= 0 (0 disables clipping)")
-        _check(self.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        _check(
+            self.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
+        )
         _check(self.warmup_steps is None or self.warmup_steps >= 0, "optim.warmup_steps must be >= 0")
         _check(0.0 <= self.warmup_fraction < 1.0, "optim.warmup_fraction must be in [0, 1)")
         _check(0.0 < self.decay_fraction <= 1.0, "optim.decay_fraction must be in (0, 1]")
@@ -106,7 +110,9 @@ class TrainConfig:
     save_every: int = 500  # 0: only at the end
     keep_checkpoints: int = 2  # the newest K complete checkpoints are kept
     nonfinite_skips: int = 3  # consecutive steps with a NaN/inf loss or gradient skipped before the run stops
-    tensorboard: bool = False  # also write the metrics as TensorBoard events to RUN_DIR/tensorboard (pip install stlm[tensorboard])
+    tensorboard: bool = (
+        False  # also write the metrics as TensorBoard events to RUN_DIR/tensorboard (pip install stlm[tensorboard])
+    )
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_tokens", "keep_checkpoints"):
@@ -118,17 +124,26 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16 | fp16 (with a gradient scaler)
+    precision: str = (
+        "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16 | fp16 (with a gradient scaler)
+    )
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     parallel: str = "auto"  # under torchrun: auto (= ddp) | ddp | fsdp; none refuses several processes
     compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs and long runs)
-    activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
+    activation_checkpointing: bool = (
+        False  # recompute each block's activations in backward: less memory, ~1/3 more compute
+    )
     tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls
     tune_malloc: bool = False  # CPU on Linux: keep freed activation memory in the process (runtime.tune_cpu_allocator)
 
     def __post_init__(self) -> None:
-        _check(self.parallel in PARALLEL, f"runtime.parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}")
-        _check(self.precision in PRECISIONS, f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        _check(
+            self.parallel in PARALLEL, f"runtime.parallel must be one of {', '.join(PARALLEL)}, got {self.parallel!r}"
+        )
+        _check(
+            self.precision in PRECISIONS,
+            f"runtime.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+        )
         _check(self.threads >= 0, "runtime.threads must be >= 0")
 
 
@@ -255,7 +270,11 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
 
 def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     """Check a value against a simple type hint; accept ints for floats and strings from the CLI."""
-    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    allowed = (
+        typing.get_args(hint)
+        if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        else (hint,)
+    )
     if type(None) in allowed and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
     if isinstance(value, str) and str not in allowed:

@@ -70,13 +70,22 @@ def demo_config(
 
 
 def run_demo(
-    out: Path, *, model: str = "decoder-tiny", data: str = "pydocs", steps: int | None = None,
-    device: str = "auto", cache_dir: str | None = None, tokenizer: str = "auto", threads: int = 0,
+    out: Path,
+    *,
+    model: str = "decoder-tiny",
+    data: str = "pydocs",
+    steps: int | None = None,
+    device: str = "auto",
+    cache_dir: str | None = None,
+    tokenizer: str = "auto",
+    threads: int = 0,
 ) -> DemoReport:
     cfg = demo_config(model, data, steps or DEMO_STEPS, device, cache_dir, tokenizer, threads)
     check_new_run_dir(out)
     cfg = fit_demo_tokenizer(cfg, out)
-    given = "" if cfg.data.tokenizer in ("auto", f"bpe:{out / TOKENIZER_FILE}") else f" --tokenizer {cfg.data.tokenizer}"
+    given = (
+        "" if cfg.data.tokenizer in ("auto", f"bpe:{out / TOKENIZER_FILE}") else f" --tokenizer {cfg.data.tokenizer}"
+    )
     demo_command = f"stlm demo --model {model} --data {data} --steps {cfg.train.steps}{given}"
     result = train(cfg, out)  # also writes the training run's report.md, which the demo's replaces
     if result.interrupted:
@@ -88,22 +97,40 @@ def run_demo(
     tokenizer = loaded.tokenizer  # the one it trained with, byte or BPE
     is_bytes = isinstance(tokenizer, ByteTokenizer)
     prepared = prepare_data(
-        data, tokenizer, cache_dir=cache_dir,
-        val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed, progress=False,
+        data,
+        tokenizer,
+        cache_dir=cache_dir,
+        val_fraction=cfg.data.val_fraction,
+        seed=cfg.data.split_seed,
+        progress=False,
     )
     val_stream, max_ids = eval_stream(prepared.val, tokenizer)
     scope = "the" if len(val_stream) == len(prepared.val) else "the first part of the"
     val = bits_per_byte(
-        net, val_stream, context=EVAL_CONTEXT, stride=EVAL_STRIDE, batch_size=16,
-        device=runtime.device, autocast=runtime.autocast(), progress=True, byte_lengths=tokenizer.byte_lengths(),
+        net,
+        val_stream,
+        context=EVAL_CONTEXT,
+        stride=EVAL_STRIDE,
+        batch_size=16,
+        device=runtime.device,
+        autocast=runtime.autocast(),
+        progress=True,
+        byte_lengths=tokenizer.byte_lengths(),
     )
     # A token model must also beat what token frequencies alone give (usually far below the byte unigram).
     references = reference_bpb(val_stream, tokenizer)
     unigram, token_unigram = references["unigram"], references.get("token_unigram")
     floor = unigram if token_unigram is None else min(unigram, token_unigram)
     sample_ids = list(
-        loaded.family.stream(net, loaded.family.prompt_ids(tokenizer, PROMPT), eos_id=tokenizer.eos_id,
-                             max_new_tokens=300, temperature=0.8, top_k=40, seed=0)
+        loaded.family.stream(
+            net,
+            loaded.family.prompt_ids(tokenizer, PROMPT),
+            eos_id=tokenizer.eos_id,
+            max_new_tokens=300,
+            temperature=0.8,
+            top_k=40,
+            seed=0,
+        )
     )
     sample = PROMPT + tokenizer.decode(sample_ids)
     learned = val.bits_per_byte < floor and unigram < UNIFORM_BPB
@@ -112,8 +139,13 @@ def run_demo(
         run_report(result),
         title=f"stlm demo: {model} on {data}",
         validation=Validation(
-            val.bits_per_byte, "bpb", val.n_bytes, f"{scope} `{data}` validation split",
-            context=val.context, stride=val.stride, references=references,
+            val.bits_per_byte,
+            "bpb",
+            val.n_bytes,
+            f"{scope} `{data}` validation split",
+            context=val.context,
+            stride=val.stride,
+            references=references,
         ),
         verdict=f"Learned: **{'yes' if learned else 'NO'}** "
         f"({'below' if learned else 'not below'} the {'' if is_bytes else 'lower '}unigram baseline "
@@ -131,7 +163,9 @@ def run_demo(
     token_baseline = {} if token_unigram is None else {"order-0 (tokens)": token_unigram}
     rows = [("uniform guess", UNIFORM_BPB), ("order-0 (unigram)", unigram), *token_baseline.items()]
     table = "".join(f"  {label:<19} {bpb:.3f}\n" for label, bpb in rows)
-    verdict = f"learned: below {'both' if len(rows) == 2 else 'all'} baselines" if learned else "DID NOT beat the baselines"
+    verdict = (
+        f"learned: below {'both' if len(rows) == 2 else 'all'} baselines" if learned else "DID NOT beat the baselines"
+    )
     print(
         f"\nvalidation bits per byte ({val.n_bytes:,} bytes, context {val.context}, stride {val.stride}):\n"
         f"{table}"
@@ -141,7 +175,12 @@ def run_demo(
     )
     sys.stdout.flush()
     return DemoReport(
-        run_dir=out, val=val, unigram_bpb=unigram, token_unigram_bpb=token_unigram, sample=sample, learned=learned,
+        run_dir=out,
+        val=val,
+        unigram_bpb=unigram,
+        token_unigram_bpb=token_unigram,
+        sample=sample,
+        learned=learned,
         step=result.step,
     )
 
@@ -185,8 +224,14 @@ def _interrupted(cfg: RunConfig, result: TrainResult, demo_command: str) -> Demo
         file=sys.stderr,
     )
     return DemoReport(
-        run_dir=out, val=None, unigram_bpb=None, token_unigram_bpb=None, sample="", learned=False,
-        interrupted=True, step=result.step,
+        run_dir=out,
+        val=None,
+        unigram_bpb=None,
+        token_unigram_bpb=None,
+        sample="",
+        learned=False,
+        interrupted=True,
+        step=result.step,
     )
 
 
@@ -208,8 +253,12 @@ def fit_demo_tokenizer(cfg: RunConfig, out: Path) -> RunConfig:
     if cfg.data.tokenizer != "auto" or family.bpe_vocab_size(model_cfg) is None:
         return cfg
     fitted = fit_bpe(
-        cfg.data.source, model_cfg.vocab_size, val_fraction=cfg.data.val_fraction, seed=cfg.data.split_seed,
-        text_field=cfg.data.text_field, cache_dir=cfg.data.cache_dir,
+        cfg.data.source,
+        model_cfg.vocab_size,
+        val_fraction=cfg.data.val_fraction,
+        seed=cfg.data.split_seed,
+        text_field=cfg.data.text_field,
+        cache_dir=cfg.data.cache_dir,
     )
     path = fitted.tokenizer.save(out / TOKENIZER_FILE)
     print(

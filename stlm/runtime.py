@@ -23,19 +23,18 @@ import functools
 import platform
 import random
 import subprocess
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
-from stlm.version import __version__
-
 from stlm.config import RuntimeConfig
 from stlm.errors import UserError
+from stlm.version import __version__
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -104,7 +103,11 @@ class Runtime:
             name += f" ({torch.cuda.get_device_name(self.device)})"
         elif self.device.type == "cpu":
             name += f" ({torch.get_num_threads()} threads)"
-        extras = [x for x, on in (("compiled", self.compile), ("activation checkpointing", self.activation_checkpointing)) if on]
+        extras = [
+            x
+            for x, on in (("compiled", self.compile), ("activation checkpointing", self.activation_checkpointing))
+            if on
+        ]
         return ", ".join([name, self.precision, *extras])
 
 
@@ -118,7 +121,9 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
         cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
         precision = "bf16" if cuda_bf16 else "fp32"
     if precision == "fp16" and device.type not in ("cuda", "cpu"):
-        raise UserError(f"fp16 training needs a gradient scaler, which {device.type} lacks; use --precision bf16 or fp32")
+        raise UserError(
+            f"fp16 training needs a gradient scaler, which {device.type} lacks; use --precision bf16 or fp32"
+        )
     if device.type == "cuda":
         # TF32 tensor cores for fp32 matmuls and convolutions: ~8x the fp32 rate, 10-bit mantissa inputs.
         torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
@@ -265,4 +270,3 @@ def _git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
-

@@ -22,7 +22,9 @@ def test_old_runs_load_and_compute_what_they_did(name, one_thread):
     assert loaded.family.name == name and loaded.step == 3
     assert loaded.path == ckpt_io.latest_checkpoint(OLD / name)
     prompt = loaded.family.prompt_ids(loaded.tokenizer, "The quick")
-    ids = list(loaded.family.stream(loaded.model, prompt, eos_id=loaded.tokenizer.eos_id, max_new_tokens=12, temperature=0.0))
+    ids = list(
+        loaded.family.stream(loaded.model, prompt, eos_id=loaded.tokenizer.eos_id, max_new_tokens=12, temperature=0.0)
+    )
     assert ids == EXPECTED[name]["greedy_ids"]
     score = score_continuations(loaded.model, loaded.tokenizer, loaded.family, [("The quick", " brown fox")])[0]
     assert score.logprob == pytest.approx(EXPECTED[name]["logprob"], abs=1e-4)

@@ -7,7 +7,9 @@ from stlm.errors import UserError
 
 
 def test_round_trip_through_dict():
-    cfg = RunConfig().with_overrides({"optim.lr": "1e-3", "train.steps": "7", "model": "decoder-10m", "data.cache_dir": "none"})
+    cfg = RunConfig().with_overrides(
+        {"optim.lr": "1e-3", "train.steps": "7", "model": "decoder-10m", "data.cache_dir": "none"}
+    )
     assert cfg.optim.lr == 1e-3 and cfg.train.steps == 7 and cfg.model == "decoder-10m" and cfg.data.cache_dir is None
     assert RunConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
 

@@ -19,9 +19,9 @@ def bpe_demo(tmp_path_factory, corpus_dir, cache_dir):
 
 
 def test_bpe_demo_fits_its_tokenizer_and_scores_exact_bytes(bpe_demo, corpus_dir, cache_dir):
+    from stlm import checkpoint as ckpt_io
     from stlm.data import prepare_data
     from stlm.tokenizers import BPETokenizer
-    from stlm import checkpoint as ckpt_io
 
     out = bpe_demo.run_dir
     tokenizer = BPETokenizer.from_file(out / "tokenizer.json")
@@ -47,12 +47,17 @@ def test_bpe_demo_refuses_bad_tokenizers_in_one_line(capsys, tmp_path, bpe_demo,
     cases = [
         (["--model", "bpe-tiny", "--tokenizer", f"bpe:{tmp_path / 'missing.json'}"], "does not exist"),
         (["--model", "bpe-tiny", "--tokenizer", "byte"], "vocab_size is 1024"),
-        (["--model", "bpe-10m", "--tokenizer", f"bpe:{fitted}"], "has 1024 ids but the decoder model's vocab_size is 4096"),
+        (
+            ["--model", "bpe-10m", "--tokenizer", f"bpe:{fitted}"],
+            "has 1024 ids but the decoder model's vocab_size is 4096",
+        ),
         (["--model", "decoder-tiny", "--tokenizer", f"bpe:{fitted}"], "this model reads bytes"),
     ]
     for n, (argv, message) in enumerate(cases):
         out = tmp_path / f"run{n}"
-        code = main(["demo", *argv, "--data", str(corpus_dir), "--cache-dir", str(cache_dir), "--steps", "1", "--out", str(out)])
+        code = main(
+            ["demo", *argv, "--data", str(corpus_dir), "--cache-dir", str(cache_dir), "--steps", "1", "--out", str(out)]
+        )
         err = capsys.readouterr().err
         assert code == 2 and message in err, err
         assert len(err.strip().splitlines()) == 1 and not out.exists()
@@ -62,7 +67,9 @@ def test_bpe_demo_refuses_bad_tokenizers_in_one_line(capsys, tmp_path, bpe_demo,
     assert fitted.stat().st_mtime_ns == before
 
 
-def test_a_demo_stopped_by_a_signal_says_so_reports_so_and_exits_130(capsys, tmp_path, corpus_dir, cache_dir, monkeypatch):
+def test_a_demo_stopped_by_a_signal_says_so_reports_so_and_exits_130(
+    capsys, tmp_path, corpus_dir, cache_dir, monkeypatch
+):
     """SIGTERM mid-run (sent from inside the third batch draw, so no timing): no evaluation, no verdict, how to go on."""
     import os
     import signal
@@ -79,7 +86,21 @@ def test_a_demo_stopped_by_a_signal_says_so_reports_so_and_exits_130(capsys, tmp
 
     monkeypatch.setattr(WindowLoader, "next_batch", next_batch)
     out = tmp_path / "demo"
-    code = main(["demo", "--data", str(corpus_dir), "--cache-dir", str(cache_dir), "--steps", "6", "--out", str(out), "--device", "cpu"])
+    code = main(
+        [
+            "demo",
+            "--data",
+            str(corpus_dir),
+            "--cache-dir",
+            str(cache_dir),
+            "--steps",
+            "6",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 130
     assert "demo interrupted at step 3 of 6" in captured.err and f"stlm train --resume {out}" in captured.err
@@ -90,7 +111,9 @@ def test_a_demo_stopped_by_a_signal_says_so_reports_so_and_exits_130(capsys, tmp
     assert "Learned" not in report and "## Sample" not in report
     reproduce, go_on = report.split("## Reproduce")[1].split("## Continue")
     assert f"stlm demo --model decoder-tiny --data {corpus_dir} --steps 6" in reproduce  # the whole run
-    assert f"stlm train --resume {out}" in go_on and f"stlm evaluate {out} --context 256 --stride 128 --max-ids " in go_on
+    assert (
+        f"stlm train --resume {out}" in go_on and f"stlm evaluate {out} --context 256 --stride 128 --max-ids " in go_on
+    )
     # Nothing was logged before step 3 (every 10 steps): no plot, and the report does not point at one.
     assert not (out / "loss.png").exists() and "![loss curve]" not in report
 
@@ -102,7 +125,9 @@ def test_run_demo_returns_an_interrupted_report_without_a_verdict(tmp_path, corp
     from stlm.training.loop import resume, train
 
     monkeypatch.setattr(stlm.demo, "train", functools.partial(train, stop_at=2))  # a run that ends early
-    report = stlm.demo.run_demo(tmp_path / "demo", data=str(corpus_dir), steps=4, device="cpu", cache_dir=str(cache_dir))
+    report = stlm.demo.run_demo(
+        tmp_path / "demo", data=str(corpus_dir), steps=4, device="cpu", cache_dir=str(cache_dir)
+    )
     assert report.interrupted and report.step == 2 and not report.learned and report.val is None and report.sample == ""
     assert "Stopped early" in (tmp_path / "demo" / "report.md").read_text()
     # The Continue line works: the run finishes its remaining steps.

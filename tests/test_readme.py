@@ -20,7 +20,7 @@ def test_python_api_example_runs_verbatim(tiny_run, tmp_path, monkeypatch, capsy
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "tiny").symlink_to(tiny_run, target_is_directory=True)  # the run the README trains
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, str(README), "exec"), {"__name__": "readme"})  # noqa: S102 - the README's own code, verbatim
+    exec(compile(code, str(README), "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out
     scores = out.splitlines()[-1]  # the sample before it may hold newlines of its own
     assert re.fullmatch(r"[0-9.]+ \[-[0-9.]+, -[0-9.]+\]", scores), out

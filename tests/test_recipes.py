@@ -6,7 +6,9 @@ from stlm import registry
 from stlm.config import load_run_config
 
 # Fine-tuning recipes are another config type (tests/finetune/test_finetune_recipes.py).
-RECIPES = sorted(p for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.toml") if "finetune" not in p.parts)
+RECIPES = sorted(
+    p for p in (Path(__file__).resolve().parents[1] / "recipes").rglob("*.toml") if "finetune" not in p.parts
+)
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])

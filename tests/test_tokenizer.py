@@ -1,6 +1,7 @@
 import random
 
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stlm.tokenizers.byte import BOS_ID, EOS_ID, PAD_ID, VOCAB_SIZE, ByteTokenizer
 

@@ -46,8 +46,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from stlm.tokenizers import ByteTokenizer, load_tokenizer
 
     d, tokenizer = DataConfig(**flags.given(args, "data")), load_tokenizer(args.tokenizer)
-    data = prepare_data(d.source, tokenizer, cache_dir=d.cache_dir, val_fraction=d.val_fraction, seed=d.split_seed,
-                        text_field=d.text_field, workers=d.workers, streaming=d.streaming, max_documents=d.max_documents)
+    data = prepare_data(
+        d.source,
+        tokenizer,
+        cache_dir=d.cache_dir,
+        val_fraction=d.val_fraction,
+        seed=d.split_seed,
+        text_field=d.text_field,
+        workers=d.workers,
+        streaming=d.streaming,
+        max_documents=d.max_documents,
+    )
     print(data.describe())
     if isinstance(tokenizer, ByteTokenizer):
         print(f"  order-0 (unigram) entropy of val: {unigram_bits_per_byte(data.val):.3f} bits per byte")
@@ -58,12 +67,21 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
     from stlm.data import fit_bpe
 
     d = DataConfig(**flags.given(args, "data"))
-    fitted = fit_bpe(d.source, args.vocab_size, val_fraction=d.val_fraction, seed=d.split_seed, text_field=d.text_field,
-                     cache_dir=d.cache_dir, min_frequency=args.min_frequency)
+    fitted = fit_bpe(
+        d.source,
+        args.vocab_size,
+        val_fraction=d.val_fraction,
+        seed=d.split_seed,
+        text_field=d.text_field,
+        cache_dir=d.cache_dir,
+        min_frequency=args.min_frequency,
+    )
     tok, path = fitted.tokenizer, fitted.tokenizer.save(args.out)
-    print(f"byte-level BPE, {tok.vocab_size} ids ({tok.n_pieces} pieces + PAD/BOS/EOS), trained on the "
-          f"{fitted.n_documents:,} training documents ({fitted.n_bytes:,} bytes) of {d.source} -> {path}\n"
-          f"use it with: --tokenizer bpe:{path}")
+    print(
+        f"byte-level BPE, {tok.vocab_size} ids ({tok.n_pieces} pieces + PAD/BOS/EOS), trained on the "
+        f"{fitted.n_documents:,} training documents ({fitted.n_bytes:,} bytes) of {d.source} -> {path}\n"
+        f"use it with: --tokenizer bpe:{path}"
+    )
     return 0
 
 
@@ -96,8 +114,10 @@ def _settings(args: argparse.Namespace, resume_safe: tuple[str, ...]) -> dict[st
         refused = [f for f in ("--config", "--out") if getattr(args, f[2:]) is not None]
         refused += [args.settings[k] if k in args else f"--set {k}" for k in settings if k not in resume_safe]
         if refused:
-            raise UserError(f"{refused[0]} cannot be used with --resume: a run resumes with its recorded settings "
-                            f"and folder; it may change only {', '.join(allowed)}")
+            raise UserError(
+                f"{refused[0]} cannot be used with --resume: a run resumes with its recorded settings "
+                f"and folder; it may change only {', '.join(allowed)}"
+            )
     return settings
 
 
@@ -136,14 +156,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         data_dir = tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd())
     ckpt, out_dir = model.path, args.out or model.run_dir / "evals"
     options = tasks.EvalOptions(
-        data_dir=data_dir, limit=args.limit, file=args.file, corpus=args.data, split=args.split,
-        context=args.context, stride=args.stride, max_ids=args.max_ids,
+        data_dir=data_dir,
+        limit=args.limit,
+        file=args.file,
+        corpus=args.data,
+        split=args.split,
+        context=args.context,
+        stride=args.stride,
+        max_ids=args.max_ids,
     )
     for name in names:
         result = model.evaluate(name, batch_size=args.batch_size, progress=not args.quiet, **vars(options))
         record, page = model.document(result)
         # Named by task, data, split, settings and step: two evaluations never overwrite each other.
-        json_path, md_path = write_results(record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, model.config)}.json")
+        json_path, md_path = write_results(
+            record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, model.config)}.json"
+        )
         if args.json:
             write_results(record, page, args.json)
         print(f"{result.summary}; checkpoint {ckpt}\n\n{result.markdown}\n\nresults: {json_path} and {md_path.name}\n")
@@ -155,8 +183,15 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     model = api.load(args.checkpoint, **flags.given(args, "runtime"))
     pieces = model.generate(
-        args.prompt, max_new_tokens=args.max_new_tokens, greedy=args.greedy, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, seed=args.seed, num_beams=args.num_beams, stream=True,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        greedy=args.greedy,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        num_beams=args.num_beams,
+        stream=True,
     )
     if not model.family.encoder_decoder:  # a decoder continues the prompt
         sys.stdout.write(args.prompt)
@@ -186,8 +221,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from stlm.demo import run_demo
 
     out = args.out or Path("runs") / f"demo-{time_stamp()}"
-    report = run_demo(out, model=args.model, data=args.data, steps=args.steps, cache_dir=args.cache_dir,
-                      tokenizer=args.tokenizer, **flags.given(args, "runtime"))
+    report = run_demo(
+        out,
+        model=args.model,
+        data=args.data,
+        steps=args.steps,
+        cache_dir=args.cache_dir,
+        tokenizer=args.tokenizer,
+        **flags.given(args, "runtime"),
+    )
     if report.interrupted:  # by a signal: the report says where it stopped and how to go on
         return 130
     return 0 if report.learned else 1

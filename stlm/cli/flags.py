@@ -103,8 +103,15 @@ def add_config_flags(
             continue
         if dataclasses.is_dataclass(value):
             table |= add_config_flags(
-                parser, value, prefix=key + ".", names=names, aliases=aliases, choices=choices, only=only,
-                title=f"{key} settings (recipe section [{key}])" if show_keys else None, show_keys=show_keys,
+                parser,
+                value,
+                prefix=key + ".",
+                names=names,
+                aliases=aliases,
+                choices=choices,
+                only=only,
+                title=f"{key} settings (recipe section [{key}])" if show_keys else None,
+                show_keys=show_keys,
             )
             continue
         kind = _scalar_kind(hints[f.name])
@@ -137,7 +144,10 @@ def _scalar_kind(hint: Any) -> type | None:
 
 def add_set_flag(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help=f"any setting by its dotted key, repeatable, e.g. {example} (default: none)",
     )
 

@@ -24,11 +24,27 @@ from stlm.config import OBJECTIVES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES,
 from stlm.errors import UserError
 from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig
 
-CHOICES = {"objective.name": OBJECTIVES, "optim.name": OPTIMIZERS, "optim.schedule": SCHEDULES, "runtime.precision": PRECISIONS,
-           "runtime.parallel": PARALLEL, "task.name": tuple(BUILTIN_TASKS), "task.kind": KINDS}
+CHOICES = {
+    "objective.name": OBJECTIVES,
+    "optim.name": OPTIMIZERS,
+    "optim.schedule": SCHEDULES,
+    "runtime.precision": PRECISIONS,
+    "runtime.parallel": PARALLEL,
+    "task.name": tuple(BUILTIN_TASKS),
+    "task.kind": KINDS,
+}
 # Flags named other than their field (the README's spellings), and other spellings kept working.
-NAMES = {"data.source": "--data", "objective.name": "--objective", "optim.name": "--optimizer", "optim.warmup_steps": "--warmup",
-         "init": "--model", "task.name": "--task", "task.train_file": "--train", "task.val_file": "--val", "task.test_file": "--test"}
+NAMES = {
+    "data.source": "--data",
+    "objective.name": "--objective",
+    "optim.name": "--optimizer",
+    "optim.warmup_steps": "--warmup",
+    "init": "--model",
+    "task.name": "--task",
+    "task.train_file": "--train",
+    "task.val_file": "--val",
+    "task.test_file": "--test",
+}
 ALIASES = {"optim.warmup_steps": ("--warmup-steps",), "init": ("--init",)}
 DATA_KEYS = ("data.source", "data.text_field", "data.val_fraction", "data.split_seed", "data.cache_dir")
 
@@ -76,13 +92,23 @@ def _device_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 def _run_flags(p: argparse.ArgumentParser, what: str, example: str) -> None:
     p.add_argument("--config", type=Path, help=f"{what} recipe (.toml or .json); flags override it")
     add_set_flag(p, example)
-    p.add_argument("--out", type=Path, help=f"run directory (default: runs/{'<model>' if what == 'training' else 'finetune-<task>'}-<time>)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help=f"continue this {what} run from its newest checkpoint")
+    p.add_argument(
+        "--out",
+        type=Path,
+        help=f"run directory (default: runs/{'<model>' if what == 'training' else 'finetune-<task>'}-<time>)",
+    )
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help=f"continue this {what} run from its newest checkpoint"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def models_flags(p: argparse.ArgumentParser) -> dict[str, str]:
-    p.add_argument("name", nargs="?", help="a model name to resolve (a preset or e.g. t5-efficient-small-el16); default: every preset")
+    p.add_argument(
+        "name",
+        nargs="?",
+        help="a model name to resolve (a preset or e.g. t5-efficient-small-el16); default: every preset",
+    )
     p.add_argument("--family", help="list only this family (decoder, pooled, t5)")
     p.add_argument("--parts", action="store_true", help="pooled models: parameters by part and what sharing saves")
     return {}
@@ -95,9 +121,16 @@ def prepare_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 
 
 def train_tokenizer_flags(p: argparse.ArgumentParser) -> dict[str, str]:
-    p.add_argument("--vocab-size", type=int, required=True, help="ids in all, PAD/BOS/EOS included (e.g. 4096 for bpe-10m; required)")
+    p.add_argument(
+        "--vocab-size",
+        type=int,
+        required=True,
+        help="ids in all, PAD/BOS/EOS included (e.g. 4096 for bpe-10m; required)",
+    )
     p.add_argument("--min-frequency", type=int, default=2, help="merge only pairs seen this often")
-    p.add_argument("--out", type=Path, required=True, help="tokenizer.json to write; use it as --tokenizer bpe:PATH (required)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="tokenizer.json to write; use it as --tokenizer bpe:PATH (required)"
+    )
     return add_config_flags(p, DataConfig(), prefix="data.", names=NAMES, only=DATA_KEYS)
 
 
@@ -120,34 +153,66 @@ def finetune_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 
 def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
-    p.add_argument("--task", action="append", metavar="TASK", help="bpb, wikitext2, blimp, piqa or mc:PATH; repeat for several (default: bpb)")
-    p.add_argument("--data-dir", type=Path, help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo)")
-    p.add_argument("--batch-size", type=int, help="windows (bpb) or sentences per forward pass (default: 8 windows, 64 sentences)")
-    p.add_argument("--out", type=Path, help="folder for the results, named by task, data, split and step: e.g. bpb-pydocs-val-step-N.json and .md "
-                   "(default: RUN/evals/)")
-    p.add_argument("--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)")
+    p.add_argument(
+        "--task",
+        action="append",
+        metavar="TASK",
+        help="bpb, wikitext2, blimp, piqa or mc:PATH; repeat for several (default: bpb)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo)",
+    )
+    p.add_argument(
+        "--batch-size", type=int, help="windows (bpb) or sentences per forward pass (default: 8 windows, 64 sentences)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        help="folder for the results, named by task, data, split and step: e.g. bpb-pydocs-val-step-N.json and .md "
+        "(default: RUN/evals/)",
+    )
+    p.add_argument(
+        "--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--limit", type=int, help="score only the first N items (BLiMP: per phenomenon)")
     p.add_argument("--data", help="bpb: corpus to score (default: the one the model was trained on)")
-    p.add_argument("--split", choices=["val", "train", "test"], default="val", help="bpb: val or train; wikitext2: val or test")
+    p.add_argument(
+        "--split", choices=["val", "train", "test"], default="val", help="bpb: val or train; wikitext2: val or test"
+    )
     p.add_argument("--file", type=Path, help="bpb: score this UTF-8 text file instead of a corpus split")
     p.add_argument("--context", type=int, help="bpb: window length in ids (default: the training seq_len)")
     p.add_argument("--stride", type=int, help="bpb: window step (default: context / 2)")
-    p.add_argument("--max-ids", type=int, help="bpb: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)")
+    p.add_argument(
+        "--max-ids", type=int, help="bpb: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)"
+    )
     return _device_flags(p)
 
 
 def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
     p.add_argument("--prompt", default="", help="text to continue (an encoder-decoder reads it and writes anew)")
-    p.add_argument("--max-new-tokens", "--max-new-bytes", type=int, default=256, dest="max_new_tokens", metavar="N",
-                   help="new tokens to write, one setting under two names: a byte model's tokens are bytes")
+    p.add_argument(
+        "--max-new-tokens",
+        "--max-new-bytes",
+        type=int,
+        default=256,
+        dest="max_new_tokens",
+        metavar="N",
+        help="new tokens to write, one setting under two names: a byte model's tokens are bytes",
+    )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
-    p.add_argument("--temperature", type=float, help="sampling temperature (default: 0.8; --greedy and beam search use 0)")
+    p.add_argument(
+        "--temperature", type=float, help="sampling temperature (default: 0.8; --greedy and beam search use 0)"
+    )
     p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
     p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches p")
     p.add_argument("--seed", type=int, help="makes sampling reproducible")
-    p.add_argument("--num-beams", type=int, default=1, help="beam search over this many beams (encoder-decoders such as T5)")
+    p.add_argument(
+        "--num-beams", type=int, default=1, help="beam search over this many beams (encoder-decoders such as T5)"
+    )
     return _device_flags(p)
 
 
@@ -159,7 +224,12 @@ def hf_import_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 
 def hf_export_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
-    p.add_argument("--out", type=Path, required=True, help="directory to write config.json, model.safetensors (+ spiece.model) (required)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="directory to write config.json, model.safetensors (+ spiece.model) (required)",
+    )
     return {}
 
 
@@ -167,28 +237,72 @@ def demo_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--model", default="decoder-tiny", help="preset to train")
     p.add_argument("--data", default="pydocs", help="corpus name, text file, directory, .jsonl, or hf:NAME")
     p.add_argument("--steps", type=int, help="optimizer steps (default: sized for a few minutes on 2 CPU cores)")
-    p.add_argument("--tokenizer", default="auto", help="auto (bytes; for a token preset such as bpe-tiny, a BPE of its "
-                   "vocabulary fitted on the training split into RUN/tokenizer.json), byte or bpe:PATH (tokenizer.json)")
+    p.add_argument(
+        "--tokenizer",
+        default="auto",
+        help="auto (bytes; for a token preset such as bpe-tiny, a BPE of its "
+        "vocabulary fitted on the training split into RUN/tokenizer.json), byte or bpe:PATH (tokenizer.json)",
+    )
     p.add_argument("--out", type=Path, help="run directory (default: runs/demo-<time>)")
-    p.add_argument("--cache-dir", help="where token shards and downloads are cached (default: the user cache directory)")
+    p.add_argument(
+        "--cache-dir", help="where token shards and downloads are cached (default: the user cache directory)"
+    )
     return _device_flags(p)
 
 
 COMMANDS = [
-    Command(("models",), "list every model preset with its exact parameter count, or resolve one name", models_flags, commands.cmd_models),
+    Command(
+        ("models",),
+        "list every model preset with its exact parameter count, or resolve one name",
+        models_flags,
+        commands.cmd_models,
+    ),
     Command(("corpora",), "list the built-in corpora", lambda p: {}, commands.cmd_corpora),
-    Command(("prepare",), "tokenize a corpus into cached token shards and print its statistics", prepare_flags, commands.cmd_prepare),
-    Command(("train-tokenizer",), "train a byte-level BPE tokenizer on a corpus's training split", train_tokenizer_flags,
-            commands.cmd_train_tokenizer),
+    Command(
+        ("prepare",),
+        "tokenize a corpus into cached token shards and print its statistics",
+        prepare_flags,
+        commands.cmd_prepare,
+    ),
+    Command(
+        ("train-tokenizer",),
+        "train a byte-level BPE tokenizer on a corpus's training split",
+        train_tokenizer_flags,
+        commands.cmd_train_tokenizer,
+    ),
     Command(("train", "pretrain"), "train or pretrain a model (or --resume a run)", train_flags, commands.cmd_train),
     Command(("plot",), "draw a run's loss and throughput curves to PNG", plot_flags, commands.cmd_plot),
-    Command(("finetune",), "fine-tune on a text-to-text task (built-in --task, or --train FILE)", finetune_flags, commands.cmd_finetune),
-    Command(("evaluate",), "benchmark a checkpoint: bits per byte, WikiText-2, BLiMP, PIQA, multiple choice", evaluate_flags,
-            commands.cmd_evaluate),
+    Command(
+        ("finetune",),
+        "fine-tune on a text-to-text task (built-in --task, or --train FILE)",
+        finetune_flags,
+        commands.cmd_finetune,
+    ),
+    Command(
+        ("evaluate",),
+        "benchmark a checkpoint: bits per byte, WikiText-2, BLiMP, PIQA, multiple choice",
+        evaluate_flags,
+        commands.cmd_evaluate,
+    ),
     Command(("generate",), "sample text from a checkpoint, streamed to stdout", generate_flags, commands.cmd_generate),
-    Command(("hf-import",), "turn a Hugging Face T5 directory into an stlm checkpoint", hf_import_flags, commands.cmd_hf_import),
-    Command(("hf-export",), "write a T5 checkpoint in Hugging Face format (transformers loads it)", hf_export_flags, commands.cmd_hf_export),
-    Command(("demo",), "the main job: train, evaluate and sample a small model on the embedded corpus", demo_flags, commands.cmd_demo),
+    Command(
+        ("hf-import",),
+        "turn a Hugging Face T5 directory into an stlm checkpoint",
+        hf_import_flags,
+        commands.cmd_hf_import,
+    ),
+    Command(
+        ("hf-export",),
+        "write a T5 checkpoint in Hugging Face format (transformers loads it)",
+        hf_export_flags,
+        commands.cmd_hf_export,
+    ),
+    Command(
+        ("demo",),
+        "the main job: train, evaluate and sample a small model on the embedded corpus",
+        demo_flags,
+        commands.cmd_demo,
+    ),
 ]
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ def print_models(models: Sequence[tuple[str, Any, Any]], *, parts: bool) -> None
     if not breakdowns:
         return
     print("\nPooled byte models, parameters by part (hash tables are included in the total):")
-    print_table([("model", *_PARTS)] + [(name, *(f"{b[k]:,}" for k in _PARTS)) for name, b in breakdowns],
-                right=range(1, len(_PARTS) + 1))
+    print_table(
+        [("model", *_PARTS)] + [(name, *(f"{b[k]:,}" for k in _PARTS)) for name, b in breakdowns],
+        right=range(1, len(_PARTS) + 1),
+    )
     print(
         "\nWhat each sharing option removes: when on, against the same network without it; when off (in brackets),\n"
         "what switching it on would remove (repeat_blocks: x2, against an unrepeated core of the doubled depth);\n"
@@ -43,7 +45,9 @@ def print_models(models: Sequence[tuple[str, Any, Any]], *, parts: bool) -> None
     options = ("tie_head", "share_ffn", "repeat_blocks")
     savings = [("model", *options, "on, together")]
     for name, b in breakdowns:
-        cells = [f"{o.setting}: {o.saves:,}" if o.on else f"off ({o.saves:,})" for o in (b["options"][k] for k in options)]
+        cells = [
+            f"{o.setting}: {o.saves:,}" if o.on else f"off ({o.saves:,})" for o in (b["options"][k] for k in options)
+        ]
         savings.append((name, *cells, f"{b['together']:,}"))
     print_table(savings, right=(1, 2, 3, 4))
 
@@ -56,5 +60,7 @@ def print_finetune(results: dict[str, Any]) -> None:
     for name, scores in named + [(f"baseline: {k}", v) for k, v in results["baselines"].items()]:
         if scores:
             rows.append((name, *(f"{scores[k]:.4f}" if k in scores else "-" for k in keys)))
-    print(f"{results['task']} ({results['kind']}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):")
+    print(
+        f"{results['task']} ({results['kind']}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):"
+    )
     print_table(rows, right=range(1, len(rows[0])))

@@ -1,9 +1,9 @@
 """The data path: corpora -> documents -> train/val split -> token shards -> batches.
 
-    docs = load_documents("pydocs")                    # sources.py
-    train, val = split_documents(docs)                 # split.py
-    data = prepare_data("pydocs", ByteTokenizer(), cache_dir=...)   # shards.py (does both, cached)
-    loader = WindowLoader(data.train, seq_len=256, batch_size=16, seed=0)   # loader.py
+docs = load_documents("pydocs")                    # sources.py
+train, val = split_documents(docs)                 # split.py
+data = prepare_data("pydocs", ByteTokenizer(), cache_dir=...)   # shards.py (does both, cached)
+loader = WindowLoader(data.train, seq_len=256, batch_size=16, seed=0)   # loader.py
 """
 
 from stlm.data.fit_bpe import FittedBPE, fit_bpe

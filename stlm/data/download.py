@@ -37,9 +37,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_verified(
-    url: str, sha256: str, dest: Path, *, what: str = "file", timeout: float = 60.0
-) -> Path:
+def download_verified(url: str, sha256: str, dest: Path, *, what: str = "file", timeout: float = 60.0) -> Path:
     """`dest`, downloaded from `url` unless a copy with the right hash is there.
 
     A cached copy whose hash is wrong (truncated by hand, tampered) is

@@ -22,8 +22,14 @@ class FittedBPE:
 
 
 def fit_bpe(
-    source: str, vocab_size: int, *, val_fraction: float = 0.05, seed: int = 0, text_field: str = "text",
-    cache_dir: str | None = None, min_frequency: int = 2,
+    source: str,
+    vocab_size: int,
+    *,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+    text_field: str = "text",
+    cache_dir: str | None = None,
+    min_frequency: int = 2,
 ) -> FittedBPE:
     """Train a BPE of exactly `vocab_size` ids (PAD/BOS/EOS included) on the training split of `source`."""
     docs = load_documents(source, text_field=text_field, cache_dir=cache_dir)

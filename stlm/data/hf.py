@@ -33,12 +33,10 @@ def load_hf_dataset(
     try:
         import datasets  # optional and heavy: imported only when an hf: spec is used
     except ImportError:
-        raise UserError(
-            f"{spec} needs the Hugging Face `datasets` package: pip install stlm[hf]"
-        ) from None
+        raise UserError(f"{spec} needs the Hugging Face `datasets` package: pip install stlm[hf]") from None
     try:
         dataset = datasets.load_dataset(name, config, split=split, **({"streaming": True} if streaming else {}))
-    except Exception as exc:  # noqa: BLE001 - datasets raises many unrelated types for "not available"
+    except Exception as exc:
         what = f"{name!r}" + (f" config {config!r}" if config else "") + f" split {split!r}"
         raise UserError(
             f"Hugging Face dataset {what} could not be loaded ({type(exc).__name__}: "

@@ -51,7 +51,11 @@ class LazyDocuments(Sequence[str]):
 
     def subset(self, indices: Sequence[int]) -> LazyDocuments:
         """The documents at `indices`, in that order, still on disk."""
-        keys = [self.keys[i] for i in indices] if not isinstance(self.keys, np.ndarray) else self.keys[np.asarray(indices, dtype=np.int64)]
+        keys = (
+            [self.keys[i] for i in indices]
+            if not isinstance(self.keys, np.ndarray)
+            else self.keys[np.asarray(indices, dtype=np.int64)]
+        )
         return LazyDocuments(keys, self._read, self._read_all)
 
     def __eq__(self, other: object) -> bool:

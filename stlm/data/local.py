@@ -59,9 +59,7 @@ def load_text_dir(root: Path) -> Sequence[str]:
         docs = [text for text in (_decode(_read_bytes(p), p) for p in files) if text.strip()]
     if not docs:
         suffixes = ", ".join(sorted(TEXT_SUFFIXES))
-        raise UserError(
-            f"{root} holds no non-empty text files ({suffixes}): add some or point at a file"
-        )
+        raise UserError(f"{root} holds no non-empty text files ({suffixes}): add some or point at a file")
     return docs
 
 
@@ -128,8 +126,7 @@ def _record_text(line: str, text_field: str, where: str) -> str:
     if text_field not in record:
         fields = ", ".join(repr(k) for k in list(record)[:10]) or "none"
         raise UserError(
-            f"{where}: no {text_field!r} field (fields: {fields}); "
-            f"set the text field to the one holding the text"
+            f"{where}: no {text_field!r} field (fields: {fields}); set the text field to the one holding the text"
         )
     text = record[text_field]
     if not isinstance(text, str):
@@ -155,7 +152,6 @@ def _decode(data: bytes, path: Path) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(
-            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}): "
-            f"convert it to UTF-8, e.g. with iconv"
+            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}): convert it to UTF-8, e.g. with iconv"
         ) from None
     return text.removeprefix("\ufeff")

@@ -115,7 +115,9 @@ def prepare_data(
             f"tokenizer {tokenizer.name!r} has {tokenizer.vocab_size} tokens; token shards "
             f"are uint16 and hold at most 65536: choose a smaller vocabulary"
         )
-    docs = load_documents(spec, text_field=text_field, cache_dir=cache_dir, streaming=streaming, max_documents=max_documents)
+    docs = load_documents(
+        spec, text_field=text_field, cache_dir=cache_dir, streaming=streaming, max_documents=max_documents
+    )
     fingerprint = corpus_fingerprint(docs)
     key = cache_key(fingerprint, tokenizer, val_fraction=val_fraction, seed=seed)
     tokens_dir = cache_root(cache_dir) / "tokens"
@@ -183,8 +185,7 @@ def load_prepared(path: str | Path) -> PreparedData:
         size = file.stat().st_size if file.is_file() else -1
         if size != expected:
             raise UserError(
-                f"token cache file {file} is damaged ({size} bytes, expected {expected}): "
-                f"delete {path} and rerun"
+                f"token cache file {file} is damaged ({size} bytes, expected {expected}): delete {path} and rerun"
             )
         arrays[split] = np.memmap(file, dtype=TOKEN_DTYPE, mode="r")
     return PreparedData(train=arrays["train"], val=arrays["val"], meta=meta, path=path)

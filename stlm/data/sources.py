@@ -98,7 +98,9 @@ def load_documents(
         if not path.exists():
             names = ", ".join(c.name for c in list_corpora())
             if "/" in spec or path.suffix:
-                raise UserError(f"{spec} does not exist; pass an existing text file, folder or .jsonl (or one of: {names})")
+                raise UserError(
+                    f"{spec} does not exist; pass an existing text file, folder or .jsonl (or one of: {names})"
+                )
             raise UserError(
                 f"{spec!r} is neither a built-in corpus ({names}) nor an existing file or folder; "
                 f"use one of those names, a path, or hf:NAME[:CONFIG]"

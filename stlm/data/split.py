@@ -50,8 +50,10 @@ def split_documents(
     elif all(is_val):
         is_val[max(range(len(pieces)), key=lambda i: (scores[i], -i))] = False
     if isinstance(pieces, LazyDocuments):  # a corpus on disk stays there: split by index
-        return (pieces.subset([i for i, v in enumerate(is_val) if not v]),
-                pieces.subset([i for i, v in enumerate(is_val) if v]))
+        return (
+            pieces.subset([i for i, v in enumerate(is_val) if not v]),
+            pieces.subset([i for i, v in enumerate(is_val) if v]),
+        )
     train = [p for p, v in zip(pieces, is_val) if not v]
     val = [p for p, v in zip(pieces, is_val) if v]
     return train, val

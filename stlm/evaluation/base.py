@@ -38,9 +38,15 @@ class EvalModel:
         last max_seq_len units (n_units says so), as lm-eval does.
         """
         return score_continuations(
-            self.model, self.tokenizer, self.family, requests,
-            batch_size=self.batch_size, truncate_long=True, device=self.device,
-            autocast=self.autocast() if self.autocast else None, progress=self.progress,
+            self.model,
+            self.tokenizer,
+            self.family,
+            requests,
+            batch_size=self.batch_size,
+            truncate_long=True,
+            device=self.device,
+            autocast=self.autocast() if self.autocast else None,
+            progress=self.progress,
         )
 
 
@@ -72,23 +78,32 @@ class TaskResult:
     def document(self, provenance: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """The JSON record and the markdown page of this result, both carrying its provenance."""
         record = {
-            "task": self.task, "metrics": self.metrics, "summary": self.summary,
-            "details": self.details, "provenance": provenance,
+            "task": self.task,
+            "metrics": self.metrics,
+            "summary": self.summary,
+            "details": self.details,
+            "provenance": provenance,
         }
         m, c = provenance["model"], provenance["checkpoint"]
-        page = "\n".join([
-            f"# {self.task}: {m['name']} ({m['family']}, {m['n_params']:,} parameters)",
-            "",
-            f"- checkpoint: `{c['path']}` (step {c['step']}, manifest sha256 `{(c['manifest_sha256'] or '?')[:16]}`)",
-            *(f"- data: `{d['path']}` sha256 `{d['sha256'][:16]}`" for d in provenance["data"][:3]),
-            *([f"- data: ... {len(provenance['data']) - 3} more files (all in the JSON)"] if len(provenance["data"]) > 3 else []),
-            f"- settings: {', '.join(f'{k} {v}' for k, v in provenance['settings'].items())}",
-            f"- stlm {provenance['stlm_version']}, {provenance['device']}, {provenance['time']}",
-            "",
-            self.summary,
-            "",
-            self.markdown,
-        ])
+        page = "\n".join(
+            [
+                f"# {self.task}: {m['name']} ({m['family']}, {m['n_params']:,} parameters)",
+                "",
+                f"- checkpoint: `{c['path']}` (step {c['step']}, manifest sha256 `{(c['manifest_sha256'] or '?')[:16]}`)",
+                *(f"- data: `{d['path']}` sha256 `{d['sha256'][:16]}`" for d in provenance["data"][:3]),
+                *(
+                    [f"- data: ... {len(provenance['data']) - 3} more files (all in the JSON)"]
+                    if len(provenance["data"]) > 3
+                    else []
+                ),
+                f"- settings: {', '.join(f'{k} {v}' for k, v in provenance['settings'].items())}",
+                f"- stlm {provenance['stlm_version']}, {provenance['device']}, {provenance['time']}",
+                "",
+                self.summary,
+                "",
+                self.markdown,
+            ]
+        )
         return record, page
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stlm.errors import UserError
+from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 from stlm.evaluation.jsonl import read_jsonl, text_field
 from stlm.evaluation.record import markdown_table
-from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 
 N_PHENOMENA = 67
 # Overall accuracy (%) reported by Warstadt et al. (2020), for orientation.
@@ -68,11 +68,15 @@ def run_blimp(model: EvalModel, options: EvalOptions) -> TaskResult:
     right = sum(r for r, _ in counts.values())
     total = sum(n for _, n in counts.values())
     overall = 100.0 * right / total
-    per = {p.uid: {"field": p.field, "accuracy": 100.0 * counts[p.uid][0] / counts[p.uid][1], "pairs": counts[p.uid][1]} for p in phenomena}
+    per = {
+        p.uid: {"field": p.field, "accuracy": 100.0 * counts[p.uid][0] / counts[p.uid][1], "pairs": counts[p.uid][1]}
+        for p in phenomena
+    }
     note = "" if len(phenomena) == N_PHENOMENA else f" (only {len(phenomena)} of {N_PHENOMENA} phenomena found)"
     table = markdown_table(
         ("model", "BLiMP accuracy %", "pairs"),
-        [("**this model**", f"**{overall:.1f}**", f"{total:,}")] + [(name, f"{acc:.1f}", "67,000") for name, acc in REFERENCES],
+        [("**this model**", f"**{overall:.1f}**", f"{total:,}")]
+        + [(name, f"{acc:.1f}", "67,000") for name, acc in REFERENCES],
         right=(1, 2),
     )
     detail = markdown_table(
@@ -86,6 +90,10 @@ def run_blimp(model: EvalModel, options: EvalOptions) -> TaskResult:
         markdown=f"{table}\n\nPer phenomenon{note}:\n\n{detail}",
         summary=f"BLiMP accuracy {overall:.1f}% over {total:,} pairs in {len(phenomena)} phenomena (5-gram reference 61.2)",
         data_files=[p.path for p in phenomena],
-        settings={"limit_per_phenomenon": options.limit, "batch_size": model.batch_size, "rule": "logP(good) > logP(bad), whole sentence, empty context"},
+        settings={
+            "limit_per_phenomenon": options.limit,
+            "batch_size": model.batch_size,
+            "rule": "logP(good) > logP(bad), whole sentence, empty context",
+        },
         details={"per_phenomenon": per, "references": dict(REFERENCES)},
     )

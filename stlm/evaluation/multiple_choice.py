@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stlm.errors import UserError
+from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 from stlm.evaluation.jsonl import read_jsonl, text_field
 from stlm.evaluation.record import markdown_table
 from stlm.evaluation.scoring import Family
-from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 
 GENERIC_FIELDS = ("context", "choices", "gold")
 PIQA_FIELDS = ("goal", "sol1", "sol2")
@@ -73,7 +73,9 @@ def load_piqa(directory: Path, *, limit: int | None = None) -> list[MCItem]:
     """PIQA validation from its release files (valid.jsonl + valid-labels.lst)."""
     questions, labels_path = Path(directory) / "valid.jsonl", Path(directory) / "valid-labels.lst"
     if not labels_path.is_file():
-        raise UserError(f"PIQA labels file {labels_path} does not exist (it holds the gold index of each line of valid.jsonl)")
+        raise UserError(
+            f"PIQA labels file {labels_path} does not exist (it holds the gold index of each line of valid.jsonl)"
+        )
     labels = labels_path.read_text(encoding="utf-8").split("\n")
     if labels and labels[-1] == "":
         labels.pop()
@@ -147,16 +149,32 @@ def run_generic(model: EvalModel, options: EvalOptions, path: Path) -> TaskResul
 
 def _result(task, model, options, items, files, references) -> TaskResult:
     outcome = choose(model, items)
-    rows = [("**this model**", f"**{outcome.accuracy:.1f}**", f"**{outcome.accuracy_norm:.1f}**", f"{outcome.n_items:,}")]
+    rows = [
+        ("**this model**", f"**{outcome.accuracy:.1f}**", f"**{outcome.accuracy_norm:.1f}**", f"{outcome.n_items:,}")
+    ]
     rows += [(name, raw, norm, "") for name, raw, norm in references]
     table = markdown_table(("model", "accuracy %", "accuracy % (per byte)", "items"), rows, right=(1, 2, 3))
     return TaskResult(
         task=task,
-        metrics={"accuracy": outcome.accuracy, "accuracy_norm": outcome.accuracy_norm, "items": outcome.n_items, "truncated_choices": outcome.truncated},
+        metrics={
+            "accuracy": outcome.accuracy,
+            "accuracy_norm": outcome.accuracy_norm,
+            "items": outcome.n_items,
+            "truncated_choices": outcome.truncated,
+        },
         markdown=table,
         summary=f"{task} accuracy {outcome.accuracy:.1f}% raw, {outcome.accuracy_norm:.1f}% per byte over {outcome.n_items:,} items"
         + (f" ({outcome.truncated} choices longer than the context scored on their tail)" if outcome.truncated else ""),
         data_files=files,
-        settings={"limit": options.limit, "batch_size": model.batch_size, "normalisation": "log-probability / UTF-8 bytes of the choice"},
-        details={"predictions": [{"item": item.where, "gold": item.gold, "raw": raw, "norm": norm} for item, (raw, norm) in zip(items, outcome.predictions)]},
+        settings={
+            "limit": options.limit,
+            "batch_size": model.batch_size,
+            "normalisation": "log-probability / UTF-8 bytes of the choice",
+        },
+        details={
+            "predictions": [
+                {"item": item.where, "gold": item.gold, "raw": raw, "norm": norm}
+                for item, (raw, norm) in zip(items, outcome.predictions)
+            ]
+        },
     )

@@ -66,7 +66,12 @@ def checkpoint_record(ckpt: Path) -> dict[str, Any]:
     """Path, step and hashes of a checkpoint directory (see stlm.checkpoint)."""
     ckpt = Path(ckpt)
     manifest_path = ckpt / "manifest.json"
-    record: dict[str, Any] = {"path": str(ckpt.resolve()), "step": None, "manifest_sha256": None, "weights_sha256": None}
+    record: dict[str, Any] = {
+        "path": str(ckpt.resolve()),
+        "step": None,
+        "manifest_sha256": None,
+        "weights_sha256": None,
+    }
     if manifest_path.is_file():
         record["manifest_sha256"] = file_sha256(manifest_path)
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))

@@ -23,7 +23,6 @@ from stlm.errors import UserError
 from stlm.evaluation import blimp, multiple_choice, text_bpb
 from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult
 
-
 TaskFn = Callable[[EvalModel, EvalOptions], TaskResult]
 MC_PREFIX = "mc:"
 DATA_DIR_TASKS = ("wikitext2", "blimp", "piqa")  # tasks that read the shared evaluation data folder
@@ -97,7 +96,11 @@ def result_name(task: str, options: EvalOptions, checkpoint_name: str, config: d
     elif task == "wikitext2":
         parts.append(options.split)
     if task in BATCH_SIZES:  # the bits-per-byte tasks: their window settings change the number
-        parts += [f"{label}{value}" for label, value in (("ctx", options.context), ("stride", options.stride), ("max", options.max_ids)) if value]
+        parts += [
+            f"{label}{value}"
+            for label, value in (("ctx", options.context), ("stride", options.stride), ("max", options.max_ids))
+            if value
+        ]
     if options.limit is not None:
         parts.append(f"limit{options.limit}")
     parts.append(checkpoint_name)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from stlm.errors import UserError
+from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 from stlm.evaluation.bpb import REFERENCE_LABELS, bits_per_byte, reference_bpb
 from stlm.evaluation.record import markdown_table
-from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 
 WIKITEXT_FILES = {"val": "valid.txt", "test": "test.txt"}
 
@@ -30,7 +30,11 @@ def run_bpb(model: EvalModel, options: EvalOptions) -> TaskResult:
             raise UserError(f"a corpus has splits 'val' and 'train', not {options.split!r}")
         run = model.config.get("run", {})
         corpus = corpus_of(options, model.config)
-        stream, label, files = split_stream(corpus, options.split, run, model.tokenizer), f"{corpus}:{options.split}", []
+        stream, label, files = (
+            split_stream(corpus, options.split, run, model.tokenizer),
+            f"{corpus}:{options.split}",
+            [],
+        )
     return _score("bpb", model, options, stream, label, files)
 
 
@@ -50,12 +54,16 @@ def corpus_of(options: EvalOptions, config: dict) -> str:
 def run_wikitext2(model: EvalModel, options: EvalOptions) -> TaskResult:
     _check_byte_model(model)
     if options.split not in WIKITEXT_FILES:
-        raise UserError(f"wikitext2 has splits {', '.join(WIKITEXT_FILES)}, not {options.split!r} (it is never trained on)")
+        raise UserError(
+            f"wikitext2 has splits {', '.join(WIKITEXT_FILES)}, not {options.split!r} (it is never trained on)"
+        )
     path = data_subdir(options, "wikitext-2") / WIKITEXT_FILES[options.split]
     return _score("wikitext2", model, options, file_stream(path, model.tokenizer), f"wikitext-2 {path.name}", [path])
 
 
-def _score(task: str, model: EvalModel, options: EvalOptions, stream: np.ndarray, label: str, files: list[Path]) -> TaskResult:
+def _score(
+    task: str, model: EvalModel, options: EvalOptions, stream: np.ndarray, label: str, files: list[Path]
+) -> TaskResult:
     if options.max_ids:
         stream = stream[: options.max_ids]
     context = options.context or model.config.get("run", {}).get("data", {}).get("seq_len") or 256
@@ -66,8 +74,14 @@ def _score(task: str, model: EvalModel, options: EvalOptions, stream: np.ndarray
     if context > max_len:
         raise UserError(f"--context {context} exceeds the model's max_seq_len {max_len}")
     result = bits_per_byte(
-        model.model, stream, context=context, stride=stride, batch_size=model.batch_size,
-        device=model.device, autocast=model.autocast() if model.autocast else None, progress=model.progress,
+        model.model,
+        stream,
+        context=context,
+        stride=stride,
+        batch_size=model.batch_size,
+        device=model.device,
+        autocast=model.autocast() if model.autocast else None,
+        progress=model.progress,
         byte_lengths=model.tokenizer.byte_lengths(),
     )
     # The same bytes without a model, as the demo prints them: the numbers the model must beat.
@@ -86,7 +100,13 @@ def _score(task: str, model: EvalModel, options: EvalOptions, stream: np.ndarray
         summary=f"{label}: {result.bits_per_byte:.4f} bits per byte over {result.n_bytes:,} bytes (context {context}, stride {stride}); "
         f"without a model: {beside}",
         data_files=files,
-        settings={"text": label, "context": context, "stride": stride, "max_ids": options.max_ids, "batch_size": model.batch_size},
+        settings={
+            "text": label,
+            "context": context,
+            "stride": stride,
+            "max_ids": options.max_ids,
+            "batch_size": model.batch_size,
+        },
         details={**result.to_dict(), "references": references},
     )
 
@@ -112,7 +132,9 @@ def file_stream(path: Path, tokenizer) -> np.ndarray:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise UserError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8 first") from None
+        raise UserError(
+            f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); convert it to UTF-8 first"
+        ) from None
     if not raw:
         raise UserError(f"{path} is empty; nothing to score")
     return np.asarray(tokenizer.encode(raw.decode("utf-8"), bos=True), dtype=np.int64)

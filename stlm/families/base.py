@@ -129,7 +129,9 @@ class ModelFamily:
             raise UserError(self._wrong_objective(objective, model_name))
 
     def _wrong_objective(self, objective: str, model_name: str) -> str:
-        return f"{objective} does not train {self.name} models such as {model_name}; use --objective {self.objectives[0]}"
+        return (
+            f"{objective} does not train {self.name} models such as {model_name}; use --objective {self.objectives[0]}"
+        )
 
     def before_training(self, model: nn.Module, train_ids: np.ndarray) -> str | None:
         """A hook run once on a new run before its first step; returns a line to print, or None."""
@@ -221,7 +223,9 @@ class CausalFamily(ModelFamily):
 
     def _wrong_objective(self, objective: str, model_name: str) -> str:
         if objective == "span-corruption":
-            return f"span corruption trains encoder-decoders; model {model_name} is a {self.name} model (use next-token)"
+            return (
+                f"span corruption trains encoder-decoders; model {model_name} is a {self.name} model (use next-token)"
+            )
         return super()._wrong_objective(objective, model_name)
 
 

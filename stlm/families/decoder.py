@@ -23,7 +23,9 @@ class DecoderFamily(CausalFamily):
         return count_params(cfg)
 
     def describe(self, cfg: Any) -> str:
-        return f"d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ff={cfg.d_ff} V={cfg.vocab_size} ctx={cfg.max_seq_len}"
+        return (
+            f"d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ff={cfg.d_ff} V={cfg.vocab_size} ctx={cfg.max_seq_len}"
+        )
 
     def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
         return generate(model, prompt_ids, stop_ids=(eos_id,), **self._sampling(sampling))

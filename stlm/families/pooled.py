@@ -32,9 +32,23 @@ class PooledFamily(CausalFamily):
     model_cls = PooledByteLM
     presets = PRESETS
     arch_keys = (
-        "d_local", "n_enc_layers", "n_dec_layers", "local_heads", "local_window",
-        "d_global", "n_global_layers", "global_heads", "share_ffn", "repeat_blocks", "repeat_mode",
-        "boundary", "max_patch_len", "pooling", "hash_buckets", "tie_head", "max_seq_len",
+        "d_local",
+        "n_enc_layers",
+        "n_dec_layers",
+        "local_heads",
+        "local_window",
+        "d_global",
+        "n_global_layers",
+        "global_heads",
+        "share_ffn",
+        "repeat_blocks",
+        "repeat_mode",
+        "boundary",
+        "max_patch_len",
+        "pooling",
+        "hash_buckets",
+        "tie_head",
+        "max_seq_len",
     )
 
     def count_params(self, cfg: Any) -> int:
@@ -52,7 +66,9 @@ class PooledFamily(CausalFamily):
 
     def check_tokenizer(self, tokenizer: Tokenizer, spec: str, cfg: Any) -> Tokenizer:
         if not isinstance(tokenizer, ByteTokenizer):
-            raise UserError(f"pooled models read bytes; tokenizer {spec} is not the byte tokenizer: use --tokenizer byte (or auto)")
+            raise UserError(
+                f"pooled models read bytes; tokenizer {spec} is not the byte tokenizer: use --tokenizer byte (or auto)"
+            )
         return super().check_tokenizer(tokenizer, spec, cfg)
 
     def before_training(self, model: nn.Module, train_ids: np.ndarray) -> str | None:

@@ -32,8 +32,17 @@ class T5Family(ModelFamily):
     encoder_decoder = True
     objectives = ("span-corruption",)
     arch_keys = (
-        "d_model", "d_head", "n_heads", "d_ff", "n_layers", "n_decoder_layers", "ff_kind", "tie_embeddings",
-        "rel_buckets", "rel_max_distance", "dropout",
+        "d_model",
+        "d_head",
+        "n_heads",
+        "d_ff",
+        "n_layers",
+        "n_decoder_layers",
+        "ff_kind",
+        "tie_embeddings",
+        "rel_buckets",
+        "rel_max_distance",
+        "dropout",
     )
 
     def count_params(self, cfg: Any) -> int:
@@ -61,7 +70,9 @@ class T5Family(ModelFamily):
     def check_tokenizer(self, tokenizer: Tokenizer, spec: str, cfg: Any) -> Tokenizer:
         # Embedding tables may be padded above the tokenizer (32,128 rows for T5's 32,100 ids).
         if tokenizer.vocab_size > cfg.vocab_size:
-            raise UserError(f"tokenizer {spec} has {tokenizer.vocab_size} ids but the model's vocab_size is {cfg.vocab_size}")
+            raise UserError(
+                f"tokenizer {spec} has {tokenizer.vocab_size} ids but the model's vocab_size is {cfg.vocab_size}"
+            )
         return tokenizer
 
     def _wrong_objective(self, objective: str, model_name: str) -> str:

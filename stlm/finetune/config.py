@@ -49,12 +49,19 @@ class TaskConfig:
 
     def __post_init__(self) -> None:
         _check(not self.kind or self.kind in KINDS, f"task.kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        _check(not self.name or self.name in BUILTIN_TASKS,
-               f"task.name must be one of {', '.join(BUILTIN_TASKS)} (or empty for your own files), got {self.name!r}")
-        _check(bool(self.name) != bool(self.train_file),
-               "give either a built-in task (--task) or a training file (--train), not both and not neither")
+        _check(
+            not self.name or self.name in BUILTIN_TASKS,
+            f"task.name must be one of {', '.join(BUILTIN_TASKS)} (or empty for your own files), got {self.name!r}",
+        )
+        _check(
+            bool(self.name) != bool(self.train_file),
+            "give either a built-in task (--task) or a training file (--train), not both and not neither",
+        )
         _check(0.0 < self.val_fraction < 0.5, "task.val_fraction must be in (0, 0.5)")
-        _check(self.max_input_bytes >= 1 and self.max_target_bytes >= 1, "task.max_input_bytes and max_target_bytes must be >= 1")
+        _check(
+            self.max_input_bytes >= 1 and self.max_target_bytes >= 1,
+            "task.max_input_bytes and max_target_bytes must be >= 1",
+        )
 
     def resolved_kind(self) -> str:
         if self.name:

@@ -63,18 +63,26 @@ def evaluate_examples(
         "examples": len(examples),
     }
     with autocast:
-        predictions = generate_predictions(model, fmt, examples, max_new_tokens=max_new_tokens,
-                                           batch_size=batch_size, progress=progress)
+        predictions = generate_predictions(
+            model, fmt, examples, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+        )
     references = [ex.target for ex in examples]
     result.update(task_metrics(kind, predictions, references))
     if kind == "classification" and labels:
-        chosen = classify_by_logprob(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
+        chosen = classify_by_logprob(
+            model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast
+        )
         result["accuracy_logprob"] = metrics.accuracy(chosen, references)
     return result, predictions
 
 
 def generate_predictions(
-    model: torch.nn.Module, fmt: TextToText, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int,
+    model: torch.nn.Module,
+    fmt: TextToText,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
     progress: bool = False,
 ) -> list[str]:
     """Greedy outputs for the examples, in their order, generated `batch_size` at a time.
@@ -107,7 +115,10 @@ def task_metrics(kind: str, predictions: Sequence[str], references: Sequence[str
     if kind == "summarization":
         return metrics.rouge(predictions, references)
     if kind == "qa":
-        return {"exact_match": metrics.exact_match(predictions, references), "f1": metrics.token_f1(predictions, references)}
+        return {
+            "exact_match": metrics.exact_match(predictions, references),
+            "f1": metrics.token_f1(predictions, references),
+        }
     return {"accuracy": metrics.accuracy(predictions, references)}
 
 
@@ -117,7 +128,14 @@ def classify_by_logprob(
     """For each example, the label whose text + EOS the model finds most likely after the prompt."""
     requests = [(fmt.context(ex.input), label) for ex in examples for label in labels]
     scores = score_continuations(
-        model, fmt.tokenizer, fmt.family, requests, batch_size=batch_size * 2, device=device, autocast=autocast, eos=True,
+        model,
+        fmt.tokenizer,
+        fmt.family,
+        requests,
+        batch_size=batch_size * 2,
+        device=device,
+        autocast=autocast,
+        eos=True,
         max_len=fmt.max_len,
     )
     chosen = []

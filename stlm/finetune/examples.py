@@ -100,9 +100,7 @@ def check_labels(examples: Sequence[Example], labels: Sequence[str], *, what: st
     for ex in examples:
         if ex.target.strip() not in allowed:
             where = f"{ex.where}: " if ex.where else ""
-            raise UserError(
-                f"{where}{what} label {ex.target.strip()!r} is not in the label set ({', '.join(labels)})"
-            )
+            raise UserError(f"{where}{what} label {ex.target.strip()!r} is not in the label set ({', '.join(labels)})")
 
 
 def write_jsonl(path: Path, examples: Sequence[Example]) -> None:

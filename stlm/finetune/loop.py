@@ -59,7 +59,12 @@ BEST = "best"
 # What a resumed fine-tuning run may change: how long it runs, how often it logs and validates,
 # how many checkpoints it keeps, where it runs.
 RESUME_SAFE_KEYS = (
-    "train.steps", "train.log_every", "train.eval_every", "train.keep_checkpoints", "runtime.device", "runtime.threads",
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.keep_checkpoints",
+    "runtime.device",
+    "runtime.threads",
 )
 
 
@@ -105,7 +110,9 @@ def finetune(
             raise UserError(f"{out} holds no complete fine-tuning checkpoint to resume from")
         saved = ckpt_io.load_config(latest)
         if "finetune" not in saved:
-            raise UserError(f"{latest} is not a fine-tuning checkpoint (resume pretraining runs with stlm train --resume)")
+            raise UserError(
+                f"{latest} is not a fine-tuning checkpoint (resume pretraining runs with stlm train --resume)"
+            )
         cfg = FinetuneConfig.from_dict(saved["finetune"], source=f"{latest}/config.json")
         cfg = apply_resume_overrides(cfg, overrides or {}, RESUME_SAFE_KEYS, run_dir=out)
     else:
@@ -123,11 +130,17 @@ def finetune(
     metric = cfg.metric()
     if metric not in METRICS[cfg.task.resolved_kind()]:
         known = ", ".join(METRICS[cfg.task.resolved_kind()])
-        raise UserError(f"train.metric {metric!r} is not scored for {cfg.task.resolved_kind()} tasks; choose one of {known}")
+        raise UserError(
+            f"train.metric {metric!r} is not scored for {cfg.task.resolved_kind()} tasks; choose one of {known}"
+        )
     max_len = family.max_len(model_cfg)
-    fmt = TextToText(family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len)
+    fmt = TextToText(
+        family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len
+    )
     if progress:
-        print(f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True)
+        print(
+            f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True
+        )
     data = load_task_data(cfg, out)
     max_new = cfg.train.max_new_tokens or min(
         cfg.task.max_target_bytes + 8, max(len(tokenizer.encode(ex.target)) for ex in data.train) + 8
@@ -136,12 +149,22 @@ def finetune(
     eval_set = _sample(data.val, cfg.train.eval_examples, cfg.train.seed)
     final_set, final_name = (data.test, "test") if data.test else (data.val, "val")
 
-    resolved = ckpt_io.RunRecord(family, model_cfg, tokenizer.to_dict(), {
-        "finetune": cfg.to_dict(),
-        "task": {"kind": data.kind, "labels": data.labels, "metric": metric, "max_new_tokens": max_new,
-                 "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)}},
-        "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
-    })
+    resolved = ckpt_io.RunRecord(
+        family,
+        model_cfg,
+        tokenizer.to_dict(),
+        {
+            "finetune": cfg.to_dict(),
+            "task": {
+                "kind": data.kind,
+                "labels": data.labels,
+                "metric": metric,
+                "max_new_tokens": max_new,
+                "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+            },
+            "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
+        },
+    )
 
     def log(row: dict[str, Any]) -> None:
         metrics_log.write(row)
@@ -151,10 +174,20 @@ def finetune(
     )
 
     def evaluate(examples: list[Example], bar: bool = False) -> dict[str, float]:
-        return trainer.evaluate(lambda plain: evaluate_examples(
-            plain, fmt, examples, kind=data.kind, labels=data.labels, max_new_tokens=max_new,
-            batch_size=cfg.train.batch_size, device=runtime.device, autocast=runtime.autocast(), progress=bar and progress,
-        )[0])
+        return trainer.evaluate(
+            lambda plain: evaluate_examples(
+                plain,
+                fmt,
+                examples,
+                kind=data.kind,
+                labels=data.labels,
+                max_new_tokens=max_new,
+                batch_size=cfg.train.batch_size,
+                device=runtime.device,
+                autocast=runtime.autocast(),
+                progress=bar and progress,
+            )[0]
+        )
 
     state: dict[str, Any] = {"best": None, "best_step": 0, "bad_evals": 0, "initial": None, "stopped_early": False}
     start = 0
@@ -167,7 +200,11 @@ def finetune(
         ckpt_io.write_json_atomic(out / "config.json", {**resolved.to_dict(), "header": run_header(runtime.describe())})
         if cfg.train.score_initial:
             if progress:
-                print(f"  scoring the starting model on {final_name} ({len(final_set)} examples)", file=sys.stderr, flush=True)
+                print(
+                    f"  scoring the starting model on {final_name} ({len(final_set)} examples)",
+                    file=sys.stderr,
+                    flush=True,
+                )
             state["initial"] = evaluate(final_set, bar=True)
 
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -176,7 +213,8 @@ def finetune(
             f"  {cfg.init} ({family.name}, {n_params:,} params) on {runtime.describe()}; {data.kind}: "
             f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples; "
             f"{cfg.train.steps} steps of {cfg.train.batch_size}, early stopping on val {metric} (patience {cfg.train.patience})",
-            file=sys.stderr, flush=True,
+            file=sys.stderr,
+            flush=True,
         )
     metrics_log = MetricsLog(out / "metrics.jsonl", resume_step=start if latest is not None else None)
 
@@ -207,7 +245,9 @@ def finetune(
             improved = state["best"] is None or (value < state["best"] if lower_is_better else value > state["best"])
             if improved:
                 state.update(best=value, best_step=step, bad_evals=0)
-                ckpt_io.save_checkpoint(out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1)
+                ckpt_io.save_checkpoint(
+                    out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1
+                )
             else:
                 state["bad_evals"] += 1
             shown.update({f"val_{metric}": f"{value:.3f}", "best": f"{state['best']:.3f}"})

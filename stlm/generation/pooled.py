@@ -51,6 +51,12 @@ def generate(
     if not isinstance(model, PooledByteLM):
         raise TypeError(f"pooled generation needs a PooledByteLM, got {type(model).__name__}")
     return decoder.generate(
-        model, prompt_ids, max_new_tokens=max_new_tokens, temperature=temperature,
-        top_k=top_k, top_p=top_p, seed=seed, stop_ids=stop_ids,
+        model,
+        prompt_ids,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop_ids=stop_ids,
     )

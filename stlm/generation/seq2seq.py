@@ -64,8 +64,14 @@ def generate_seq2seq(
     if num_beams == 1:
         return list(
             stream_seq2seq(
-                model, input_ids, max_new_tokens=max_new_tokens, temperature=temperature,
-                top_k=top_k, top_p=top_p, seed=seed, eos_id=eos_id,
+                model,
+                input_ids,
+                max_new_tokens=max_new_tokens,
+                temperature=temperature,
+                top_k=top_k,
+                top_p=top_p,
+                seed=seed,
+                eos_id=eos_id,
             )
         )
     if temperature != 0 or top_k is not None or top_p is not None:
@@ -187,8 +193,11 @@ def _stream(
         with _inference(model):
             step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
             logits = model.decode(step, encoder_out, cache=cache)  # (1, 1, V)
-            token = int(sample_next(logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p,
-                                    generator=generator).item())
+            token = int(
+                sample_next(
+                    logits[:, -1], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                ).item()
+            )
         yield token
         if token == eos:
             return

@@ -62,7 +62,9 @@ class StlmLM(LM):
                 warnings.warn(f"device {device!r} is not available here; stlm picks one (auto)", stacklevel=2)
             device = "auto"
         self.model = stlm.api.load(path, device)
-        self.batch_size = int(str(batch_size)) if str(batch_size or "").isdigit() else DEFAULT_BATCH_SIZE  # "auto" -> default
+        self.batch_size = (
+            int(str(batch_size)) if str(batch_size or "").isdigit() else DEFAULT_BATCH_SIZE
+        )  # "auto" -> default
         self.checkpoint = self.model.path
         self.scorer = self.model.scorer(batch_size=self.batch_size)
         max_len = self.model.family.max_len(self.model.loaded.model_config)
@@ -84,7 +86,9 @@ class StlmLM(LM):
         if self.model.family.encoder_decoder:  # relative positions: the whole document is one target
             return self.model.score([text], batch_size=self.batch_size)[0]
         # Bits per byte over the document's exact UTF-8 bytes, back to summed nats.
-        bpb = self.model.bits_per_byte(text, context=self.rolling_context, stride=self.rolling_stride, batch_size=self.batch_size)
+        bpb = self.model.bits_per_byte(
+            text, context=self.rolling_context, stride=self.rolling_stride, batch_size=self.batch_size
+        )
         return -bpb * math.log(2) * len(text.encode("utf-8"))
 
     # --- generation -----------------------------------------------------------------------------
@@ -99,10 +103,14 @@ class StlmLM(LM):
         do_sample = bool(kwargs.pop("do_sample", False))
         text = ""
         for piece in self.model.generate(
-            context, max_new_tokens=int(kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKS)),
+            context,
+            max_new_tokens=int(kwargs.pop("max_gen_toks", DEFAULT_MAX_GEN_TOKS)),
             temperature=float(kwargs.pop("temperature", 1.0)) if do_sample else 0.0,
-            top_k=kwargs.get("top_k"), top_p=kwargs.get("top_p"), seed=kwargs.get("seed"),
-            truncate_prompt=True, stream=True,
+            top_k=kwargs.get("top_k"),
+            top_p=kwargs.get("top_p"),
+            seed=kwargs.get("seed"),
+            truncate_prompt=True,
+            stream=True,
         ):
             text += piece
             cut = _first_stop(text, until)

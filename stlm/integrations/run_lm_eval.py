@@ -10,8 +10,9 @@ from __future__ import annotations
 
 
 def main() -> None:
-    import stlm.integrations.lm_eval_adapter  # noqa: F401  (registers the model)
     from lm_eval.__main__ import cli_evaluate
+
+    import stlm.integrations.lm_eval_adapter  # noqa: F401  (registers the model)
 
     cli_evaluate()
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 class RotateHalf(torch.autograd.Function):
     """Rotary rotation in the half-split layout: dims i and i + Dh/2 form a pair.
 
-        y1 = x1 * cos - x2 * sin        dx1 =  g1 * cos + g2 * sin
-        y2 = x2 * cos + x1 * sin        dx2 = -g1 * sin + g2 * cos
+    y1 = x1 * cos - x2 * sin        dx1 =  g1 * cos + g2 * sin
+    y2 = x2 * cos + x1 * sin        dx2 = -g1 * sin + g2 * cos
     """
 
     @staticmethod
@@ -61,7 +61,7 @@ def rotate_half(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.
 class SiluGate(torch.autograd.Function):
     """silu(gate) * up from the fused (..., 2F) projection; the gradient lands in one (..., 2F) tensor.
 
-        h = silu(a) * u        da = g * u * silu'(a)        du = g * silu(a)
+    h = silu(a) * u        da = g * u * silu'(a)        du = g * silu(a)
     """
 
     @staticmethod

@@ -44,8 +44,16 @@ class WindowObjective(Objective, Protocol):
 
     def batch(self, windows: torch.Tensor, key: tuple[int, ...]) -> tuple[torch.Tensor, ...]: ...
 
-    def validate(self, model: torch.nn.Module, val: np.ndarray, *, max_tokens: int | None, batch_size: int,
-                 device: torch.device, autocast: contextlib.AbstractContextManager) -> dict[str, float]: ...
+    def validate(
+        self,
+        model: torch.nn.Module,
+        val: np.ndarray,
+        *,
+        max_tokens: int | None,
+        batch_size: int,
+        device: torch.device,
+        autocast: contextlib.AbstractContextManager,
+    ) -> dict[str, float]: ...
 
 
 def build_objective(cfg: ObjectiveConfig, seq_len: int, tokenizer: Any) -> WindowObjective:

@@ -28,9 +28,7 @@ def shift(window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return window[:, :-1], window[:, 1:]
 
 
-def next_token_loss(
-    logits: torch.Tensor, targets: torch.Tensor, *, ignore_id: int | None = None
-) -> torch.Tensor:
+def next_token_loss(logits: torch.Tensor, targets: torch.Tensor, *, ignore_id: int | None = None) -> torch.Tensor:
     """Mean cross-entropy in nats over the targets that count.
 
     logits (B, T, V) in any dtype (upcast to fp32 for a stable log-softmax),
@@ -83,7 +81,13 @@ class NextTokenObjective:
     def validate(self, model, val, *, max_tokens, batch_size, device, autocast) -> dict[str, float]:
         stream = val if max_tokens is None else val[: max_tokens + 1]
         result = bits_per_byte(
-            model, stream, context=self.seq_len, stride=self.seq_len, batch_size=batch_size, device=device,
-            autocast=autocast, byte_lengths=self.byte_lengths,
+            model,
+            stream,
+            context=self.seq_len,
+            stride=self.seq_len,
+            batch_size=batch_size,
+            device=device,
+            autocast=autocast,
+            byte_lengths=self.byte_lengths,
         )
         return {"val_bpb": result.bits_per_byte, "val_bytes": result.n_bytes}

@@ -20,9 +20,7 @@ import torch
 from stlm.objectives.next_token import IGNORE_INDEX, next_token_loss
 
 
-def pack_prompted(
-    examples: Sequence[tuple[list[int], list[int]]], *, pad_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def pack_prompted(examples: Sequence[tuple[list[int], list[int]]], *, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(prompt ids, target ids) pairs -> inputs (B, T) and labels (B, T) with the prompt masked.
 
     A prompt must hold at least one id (BOS); a target at least one (its EOS).

@@ -111,9 +111,7 @@ def noise_mask(length: int, n_noise: int, n_spans: int, rng: np.random.Generator
     """
     n_kept = length - n_noise
     if not 1 <= n_spans <= min(n_noise, n_kept):
-        raise ValueError(
-            f"cannot cut {n_noise} noise and {n_kept} kept tokens into {n_spans} non-empty spans each"
-        )
+        raise ValueError(f"cannot cut {n_noise} noise and {n_kept} kept tokens into {n_spans} non-empty spans each")
     noise_spans = _random_segmentation(n_noise, n_spans, rng)  # (n_spans,)
     kept_spans = _random_segmentation(n_kept, n_spans, rng)  # (n_spans,)
     interleaved = np.stack([kept_spans, noise_spans], axis=1).reshape(-1)  # (2 * n_spans,) kept, noise, ...
@@ -233,7 +231,10 @@ class SpanCorruptionBatcher:
         positions = loader.index - step + loader.rank + loader.world_size * np.arange(loader.batch_size)
         s = self.lengths
         masks = np.stack(
-            [noise_mask(s.raw_length, s.n_noise, s.n_spans, window_rng(self.seed, loader.epoch, int(p))) for p in positions]
+            [
+                noise_mask(s.raw_length, s.n_noise, s.n_spans, window_rng(self.seed, loader.epoch, int(p)))
+                for p in positions
+            ]
         )  # (B, raw_length)
         inputs, targets = corrupt(windows, masks, self.sentinel_ids, self.eos_id)
         return torch.from_numpy(inputs), torch.from_numpy(targets)
@@ -307,7 +308,9 @@ class SpanCorruptionObjective:
         raw = self.lengths.raw_length
         n_windows = max(1, min(len(val), max_tokens or len(val)) // raw)
         if len(val) < raw:
-            raise UserError(f"the validation split ({len(val)} tokens) is shorter than one span-corruption window ({raw})")
+            raise UserError(
+                f"the validation split ({len(val)} tokens) is shorter than one span-corruption window ({raw})"
+            )
         windows = np.asarray(val[: n_windows * raw], dtype=np.int64).reshape(n_windows, raw)  # (N, raw)
         inputs, targets = self._corrupt(windows, np.random.default_rng(list(_VALIDATION_KEY)))
         was_training = model.training

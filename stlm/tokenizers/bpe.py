@@ -102,13 +102,17 @@ class BPETokenizer:
         self.pad_id, self.bos_id, self.eos_id = n, n + 1, n + 2
         self.vocab_size = n + N_SPECIALS
         if self.decode_bytes(self.encode(_PROBE)) != _PROBE.encode("utf-8"):
-            raise UserError(f"{source} does not encode text losslessly (a normalizer or a non-byte-level pre-tokenizer?)")
+            raise UserError(
+                f"{source} does not encode text losslessly (a normalizer or a non-byte-level pre-tokenizer?)"
+            )
 
     @classmethod
     def from_file(cls, path: str | Path) -> BPETokenizer:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise UserError(f"BPE tokenizer file {path} does not exist: give a tokenizer.json (see `stlm train-tokenizer`)")
+            raise UserError(
+                f"BPE tokenizer file {path} does not exist: give a tokenizer.json (see `stlm train-tokenizer`)"
+            )
         return cls(path.read_text(encoding="utf-8"), source=str(path))
 
     def save(self, path: str | Path) -> Path:
@@ -166,7 +170,9 @@ def train_bpe(texts: Iterable[str], vocab_size: int, *, min_frequency: int = 2) 
 
     n_pieces = vocab_size - N_SPECIALS
     if n_pieces < 256:
-        raise UserError(f"a byte-level BPE needs vocab_size >= {256 + N_SPECIALS} (256 bytes + PAD/BOS/EOS), got {vocab_size}")
+        raise UserError(
+            f"a byte-level BPE needs vocab_size >= {256 + N_SPECIALS} (256 bytes + PAD/BOS/EOS), got {vocab_size}"
+        )
     tok = Tokenizer(models.BPE())
     # GPT-2's pre-tokenizer: split into words/numbers/punctuation runs, then write bytes as symbols.
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)

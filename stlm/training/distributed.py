@@ -41,8 +41,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from stlm.errors import UserError
 from stlm import checkpoint as ckpt_io
+from stlm.errors import UserError
 from stlm.runtime import Runtime
 
 MODES = ("auto", "none", "ddp", "fsdp")
@@ -126,12 +126,23 @@ class Parallel:
             value /= self.world_size
         return value
 
-    def validate(self, task: Any, model: torch.nn.Module, val: np.ndarray, *, max_tokens: int | None,
-                 batch_size: int, device: torch.device, autocast: Any) -> dict[str, float]:
+    def validate(
+        self,
+        task: Any,
+        model: torch.nn.Module,
+        val: np.ndarray,
+        *,
+        max_tokens: int | None,
+        batch_size: int,
+        device: torch.device,
+        autocast: Any,
+    ) -> dict[str, float]:
         """Validation metrics of `task` (an objective) for the plain model (`Trainer.evaluate` gives it);
         each rank scores an equal slice and the results are pooled."""
         if not self.distributed:
-            return task.validate(model, val, max_tokens=max_tokens, batch_size=batch_size, device=device, autocast=autocast)
+            return task.validate(
+                model, val, max_tokens=max_tokens, batch_size=batch_size, device=device, autocast=autocast
+            )
         # Equal slices give every rank the same number of forward passes (FSDP needs all ranks in each).
         n = min(max_tokens or len(val) - 1, len(val) - 1)
         per = n // self.world_size
@@ -160,15 +171,28 @@ class Parallel:
 
     # --- checkpoints ----------------------------------------------------------------------------
 
-    def save_checkpoint(self, run_dir: Path, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                        config: Any, state: dict[str, Any], keep: int) -> Path:
+    def save_checkpoint(
+        self,
+        run_dir: Path,
+        step: int,
+        *,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        config: Any,
+        state: dict[str, Any],
+        keep: int,
+    ) -> Path:
         """One consolidated checkpoint, written by rank 0; every rank learns whether it succeeded."""
         if not self.distributed:
-            return ckpt_io.save_checkpoint(run_dir, step, model=model, optimizer=optimizer, config=config, state=state, keep=keep)
+            return ckpt_io.save_checkpoint(
+                run_dir, step, model=model, optimizer=optimizer, config=config, state=state, keep=keep
+            )
         weights, optim_state = self.plain(model), None
         if self.mode == "fsdp":  # collectives: every rank takes part, rank 0 receives the full tensors
             from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions, get_model_state_dict, get_optimizer_state_dict,
+                StateDictOptions,
+                get_model_state_dict,
+                get_optimizer_state_dict,
             )
 
             full = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -182,8 +206,14 @@ class Parallel:
         if self.is_main:
             try:
                 path = ckpt_io.save_checkpoint(
-                    run_dir, step, model=weights, optimizer=optimizer if optim_state is None else None,
-                    optimizer_state=optim_state, config=config, state=state, keep=keep,
+                    run_dir,
+                    step,
+                    model=weights,
+                    optimizer=optimizer if optim_state is None else None,
+                    optimizer_state=optim_state,
+                    config=config,
+                    state=state,
+                    keep=keep,
                 )
             except Exception as exc:  # e.g. a full disk: tell the other ranks before raising
                 error = exc
@@ -195,7 +225,9 @@ class Parallel:
             raise UserError(f"rank 0 failed to write checkpoint {path}; see its error above")
         return path
 
-    def load_trainer_state(self, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    def load_trainer_state(
+        self, ckpt: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ) -> dict[str, Any]:
         """Restore optimizer and RNG state on every rank; returns the checkpoint's state.json."""
         if self.mode != "fsdp":
             return ckpt_io.load_trainer_state(ckpt, optimizer)
@@ -233,7 +265,9 @@ def session(mode: str, runtime: Runtime) -> Iterator[Parallel]:
         torch.cuda.set_device(local_rank)
         runtime = dataclasses.replace(runtime, device=torch.device("cuda", local_rank))
     elif runtime.device.type != "cpu":
-        raise UserError(f"distributed training runs on cuda or cpu, not {runtime.device.type}; pass --device cuda or cpu")
+        raise UserError(
+            f"distributed training runs on cuda or cpu, not {runtime.device.type}; pass --device cuda or cpu"
+        )
     owns = not dist.is_initialized()
     if owns:
         dist.init_process_group("nccl" if runtime.device.type == "cuda" else "gloo")
@@ -261,10 +295,7 @@ def _shardable_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
             path = f"{prefix}.{i}." if prefix else f"{i}."
             if any(path.startswith(outer) for outer, _ in chosen):
                 continue
-            owned = all(
-                all(name.startswith(path) for name in users[id(p)])
-                for p in block.parameters()
-            )
+            owned = all(all(name.startswith(path) for name in users[id(p)]) for p in block.parameters())
             if owned and any(True for _ in block.parameters()):
                 chosen.append((path, block))
     return [block for _, block in chosen]

@@ -44,7 +44,7 @@ from stlm.training.monitor import (
     step_flops_per_token,
 )
 from stlm.training.optim import lr_at, resolve_warmup
-from stlm.training.report import write_run_report
+from stlm.training.report import TrainResult, write_run_report
 from stlm.training.step import StopSignal, local, progress_bar, setup, train_step
 
 RUN_CONFIG = "config.json"
@@ -52,19 +52,15 @@ METRICS = "metrics.jsonl"
 # What a resumed run may change: how long it runs (train.steps; see training/optim.py for what
 # extending does to the schedule), where it runs, and how it reports and checkpoints.
 RESUME_SAFE_KEYS = (
-    "train.steps", "train.log_every", "train.eval_every", "train.save_every", "train.keep_checkpoints",
-    "train.tensorboard", "runtime.device", "runtime.threads",
+    "train.steps",
+    "train.log_every",
+    "train.eval_every",
+    "train.save_every",
+    "train.keep_checkpoints",
+    "train.tensorboard",
+    "runtime.device",
+    "runtime.threads",
 )
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    step: int
-    checkpoint: Path
-    val: dict[str, float] | None  # the last validation metrics (val_bpb or val_loss, ...)
-    interrupted: bool
-    elapsed_s: float
 
 
 @dataclass
@@ -140,7 +136,11 @@ def _write_report(result: TrainResult, stop_at: int | None, progress: bool) -> N
     """report.md and loss.png in the run folder; the run (already saved) survives a failure to write them."""
     stopped = None
     if result.interrupted:
-        stopped = f"as --stop-at {stop_at} asked" if stop_at is not None and result.step >= stop_at else "interrupted by a signal"
+        stopped = (
+            f"as --stop-at {stop_at} asked"
+            if stop_at is not None and result.step >= stop_at
+            else "interrupted by a signal"
+        )
     try:
         path = write_run_report(result, stopped=stopped)
     except (OSError, UserError) as exc:
@@ -151,7 +151,13 @@ def _write_report(result: TrainResult, stop_at: int | None, progress: bool) -> N
 
 
 def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, progress: bool) -> TrainResult:
-    cfg, family, model_cfg, run_dir, resume_from = start.cfg, start.family, start.model_cfg, start.run_dir, start.checkpoint
+    cfg, family, model_cfg, run_dir, resume_from = (
+        start.cfg,
+        start.family,
+        start.model_cfg,
+        start.run_dir,
+        start.checkpoint,
+    )
     runtime = par.runtime
     seed_everything(cfg.train.seed)
     family.check_objective(cfg.objective.name, cfg.model)
@@ -161,18 +167,34 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
         raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
     with par.main_first():  # rank 0 fills the token cache, the others read it
         data = prepare_data(
-            cfg.data.source, start.tokenizer, cache_dir=cfg.data.cache_dir, val_fraction=cfg.data.val_fraction,
-            seed=cfg.data.split_seed, text_field=cfg.data.text_field, progress=progress, workers=cfg.data.workers,
-            streaming=cfg.data.streaming, max_documents=cfg.data.max_documents,
+            cfg.data.source,
+            start.tokenizer,
+            cache_dir=cfg.data.cache_dir,
+            val_fraction=cfg.data.val_fraction,
+            seed=cfg.data.split_seed,
+            text_field=cfg.data.text_field,
+            progress=progress,
+            workers=cfg.data.workers,
+            streaming=cfg.data.streaming,
+            max_documents=cfg.data.max_documents,
         )
     model = family.build(model_cfg).to(runtime.device)
     loader = WindowLoader(
-        data.train, objective.window_len - 1, par.local_batch(cfg.train.batch_size), cfg.train.seed,
-        rank=par.rank, world_size=par.world_size,
+        data.train,
+        objective.window_len - 1,
+        par.local_batch(cfg.train.batch_size),
+        cfg.train.seed,
+        rank=par.rank,
+        world_size=par.world_size,
     )
     record = ckpt_io.RunRecord(
-        family, model_cfg, start.tokenizer.to_dict(),
-        {"run": cfg.to_dict(), "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta}},
+        family,
+        model_cfg,
+        start.tokenizer.to_dict(),
+        {
+            "run": cfg.to_dict(),
+            "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta},
+        },
     )
     if resume_from is None:
         note = family.before_training(model, data.train)
@@ -192,7 +214,10 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     peak = device_peak(runtime.device, runtime.precision, cache_file=peak_cache, saved=header.get("matmul_peak"))
     header["matmul_peak"] = peak.to_dict(runtime.device, runtime.precision)
     flops_per_token = step_flops_per_token(
-        model, objective, torch.zeros(cfg.train.batch_size, objective.window_len, dtype=torch.long), runtime,
+        model,
+        objective,
+        torch.zeros(cfg.train.batch_size, objective.window_len, dtype=torch.long),
+        runtime,
         build_meta=lambda: family.build(model_cfg),
     )
 
@@ -219,16 +244,27 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
         _announce(cfg, runtime, n_params, data.meta, run_dir, start_step)
         print(format_header(header, flops_per_token), file=sys.stderr, flush=True)
     monitor = RunMonitor(
-        device=runtime.device, flops_per_token=flops_per_token, peak_flops=peak.flops_per_s, total_steps=cfg.train.steps,
-        start_step=start_step, remeasure=measure_peak,
+        device=runtime.device,
+        flops_per_token=flops_per_token,
+        peak_flops=peak.flops_per_s,
+        total_steps=cfg.train.steps,
+        start_step=start_step,
+        remeasure=measure_peak,
         tensorboard_dir=run_dir / "tensorboard" if cfg.train.tensorboard and par.is_main else None,
     )
 
     def evaluate() -> dict[str, float]:
-        return trainer.evaluate(lambda plain: par.validate(
-            objective, plain, data.val, max_tokens=cfg.train.eval_tokens, batch_size=cfg.train.batch_size,
-            device=runtime.device, autocast=runtime.autocast(),
-        ))
+        return trainer.evaluate(
+            lambda plain: par.validate(
+                objective,
+                plain,
+                data.val,
+                max_tokens=cfg.train.eval_tokens,
+                batch_size=cfg.train.batch_size,
+                device=runtime.device,
+                autocast=runtime.autocast(),
+            )
+        )
 
     def save(step: int, elapsed: float) -> Path:
         state = {"loader": loader.state_dict(), "elapsed_s": elapsed}
@@ -279,8 +315,10 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
                 }
                 log(monitor.enrich(row))
                 if "peak_source" in row and progress:
-                    bar.write(f"  matmul peak now {row['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s ({row['peak_source']})",
-                              file=sys.stderr)
+                    bar.write(
+                        f"  matmul peak now {row['peak_flops_per_s'] / 1e9:,.0f} GFLOP/s ({row['peak_source']})",
+                        file=sys.stderr,
+                    )
                 bar.set_postfix(loss=f"{loss_value:.3f}", **monitor.postfix(row), refresh=False)
                 window_bytes = window_tokens = 0
                 window_t0 = now
@@ -301,7 +339,9 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     elapsed = elapsed_before + time.perf_counter() - t0
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
-    return TrainResult(run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed)
+    return TrainResult(
+        run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed
+    )
 
 
 def _saved_header(run_dir: Path) -> dict[str, Any]:

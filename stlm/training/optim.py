@@ -56,7 +56,14 @@ class AdamWScale(torch.optim.Optimizer):
     suit T5's differently initialised matrices; decay is lr * weight_decay * w.
     """
 
-    def __init__(self, params, lr: float = 2e-2, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+    def __init__(
+        self,
+        params,
+        lr: float = 2e-2,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
     @torch.no_grad()

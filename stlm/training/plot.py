@@ -63,7 +63,11 @@ def draw_run(records: list[dict[str, Any]], *, title: str = "", baselines: dict[
     panels = ["loss"] + (["bpb"] if val_bpb or baselines else []) + (["speed"] if tokens else [])
     heights = {"loss": 3, "bpb": 3, "speed": 2}
     fig, axes = plt.subplots(
-        len(panels), 1, figsize=(7, 2.2 * len(panels) + 1), height_ratios=[heights[p] for p in panels], sharex=True,
+        len(panels),
+        1,
+        figsize=(7, 2.2 * len(panels) + 1),
+        height_ratios=[heights[p] for p in panels],
+        sharex=True,
         squeeze=False,
     )
     ax = dict(zip(panels, axes[:, 0]))
@@ -107,7 +111,9 @@ def draw_run(records: list[dict[str, Any]], *, title: str = "", baselines: dict[
 
 def _same(a: list[tuple[int, float]], b: list[tuple[int, float]]) -> bool:
     """Two curves that coincide to within 1% at every step."""
-    return len(a) == len(b) and all(sa == sb and abs(va - vb) <= 0.01 * max(abs(va), 1e-9) for (sa, va), (sb, vb) in zip(a, b))
+    return len(a) == len(b) and all(
+        sa == sb and abs(va - vb) <= 0.01 * max(abs(va), 1e-9) for (sa, va), (sb, vb) in zip(a, b)
+    )
 
 
 def _mfu_axis(ax, tokens: list[tuple[int, float]], mfu: list[tuple[int, float]]) -> None:

@@ -24,7 +24,7 @@ import shlex
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stlm import checkpoint as ckpt_io
 from stlm.config import RunConfig
@@ -35,11 +35,20 @@ from stlm.tokenizers import ByteTokenizer
 from stlm.training.logging import read_metrics
 from stlm.training.plot import plot_run
 
-if TYPE_CHECKING:  # loop.py calls this module; only the type is needed here
-    from stlm.training.loop import TrainResult
-
 REPORT = "report.md"
 PLOT = "loss.png"
+
+
+@dataclass
+class TrainResult:
+    """What a training run returns (`training.loop.train` / `resume`), and what its report reads."""
+
+    run_dir: Path
+    step: int
+    checkpoint: Path
+    val: dict[str, float] | None  # the last validation metrics (val_bpb or val_loss, ...)
+    interrupted: bool
+    elapsed_s: float
 
 
 @dataclass
@@ -71,7 +80,9 @@ class RunReport:
     device: str
     checkpoint: Path
     tokenizer: str | None = None  # a line for token (non-byte) tokenizers
-    stopped: str | None = None  # how a run ended before its last step: "interrupted by a signal", "as --stop-at 5 asked"
+    stopped: str | None = (
+        None  # how a run ended before its last step: "interrupted by a signal", "as --stop-at 5 asked"
+    )
     throughput: str | None = None
     validation: Validation | None = None
     verdict: str | None = None
@@ -83,9 +94,10 @@ class RunReport:
     def markdown(self) -> str:
         lines = [f"# {self.title}", ""]
         if self.stopped:
-            note = (
-                f"**Stopped early, {self.stopped}, at step {self.step:,} of {self.total_steps:,}.** "
-                + ("The numbers below are those of a partly trained model; see Continue." if self.validation else "See Continue.")
+            note = f"**Stopped early, {self.stopped}, at step {self.step:,} of {self.total_steps:,}.** " + (
+                "The numbers below are those of a partly trained model; see Continue."
+                if self.validation
+                else "See Continue."
             )
             lines += [note, ""]
         of = f"of {self.total_steps:,} " if self.stopped else ""
@@ -121,8 +133,12 @@ def _validation_section(model: str, val: Validation) -> list[str]:
     at = f", at step {val.step:,}" if val.step is not None else ""
     window = f", context {val.context}, stride {val.stride}" if val.context else ""
     if val.unit == "loss":
-        return [f"## Validation loss ({val.n:,} target tokens of {val.text}{at})", "",
-                f"**{val.value:.4f}** nats per target token.", ""]
+        return [
+            f"## Validation loss ({val.n:,} target tokens of {val.text}{at})",
+            "",
+            f"**{val.value:.4f}** nats per target token.",
+            "",
+        ]
     rows = [f"| {REFERENCE_LABELS[k]} | {v:.3f} |" for k, v in sorted(val.references.items(), key=lambda kv: -kv[1])]
     return [
         f"## Validation bits per byte ({val.n:,} bytes: {val.text}{window}{at})",
@@ -191,8 +207,11 @@ def run_data(record: ckpt_io.RunRecord, tokenizer: Any) -> PreparedData | None:
         return None
     try:
         return cached_data(
-            fingerprint, tokenizer, cache_dir=data_cfg.get("cache_dir"),
-            val_fraction=data_cfg.get("val_fraction", 0.05), seed=data_cfg.get("split_seed", 0),
+            fingerprint,
+            tokenizer,
+            cache_dir=data_cfg.get("cache_dir"),
+            val_fraction=data_cfg.get("val_fraction", 0.05),
+            seed=data_cfg.get("split_seed", 0),
         )
     except UserError:  # a damaged cache: the report goes without references
         return None
@@ -206,14 +225,30 @@ def _last_validation(
         return None
     step = None if last["step"] == final_step else int(last["step"])
     if "val_loss" in last:
-        return Validation(last["val_loss"], "loss", int(last.get("val_tokens", 0)), f"the `{cfg.data.source}` validation split", step=step)
+        return Validation(
+            last["val_loss"],
+            "loss",
+            int(last.get("val_tokens", 0)),
+            f"the `{cfg.data.source}` validation split",
+            step=step,
+        )
     # The loop scores the first eval_tokens ids of the validation split in windows of seq_len.
     whole = data is not None and cfg.train.eval_tokens + 1 >= len(data.val)
-    text = f"the `{cfg.data.source}` validation split" if whole else f"the first {cfg.train.eval_tokens:,} tokens of the `{cfg.data.source}` validation split"
+    text = (
+        f"the `{cfg.data.source}` validation split"
+        if whole
+        else f"the first {cfg.train.eval_tokens:,} tokens of the `{cfg.data.source}` validation split"
+    )
     references = reference_bpb(data.val[: cfg.train.eval_tokens + 1], tokenizer) if data is not None else {}
     return Validation(
-        last["val_bpb"], "bpb", int(last.get("val_bytes", 0)), text, context=cfg.data.seq_len, stride=cfg.data.seq_len,
-        step=step, references=references,
+        last["val_bpb"],
+        "bpb",
+        int(last.get("val_bytes", 0)),
+        text,
+        context=cfg.data.seq_len,
+        stride=cfg.data.seq_len,
+        step=step,
+        references=references,
     )
 
 
@@ -264,4 +299,3 @@ def _setting(value: Any) -> str:
     if value is None:
         return "none"
     return str(value)
-

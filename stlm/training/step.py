@@ -124,8 +124,14 @@ def setup(
     model = par.wrap(runtime.prepare_model(model.to(runtime.device)))
     optimizer = build_optimizer(model, optim, runtime.device)
     return Trainer(
-        model=model, optimizer=optimizer, par=par, run_dir=Path(run_dir), grad_clip=optim.grad_clip,
-        nonfinite_skips=nonfinite_skips, report=report, progress=progress,
+        model=model,
+        optimizer=optimizer,
+        par=par,
+        run_dir=Path(run_dir),
+        grad_clip=optim.grad_clip,
+        nonfinite_skips=nonfinite_skips,
+        report=report,
+        progress=progress,
     )
 
 
@@ -182,7 +188,9 @@ def _nonfinite(trainer: Trainer, step: int) -> None:
         )
     trainer.report({"step": step, "skipped": "non-finite loss or gradient", "consecutive": skipped})
     if trainer.progress:
-        print(f"  step {step}: non-finite loss or gradient, update skipped ({skipped}/{limit} in a row)", file=sys.stderr)
+        print(
+            f"  step {step}: non-finite loss or gradient, update skipped ({skipped}/{limit} in a row)", file=sys.stderr
+        )
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
@@ -199,7 +207,13 @@ def progress_bar(desc: str, total: int, initial: int, enabled: bool):
     # In a log file (CI, nohup) a redraw is a new line: redraw rarely there.
     interval = 0.1 if sys.stderr.isatty() else 30.0
     return tqdm(
-        total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True, mininterval=interval
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit="step",
+        disable=not enabled,
+        dynamic_ncols=True,
+        mininterval=interval,
     )
 
 

@@ -31,7 +31,15 @@ def test_models_parts_show_each_sharing_option_on_or_off_with_its_saving(capsys)
     row = next(line for line in out.splitlines()[::-1] if line.startswith("pooled-tiny "))  # the savings table's row
     # pooled-tiny: V 264, Dl 64, Dg 128, Fg 384, 3 core blocks, head tied, FFN unshared, no repeats.
     block = 4 * 128 * 128 + 2 * 128 + 3 * 128 * 384
-    assert row.split()[1:] == ["on:", f"{264 * 64:,}", "off", f"({2 * 3 * 128 * 384:,})", "off", f"({3 * block:,})", f"{264 * 64:,}"]
+    assert row.split()[1:] == [
+        "on:",
+        f"{264 * 64:,}",
+        "off",
+        f"({2 * 3 * 128 * 384:,})",
+        "off",
+        f"({3 * block:,})",
+        f"{264 * 64:,}",
+    ]
 
 
 def test_corpora(capsys):
@@ -46,8 +54,25 @@ def test_prepare(capsys, corpus_dir, cache_dir):
 
 def test_train_stop_and_resume(capsys, tmp_path, corpus_dir, cache_dir):
     out_dir = tmp_path / "run"
-    common = ["--model", "decoder-tiny", "--data", corpus_dir, "--cache-dir", cache_dir, "--seq-len", 32,
-              "--batch-size", 2, "--steps", 4, "--device", "cpu", "--set", "train.log_every=1", "--quiet"]
+    common = [
+        "--model",
+        "decoder-tiny",
+        "--data",
+        corpus_dir,
+        "--cache-dir",
+        cache_dir,
+        "--seq-len",
+        32,
+        "--batch-size",
+        2,
+        "--steps",
+        4,
+        "--device",
+        "cpu",
+        "--set",
+        "train.log_every=1",
+        "--quiet",
+    ]
     code, out, _ = run(capsys, "train", *common, "--out", out_dir, "--stop-at", 2)
     assert code == 0 and "step 2" in out
     code, out, _ = run(capsys, "train", "--resume", out_dir, "--quiet")
@@ -94,7 +119,20 @@ def test_generate_streams_text(capsys, tiny_run):
 
 def test_demo_end_to_end(capsys, tmp_path, corpus_dir, cache_dir):
     out_dir = tmp_path / "demo"
-    code, out, _ = run(capsys, "demo", "--data", corpus_dir, "--cache-dir", cache_dir, "--steps", 60, "--out", out_dir, "--device", "cpu")
+    code, out, _ = run(
+        capsys,
+        "demo",
+        "--data",
+        corpus_dir,
+        "--cache-dir",
+        cache_dir,
+        "--steps",
+        60,
+        "--out",
+        out_dir,
+        "--device",
+        "cpu",
+    )
     assert code == 0, out
     assert "order-0 (unigram)" in out and "learned" in out
     for name in ("config.json", "metrics.jsonl", "loss.png", "report.md"):
@@ -151,7 +189,9 @@ def test_corrupt_checkpoint_is_refused_and_left_alone(capsys, tmp_path, tiny_run
 
 def test_console_script_runs_without_traceback():
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run([sys.executable, "-m", "stlm", "train", "--model", "nope"], capture_output=True, text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "stlm", "train", "--model", "nope"], capture_output=True, text=True, env=env
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "nope" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "stlm", "--help"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0 and "demo" in proc.stdout
@@ -160,9 +200,31 @@ def test_console_script_runs_without_traceback():
 def test_pretrain_t5_then_generate(capsys, tmp_path, corpus_dir, cache_dir):
     run_dir = tmp_path / "t5"
     code, out, err = run(
-        capsys, "pretrain", "--model", "t5-debug", "--objective", "span-corruption", "--data", corpus_dir,
-        "--cache-dir", cache_dir, "--seq-len", 64, "--batch-size", 2, "--steps", 2, "--optimizer", "adamw-rms",
-        "--lr", "2e-2", "--device", "cpu", "--out", run_dir, "--quiet",
+        capsys,
+        "pretrain",
+        "--model",
+        "t5-debug",
+        "--objective",
+        "span-corruption",
+        "--data",
+        corpus_dir,
+        "--cache-dir",
+        cache_dir,
+        "--seq-len",
+        64,
+        "--batch-size",
+        2,
+        "--steps",
+        2,
+        "--optimizer",
+        "adamw-rms",
+        "--lr",
+        "2e-2",
+        "--device",
+        "cpu",
+        "--out",
+        run_dir,
+        "--quiet",
     )
     assert code == 0 and "val_loss" in out, err
     code, out, _ = run(capsys, "generate", run_dir, "--prompt", "The quick", "--max-new-bytes", 8, "--greedy")
@@ -170,33 +232,88 @@ def test_pretrain_t5_then_generate(capsys, tmp_path, corpus_dir, cache_dir):
     code, _, err = run(capsys, "evaluate", run_dir)
     assert code == 2 and "encoder-decoder" in err
     items = tmp_path / "mc.jsonl"
-    items.write_text(json.dumps({"context": "The sky is", "choices": ["blue.", "green."], "gold": 0}) + "\n", encoding="utf-8")
+    items.write_text(
+        json.dumps({"context": "The sky is", "choices": ["blue.", "green."], "gold": 0}) + "\n", encoding="utf-8"
+    )
     code, out, err = run(capsys, "evaluate", run_dir, "--task", f"mc:{items}", "--quiet")
     assert code == 0 and "over 1 items" in out, err
-    assert json.loads(next((run_dir / "evals").glob("mc-mc-*.json")).read_text())["provenance"]["model"]["family"] == "t5"
-    code, _, err = run(capsys, "train", "--model", "t5-debug", "--data", corpus_dir, "--cache-dir", cache_dir,
-                       "--steps", 1, "--out", tmp_path / "x")
+    assert (
+        json.loads(next((run_dir / "evals").glob("mc-mc-*.json")).read_text())["provenance"]["model"]["family"] == "t5"
+    )
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        "t5-debug",
+        "--data",
+        corpus_dir,
+        "--cache-dir",
+        cache_dir,
+        "--steps",
+        1,
+        "--out",
+        tmp_path / "x",
+    )
     assert code == 2 and "span-corruption" in err
 
 
 def test_bpe_baseline_trains_evaluates_and_generates(capsys, tmp_path, corpus_dir, cache_dir):
     """train-tokenizer -> train bpe-tiny -> evaluate/generate from the checkpoint alone (tokenizer file deleted)."""
     tok = tmp_path / "tok.json"
-    code, out, _ = run(capsys, "train-tokenizer", "--data", corpus_dir, "--cache-dir", cache_dir, "--vocab-size", 1024, "--out", tok)
+    code, out, _ = run(
+        capsys, "train-tokenizer", "--data", corpus_dir, "--cache-dir", cache_dir, "--vocab-size", 1024, "--out", tok
+    )
     assert code == 0 and "1024 ids (1021 pieces" in out
     run_dir = tmp_path / "bpe"
-    code, out, _ = run(capsys, "train", "--model", "bpe-tiny", "--tokenizer", f"bpe:{tok}", "--data", corpus_dir,
-                       "--cache-dir", cache_dir, "--seq-len", 32, "--batch-size", 2, "--steps", 2, "--device", "cpu",
-                       "--set", "train.eval_tokens=256", "--out", run_dir, "--quiet")
+    code, out, _ = run(
+        capsys,
+        "train",
+        "--model",
+        "bpe-tiny",
+        "--tokenizer",
+        f"bpe:{tok}",
+        "--data",
+        corpus_dir,
+        "--cache-dir",
+        cache_dir,
+        "--seq-len",
+        32,
+        "--batch-size",
+        2,
+        "--steps",
+        2,
+        "--device",
+        "cpu",
+        "--set",
+        "train.eval_tokens=256",
+        "--out",
+        run_dir,
+        "--quiet",
+    )
     assert code == 0 and "val_bpb" in out
     tok.unlink()
     text = tmp_path / "t.txt"
     text.write_text("héllo wörld ✓\n" * 10, encoding="utf-8")
     result = tmp_path / "r.json"
     code, out, _ = run(capsys, "evaluate", run_dir, "--file", text, "--context", 16, "--json", result)
-    assert code == 0 and json.loads(result.read_text())["details"]["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
+    assert code == 0 and json.loads(result.read_text())["details"]["n_bytes"] == len(
+        text.read_text(encoding="utf-8").encode("utf-8")
+    )
     code, out, _ = run(capsys, "generate", run_dir, "--prompt", "The ", "--max-new-bytes", 5, "--seed", 1)
     assert code == 0 and out.startswith("The ")
-    code, _, err = run(capsys, "train", "--model", "bpe-tiny", "--data", corpus_dir, "--cache-dir", cache_dir,
-                       "--steps", 1, "--out", tmp_path / "no-tok", "--quiet")
+    code, _, err = run(
+        capsys,
+        "train",
+        "--model",
+        "bpe-tiny",
+        "--data",
+        corpus_dir,
+        "--cache-dir",
+        cache_dir,
+        "--steps",
+        1,
+        "--out",
+        tmp_path / "no-tok",
+        "--quiet",
+    )
     assert code == 2 and "--tokenizer bpe:" in err and len(err.strip().splitlines()) == 1

@@ -29,7 +29,9 @@ def _sha256(path) -> str:
 def test_mc_task_writes_json_and_markdown_with_traceable_provenance(capsys, tiny_run, tmp_path):
     data = tmp_path / "items.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in MC), encoding="utf-8")
-    code, out, err = run(capsys, "evaluate", tiny_run, "--task", f"mc:{data}", "--out", tmp_path / "evals", "--batch-size", 3, "--quiet")
+    code, out, err = run(
+        capsys, "evaluate", tiny_run, "--task", f"mc:{data}", "--out", tmp_path / "evals", "--batch-size", 3, "--quiet"
+    )
     assert code == 0, err
     ckpt = sorted((tiny_run / "checkpoints").iterdir())[-1]
     record = json.loads((tmp_path / "evals" / f"mc-items-{ckpt.name}.json").read_text())
@@ -40,7 +42,11 @@ def test_mc_task_writes_json_and_markdown_with_traceable_provenance(capsys, tiny
     manifest = json.loads((ckpt / "manifest.json").read_text())
     assert prov["checkpoint"]["path"] == str(ckpt.resolve())
     assert prov["checkpoint"]["manifest_sha256"] == _sha256(ckpt / "manifest.json")
-    assert prov["checkpoint"]["weights_sha256"] == manifest["model.safetensors"]["sha256"] == _sha256(ckpt / "model.safetensors")
+    assert (
+        prov["checkpoint"]["weights_sha256"]
+        == manifest["model.safetensors"]["sha256"]
+        == _sha256(ckpt / "model.safetensors")
+    )
     assert prov["checkpoint"]["step"] == 8
     assert prov["data"] == [{"path": str(data.resolve()), "bytes": data.stat().st_size, "sha256": _sha256(data)}]
     assert prov["model"]["name"] == "decoder-tiny" and prov["model"]["family"] == "decoder"
@@ -54,18 +60,49 @@ def test_mc_task_writes_json_and_markdown_with_traceable_provenance(capsys, tiny
 def test_bpb_task_records_context_stride_and_file_hash(capsys, tiny_run, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text("héllo wörld\n" * 20, encoding="utf-8")
-    code, out, _ = run(capsys, "evaluate", tiny_run, "--task", "bpb", "--file", text, "--context", 32, "--stride", 16, "--json", tmp_path / "r.json", "--quiet")
+    code, out, _ = run(
+        capsys,
+        "evaluate",
+        tiny_run,
+        "--task",
+        "bpb",
+        "--file",
+        text,
+        "--context",
+        32,
+        "--stride",
+        16,
+        "--json",
+        tmp_path / "r.json",
+        "--quiet",
+    )
     assert code == 0 and "context 32, stride 16" in out
     record = json.loads((tmp_path / "r.json").read_text())
     assert record["details"]["n_bytes"] == len(text.read_text(encoding="utf-8").encode("utf-8"))
-    assert record["provenance"]["settings"]["context"] == 32 and record["provenance"]["data"][0]["sha256"] == _sha256(text)
+    assert record["provenance"]["settings"]["context"] == 32 and record["provenance"]["data"][0]["sha256"] == _sha256(
+        text
+    )
     assert (tiny_run / "evals").is_dir()  # default output folder: next to the checkpoints
 
 
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"evaluation data folder {SHARED_DATA} is absent")
 def test_blimp_and_piqa_on_the_real_files_with_a_limit(capsys, tiny_run, tmp_path, one_thread):
-    code, out, err = run(capsys, "evaluate", tiny_run, "--task", "blimp", "--task", "piqa", "--limit", 2,
-                         "--data-dir", SHARED_DATA, "--out", tmp_path, "--quiet")
+    code, out, err = run(
+        capsys,
+        "evaluate",
+        tiny_run,
+        "--task",
+        "blimp",
+        "--task",
+        "piqa",
+        "--limit",
+        2,
+        "--data-dir",
+        SHARED_DATA,
+        "--out",
+        tmp_path,
+        "--quiet",
+    )
     assert code == 0, err
     assert "over 134 pairs in 67 phenomena" in out and "5-gram | 61.2" in out
     assert "piqa accuracy" in out and "over 2 items" in out
@@ -91,7 +128,9 @@ def test_evaluations_of_different_data_or_splits_keep_their_own_result_files(cap
     out = tmp_path / "evals"
     runs = [("--split", "val"), ("--split", "train"), ("--file", a), ("--file", b)]
     for flags in runs:
-        code, _, err = run(capsys, "evaluate", tiny_run, *flags, "--max-ids", 3000, "--context", 32, "--out", out, "--quiet")
+        code, _, err = run(
+            capsys, "evaluate", tiny_run, *flags, "--max-ids", 3000, "--context", 32, "--out", out, "--quiet"
+        )
         assert code == 0, err
     ckpt = sorted((tiny_run / "checkpoints").iterdir())[-1].name
     corpus = json.loads((tiny_run / "config.json").read_text())["run"]["data"]["source"].rstrip("/").rsplit("/", 1)[-1]
@@ -107,8 +146,8 @@ def test_evaluations_of_different_data_or_splits_keep_their_own_result_files(cap
 
 
 def test_bpb_of_a_file_prints_and_records_the_references_beside_it(capsys, tiny_run, tmp_path):
-    from collections import Counter
     import math
+    from collections import Counter
 
     text = tmp_path / "t.txt"
     text.write_text("naïve café, the cat sat on the mat.\n" * 30, encoding="utf-8")

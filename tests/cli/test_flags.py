@@ -109,7 +109,15 @@ def readme_commands() -> list[tuple[str, list[str]]]:
 def test_every_flag_the_readme_shows_is_accepted():
     parsers = subparsers()
     commands = readme_commands()
-    assert {name for name, _ in commands} >= {"train", "pretrain", "evaluate", "generate", "finetune", "demo", "prepare"}
+    assert {name for name, _ in commands} >= {
+        "train",
+        "pretrain",
+        "evaluate",
+        "generate",
+        "finetune",
+        "demo",
+        "prepare",
+    }
     for name, used in commands:
         known = {s for action in parsers[name]._actions for s in action.option_strings}
         assert set(used) <= known, (name, sorted(set(used) - known))
@@ -117,15 +125,53 @@ def test_every_flag_the_readme_shows_is_accepted():
 
 def test_readme_spellings_map_to_their_settings():
     parse = build_parser().parse_args
-    args = parse(["train", "--warmup", "7", "--data", "x", "--objective", "span-corruption", "--optimizer", "adafactor",
-                  "--compile", "--set", "model.d_model=128", "--set", "model.boundary=entropy"])
+    args = parse(
+        [
+            "train",
+            "--warmup",
+            "7",
+            "--data",
+            "x",
+            "--objective",
+            "span-corruption",
+            "--optimizer",
+            "adafactor",
+            "--compile",
+            "--set",
+            "model.d_model=128",
+            "--set",
+            "model.boundary=entropy",
+        ]
+    )
     assert overrides(args, args.settings) == {
-        "data.source": "x", "objective.name": "span-corruption", "optim.name": "adafactor", "optim.warmup_steps": 7,
-        "runtime.compile": True, "model.d_model": "128", "model.boundary": "entropy",  # --set keys pass through unchanged
+        "data.source": "x",
+        "objective.name": "span-corruption",
+        "optim.name": "adafactor",
+        "optim.warmup_steps": 7,
+        "runtime.compile": True,
+        "model.d_model": "128",
+        "model.boundary": "entropy",  # --set keys pass through unchanged
     }
-    args = parse(["finetune", "--model", "runs/x", "--train", "a.jsonl", "--val", "b.jsonl", "--test", "c.jsonl", "--warmup-steps", "3"])
+    args = parse(
+        [
+            "finetune",
+            "--model",
+            "runs/x",
+            "--train",
+            "a.jsonl",
+            "--val",
+            "b.jsonl",
+            "--test",
+            "c.jsonl",
+            "--warmup-steps",
+            "3",
+        ]
+    )
     assert overrides(args, args.settings) == {
-        "init": "runs/x", "task.train_file": "a.jsonl", "task.val_file": "b.jsonl", "task.test_file": "c.jsonl",
+        "init": "runs/x",
+        "task.train_file": "a.jsonl",
+        "task.val_file": "b.jsonl",
+        "task.test_file": "c.jsonl",
         "optim.warmup_steps": 3,
     }
     assert overrides(parse(["train"]), parse(["train"]).settings) == {}  # flags not given leave the recipe alone
@@ -198,8 +244,22 @@ def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path, argv, 
 def test_resume_takes_more_steps_threads_and_device(capsys, tmp_path, tiny_run):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
-    code = main(["train", "--resume", str(run), "--steps", "10", "--threads", "1", "--device", "cpu",
-                 "--set", "train.log_every=1", "--quiet"])
+    code = main(
+        [
+            "train",
+            "--resume",
+            str(run),
+            "--steps",
+            "10",
+            "--threads",
+            "1",
+            "--device",
+            "cpu",
+            "--set",
+            "train.log_every=1",
+            "--quiet",
+        ]
+    )
     assert code == 0 and "step 10" in capsys.readouterr().out
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps[-1] == 10 and {9, 10} <= set(steps)  # logged every step after the resume

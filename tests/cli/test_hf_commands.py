@@ -11,8 +11,16 @@ transformers = pytest.importorskip("transformers")
 def test_import_generate_export_round_trip(tmp_path, capsys):
     torch.manual_seed(0)
     hf_cfg = transformers.T5Config(
-        vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-        feed_forward_proj="relu", tie_word_embeddings=True, decoder_start_token_id=0,
+        vocab_size=384,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
+        decoder_start_token_id=0,
     )
     hf = transformers.T5ForConditionalGeneration(hf_cfg).eval()
     hf.save_pretrained(tmp_path / "hf")
@@ -24,8 +32,12 @@ def test_import_generate_export_round_trip(tmp_path, capsys):
     ids = torch.randint(3, 384, (2, 9))
     dec = torch.randint(3, 384, (2, 5))
     with torch.no_grad():
-        torch.testing.assert_close(again(input_ids=ids, decoder_input_ids=dec).logits,
-                                   hf(input_ids=ids, decoder_input_ids=dec).logits, rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            again(input_ids=ids, decoder_input_ids=dec).logits,
+            hf(input_ids=ids, decoder_input_ids=dec).logits,
+            rtol=0,
+            atol=1e-5,
+        )
     capsys.readouterr()
 
     assert main(["hf-import", str(tmp_path / "hf"), "--out", str(tmp_path / "run")]) == 2  # never overwrites

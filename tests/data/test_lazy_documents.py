@@ -39,9 +39,13 @@ def test_lazy_source_equals_eager_and_builds_the_same_cache(tmp_path: Path, monk
     train, val = split_documents(lazy, val_fraction=0.2)
     assert isinstance(train, LazyDocuments)
     assert (list(train), list(val)) == split_documents(eager, val_fraction=0.2)
-    on_disk = prepare_data(str(source), ByteTokenizer(), cache_dir=tmp_path / "lazy", val_fraction=0.2, progress=False, workers=2)
+    on_disk = prepare_data(
+        str(source), ByteTokenizer(), cache_dir=tmp_path / "lazy", val_fraction=0.2, progress=False, workers=2
+    )
     monkeypatch.setattr(local, "LAZY_BYTES", 1 << 40)
-    in_memory = prepare_data(str(source), ByteTokenizer(), cache_dir=tmp_path / "eager", val_fraction=0.2, progress=False)
+    in_memory = prepare_data(
+        str(source), ByteTokenizer(), cache_dir=tmp_path / "eager", val_fraction=0.2, progress=False
+    )
     for split in ("train", "val"):
         assert (on_disk.path / f"{split}.bin").read_bytes() == (in_memory.path / f"{split}.bin").read_bytes()
 

@@ -25,7 +25,9 @@ def test_parallel_tokenization_equals_serial(tmp_path: Path, monkeypatch, tokeni
     spec = str(_corpus(tmp_path))
     tokenizer = load_tokenizer(tokenizer_spec)
     serial = prepare_data(spec, tokenizer, cache_dir=tmp_path / "serial", val_fraction=0.2, progress=False, workers=1)
-    parallel = prepare_data(spec, tokenizer, cache_dir=tmp_path / "parallel", val_fraction=0.2, progress=False, workers=3)
+    parallel = prepare_data(
+        spec, tokenizer, cache_dir=tmp_path / "parallel", val_fraction=0.2, progress=False, workers=3
+    )
     assert serial.path.name == parallel.path.name  # same cache key: workers do not change the bytes
     for split in ("train", "val"):
         assert (serial.path / f"{split}.bin").read_bytes() == (parallel.path / f"{split}.bin").read_bytes()

@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stlm.data import load_documents, prepare_data, split_documents, unigram_bits_per_byte
-from stlm.data import shards
+from stlm.data import load_documents, prepare_data, shards, split_documents, unigram_bits_per_byte
 from stlm.errors import UserError
 from stlm.tokenizers.byte import BOS_ID, EOS_ID, ByteTokenizer
 
@@ -143,7 +142,6 @@ def test_unigram_bits_per_byte() -> None:
     assert unigram_bits_per_byte(skewed) == pytest.approx(-(0.75 * np.log2(0.75) + 0.25 * np.log2(0.25)))
     with pytest.raises(ValueError):
         unigram_bits_per_byte(np.array([BOS_ID, EOS_ID], dtype=np.uint16))
-
 
 
 def test_unigram_bits_per_byte_of_tokens() -> None:

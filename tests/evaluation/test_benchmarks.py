@@ -37,7 +37,10 @@ def blimp_dir(tmp_path):
     root = tmp_path / "data"
     (root / "blimp").mkdir(parents=True)
     for uid, pairs in BLIMP_PAIRS.items():
-        rows = [{"sentence_good": g, "sentence_bad": b, "UID": uid, "field": "syntax", "pairID": str(i)} for i, (g, b) in enumerate(pairs)]
+        rows = [
+            {"sentence_good": g, "sentence_bad": b, "UID": uid, "field": "syntax", "pairID": str(i)}
+            for i, (g, b) in enumerate(pairs)
+        ]
         _write_jsonl(root / "blimp" / f"{uid}.jsonl", rows)
     return root
 
@@ -62,17 +65,26 @@ def test_blimp_oracle_preferring_good_scores_100_and_bad_scores_0(blimp_dir):
 
 def test_multiple_choice_oracle_preferring_gold_scores_100(tmp_path):
     path = _write_jsonl(tmp_path / "mc.jsonl", MC_ITEMS)
-    gold_texts = [it["context"] + continuation(it["context"], it["choices"][it["gold"]], registry.get_family("decoder")) for it in MC_ITEMS]
+    gold_texts = [
+        it["context"] + continuation(it["context"], it["choices"][it["gold"]], registry.get_family("decoder"))
+        for it in MC_ITEMS
+    ]
     result = run_task(f"mc:{path}", _oracle(gold_texts), EvalOptions())
     assert result.metrics == {"accuracy": 100.0, "accuracy_norm": 100.0, "items": 3, "truncated_choices": 0}
-    wrong = [it["context"] + continuation(it["context"], it["choices"][1 - min(it["gold"], 1)], registry.get_family("decoder")) for it in MC_ITEMS]
+    wrong = [
+        it["context"]
+        + continuation(it["context"], it["choices"][1 - min(it["gold"], 1)], registry.get_family("decoder"))
+        for it in MC_ITEMS
+    ]
     assert run_task(f"mc:{path}", _oracle(wrong), EvalOptions()).metrics["accuracy"] == 0.0
 
 
 def test_choices_longer_than_the_context_are_scored_on_their_tail_and_counted(tmp_path):
     tok = ByteTokenizer()
     items = [{"context": "Pick:", "choices": ["x" * 40, "y"], "gold": 1}]
-    model = EvalModel(OracleLM([tok.encode("Pick: y", bos=True)], tok.vocab_size, max_seq_len=16), tok, registry.get_family("decoder"))
+    model = EvalModel(
+        OracleLM([tok.encode("Pick: y", bos=True)], tok.vocab_size, max_seq_len=16), tok, registry.get_family("decoder")
+    )
     result = run_task(f"mc:{_write_jsonl(tmp_path / 'long.jsonl', items)}", model, EvalOptions())
     assert result.metrics["truncated_choices"] == 1 and result.metrics["accuracy"] == 100.0
     assert "1 choices longer than the context" in result.summary
@@ -85,7 +97,10 @@ def test_raw_and_length_normalised_accuracy_differ_as_computed_by_hand(tmp_path)
     model = EvalModel(UnigramLM(p.log()), tok, registry.get_family("decoder"))
     # Item 0: "aaaaaaaa" costs 8 x 0.69 = 5.55 nats (0.69 per byte); "b" costs 3.00 nats (3.00 per byte).
     # Raw picks the short "b", per byte picks "aaaaaaaa" (gold). Item 1: both rules pick "a" (gold).
-    items = [{"context": "", "choices": ["aaaaaaaa", "b"], "gold": 0}, {"context": "", "choices": ["a", "bb"], "gold": 0}]
+    items = [
+        {"context": "", "choices": ["aaaaaaaa", "b"], "gold": 0},
+        {"context": "", "choices": ["a", "bb"], "gold": 0},
+    ]
     result = run_task(f"mc:{_write_jsonl(tmp_path / 'n.jsonl', items)}", model, EvalOptions())
     assert result.metrics["accuracy"] == 50.0 and result.metrics["accuracy_norm"] == 100.0
     assert [(d["raw"], d["norm"]) for d in result.details["predictions"]] == [(1, 0), (0, 0)]
@@ -95,12 +110,16 @@ def test_raw_and_length_normalised_accuracy_differ_as_computed_by_hand(tmp_path)
 def test_t5_scores_blimp_and_multiple_choice_but_not_bpb(blimp_dir, tmp_path, one_thread):
     torch.manual_seed(0)
     family, cfg = registry.get_config("t5-debug")
-    model = EvalModel(registry.build_model(family, cfg).eval(), ByT5Tokenizer(), registry.get_family(family), batch_size=4)
+    model = EvalModel(
+        registry.build_model(family, cfg).eval(), ByT5Tokenizer(), registry.get_family(family), batch_size=4
+    )
     blimp = run_task("blimp", model, EvalOptions(data_dir=blimp_dir))
     assert blimp.metrics["pairs"] == 5 and 0.0 <= blimp.metrics["accuracy"] <= 100.0
     mc = run_task(f"mc:{_write_jsonl(tmp_path / 'mc.jsonl', MC_ITEMS)}", model, EvalOptions())
     assert mc.metrics["items"] == 3
-    assert continuation("Question:", "answer", registry.get_family("t5")) == "answer"  # no seam space for an encoder-decoder
+    assert (
+        continuation("Question:", "answer", registry.get_family("t5")) == "answer"
+    )  # no seam space for an encoder-decoder
     with pytest.raises(UserError, match="encoder-decoder"):
         run_task("bpb", model, EvalOptions(file=tmp_path / "mc.jsonl"))
 
@@ -110,7 +129,14 @@ def test_t5_scores_blimp_and_multiple_choice_but_not_bpb(blimp_dir, tmp_path, on
     [
         (['{"context": "a", "choices": ["x", "y"]}'], 1, "missing field(s) 'gold'"),
         (['{"context": "a", "choices": ["x", "y"], "gold": 0}', "{not json"], 2, "not valid JSON"),
-        (['{"context": "a", "choices": ["x", "y"], "gold": 0}', '{"context": "a", "choices": ["x", "y"], "gold": 2}'], 2, "'gold' must be an index from 0 to 1"),
+        (
+            [
+                '{"context": "a", "choices": ["x", "y"], "gold": 0}',
+                '{"context": "a", "choices": ["x", "y"], "gold": 2}',
+            ],
+            2,
+            "'gold' must be an index from 0 to 1",
+        ),
         (['{"context": "a", "choices": ["x"], "gold": 0}'], 1, "at least 2 choices"),
         (['{"context": "a", "choices": ["x", ""], "gold": 0}'], 1, "a choice is empty"),
         (['{"context": "a", "choices": "xy", "gold": 0}'], 1, "list of strings"),
@@ -134,7 +160,9 @@ def test_fixed_choice_count_empty_file_and_missing_blimp_field(tmp_path):
     with pytest.raises(UserError, match=rf"file {empty} is empty"):
         load_multiple_choice(empty)
     (tmp_path / "blimp").mkdir()
-    _write_jsonl(tmp_path / "blimp" / "x.jsonl", [{"sentence_good": "A b.", "sentence_bad": "B a."}, {"sentence_good": "C."}])
+    _write_jsonl(
+        tmp_path / "blimp" / "x.jsonl", [{"sentence_good": "A b.", "sentence_bad": "B a."}, {"sentence_good": "C."}]
+    )
     with pytest.raises(UserError, match=r"x.jsonl:2: missing field\(s\) 'sentence_bad'"):
         load_blimp(tmp_path / "blimp")
 

@@ -24,7 +24,9 @@ class Counting(torch.nn.Module):
         return pos[None, :, None].expand(*ids.shape, 264) * torch.linspace(0, 1, 264)
 
 
-@pytest.mark.parametrize("n, context, stride", [(2, 4, 4), (10, 4, 2), (10, 4, 4), (100, 16, 5), (17, 16, 1), (5, 64, 32)])
+@pytest.mark.parametrize(
+    "n, context, stride", [(2, 4, 4), (10, 4, 2), (10, 4, 4), (100, 16, 5), (17, 16, 1), (5, 64, 32)]
+)
 def test_every_target_is_scored_exactly_once(n, context, stride):
     scored = []
     for start, end, first in window_plan(n, context, stride):
@@ -116,7 +118,9 @@ def test_references_are_the_entropies_of_the_same_bytes_and_tokens(bpe):
 
     docs = ["naïve café — ünïcödé ✓ text\nwith lines 🐍 " * 5, "def f(x):\n    return x  # ✓"]
     raw = "".join(docs).encode("utf-8")
-    byte_refs = reference_bpb(np.array([i for d in docs for i in ByteTokenizer().encode(d, bos=True, eos=True)]), ByteTokenizer())
+    byte_refs = reference_bpb(
+        np.array([i for d in docs for i in ByteTokenizer().encode(d, bos=True, eos=True)]), ByteTokenizer()
+    )
     assert byte_refs == pytest.approx({"uniform": 8.0, "unigram": _entropy(Counter(raw))})  # no token row for bytes
 
     tokens = [t for d in docs for t in bpe.encode(d)]

@@ -38,7 +38,15 @@ def test_pooled_core_flops_follow_the_patches():
     costs = {}
     for boundary in ("fixed:1", "fixed:3", "fixed:6", "space"):
         torch.manual_seed(0)
-        cfg = PooledByteConfig(d_local=32, local_heads=2, d_global=64, n_global_layers=2, global_heads=2,
-                               hash_buckets=16, boundary=boundary, max_seq_len=128)
+        cfg = PooledByteConfig(
+            d_local=32,
+            local_heads=2,
+            d_global=64,
+            n_global_layers=2,
+            global_heads=2,
+            hash_buckets=16,
+            boundary=boundary,
+            max_seq_len=128,
+        )
         costs[boundary] = count_flops(lambda: PooledByteLM(cfg)(ids))
     assert costs["fixed:1"] > costs["fixed:3"] > costs["fixed:6"] and costs["fixed:1"] > costs["space"]

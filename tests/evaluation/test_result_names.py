@@ -37,7 +37,9 @@ def test_distinct_evaluations_get_distinct_names():
     }
     assert len(set(evaluations.values())) == len(evaluations), evaluations
     assert evaluations["bpb val"] == f"bpb-pydocs-val-{CKPT}" and evaluations["bpb train"] == f"bpb-pydocs-train-{CKPT}"
-    assert evaluations["bpb file a"] == f"bpb-a.txt-{CKPT}" and evaluations["wikitext2 test"] == f"wikitext2-test-{CKPT}"
+    assert (
+        evaluations["bpb file a"] == f"bpb-a.txt-{CKPT}" and evaluations["wikitext2 test"] == f"wikitext2-test-{CKPT}"
+    )
     assert evaluations["mc x"] == f"mc-x-{CKPT}"  # as before: the file stem names a multiple-choice set
     # Another checkpoint of the same evaluation is another file too.
     assert result_name("bpb", EvalOptions(), "step-00000600", TRAINED_ON) != evaluations["bpb val"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -88,7 +87,9 @@ def test_truncate_long_scores_the_last_max_len_units_of_a_long_continuation(one_
     family, model = _model("decoder-tiny")
     tok = ByteTokenizer()
     cont = "abcdefghijklmnopqrstuvwxyz"  # 26 ids, max_len 16: the last 16 are scored after "j"
-    cut = score_continuations(model, tok, registry.get_family(family), [("ctx", cont)], max_len=16, truncate_long=True)[0]
+    cut = score_continuations(model, tok, registry.get_family(family), [("ctx", cont)], max_len=16, truncate_long=True)[
+        0
+    ]
     ids = torch.tensor([tok.encode(cont)[-17:]])
     with torch.no_grad():
         logp = model(ids[:, :-1]).float().log_softmax(-1)[0]  # (16, V)

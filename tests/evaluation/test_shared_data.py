@@ -11,7 +11,8 @@ from stlm.evaluation.multiple_choice import load_piqa
 from tests.conftest import SHARED_DATA
 
 pytestmark = pytest.mark.skipif(
-    not SHARED_DATA.is_dir(), reason=f"evaluation data folder {SHARED_DATA} is absent (it lives beside the repo as ../shared/data)"
+    not SHARED_DATA.is_dir(),
+    reason=f"evaluation data folder {SHARED_DATA} is absent (it lives beside the repo as ../shared/data)",
 )
 
 

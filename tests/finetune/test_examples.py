@@ -19,8 +19,12 @@ def _jsonl(path: Path, rows: list) -> Path:
 
 
 def _load(path: Path, **fields) -> list[Example]:
-    return load_examples(path, input_field=fields.get("input", "input"), target_field=fields.get("target", "target"),
-                         context_field=fields.get("context"))
+    return load_examples(
+        path,
+        input_field=fields.get("input", "input"),
+        target_field=fields.get("target", "target"),
+        context_field=fields.get("context"),
+    )
 
 
 def test_jsonl_and_csv_load_the_same_examples(tmp_path):
@@ -78,7 +82,9 @@ def test_label_outside_the_label_set_names_file_and_line(tmp_path):
         load_task_data(cfg, tmp_path / "out")
     assert f"{val}:2: validation label 'green' is not in the label set (blue, red)" in str(err.value)
     # A given label set is checked against the training file too.
-    cfg = FinetuneConfig(task=TaskConfig(train_file=str(train), val_file=str(val), kind="classification", labels="red,green"))
+    cfg = FinetuneConfig(
+        task=TaskConfig(train_file=str(train), val_file=str(val), kind="classification", labels="red,green")
+    )
     with pytest.raises(UserError, match=r"train\.jsonl:2: training label 'blue'"):
         load_task_data(cfg, tmp_path / "out")
     with pytest.raises(UserError, match="label 'x' is not in"):

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from stlm import checkpoint as ckpt_io
+from stlm.checkpoint import load
 from stlm.cli.main import main
+from stlm.config import OptimConfig, RuntimeConfig
+from stlm.errors import UserError
 from stlm.evaluation.record import file_sha256
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
 from stlm.finetune.loop import RESUME_SAFE_KEYS, batch_indices, finetune
-from stlm.config import OptimConfig, RuntimeConfig
-from stlm.checkpoint import load
-from stlm.errors import UserError
-from stlm import checkpoint as ckpt_io
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,9 @@ def test_decoder_finetune_end_to_end(colours, tmp_path, one_thread):
 
 @pytest.mark.parametrize("init", ["t5-debug", "pooled-tiny"])
 def test_other_families_finetune(init, colours, tmp_path, one_thread):
-    result = finetune(_cfg(colours, init=init, steps=4, eval_every=4, batch_size=4, max_new_tokens=6), tmp_path / "r", progress=False)
+    result = finetune(
+        _cfg(colours, init=init, steps=4, eval_every=4, batch_size=4, max_new_tokens=6), tmp_path / "r", progress=False
+    )
     assert result.results["finetuned"]["loss"] < result.results["initial"]["loss"]
     assert 0.0 <= result.results["finetuned"]["accuracy_logprob"] <= 1.0
 
@@ -109,18 +111,60 @@ def test_batches_cover_each_epoch_once():
 
 def test_cli_finetune_and_its_errors(colours, tmp_path, capsys, one_thread):
     out = tmp_path / "cli"
-    code = main([
-        "finetune", "--train", str(colours), "--kind", "classification", "--input-field", "text",
-        "--target-field", "label", "--steps", "3", "--eval-every", "3", "--batch-size", "4", "--device", "cpu",
-        "--set", "train.score_initial=false", "--set", "train.max_new_tokens=4", "--out", str(out), "--quiet",
-    ])
+    code = main(
+        [
+            "finetune",
+            "--train",
+            str(colours),
+            "--kind",
+            "classification",
+            "--input-field",
+            "text",
+            "--target-field",
+            "label",
+            "--steps",
+            "3",
+            "--eval-every",
+            "3",
+            "--batch-size",
+            "4",
+            "--device",
+            "cpu",
+            "--set",
+            "train.score_initial=false",
+            "--set",
+            "train.max_new_tokens=4",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "fine-tuned (best)" in text and "baseline: majority" in text
     assert main(["finetune", "--train", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["finetune", "--train", str(colours), "--metric", "rougeL", "--kind", "classification",
-                 "--input-field", "text", "--target-field", "label", "--out", str(tmp_path / "y"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--train",
+                str(colours),
+                "--metric",
+                "rougeL",
+                "--kind",
+                "classification",
+                "--input-field",
+                "text",
+                "--target-field",
+                "label",
+                "--out",
+                str(tmp_path / "y"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "train.metric 'rougeL'" in capsys.readouterr().err
 
 
@@ -142,8 +186,11 @@ def test_resume_extends_steps_and_refuses_other_changes(colours, tmp_path, one_t
 def test_api_fine_tune_and_extending_it_on_resume(colours, tmp_path, one_thread):
     import stlm
 
-    settings = {"runtime": {"device": "cpu"}, "optim": {"warmup_steps": 1},
-                "train": {"steps": 3, "eval_every": 3, "batch_size": 4, "score_initial": False, "max_new_tokens": 4}}
+    settings = {
+        "runtime": {"device": "cpu"},
+        "optim": {"warmup_steps": 1},
+        "train": {"steps": 3, "eval_every": 3, "batch_size": 4, "score_initial": False, "max_new_tokens": 4},
+    }
     task = {"train_file": str(colours), "kind": "classification", "input_field": "text", "target_field": "label"}
     # The defaults name a built-in task; giving a training file clears it, as --train does.
     run = stlm.fine_tune(out=tmp_path / "run", progress=False, task=task, **settings)

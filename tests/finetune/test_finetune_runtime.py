@@ -107,8 +107,14 @@ def test_compile_is_applied_and_trains_like_eager(even, one_layer, tmp_path, mon
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.nn.Module, "compile", spy)
-    settings = {"init": str(one_layer), "steps": 3, "eval_every": 3, "batch_size": 4, "score_initial": False,
-                "max_new_tokens": 3}
+    settings = {
+        "init": str(one_layer),
+        "steps": 3,
+        "eval_every": 3,
+        "batch_size": 4,
+        "score_initial": False,
+        "max_new_tokens": 3,
+    }
     eager = finetune(_cfg(even, **settings), tmp_path / "eager", progress=False)
     cfg = _cfg(even, **settings)
     cfg.runtime.compile = True
@@ -150,8 +156,11 @@ def test_fp16_uses_the_scaler_and_resumes_its_state(even, tmp_path, monkeypatch,
 
 def test_nonfinite_loss_skips_the_update_then_continues(even, tmp_path, monkeypatch, one_thread):
     _poison(monkeypatch, lambda n: n in (3, 4))
-    result = finetune(_cfg(even, steps=6, eval_every=6, batch_size=4, score_initial=False, max_new_tokens=3, log_every=1),
-                      tmp_path / "run", progress=False)
+    result = finetune(
+        _cfg(even, steps=6, eval_every=6, batch_size=4, score_initial=False, max_new_tokens=3, log_every=1),
+        tmp_path / "run",
+        progress=False,
+    )
     assert result.step == 6
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["consecutive"]) for r in rows if "skipped" in r] == [(3, 1), (4, 2)]

@@ -93,7 +93,12 @@ class PrefersLabel(torch.nn.Module):
 def test_classification_by_logprob_picks_the_preferred_label(preferred):
     fmt = TextToText(registry.get_family("decoder"), ByteTokenizer(), "\n=> ", 256, 16, 128)
     chosen = classify_by_logprob(
-        PrefersLabel(preferred), fmt, EXAMPLES * 3, ["red", "blue", "green"], batch_size=4, device="cpu",
+        PrefersLabel(preferred),
+        fmt,
+        EXAMPLES * 3,
+        ["red", "blue", "green"],
+        batch_size=4,
+        device="cpu",
         autocast=torch.autocast("cpu", enabled=False),
     )
     assert chosen == [preferred] * 6

@@ -27,7 +27,7 @@ def test_topic_task_labels_modules_and_splits_deterministically(tmp_path):
     everything = [ex for split in splits.values() for ex in split]
     assert len(everything) == 3 * 31  # 30 functions + the package docstring; boilerplate and unlisted dropped
     assert {ex.target for ex in everything} == {"gui", "concurrency", "debugging"}
-    assert all("Return self==value." != ex.input for ex in everything)
+    assert all(ex.input != "Return self==value." for ex in everything)
     inputs = [{ex.input for ex in splits[s]} for s in ("train", "val", "test")]
     assert not (inputs[0] & inputs[1] or inputs[0] & inputs[2] or inputs[1] & inputs[2])
     assert build_task("docstring-topic", stdlib) == splits

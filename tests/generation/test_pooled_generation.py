@@ -19,9 +19,18 @@ FIT_TEXT = [BOS_ID, *(b"the quick brown fox jumps over the lazy dog. " * 40), EO
 def make_model(boundary: str, max_seq_len: int = 128) -> PooledByteLM:
     torch.manual_seed(0)
     cfg = PooledByteConfig(
-        d_local=32, n_enc_layers=1, n_dec_layers=1, local_heads=2, local_window=16,
-        d_global=48, n_global_layers=2, global_heads=2, hash_buckets=64,
-        max_patch_len=5, max_seq_len=max_seq_len, boundary=boundary,
+        d_local=32,
+        n_enc_layers=1,
+        n_dec_layers=1,
+        local_heads=2,
+        local_window=16,
+        d_global=48,
+        n_global_layers=2,
+        global_heads=2,
+        hash_buckets=64,
+        max_patch_len=5,
+        max_seq_len=max_seq_len,
+        boundary=boundary,
     )
     model = PooledByteLM(cfg)
     if boundary == "entropy":

@@ -93,8 +93,11 @@ def test_simple_evaluate_runs_local_tasks_offline_and_matches_stlm(adapter_model
     for name, text in TASKS.items():
         (tmp_path / f"{name}.yaml").write_text(text.format(dir=tmp_path), encoding="utf-8")
     out = simple_evaluate(
-        model=adapter_model, tasks=list(TASKS), task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
-        bootstrap_iters=0, log_samples=False,
+        model=adapter_model,
+        tasks=list(TASKS),
+        task_manager=TaskManager(include_path=str(tmp_path), include_defaults=False),
+        bootstrap_iters=0,
+        log_samples=False,
     )
     results = out["results"]
 
@@ -104,8 +107,12 @@ def test_simple_evaluate_runs_local_tasks_offline_and_matches_stlm(adapter_model
 
     s = adapter_model.scorer
     nats = sum(
-        bits_per_byte(s.model, s.tokenizer.encode(d["text"], bos=True), context=adapter_model.rolling_context,
-                      stride=adapter_model.rolling_stride).nats
+        bits_per_byte(
+            s.model,
+            s.tokenizer.encode(d["text"], bos=True),
+            context=adapter_model.rolling_context,
+            stride=adapter_model.rolling_stride,
+        ).nats
         for d in DOCS
     )
     n_bytes = sum(len(d["text"].encode("utf-8")) for d in DOCS)
@@ -116,12 +123,16 @@ def test_simple_evaluate_runs_local_tasks_offline_and_matches_stlm(adapter_model
 def test_generate_until_stops_at_the_first_stop_string(adapter_model):
 
     s = adapter_model.scorer
-    ids = s.family.stream(s.model, s.tokenizer.encode("The ", bos=True), eos_id=s.tokenizer.eos_id, max_new_tokens=24, temperature=0.0)
+    ids = s.family.stream(
+        s.model, s.tokenizer.encode("The ", bos=True), eos_id=s.tokenizer.eos_id, max_new_tokens=24, temperature=0.0
+    )
     full = s.tokenizer.decode_bytes(list(ids)).decode("utf-8", errors="replace")
     request = SimpleNamespace(args=("The ", {"until": [full[6:8], "never-seen"], "max_gen_toks": 24}))
     (text,) = adapter_model.generate_until([request])
     assert text == full[: full.find(full[6:8])]
-    (whole,) = adapter_model.generate_until([SimpleNamespace(args=("The ", {"until": ["never-seen"], "max_gen_toks": 24}))])
+    (whole,) = adapter_model.generate_until(
+        [SimpleNamespace(args=("The ", {"until": ["never-seen"], "max_gen_toks": 24}))]
+    )
     assert whole == full
 
 

@@ -17,7 +17,11 @@ from stlm.interop import export_hf_t5, key_map, load_hf_t5
 from stlm.models.t5 import T5Config, T5Model
 
 GPT2_CONFIG = {
-    "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "n_embd": 768, "n_head": 12, "n_layer": 12,
+    "architectures": ["GPT2LMHeadModel"],
+    "model_type": "gpt2",
+    "n_embd": 768,
+    "n_head": 12,
+    "n_layer": 12,
     "vocab_size": 50257,
 }
 
@@ -145,12 +149,14 @@ def test_old_checkpoint_aliases_and_unused_keys_are_accepted(checkpoint):
 
     tensors = load_file(str(checkpoint / "model.safetensors"))
     shared = tensors["shared.weight"]
-    tensors.update({
-        "encoder.embed_tokens.weight": shared.clone(),
-        "decoder.embed_tokens.weight": shared.clone(),
-        "lm_head.weight": shared.clone(),
-        "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight": torch.zeros(32, 2),
-    })
+    tensors.update(
+        {
+            "encoder.embed_tokens.weight": shared.clone(),
+            "decoder.embed_tokens.weight": shared.clone(),
+            "lm_head.weight": shared.clone(),
+            "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight": torch.zeros(32, 2),
+        }
+    )
     save_file(tensors, str(checkpoint / "model.safetensors"))
     model, _, _ = load_hf_t5(checkpoint)
     assert torch.equal(model.embed.weight, shared)

@@ -50,8 +50,16 @@ def write_checkpoint(root: Path, case: str, fmt: str, eos: int = 1, seed: int = 
         return directory
 
     settings = dict(
-        vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
-        decoder_start_token_id=0, pad_token_id=0, eos_token_id=eos,
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=eos,
     )
     settings.update(CASES[case])
     tied = settings.pop("tie_word_embeddings", True)
@@ -156,9 +164,9 @@ def test_beam_search_matches_transformers(root, case, length_penalty):
     model, _, _ = load_hf_t5(directory)
     ended_at_eos = 0
     for src in sources():
-        expected = hf.generate(
-            src, do_sample=False, num_beams=3, max_new_tokens=10, length_penalty=length_penalty
-        )[0, 1:].tolist()
+        expected = hf.generate(src, do_sample=False, num_beams=3, max_new_tokens=10, length_penalty=length_penalty)[
+            0, 1:
+        ].tolist()
         got = generate_seq2seq(model, src, max_new_tokens=10, num_beams=3, length_penalty=length_penalty)
         assert got == expected
         ended_at_eos += got[-1] == eos and len(got) < 10
@@ -181,7 +189,8 @@ def test_export_loads_in_transformers_with_identical_logits(root, tmp_path, case
     ids, dec, mask = inputs(40 if long else 10, 30 if long else 7, seed=5)
     with torch.no_grad():
         torch.testing.assert_close(
-            hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits, model(ids, dec, mask),
+            hf(input_ids=ids, attention_mask=mask, decoder_input_ids=dec).logits,
+            model(ids, dec, mask),
             **TOL,
         )
     again, cfg_again, spiece_again = load_hf_t5(out)
@@ -225,8 +234,17 @@ def test_transformers_5_save_pretrained_of_a_v1_1_config(tmp_path):
     """transformers 5 ties every T5 head but skips the output scaling when the config said
     untied, and save_pretrained then writes one shared matrix: loaded as an untied model
     whose head starts as a copy of the embedding."""
-    settings = dict(vocab_size=VOCAB, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
-                    feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    settings = dict(
+        vocab_size=VOCAB,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        feed_forward_proj="gated-gelu",
+        tie_word_embeddings=False,
+    )
     torch.manual_seed(0)
     transformers.T5ForConditionalGeneration(transformers.T5Config(**settings)).save_pretrained(tmp_path)
     hf = reference(tmp_path)

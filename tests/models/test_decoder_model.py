@@ -50,7 +50,10 @@ def model() -> DecoderLM:
 
 
 def test_presets_are_exactly_the_listed_ones():
-    assert set(PRESETS) == set(EXPECTED_PARAMS) | {"bpe-tiny", "bpe-10m"}  # BPE baselines: tests/models/test_baselines.py
+    assert set(PRESETS) == set(EXPECTED_PARAMS) | {
+        "bpe-tiny",
+        "bpe-10m",
+    }  # BPE baselines: tests/models/test_baselines.py
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_PARAMS))
@@ -132,7 +135,12 @@ def test_cached_chunk_after_prefill_equals_full_forward(model):
     with torch.no_grad():
         full = model(ids)
         cache = model.new_cache(2)
-        parts = [model(ids[:, :6], cache), model(ids[:, 6:13], cache), model(ids[:, 13:14], cache), model(ids[:, 14:], cache)]
+        parts = [
+            model(ids[:, :6], cache),
+            model(ids[:, 6:13], cache),
+            model(ids[:, 13:14], cache),
+            model(ids[:, 14:], cache),
+        ]
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
 
 

@@ -4,7 +4,8 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stlm.data.loader import WindowLoader
 from stlm.errors import UserError
@@ -102,9 +103,7 @@ def test_noise_mask_refuses_impossible_cuts():
 def test_segmentation_is_uniform_not_geometric():
     # 5 noise tokens in 3 spans: all 6 compositions (1,1,3), (1,2,2), ... equally likely.
     rng = np.random.default_rng(0)
-    counts = Counter(
-        tuple(n for v, n in runs(noise_mask(8, 5, 3, rng)) if v) for _ in range(6000)
-    )
+    counts = Counter(tuple(n for v, n in runs(noise_mask(8, 5, 3, rng)) if v) for _ in range(6000))
     assert len(counts) == 6
     assert all(850 < c < 1150 for c in counts.values()), counts
     # Mean noise span length is n_noise / n_spans exactly, 85 / 28 for T5.

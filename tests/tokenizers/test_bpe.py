@@ -46,7 +46,9 @@ def test_exact_vocabulary_and_special_layout(tok):
 def test_round_trip_is_lossless_and_byte_lengths_sum_to_the_utf8_length(tok, text):
     ids = tok.encode(text, bos=True, eos=True)
     assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id
-    assert tok.bos_id not in ids[1:-1] and tok.eos_id not in ids[1:-1] and tok.pad_id not in ids  # text cannot inject control ids
+    assert (
+        tok.bos_id not in ids[1:-1] and tok.eos_id not in ids[1:-1] and tok.pad_id not in ids
+    )  # text cannot inject control ids
     assert tok.decode_bytes(ids) == text.encode("utf-8") and tok.decode(ids) == text
     assert int(tok.byte_lengths()[ids].sum()) == tok.count_bytes(ids) == len(text.encode("utf-8"))
 
@@ -63,7 +65,7 @@ def test_byte_symbols_are_the_libraries_byte_level_alphabet():
     assert set(symbols) == set(pre_tokenizers.ByteLevel.alphabet()) and sorted(symbols.values()) == list(range(256))
     split = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     for text in ["a b\nc", "é✓🐍", "".join(chr(i) for i in range(1, 128))]:
-        (written, _), = split.pre_tokenize_str(text)
+        ((written, _),) = split.pre_tokenize_str(text)
         assert bytes(symbols[c] for c in written) == text.encode("utf-8")
 
 
@@ -96,8 +98,17 @@ def test_bad_tokenizer_files_are_user_errors(tok, tmp_path):
     with pytest.raises(UserError, match="not a Hugging Face tokenizer"):
         load_tokenizer(f"bpe:{tmp_path / 'junk.json'}")
     data = json.loads(tok.json)
-    data["added_tokens"] = [{"id": 509, "content": "<|endoftext|>", "single_word": False, "lstrip": False,
-                             "rstrip": False, "normalized": False, "special": True}]
+    data["added_tokens"] = [
+        {
+            "id": 509,
+            "content": "<|endoftext|>",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+    ]
     with pytest.raises(UserError, match="added tokens"):
         BPETokenizer(json.dumps(data))
     wordlevel = Tokenizer(models.WordLevel({"a": 0, "[UNK]": 1}, unk_token="[UNK]"))

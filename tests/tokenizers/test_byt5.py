@@ -1,5 +1,6 @@
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stlm.data.shards import encode_document
 from stlm.tokenizers import ByT5Tokenizer

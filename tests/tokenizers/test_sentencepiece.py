@@ -2,7 +2,8 @@ import hashlib
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stlm.data.shards import encode_document
 from stlm.errors import UserError
@@ -130,7 +131,11 @@ def test_ids_match_hugging_face_t5_tokenizer_built_from_the_same_pieces(tok, cor
     extra = [f"<extra_id_{k}>" for k in reversed(range(tok.n_sentinels))]
     hf = transformers.T5Tokenizer(vocab=pieces + [(e, 0.0) for e in extra], additional_special_tokens=extra)
     assert hf.convert_tokens_to_ids(["<pad>", "</s>", "<unk>", "<extra_id_0>", "<extra_id_99>"]) == [
-        0, 1, 2, tok.sentinel_id(0), tok.sentinel_id(99),
+        0,
+        1,
+        2,
+        tok.sentinel_id(0),
+        tok.sentinel_id(99),
     ]
     # Runs of one repeated character ("=====") have several equally scored
     # segmentations, which the two libraries break differently; skip them.

@@ -11,7 +11,9 @@ from stlm.training.loop import resume, train
 from ..conftest import tiny_config
 
 
-def test_width_and_depth_from_set_reach_the_checkpoint_with_the_exact_count(tmp_path, corpus_dir, cache_dir, one_thread):
+def test_width_and_depth_from_set_reach_the_checkpoint_with_the_exact_count(
+    tmp_path, corpus_dir, cache_dir, one_thread
+):
     cfg = tiny_config(corpus_dir, cache_dir, steps=2).with_overrides({"model.d_model": "96", "model.n_layers": "5"})
     assert cfg.model == "decoder-tiny" and cfg.arch == {"d_model": "96", "n_layers": "5"}
     train(cfg, tmp_path / "run", stop_at=1, progress=False)

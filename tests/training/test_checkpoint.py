@@ -3,10 +3,10 @@ import errno
 import pytest
 import torch
 
+from stlm import checkpoint as ckpt_io
 from stlm.errors import UserError
 from stlm.models.decoder import DecoderConfig
 from stlm.registry import build_model
-from stlm import checkpoint as ckpt_io
 
 
 def _model(seed=0):
@@ -18,7 +18,9 @@ def _save(run, step, model, keep=5):
     opt = torch.optim.AdamW(model.parameters())
     model(torch.zeros(1, 4, dtype=torch.long)).sum().backward()
     opt.step()
-    return ckpt_io.save_checkpoint(run, step, model=model, optimizer=opt, config={"k": step}, state={"loader": {}}, keep=keep)
+    return ckpt_io.save_checkpoint(
+        run, step, model=model, optimizer=opt, config={"k": step}, state={"loader": {}}, keep=keep
+    )
 
 
 def test_save_load_round_trip_with_tied_weights(tmp_path):

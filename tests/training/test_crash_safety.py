@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from stlm import checkpoint as ckpt_io
 from stlm.cli.main import main as cli_main
 from stlm.errors import UserError
-from stlm import checkpoint as ckpt_io
-from stlm.training.loop import resume, train
 from stlm.objectives.next_token import NextTokenObjective
+from stlm.training.loop import resume, train
 
 from ..conftest import tiny_config
 
@@ -41,7 +41,17 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, co
 
     run = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    fresh = [sys.executable, "-m", "stlm", "train", "--config", str(tmp_path / "cfg.json"), "--out", str(run), "--quiet"]
+    fresh = [
+        sys.executable,
+        "-m",
+        "stlm",
+        "train",
+        "--config",
+        str(tmp_path / "cfg.json"),
+        "--out",
+        str(run),
+        "--quiet",
+    ]
     again = [sys.executable, "-m", "stlm", "train", "--resume", str(run), "--quiet"]
     rng = random.Random(6)
     last = -1
@@ -67,7 +77,10 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, co
     assert done.returncode == 0, done.stderr[-2000:]
     assert last > 0 and not list((run / "checkpoints").glob(".step-*"))  # killed saves left nothing behind
     assert [s for s, _ in _losses(run)] == list(range(1, 21))  # each step logged once, in order
-    a, b = load_file(straight.checkpoint / "model.safetensors"), load_file(ckpt_io.latest_checkpoint(run) / "model.safetensors")
+    a, b = (
+        load_file(straight.checkpoint / "model.safetensors"),
+        load_file(ckpt_io.latest_checkpoint(run) / "model.safetensors"),
+    )
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert _losses(run) == _losses(tmp_path / "straight")
@@ -99,7 +112,9 @@ def test_nonfinite_loss_skips_the_update_then_continues(tmp_path, corpus_dir, ca
     assert all(torch.isfinite(t).all() for t in load_file(result.checkpoint / "model.safetensors").values())
 
 
-def test_nonfinite_loss_too_often_stops_with_a_clear_error(tmp_path, corpus_dir, cache_dir, monkeypatch, capsys, one_thread):
+def test_nonfinite_loss_too_often_stops_with_a_clear_error(
+    tmp_path, corpus_dir, cache_dir, monkeypatch, capsys, one_thread
+):
     _poison(monkeypatch, lambda n: n >= 3)
     cfg = tiny_config(corpus_dir, cache_dir, steps=8, save_every=1, log_every=1, eval_tokens=512, nonfinite_skips=2)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))

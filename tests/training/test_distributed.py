@@ -28,7 +28,9 @@ WORKER = Path(__file__).with_name("dist_worker.py")
 
 
 def _config(corpus_dir, cache_dir, parallel="auto"):
-    cfg = tiny_config(corpus_dir, cache_dir, steps=STEPS, batch_size=4, grad_accum=2, save_every=2, eval_every=3, log_every=1)
+    cfg = tiny_config(
+        corpus_dir, cache_dir, steps=STEPS, batch_size=4, grad_accum=2, save_every=2, eval_every=3, log_every=1
+    )
     cfg.runtime.parallel = parallel
     return cfg
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from stlm import checkpoint as ckpt_io
 from stlm.config import OptimConfig
 from stlm.errors import UserError
 from stlm.models.decoder import DecoderConfig
 from stlm.objectives.next_token import model_loss
 from stlm.registry import build_model
-from stlm import checkpoint as ckpt_io
 from stlm.training.loop import resume, train
 from stlm.training.optim import build_optimizer
 
@@ -89,7 +89,9 @@ def test_unknown_preset_and_resume_of_nothing(tmp_path, corpus_dir, cache_dir):
 def test_gradient_accumulation_matches_one_big_batch(tmp_path, corpus_dir, cache_dir):
     # batch 2 x 2 micro-batches draws the same windows, in the same order, as batch 4.
     big = train(tiny_config(corpus_dir, cache_dir, steps=3, batch_size=4), tmp_path / "big", progress=False)
-    acc = train(tiny_config(corpus_dir, cache_dir, steps=3, batch_size=2, grad_accum=2), tmp_path / "acc", progress=False)
+    acc = train(
+        tiny_config(corpus_dir, cache_dir, steps=3, batch_size=2, grad_accum=2), tmp_path / "acc", progress=False
+    )
     a = load_file(big.checkpoint / "model.safetensors")
     b = load_file(acc.checkpoint / "model.safetensors")
     for key in a:

@@ -75,11 +75,16 @@ def test_stlm_plot_writes_a_png(tiny_run: Path, tmp_path: Path, capsys) -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed (pip install stlm[tensorboard])"
+    importlib.util.find_spec("tensorboard") is None,
+    reason="tensorboard is not installed (pip install stlm[tensorboard])",
 )
 def test_tensorboard_option_writes_event_files(tmp_path: Path) -> None:
     monitor = RunMonitor(
-        device=torch.device("cpu"), flops_per_token=1.0, peak_flops=1.0, total_steps=2, start_step=0,
+        device=torch.device("cpu"),
+        flops_per_token=1.0,
+        peak_flops=1.0,
+        total_steps=2,
+        start_step=0,
         tensorboard_dir=tmp_path / "tb",
     )
     monitor.write(monitor.enrich({"step": 1, "loss": 2.0, "tokens_per_s": 10.0}))
@@ -96,8 +101,14 @@ def test_tensorboard_missing_is_a_user_error(monkeypatch, tmp_path: Path) -> Non
 
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
     with pytest.raises(UserError, match=r"pip install stlm\[tensorboard\]"):
-        RunMonitor(device=torch.device("cpu"), flops_per_token=1.0, peak_flops=1.0, total_steps=1, start_step=0,
-                   tensorboard_dir=tmp_path / "tb")
+        RunMonitor(
+            device=torch.device("cpu"),
+            flops_per_token=1.0,
+            peak_flops=1.0,
+            total_steps=1,
+            start_step=0,
+            tensorboard_dir=tmp_path / "tb",
+        )
 
 
 def test_matmul_peak_is_the_best_of_now_and_this_machines_cached_figure(tmp_path: Path) -> None:
@@ -127,12 +138,19 @@ def test_a_step_faster_than_the_peak_remeasures_then_takes_the_rate_as_a_lower_b
         def measure() -> float:
             remeasured.append(value)
             return value
+
         return measure
 
     # 2000 tokens/s x 1 MFLOP = 2 GFLOP/s against a peak measured at 1 GFLOP/s (a busy machine).
     for again, peak, source in [(4e9, 4e9, "re-measured"), (1.5e9, 2e9, "reached in training (a lower bound)")]:
-        monitor = RunMonitor(device=torch.device("cpu"), flops_per_token=1e6, peak_flops=1e9, total_steps=10,
-                             start_step=0, remeasure=remeasure(again))
+        monitor = RunMonitor(
+            device=torch.device("cpu"),
+            flops_per_token=1e6,
+            peak_flops=1e9,
+            total_steps=10,
+            start_step=0,
+            remeasure=remeasure(again),
+        )
         record = monitor.enrich({"step": 1, "tokens_per_s": 2000.0})
         assert record["mfu"] == pytest.approx(2e9 / peak) and record["mfu"] <= 1.0
         assert record["peak_flops_per_s"] == peak and record["peak_source"] == source

@@ -1,12 +1,11 @@
 import pytest
+import torch
 
 from stlm.config import OptimConfig
 from stlm.errors import UserError
-from stlm.training.optim import build_optimizer, lr_at
 from stlm.models.decoder import DecoderConfig
 from stlm.registry import build_model
-
-import torch
+from stlm.training.optim import build_optimizer, lr_at
 
 
 def test_cosine_warms_up_then_decays_to_the_floor():

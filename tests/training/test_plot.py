@@ -15,7 +15,9 @@ def byte_run() -> list[dict]:
     records = []
     for step in range(10, 110, 10):
         speed = 1000.0 + 7 * step
-        records.append({"step": step, "loss": 4.0 - step / 50, "tokens_per_s": speed, "bytes_per_s": speed, "mfu": speed * 2e-5})
+        records.append(
+            {"step": step, "loss": 4.0 - step / 50, "tokens_per_s": speed, "bytes_per_s": speed, "mfu": speed * 2e-5}
+        )
         if step % 50 == 0:
             records.append({"step": step, "val_bpb": 5.0 - step / 40, "val_bytes": 4096})
     return records
@@ -27,7 +29,9 @@ def token_run() -> list[dict]:
     for step in range(10, 110, 10):
         speed = 500.0 + step
         mfu = speed * (1e-4 if step <= 50 else 3e-4)
-        records.append({"step": step, "loss": 9.0 - step / 20, "tokens_per_s": speed, "bytes_per_s": 3.9 * speed, "mfu": mfu})
+        records.append(
+            {"step": step, "loss": 9.0 - step / 20, "tokens_per_s": speed, "bytes_per_s": 3.9 * speed, "mfu": mfu}
+        )
         if step % 50 == 0:
             records.append({"step": step, "val_loss": 8.0 - step / 25, "val_tokens": 512})
     return records
@@ -69,7 +73,9 @@ def test_token_run_draws_every_series_with_a_legend_entry():
     axes = panels(fig)
     assert set(axes) == {"loss (nats per token)", "per second"}  # no bits-per-byte data, no empty panel
     assert legend(axes["loss (nats per token)"]) == ["train loss", "validation loss"]
-    assert list(axes["loss (nats per token)"].lines[1].get_ydata()) == [r["val_loss"] for r in records if "val_loss" in r]
+    assert list(axes["loss (nats per token)"].lines[1].get_ydata()) == [
+        r["val_loss"] for r in records if "val_loss" in r
+    ]
     # Tokens/s and bytes/s differ: both drawn; MFU changed its ratio to tokens/s (resumed elsewhere): its own curve.
     speed = axes["per second"]
     assert legend(speed) == ["tokens/s", "bytes/s", "MFU"]

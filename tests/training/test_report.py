@@ -22,7 +22,9 @@ def metrics(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_finished_run_reports_steps_validation_references_throughput_and_how_to_redo_it(tiny_run, corpus_dir, cache_dir):
+def test_a_finished_run_reports_steps_validation_references_throughput_and_how_to_redo_it(
+    tiny_run, corpus_dir, cache_dir
+):
     report = (tiny_run / "report.md").read_text()
     assert (tiny_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "![loss curve](loss.png)" in report
     cfg = RunConfig.from_dict(json.loads((tiny_run / "config.json").read_text())["run"])
@@ -48,13 +50,15 @@ def test_a_finished_run_reports_steps_validation_references_throughput_and_how_t
 
 
 def test_the_reproduce_line_rebuilds_the_same_config():
-    cfg = RunConfig.from_dict({
-        "model": "pooled-tiny",
-        "data": {"source": "my corpus/with spaces", "seq_len": 128, "cache_dir": None, "streaming": True},
-        "optim": {"lr": 1e-3, "schedule": "wsd", "warmup_steps": 0},
-        "train": {"steps": 77, "batch_size": 3, "tensorboard": True},
-        "runtime": {"device": "cpu", "threads": 1},
-    })
+    cfg = RunConfig.from_dict(
+        {
+            "model": "pooled-tiny",
+            "data": {"source": "my corpus/with spaces", "seq_len": 128, "cache_dir": None, "streaming": True},
+            "optim": {"lr": 1e-3, "schedule": "wsd", "warmup_steps": 0},
+            "train": {"steps": 77, "batch_size": 3, "tensorboard": True},
+            "runtime": {"device": "cpu", "threads": 1},
+        }
+    )
     words = shlex.split(train_command(cfg, out="runs/x y"))
     assert words[:2] == ["stlm", "train"] and words[-2:] == ["--out", "runs/x y"]
     flags = {"--model": "model", "--data": "data.source", "--steps": "train.steps"}
@@ -70,7 +74,9 @@ def test_the_reproduce_line_rebuilds_the_same_config():
     assert "train.batch_size" in overrides and "optim.beta1" not in overrides  # only what differs from the defaults
 
 
-def test_a_run_stopped_early_says_where_and_how_to_go_on_then_resuming_finishes_the_report(tmp_path, corpus_dir, cache_dir):
+def test_a_run_stopped_early_says_where_and_how_to_go_on_then_resuming_finishes_the_report(
+    tmp_path, corpus_dir, cache_dir
+):
     cfg = tiny_config(corpus_dir, cache_dir, steps=8, eval_every=2)
     run = tmp_path / "run"
     result = train(cfg, run, stop_at=4, progress=False)
@@ -83,15 +89,27 @@ def test_a_run_stopped_early_says_where_and_how_to_go_on_then_resuming_finishes_
     assert "Validation bits per byte" in report  # the periodic one taken at step 4
     resume(run, progress=False)
     report = (run / "report.md").read_text()
-    assert "Stopped early" not in report and "- training: 8 steps x 4 x 64 bytes" in report and "## Continue" not in report
+    assert (
+        "Stopped early" not in report and "- training: 8 steps x 4 x 64 bytes" in report and "## Continue" not in report
+    )
 
 
 def test_an_interrupted_report_without_validation_and_an_encoder_decoder_loss():
     base = dict(
-        title="stlm train: t5-debug on pydocs", run_dir=Path("runs/t5"), model="t5-debug", n_params=1234,
-        step=3, total_steps=10, batch="4 x 64 tokens", elapsed_s=6.0, device="cpu", checkpoint=Path("runs/t5/checkpoints/step-00000003"),
+        title="stlm train: t5-debug on pydocs",
+        run_dir=Path("runs/t5"),
+        model="t5-debug",
+        n_params=1234,
+        step=3,
+        total_steps=10,
+        batch="4 x 64 tokens",
+        elapsed_s=6.0,
+        device="cpu",
+        checkpoint=Path("runs/t5/checkpoints/step-00000003"),
     )
-    page = RunReport(**base, stopped="interrupted by a signal", continue_with=["stlm train --resume runs/t5"]).markdown()
+    page = RunReport(
+        **base, stopped="interrupted by a signal", continue_with=["stlm train --resume runs/t5"]
+    ).markdown()
     assert "**Stopped early, interrupted by a signal, at step 3 of 10.** See Continue." in page
     assert "Validation" not in page and "stlm train --resume runs/t5" in page
     loss = Validation(2.5, "loss", 512, "the `pydocs` validation split", step=2)

@@ -31,6 +31,7 @@ def test_extending_a_constant_schedule_equals_planning_it_that_long(tmp_path, co
     a, b = load_file(straight.checkpoint / "model.safetensors"), load_file(extended.checkpoint / "model.safetensors")
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
     def losses(run):
         return [(r["step"], r["loss"]) for r in _rows(run) if "loss" in r]
 

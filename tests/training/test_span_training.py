@@ -28,7 +28,9 @@ def _losses(run):
 
 
 def test_tiny_t5_learns_span_corruption(tmp_path, corpus_dir, cache_dir):
-    result = train(t5_config(corpus_dir, cache_dir, steps=80, batch_size=8, log_every=5), tmp_path / "t5", progress=False)
+    result = train(
+        t5_config(corpus_dir, cache_dir, steps=80, batch_size=8, log_every=5), tmp_path / "t5", progress=False
+    )
     losses = _losses(tmp_path / "t5")
     first = losses[0]
     assert first > 4.5  # about ln(384) at initialisation: nothing known yet

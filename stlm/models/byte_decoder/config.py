@@ -84,14 +84,26 @@ class PooledByteConfig:
 
     def __post_init__(self) -> None:
         for name in (
-            "vocab_size", "d_local", "n_enc_layers", "n_dec_layers", "local_heads", "local_window",
-            "d_global", "n_global_layers", "global_heads", "repeat_blocks", "max_patch_len", "max_seq_len",
+            "vocab_size",
+            "d_local",
+            "n_enc_layers",
+            "n_dec_layers",
+            "local_heads",
+            "local_window",
+            "d_global",
+            "n_global_layers",
+            "global_heads",
+            "repeat_blocks",
+            "max_patch_len",
+            "max_seq_len",
         ):
             _check_positive_int(name, getattr(self, name))
         for name in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
-                raise ValueError(f"PooledByteConfig.{name} must be an id below vocab_size {self.vocab_size}, got {value!r}")
+                raise ValueError(
+                    f"PooledByteConfig.{name} must be an id below vocab_size {self.vocab_size}, got {value!r}"
+                )
         if len({self.pad_id, self.bos_id, self.eos_id}) != 3:
             raise ValueError("PooledByteConfig: pad_id, bos_id and eos_id must be three different ids")
         if self.d_ff_local is None:
@@ -233,7 +245,8 @@ def sharing_options(cfg: PooledByteConfig) -> dict[str, Sharing]:
         "tie_head": Sharing("on" if cfg.tie_head else "off", cfg.tie_head, sharing["tie_head"]),
         "share_ffn": Sharing("on" if cfg.share_ffn else "off", cfg.share_ffn, sharing["share_ffn"]),
         "repeat_blocks": Sharing(
-            f"x{cfg.repeat_blocks} {cfg.repeat_mode}" if repeated else "off", repeated,
+            f"x{cfg.repeat_blocks} {cfg.repeat_mode}" if repeated else "off",
+            repeated,
             sharing["repeat_blocks"] if repeated else twice,
         ),
     }
@@ -262,7 +275,9 @@ def _parse_boundary(boundary: Any, max_patch_len: int) -> tuple[str, int]:
     kind, _, arg = boundary.partition(":")
     if kind == "fixed":
         if not arg.isdigit() or int(arg) < 1:
-            raise ValueError(f"PooledByteConfig.boundary {boundary!r}: write fixed:N with N a positive integer, e.g. fixed:4")
+            raise ValueError(
+                f"PooledByteConfig.boundary {boundary!r}: write fixed:N with N a positive integer, e.g. fixed:4"
+            )
         return "fixed", int(arg)
     if kind in ("space", "entropy") and not arg:
         return kind, max_patch_len

@@ -37,20 +37,44 @@ import dataclasses
 from stlm.models.byte_decoder.config import PooledByteConfig
 
 _TINY = PooledByteConfig(
-    d_local=64, n_enc_layers=1, n_dec_layers=1, local_heads=2,
-    d_global=128, n_global_layers=3, global_heads=4, hash_buckets=256,
+    d_local=64,
+    n_enc_layers=1,
+    n_dec_layers=1,
+    local_heads=2,
+    d_global=128,
+    n_global_layers=3,
+    global_heads=4,
+    hash_buckets=256,
 )
 _10M = PooledByteConfig(
-    d_local=192, n_enc_layers=1, n_dec_layers=2, local_heads=3,
-    d_global=320, n_global_layers=7, global_heads=5, hash_buckets=2048,
+    d_local=192,
+    n_enc_layers=1,
+    n_dec_layers=2,
+    local_heads=3,
+    d_global=320,
+    n_global_layers=7,
+    global_heads=5,
+    hash_buckets=2048,
 )
 _50M = PooledByteConfig(
-    d_local=320, n_enc_layers=2, n_dec_layers=3, local_heads=5,
-    d_global=576, n_global_layers=11, global_heads=9, hash_buckets=4096,
+    d_local=320,
+    n_enc_layers=2,
+    n_dec_layers=3,
+    local_heads=5,
+    d_global=576,
+    n_global_layers=11,
+    global_heads=9,
+    hash_buckets=4096,
 )
 _100M = PooledByteConfig(
-    d_local=384, n_enc_layers=2, n_dec_layers=4, local_heads=6,
-    d_global=768, n_global_layers=12, global_heads=12, hash_buckets=8192,
+    d_local=384,
+    n_enc_layers=2,
+    n_dec_layers=4,
+    local_heads=6,
+    d_global=768,
+    n_global_layers=12,
+    global_heads=12,
+    hash_buckets=8192,
 )
 
 PRESETS: dict[str, PooledByteConfig] = {

@@ -35,7 +35,11 @@ class DecoderBlock(nn.Module):
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
 
     def forward(
-        self, x: torch.Tensor, rotary: RotaryEmbedding, cache: KVCache | None, layer: int,
+        self,
+        x: torch.Tensor,
+        rotary: RotaryEmbedding,
+        cache: KVCache | None,
+        layer: int,
         rows: RowPositions | None = None,
     ) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), rotary, cache, layer, rows=rows)  # (B, T, D)
@@ -119,9 +123,7 @@ class DecoderLM(nn.Module):
         if rows is not None:
             start = rows.end - t
         if start + t > self.config.max_seq_len:
-            raise ValueError(
-                f"sequence of {start + t} tokens exceeds max_seq_len {self.config.max_seq_len}"
-            )
+            raise ValueError(f"sequence of {start + t} tokens exceeds max_seq_len {self.config.max_seq_len}")
         if cache is not None and cache.batch_size != b:
             raise ValueError(f"cache was made for batch size {cache.batch_size}, got ids of batch size {b}")
 
@@ -156,9 +158,7 @@ class DecoderLM(nn.Module):
         if dtype is None:
             autocast_on = torch.is_autocast_enabled(device.type)
             dtype = torch.get_autocast_dtype(device.type) if autocast_on else weight.dtype
-        return KVCache(
-            cfg.n_layers, batch_size, cfg.n_heads, max_len, cfg.d_head, device=device, dtype=dtype
-        )
+        return KVCache(cfg.n_layers, batch_size, cfg.n_heads, max_len, cfg.d_head, device=device, dtype=dtype)
 
     def num_params(self) -> int:
         """Number of parameters, a tied embedding/head counted once."""

@@ -58,8 +58,17 @@ class T5Config:
     d_attn: int = field(init=False)  # derived: n_heads * d_head, the width q, k, v project to
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "d_model", "d_head", "n_heads", "d_ff", "n_layers", "rel_buckets",
-                     "rel_max_distance", "max_seq_len"):
+        for name in (
+            "vocab_size",
+            "d_model",
+            "d_head",
+            "n_heads",
+            "d_ff",
+            "n_layers",
+            "rel_buckets",
+            "rel_max_distance",
+            "max_seq_len",
+        ):
             _check_int(name, getattr(self, name), minimum=1)
         if self.n_decoder_layers is None:
             self.n_decoder_layers = self.n_layers
@@ -136,9 +145,7 @@ class T5Config:
             raise UserError("config.json has neither model_type nor architectures; cannot tell it is a T5 config")
         ff = data.get("feed_forward_proj", "relu")
         if ff not in _HF_FF:
-            raise UserError(
-                f"config.json feed_forward_proj {ff!r} is not supported (supported: {', '.join(_HF_FF)})"
-            )
+            raise UserError(f"config.json feed_forward_proj {ff!r} is not supported (supported: {', '.join(_HF_FF)})")
         tied = data.get("tie_word_embeddings", True) is not False
         scaled = data.get("scale_decoder_outputs", tied)
         eos = data.get("eos_token_id", 1)

@@ -184,9 +184,7 @@ class CrossAttention(nn.Module):
         k, v = self.kv(memory).view(b, s, 2, self.n_heads, self.d_head).permute(2, 0, 3, 1, 4)
         return k, v
 
-    def forward(
-        self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """x (B, L, D), k and v (1 or B, H, S, Dh), mask (B, 1, 1, S) additive or None -> (B, L, D)."""
         b, t, _ = x.shape
         q = self.q(x).view(b, t, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, L, Dh)
@@ -501,9 +499,17 @@ class T5Model(nn.Module):
         self_mask = cache.self_mask[:, :, start:end, :end]  # (1, H, T, end)
         if cache.weights is None:
             cache.weights = [
-                (blk.attn_norm.weight, blk.attn.qkv.weight.t(), blk.attn.out.weight.t(),
-                 blk.cross_norm.weight, blk.cross.q.weight.t(), blk.cross.out.weight.t(),
-                 blk.ff_norm.weight, blk.ff.wi.weight.t(), blk.ff.wo.weight.t())
+                (
+                    blk.attn_norm.weight,
+                    blk.attn.qkv.weight.t(),
+                    blk.attn.out.weight.t(),
+                    blk.cross_norm.weight,
+                    blk.cross.q.weight.t(),
+                    blk.cross.out.weight.t(),
+                    blk.ff_norm.weight,
+                    blk.ff.wi.weight.t(),
+                    blk.ff.wo.weight.t(),
+                )
                 for blk in self.decoder
             ]
         gated = cfg.gated

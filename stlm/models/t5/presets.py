@@ -78,10 +78,12 @@ V1_1_SIZES: dict[str, tuple[int, int, int, int, int]] = {
 }
 
 GRAMMAR = (
-    "t5-efficient-<size>[-<knob><n>]... with size one of " + " ".join(EFFICIENT_SIZES)
+    "t5-efficient-<size>[-<knob><n>]... with size one of "
+    + " ".join(EFFICIENT_SIZES)
     + " and knobs nl (layers), el / dl (encoder / decoder layers), dm (d_model), kv (d_head), nh (heads), "
     "ff (d_ff), e.g. t5-efficient-tiny-nl32; or t5-small / t5-base / t5-large; or t5-v1_1-<"
-    + "|".join(V1_1_SIZES) + ">; or t5-debug"
+    + "|".join(V1_1_SIZES)
+    + ">; or t5-debug"
 )
 
 _OWNER_PREFIXES = ("google/", "google-t5/")
@@ -113,17 +115,17 @@ def config_from_name(name: str) -> T5Config | None:
     bare = name
     for prefix in _OWNER_PREFIXES:
         if bare.startswith(prefix):
-            bare = bare[len(prefix):]
+            bare = bare[len(prefix) :]
     if not bare.startswith("t5-"):
         return None
     if bare == "t5-debug":
         return dataclasses.replace(DEBUG)
-    if bare.startswith("t5-v1_1-") and bare[len("t5-v1_1-"):] in V1_1_SIZES:
-        return _sized(V1_1_SIZES[bare[len("t5-v1_1-"):]], ff_kind="gated-gelu", tie_embeddings=False)
+    if bare.startswith("t5-v1_1-") and bare[len("t5-v1_1-") :] in V1_1_SIZES:
+        return _sized(V1_1_SIZES[bare[len("t5-v1_1-") :]], ff_kind="gated-gelu", tie_embeddings=False)
     if bare[3:] in V1_0:
         return efficient(bare[3:])
     if bare.startswith("t5-efficient-"):
-        return _parse_efficient(name, bare[len("t5-efficient-"):].split("-"))
+        return _parse_efficient(name, bare[len("t5-efficient-") :].split("-"))
     raise UserError(f"unknown T5 model name {name!r}; T5 names are {GRAMMAR}")
 
 

@@ -20,9 +20,17 @@ DOCS = [
 
 def small_config(**overrides) -> PooledByteConfig:
     settings = dict(
-        d_local=32, n_enc_layers=1, n_dec_layers=1, local_heads=2, local_window=16,
-        d_global=48, n_global_layers=2, global_heads=2, hash_buckets=64,
-        max_patch_len=6, max_seq_len=256,
+        d_local=32,
+        n_enc_layers=1,
+        n_dec_layers=1,
+        local_heads=2,
+        local_window=16,
+        d_global=48,
+        n_global_layers=2,
+        global_heads=2,
+        hash_buckets=64,
+        max_patch_len=6,
+        max_seq_len=256,
     )
     settings.update(overrides)
     return PooledByteConfig(**settings)
@@ -51,7 +59,9 @@ def english_sample(n_bytes: int = 200_000) -> tuple[int, ...]:
     return tuple(ids[:n_bytes])
 
 
-def small_model(boundary: str = "space", dtype: torch.dtype = torch.float64, seed: int = 0, **overrides) -> PooledByteLM:
+def small_model(
+    boundary: str = "space", dtype: torch.dtype = torch.float64, seed: int = 0, **overrides
+) -> PooledByteLM:
     """A random small model in eval mode; the no-patch vector is random so that
     "no closed patch yet" and a patch output differ visibly in the logits."""
     torch.manual_seed(seed)

@@ -168,5 +168,8 @@ def test_options_that_are_off_show_what_switching_them_on_would_remove():
     assert options["share_ffn"] == Sharing("off", False, 2 * 3 * dg * fg)
     # repeat_blocks = 2: the core twice as deep from the same 3 blocks saves 3 blocks against 6 unique ones.
     assert options["repeat_blocks"] == Sharing("off", False, 3 * block)
-    assert built(dataclasses.replace(cfg, n_global_layers=6)) - built(dataclasses.replace(cfg, repeat_blocks=2)) == 3 * block
+    assert (
+        built(dataclasses.replace(cfg, n_global_layers=6)) - built(dataclasses.replace(cfg, repeat_blocks=2))
+        == 3 * block
+    )
     assert sharing_total(cfg) == 0 and param_breakdown(cfg)["sharing"]["repeat_blocks"] == 0

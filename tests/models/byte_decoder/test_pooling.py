@@ -64,7 +64,9 @@ def test_pool_and_unpool_match_loops():
         members = (layout.patch_id[0] == p).nonzero().flatten()
         torch.testing.assert_close(pooled[0, p, :6], h[0, members].mean(0))
         torch.testing.assert_close(pooled[0, p, 6:], h[0, members[-1]])
-        torch.testing.assert_close(pool_open_patch(h[0, members].sum(0), len(members), h[0, members[-1]], "mean_last"), pooled[0, p])
+        torch.testing.assert_close(
+            pool_open_patch(h[0, members].sum(0), len(members), h[0, members[-1]], "mean_last"), pooled[0, p]
+        )
     assert pool(h, layout, "mean").shape == (1, 4, 6) and pool(h, layout, "last").shape == (1, 4, 6)
     g, empty = torch.randn(1, layout.n_patches, 6), torch.randn(6)
     out = unpool(g, empty, layout)
@@ -93,5 +95,9 @@ def test_attention_masks_are_causal_windowed_and_per_document():
             assert bool(mask[q, k]) == (k <= q and q - k < 2 and doc[0, q] == doc[0, k])
     patch_mask = patch_attention_mask(torch.tensor([[1, 1, 2, 2, 2]]))[0, 0]
     assert patch_mask.tolist() == [
-        [1, 0, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 1, 1, 0], [0, 0, 1, 1, 1],
+        [1, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [0, 0, 1, 0, 0],
+        [0, 0, 1, 1, 0],
+        [0, 0, 1, 1, 1],
     ]

@@ -85,7 +85,11 @@ def test_base_sizes_are_the_released_configs(size):
     shape = (cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.d_head, cfg.n_layers, cfg.n_decoder_layers)
     assert shape == (d, f, h, kv, layers, layers)
     assert (cfg.vocab_size, cfg.ff_kind, cfg.tie_embeddings, cfg.rel_buckets, cfg.rel_max_distance) == (
-        32128, "relu", True, 32, 128,
+        32128,
+        "relu",
+        True,
+        32,
+        128,
     )
     assert (cfg.norm_eps, cfg.pad_id, cfg.eos_id, cfg.decoder_start_id) == (1e-6, 0, 1, 0)
 
@@ -109,7 +113,12 @@ def test_v1_0_v1_1_and_debug_names():
     assert config_from_name("google-t5/t5-base") == config_from_name("t5-efficient-base")
     v11 = config_from_name("google/t5-v1_1-small")
     assert (v11.ff_kind, v11.tie_embeddings, v11.d_model, v11.d_ff, v11.n_heads, v11.n_layers) == (
-        "gated-gelu", False, 512, 1024, 6, 8,
+        "gated-gelu",
+        False,
+        512,
+        1024,
+        6,
+        8,
     )
     debug = config_from_name("t5-debug")
     assert debug.vocab_size == 384 == 3 + 256 + 125  # ByT5's layout
@@ -212,10 +221,22 @@ def test_hf_config_round_trip():
 def test_hf_config_of_released_shape():
     # The fields a released T5-Efficient / v1.1 config.json has (others left at HF defaults).
     released = {
-        "architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "d_ff": 1024, "d_kv": 64,
-        "d_model": 256, "dropout_rate": 0.1, "eos_token_id": 1, "feed_forward_proj": "relu",
-        "layer_norm_epsilon": 1e-06, "num_decoder_layers": 32, "num_heads": 4, "num_layers": 32,
-        "pad_token_id": 0, "relative_attention_num_buckets": 32, "vocab_size": 32128, "decoder_start_token_id": 0,
+        "architectures": ["T5ForConditionalGeneration"],
+        "model_type": "t5",
+        "d_ff": 1024,
+        "d_kv": 64,
+        "d_model": 256,
+        "dropout_rate": 0.1,
+        "eos_token_id": 1,
+        "feed_forward_proj": "relu",
+        "layer_norm_epsilon": 1e-06,
+        "num_decoder_layers": 32,
+        "num_heads": 4,
+        "num_layers": 32,
+        "pad_token_id": 0,
+        "relative_attention_num_buckets": 32,
+        "vocab_size": 32128,
+        "decoder_start_token_id": 0,
     }
     cfg = T5Config.from_hf_config(released)
     assert dataclasses.replace(cfg, dropout=0.0) == config_from_name("t5-efficient-tiny-nl32")

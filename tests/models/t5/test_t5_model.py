@@ -14,8 +14,17 @@ V = 50
 
 
 def small(**overrides) -> T5Config:
-    settings = dict(vocab_size=V, d_model=32, d_head=8, n_heads=4, d_ff=64, n_layers=2, n_decoder_layers=3,
-                    rel_buckets=8, rel_max_distance=20)
+    settings = dict(
+        vocab_size=V,
+        d_model=32,
+        d_head=8,
+        n_heads=4,
+        d_ff=64,
+        n_layers=2,
+        n_decoder_layers=3,
+        rel_buckets=8,
+        rel_max_distance=20,
+    )
     settings.update(overrides)
     return T5Config(**settings)
 
