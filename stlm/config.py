@@ -39,12 +39,10 @@ PARALLEL = ("auto", "none", "ddp", "fsdp")
 class DataConfig:
     source: str = "pydocs"  # built-in corpus name, a path, or hf:NAME[:CONFIG]
     text_field: str = "text"  # JSONL / HF field holding the text
-    val_fraction: float = 0.05
-    split_seed: int = 0
+    val_fraction: float = 0.05  # share of documents held out for validation (split by a hash of each document)
+    split_seed: int = 0  # seed of the document hash that splits train from validation
     seq_len: int = 256  # tokens per training window (span corruption: encoder input length)
-    tokenizer: str = (
-        "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH/spiece.model | bpe:PATH/tokenizer.json
-    )
+    tokenizer: str = "auto"  # auto (from the model family) | byte | byt5 | spiece:PATH | bpe:PATH/tokenizer.json
     cache_dir: str | None = None  # None: the user cache directory
     workers: int = 1  # tokenizer processes when building the token cache (0: one per core); same files either way
     streaming: bool = False  # hf:NAME sources: read rows as they arrive instead of downloading the dataset first
@@ -71,12 +69,12 @@ class ObjectiveConfig:
 @dataclass
 class OptimConfig:
     name: str = "adamw"  # adamw | adamw-rms (updates scaled by weight RMS, nanoT5) | adafactor (T5)
-    lr: float = 3e-3
+    lr: float = 3e-3  # peak learning rate, reached after warmup
     min_lr_ratio: float = 0.1  # final lr = lr * min_lr_ratio
     weight_decay: float = 0.1  # applied to matrices only (ndim >= 2)
-    beta1: float = 0.9
-    beta2: float = 0.95
-    eps: float = 1e-8
+    beta1: float = 0.9  # AdamW first-moment decay
+    beta2: float = 0.95  # AdamW second-moment decay
+    eps: float = 1e-8  # AdamW denominator epsilon
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     schedule: str = "cosine"  # cosine | wsd (warmup-stable-decay) | constant | inverse-sqrt
     warmup_steps: int | None = None  # None: warmup_fraction of the run's steps (fixed when the run starts)
@@ -104,15 +102,13 @@ class TrainConfig:
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     seed: int = 0  # model init and data order
-    log_every: int = 10
+    log_every: int = 10  # steps between training records in metrics.jsonl and the progress bar
     eval_every: int = 250  # 0: only at the end
     eval_tokens: int = 131072  # validation tokens scored at each periodic evaluation
     save_every: int = 500  # 0: only at the end
     keep_checkpoints: int = 2  # the newest K complete checkpoints are kept
     nonfinite_skips: int = 3  # consecutive steps with a NaN/inf loss or gradient skipped before the run stops
-    tensorboard: bool = (
-        False  # also write the metrics as TensorBoard events to RUN_DIR/tensorboard (pip install stlm[tensorboard])
-    )
+    tensorboard: bool = False  # also write TensorBoard events to RUN_DIR/tensorboard (pip install stlm[tensorboard])
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "log_every", "eval_tokens", "keep_checkpoints"):
@@ -124,15 +120,11 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = (
-        "auto"  # auto (bf16 on CUDA when supported, else fp32) | fp32 | bf16 | fp16 (with a gradient scaler)
-    )
+    precision: str = "auto"  # auto (bf16 on CUDA if supported, else fp32) | fp32 | bf16 | fp16 (gradient scaler)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     parallel: str = "auto"  # under torchrun: auto (= ddp) | ddp | fsdp; none refuses several processes
     compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs and long runs)
-    activation_checkpointing: bool = (
-        False  # recompute each block's activations in backward: less memory, ~1/3 more compute
-    )
+    activation_checkpointing: bool = False  # recompute block activations in backward: less memory, ~1/3 more compute
     tf32: bool = True  # CUDA: TF32 tensor cores for fp32 matmuls
     tune_malloc: bool = False  # CPU on Linux: keep freed activation memory in the process (runtime.tune_cpu_allocator)
 

@@ -77,6 +77,13 @@ def test_train_and_finetune_have_a_flag_for_every_setting_with_its_default_and_c
     assert comment.startswith("tokens per training window") and comment in " ".join(help_text(capsys, "train").split())
 
 
+def test_every_flag_says_what_it_does_not_only_its_key_and_default():
+    for name, sub in subparsers().items():
+        for action in sub._actions:
+            what = re.sub(r"\(?[\w.]*;? ?default: [^)]*\)?", "", action.help or "").strip()
+            assert what, f"stlm {name} {action.option_strings or action.dest}: no help beyond its default"
+
+
 def test_pretrain_usage_line_and_version(capsys):
     assert help_text(capsys, "pretrain").startswith("usage: stlm pretrain")
     assert help_text(capsys, "train").startswith("usage: stlm train")
