@@ -422,6 +422,12 @@ def fine_tune(
 def import_hf_t5(directory: str | Path, out: str | Path) -> Run:
     """A Hugging Face T5 directory (config.json, weights, spiece.model if present) as a new run folder `out`."""
     directory, out = Path(directory), Path(out)
+    ckpt_io.check_output(out, reads=[directory])
+    with ckpt_io.run_lock(out):
+        return _import_hf_t5(directory, out)
+
+
+def _import_hf_t5(directory: Path, out: Path) -> Run:
     if ckpt_io.list_checkpoints(out):
         raise UserError(f"{out} already holds checkpoints; choose another --out")
     model, cfg, spiece = load_hf_t5(directory)
@@ -443,6 +449,7 @@ def import_hf_t5(directory: str | Path, out: str | Path) -> Run:
 def export_hf_t5(path: str | Path, out: str | Path) -> Path:
     """A T5 checkpoint (or run folder) written in Hugging Face format into `out`; transformers loads it."""
     loaded = ckpt_io.load(path)
+    ckpt_io.check_output(Path(out), reads=[loaded.path, loaded.run_dir])
     if not isinstance(loaded.model, T5Model):
         raise UserError(f"{loaded.path} is not a T5 checkpoint; only T5 models export to Hugging Face format")
     spec = loaded.record.tokenizer.get("spec", "")

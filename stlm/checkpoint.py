@@ -17,11 +17,14 @@ match count as complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,13 @@ from typing import Any
 import torch
 from torch import nn
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 from stlm import registry
+from stlm.data.shards import pid_alive
 from stlm.errors import UserError
 from stlm.families import ModelFamily
 from stlm.tokenizers import Tokenizer, tokenizer_from_record
@@ -97,11 +106,30 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for stale in list_checkpoints(run_dir)[:-keep]:
-        shutil.rmtree(stale, ignore_errors=True)
+    # Pruning removes only checkpoints older than the one just written: never a newer one (a run
+    # resumed from an older checkpoint after the newest failed verification leaves it for the user).
+    older = [p for p in list_checkpoints(run_dir) if checkpoint_step(p) <= step]
+    for stale in older[:-keep]:
+        _remove_checkpoint(stale)
     for leftover in root.glob(".step-*"):  # temp dirs of saves that were killed midway
         shutil.rmtree(leftover, ignore_errors=True)
     return final
+
+
+def checkpoint_step(ckpt: Path) -> int:
+    """The step in a checkpoint folder's name (step-00000500 -> 500)."""
+    match = _NAME.match(Path(ckpt).name)
+    if match is None:
+        raise UserError(f"{ckpt} is not a checkpoint folder (expected a name like step-00000500)")
+    return int(match.group(1))
+
+
+def _remove_checkpoint(ckpt: Path) -> None:
+    """Delete a checkpoint so that a kill midway leaves a folder no scan counts as complete:
+    the manifest goes first (the folder is then incomplete), the rest after."""
+    with contextlib.suppress(FileNotFoundError):
+        (ckpt / "manifest.json").unlink()
+    shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
@@ -118,19 +146,121 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def newest_verified(run_dir: Path) -> Path | None:
+    """The newest checkpoint of a run that passes `verify_checkpoint`, or None when there is none.
+
+    Falling back past a newer step folder (incomplete, or complete in size but corrupt) says so
+    on stderr, naming the one used: a silent fallback would hide lost training.
+    """
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    steps = sorted(
+        (p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)) if root.is_dir() else [],
+        key=checkpoint_step,
+        reverse=True,
+    )
+    skipped: list[str] = []
+    for ckpt in steps:
+        try:
+            verify_checkpoint(ckpt)
+        except UserError as exc:
+            skipped.append(str(exc))
+            continue
+        if skipped:
+            print(f"note: using {ckpt}; newer checkpoints fail verification: {'; '.join(skipped)}", file=sys.stderr)
+        return ckpt
+    return None
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory, or a run directory (its newest complete checkpoint)."""
+    """A checkpoint directory, or a run directory (its newest verified checkpoint)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory or one of its checkpoints/step-N folders")
-    if _NAME.match(path.name) or (path / "manifest.json").exists() or (path / "model.safetensors").exists():
+    if is_checkpoint(path):
         verify_checkpoint(path)
         return path
-    latest = latest_checkpoint(path)
+    latest = newest_verified(path)
     if latest is None:
+        if any((path / CHECKPOINTS_DIR).glob("step-*")):
+            verify_checkpoint(max((path / CHECKPOINTS_DIR).glob("step-*")))  # says what is wrong with it
         raise UserError(f"{path} holds no complete checkpoint (expected {path}/{CHECKPOINTS_DIR}/step-NNNNNNNN/)")
-    verify_checkpoint(latest)
     return latest
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether `path` is a checkpoint folder (rather than a run folder holding checkpoints)."""
+    path = Path(path)
+    return bool(_NAME.match(path.name)) or (path / "manifest.json").exists() or (path / "model.safetensors").exists()
+
+
+def run_of(ckpt: Path) -> Path | None:
+    """The run folder a checkpoint sits in (RUN/checkpoints/step-N -> RUN), None when it stands alone."""
+    ckpt = Path(ckpt)
+    return ckpt.parent.parent if ckpt.parent.name == CHECKPOINTS_DIR and _NAME.match(ckpt.name) else None
+
+
+def check_output(out: Path, *, reads: Sequence[Path] = (), what: str = "--out") -> None:
+    """A UserError if writing `out` could destroy what a command reads or any checkpoint.
+
+    `out` may not be, or lie inside, a checkpoint folder or a run's checkpoints/ folder, nor be
+    one of `reads` (the checkpoints and run folders the command reads), nor a run folder's own
+    record (config.json, metrics.jsonl, results.json of a folder being read).
+    """
+    target = Path(out).resolve()
+    for place in (target, *target.parents):
+        if place.name == CHECKPOINTS_DIR or (place.is_dir() and is_checkpoint(place)):
+            raise UserError(f"{what} {out} lies inside {place}, which holds checkpoints; choose a folder outside it")
+    for read in reads:
+        read = Path(read).resolve()
+        if target == read:
+            raise UserError(f"{what} {out} is the folder this command reads from; choose another")
+        if target.parent == read and target.name in RUN_FILES:
+            raise UserError(f"{what} {out} would overwrite the run's own {target.name}; choose another name")
+
+
+RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "report.md", "state.json", "manifest.json")
+
+
+def resume_target(path: str | Path) -> tuple[Path, Path | None]:
+    """(run folder, the checkpoint to resume from) for `--resume PATH`: a run folder (its newest
+    verified checkpoint, None when it has none) or the newest verified checkpoint of a run given
+    directly. Any other checkpoint is refused: resuming it would write past newer ones."""
+    path = Path(path)
+    if not is_checkpoint(path):
+        return path, newest_verified(path) if path.is_dir() else None
+    run_dir = run_of(path)
+    if run_dir is None:
+        raise UserError(
+            f"{path} is a checkpoint outside a run folder; --resume takes a run folder (RUN) or RUN/checkpoints/step-N"
+        )
+    newest = newest_verified(run_dir)
+    if newest is None or newest.resolve() != path.resolve():
+        verify_checkpoint(path)  # a broken one says what is wrong with it
+        raise UserError(
+            f"{path} is not the newest checkpoint of its run ({newest.name if newest else 'none verifies'}); "
+            f"resuming it would overwrite newer ones: resume the run with --resume {run_dir}, or copy the run first"
+        )
+    return run_dir, path
+
+
+def read_state(ckpt: Path, *, total: int | None = None) -> dict[str, Any]:
+    """state.json of a checkpoint, validated: its step is a whole number matching the folder's name
+    and within the run's `total` steps (when given). Read before anything is written."""
+    state = read_json(Path(ckpt) / "state.json", what="checkpoint state")
+    step = state.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise UserError(f"checkpoint {ckpt}: state.json has an impossible step {step!r}; use an earlier checkpoint")
+    match = _NAME.match(Path(ckpt).name)
+    if match is not None and int(match.group(1)) != step:
+        raise UserError(
+            f"checkpoint {ckpt}: state.json says step {step}, the folder step {int(match.group(1))}; "
+            "use an earlier checkpoint"
+        )
+    if total is not None and step > total:
+        raise UserError(
+            f"checkpoint {ckpt}: state.json says step {step}, beyond the run's {total} steps; use an earlier checkpoint"
+        )
+    return state
 
 
 def verify_checkpoint(ckpt: Path) -> None:
@@ -247,6 +377,92 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# --- one writer per run folder -----------------------------------------------------------------
+
+LOCK_FILE = ".stlm.lock"
+_held: dict[Path, int] = {}  # run folders this process has locked -> nesting depth (demo -> train)
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder's writer lock: a second writer gets a UserError naming the holder's pid.
+
+    An advisory `flock` on RUN/.stlm.lock, created with the folder. The kernel drops the lock
+    when its holder exits however it exits, so a SIGKILLed writer leaves no stale lock: the
+    next one takes it at once. Taking it also removes what killed writers left behind
+    (`remove_leftovers`). Re-entrant within a process (the demo locks, then trains).
+    """
+    run_dir = Path(run_dir).resolve()
+    if run_dir in _held:
+        _held[run_dir] += 1
+        try:
+            yield
+        finally:
+            _held[run_dir] -= 1
+        return
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a+", encoding="utf-8") as fh:  # closing it drops the lock
+        if not _try_lock(fh):
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise UserError(
+                f"{run_dir} is in use by another stlm process (pid {holder}); wait for it to finish or stop it"
+            )
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        _held[run_dir] = 1
+        try:
+            removed = remove_leftovers(run_dir)
+            if removed:
+                print(f"removed leftovers of interrupted stlm processes: {', '.join(removed)}", file=sys.stderr)
+            yield
+        finally:
+            del _held[run_dir]
+            if created and os.listdir(run_dir) == [LOCK_FILE]:  # refused before writing: leave no folder behind
+                (run_dir / LOCK_FILE).unlink()
+                run_dir.rmdir()
+
+
+def _try_lock(fh: Any) -> bool:
+    if fcntl is None:  # no flock (Windows): one writer is then the user's care
+        return True
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def remove_leftovers(run_dir: Path) -> list[str]:
+    """Delete what killed writers left in a run's checkpoints/ (call with the run lock held).
+
+    Temp folders of interrupted saves (.step-N.tmp-PID, .step-N.old-PID) whose process is gone,
+    and step folders older than the newest complete checkpoint that are incomplete (a kill while
+    pruning deleted part of them). Returns their names.
+    """
+    root = Path(run_dir) / CHECKPOINTS_DIR
+    if not root.is_dir():
+        return []
+    removed = []
+    for tmp in sorted(root.glob(".step-*")):
+        pid = tmp.name.rpartition("-")[2]
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp.name)
+    complete = list_checkpoints(run_dir)
+    if complete:
+        newest = checkpoint_step(complete[-1])
+        for half in sorted(p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name)):
+            if checkpoint_step(half) < newest and not _looks_complete(half):
+                shutil.rmtree(half, ignore_errors=True)
+                removed.append(f"{half.name} (half deleted)")
+    return removed
 
 
 # --- the run record: what config.json holds, written and read here only -------------------------

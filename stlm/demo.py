@@ -81,6 +81,12 @@ def run_demo(
     threads: int = 0,
 ) -> DemoReport:
     cfg = demo_config(model, data, steps or DEMO_STEPS, device, cache_dir, tokenizer, threads)
+    ckpt_io.check_output(Path(out))
+    with ckpt_io.run_lock(Path(out)):  # train() inside takes it again (re-entrant)
+        return _run_demo(cfg, Path(out), model, data, cache_dir)
+
+
+def _run_demo(cfg: RunConfig, out: Path, model: str, data: str, cache_dir: str | None) -> DemoReport:
     check_new_run_dir(out)
     cfg = fit_demo_tokenizer(cfg, out)
     given = (

@@ -64,9 +64,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_train_tokenizer(args: argparse.Namespace) -> int:
+    from stlm import checkpoint as ckpt_io
     from stlm.data import fit_bpe
 
     d = DataConfig(**flags.given(args, "data"))
+    ckpt_io.check_output(args.out)
     fitted = fit_bpe(
         d.source,
         args.vocab_size,
@@ -122,8 +124,11 @@ def _settings(args: argparse.Namespace, resume_safe: tuple[str, ...]) -> dict[st
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from stlm import checkpoint as ckpt_io
     from stlm.training.plot import plot_run
 
+    if args.out is not None:
+        ckpt_io.check_output(args.out, reads=[args.run])
     print(f"wrote {plot_run(args.run, args.out or args.run / 'curves.png')}")
     return 0
 
@@ -144,6 +149,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stlm import api
+    from stlm import checkpoint as ckpt_io
     from stlm.evaluation import tasks
     from stlm.evaluation.record import write_results
 
@@ -151,6 +157,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json and len(names) > 1:
         raise UserError("--json takes one task's result; with several tasks use --out DIR")
     model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+    reads = [model.path, model.run_dir]
+    if args.out is not None:
+        ckpt_io.check_output(args.out, reads=reads)
+    if args.json is not None:  # the markdown goes beside it
+        ckpt_io.check_output(args.json, reads=reads, what="--json")
+        ckpt_io.check_output(args.json.with_suffix(".md"), reads=reads, what="--json (its .md)")
     data_dir = args.data_dir
     if any(n in tasks.DATA_DIR_TASKS for n in names):
         data_dir = tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd())

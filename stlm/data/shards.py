@@ -21,7 +21,8 @@ tokenizer's name and vocabulary size, the split fraction and seed, and the
 packing format version. A cache folder is built under a hidden temporary
 name, flushed to disk, and renamed into place in one step; a folder under
 its real name is therefore always complete, and a crash leaves only a hidden
-`.<key>.tmp-*` folder that is never read.
+`.<key>.tmp-<pid>-*` folder that is never read; the next prepare of that key
+removes those whose process is gone, and says so.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import itertools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -122,6 +124,7 @@ def prepare_data(
     key = cache_key(fingerprint, tokenizer, val_fraction=val_fraction, seed=seed)
     tokens_dir = cache_root(cache_dir) / "tokens"
     final = tokens_dir / key
+    remove_stale_temps(final)
     if not (final / "meta.json").is_file():
         train, val = split_documents(docs, val_fraction=val_fraction, seed=seed)
         meta = {
@@ -236,6 +239,36 @@ def unigram_bits_per_byte(tokens: np.ndarray, *, byte_lengths: np.ndarray | None
     return bits_per_token if byte_lengths is None else bits_per_token * float(total) / float((counts * lengths).sum())
 
 
+def remove_stale_temps(final: Path) -> list[str]:
+    """Delete the temporary folders of `final` left by killed writers (their pid is not alive), saying so.
+
+    A folder whose writer still runs (another rank, another prepare of the same data) is left alone.
+    """
+    removed = []
+    for tmp in sorted(final.parent.glob(f".{final.name}.tmp-*")) if final.parent.is_dir() else []:
+        pid = tmp.name[len(f".{final.name}.tmp-") :].partition("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp.name)
+    if removed:
+        print(
+            f"removed {len(removed)} unfinished token cache folder(s) of killed runs: {', '.join(removed)}",
+            file=sys.stderr,
+        )
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists on this machine (what a temp folder's name records)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
 def _write_cache(
     final: Path,
     splits: dict[str, Sequence[str]],
@@ -248,7 +281,8 @@ def _write_cache(
     from tqdm import tqdm
 
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-"))
+    # The pid in the name tells the next prepare whether the writer is still alive.
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.tmp-{os.getpid()}-"))
     try:
         n_docs = sum(len(docs) for docs in splits.values())
         with tqdm(total=n_docs, unit="doc", desc="tokenizing", disable=not progress) as bar:

@@ -96,6 +96,26 @@ def finetune(
     overrides: dict[str, object] | None = None,
     progress: bool = True,
 ) -> FinetuneResult:
+    """Fine-tune as `cfg` says into `out`, holding the folder's writer lock (see `_finetune`).
+
+    `--resume` may name the run's newest checkpoint as well as the run folder.
+    """
+    if resume:
+        out, _ = ckpt_io.resume_target(out)
+    else:
+        ckpt_io.check_output(Path(out))
+    with ckpt_io.run_lock(Path(out)):
+        return _finetune(cfg, out, resume=resume, overrides=overrides, progress=progress)
+
+
+def _finetune(
+    cfg: FinetuneConfig,
+    out: str | Path,
+    *,
+    resume: bool,
+    overrides: dict[str, object] | None,
+    progress: bool,
+) -> FinetuneResult:
     """Fine-tune as `cfg` says into `out`, a new folder.
 
     With `resume=True`, continue the run in `out` from its newest checkpoint
@@ -104,7 +124,7 @@ def finetune(
     differs raises a UserError naming it. On a new run `overrides` apply to `cfg`.
     """
     out = Path(out)
-    latest = ckpt_io.latest_checkpoint(out) if resume else None
+    latest = ckpt_io.newest_verified(out) if resume else None
     if resume:
         if latest is None:
             raise UserError(f"{out} holds no complete fine-tuning checkpoint to resume from")
@@ -114,6 +134,7 @@ def finetune(
                 f"{latest} is not a fine-tuning checkpoint (resume pretraining runs with stlm train --resume)"
             )
         cfg = FinetuneConfig.from_dict(saved["finetune"], source=f"{latest}/config.json")
+        ckpt_io.read_state(latest, total=cfg.train.steps)  # an impossible step: refused before anything is written
         cfg = apply_resume_overrides(cfg, overrides or {}, RESUME_SAFE_KEYS, run_dir=out)
     else:
         if (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
@@ -245,6 +266,7 @@ def finetune(
             improved = state["best"] is None or (value < state["best"] if lower_is_better else value > state["best"])
             if improved:
                 state.update(best=value, best_step=step, bad_evals=0)
+                trainer.check_weights(step)  # a NaN checkpoint is never written
                 ckpt_io.save_checkpoint(
                     out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1
                 )

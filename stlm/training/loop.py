@@ -17,7 +17,9 @@ refuses any other.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -78,11 +80,20 @@ class _Start:
 def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:
     """Start a new run in `run_dir` (which must not hold checkpoints yet)."""
     run_dir = Path(run_dir)
-    check_new_run_dir(run_dir)
-    family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
-    cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
-    tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
-    return _run(_Start(cfg, family, model_cfg, tokenizer, run_dir, None), stop_at=stop_at, progress=progress)
+    ckpt_io.check_output(run_dir)
+    with writer_lock(run_dir):
+        check_new_run_dir(run_dir)
+        family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
+        cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
+        tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
+        return _run(_Start(cfg, family, model_cfg, tokenizer, run_dir, None), stop_at=stop_at, progress=progress)
+
+
+def writer_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """The run folder's writer lock (`stlm.checkpoint.run_lock`); under torchrun rank 0 holds it for all."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return contextlib.nullcontext()
+    return ckpt_io.run_lock(run_dir)
 
 
 def check_new_run_dir(run_dir: Path) -> None:
@@ -104,22 +115,26 @@ def resume(
     change the settings in `RESUME_SAFE_KEYS`; any other that differs from the
     run's own raises a UserError naming it.
     """
-    run_dir = Path(run_dir)
-    latest = ckpt_io.latest_checkpoint(run_dir)
-    if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
-        source = run_dir / RUN_CONFIG
-    elif latest is None:
-        raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
-    else:
-        ckpt_io.verify_checkpoint(latest)
-        source = latest / RUN_CONFIG
-    record = ckpt_io.read_record(source)
-    saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
-    cfg = apply_resume_overrides(saved, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
-    # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
-    tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
-    start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest)
-    return _run(start, stop_at=stop_at, progress=progress)
+    # A checkpoint folder resumes into its run (the newest verified one only: an older one would
+    # write over newer checkpoints); a run folder from its newest verified checkpoint.
+    run_dir, _ = ckpt_io.resume_target(run_dir)
+    with writer_lock(run_dir):
+        latest = ckpt_io.newest_verified(run_dir)  # again, under the lock: what no other writer changes now
+        if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
+            source = run_dir / RUN_CONFIG
+        elif latest is None:
+            raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
+        else:
+            source = latest / RUN_CONFIG
+        record = ckpt_io.read_record(source)
+        saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
+        if latest is not None:  # an impossible step is refused before anything is written
+            ckpt_io.read_state(latest, total=saved.train.steps)
+        cfg = apply_resume_overrides(saved, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
+        # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
+        tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
+        start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest)
+        return _run(start, stop_at=stop_at, progress=progress)
 
 
 def _run(start: _Start, *, stop_at: int | None, progress: bool) -> TrainResult:
