@@ -146,7 +146,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def newest_verified(run_dir: Path) -> Path | None:
+def newest_verified(run_dir: Path, *, say: bool = True) -> Path | None:
     """The newest checkpoint of a run that passes `verify_checkpoint`, or None when there is none.
 
     Falling back past a newer step folder (incomplete, or complete in size but corrupt) says so
@@ -165,7 +165,7 @@ def newest_verified(run_dir: Path) -> Path | None:
         except UserError as exc:
             skipped.append(str(exc))
             continue
-        if skipped:
+        if skipped and say:
             print(f"note: using {ckpt}; newer checkpoints fail verification: {'; '.join(skipped)}", file=sys.stderr)
         return ckpt
     return None
@@ -208,7 +208,7 @@ def check_output(out: Path, *, reads: Sequence[Path] = (), what: str = "--out") 
     """
     target = Path(out).resolve()
     for place in (target, *target.parents):
-        if place.name == CHECKPOINTS_DIR or (place.is_dir() and is_checkpoint(place)):
+        if _holds_checkpoints(place):
             raise UserError(f"{what} {out} lies inside {place}, which holds checkpoints; choose a folder outside it")
     for read in reads:
         read = Path(read).resolve()
@@ -218,29 +218,42 @@ def check_output(out: Path, *, reads: Sequence[Path] = (), what: str = "--out") 
             raise UserError(f"{what} {out} would overwrite the run's own {target.name}; choose another name")
 
 
+def _holds_checkpoints(place: Path) -> bool:
+    """A checkpoint folder, or a run's checkpoints/ folder (not any folder that happens to be named so)."""
+    if not place.is_dir():
+        return False
+    if (place / "manifest.json").is_file() or (place / "model.safetensors").is_file():
+        return True
+    if _NAME.match(place.name) and place.parent.name == CHECKPOINTS_DIR:
+        return True
+    return place.name == CHECKPOINTS_DIR and (
+        (place.parent / "config.json").is_file() or any(_NAME.match(p.name) for p in place.iterdir())
+    )
+
+
 RUN_FILES = ("config.json", "metrics.jsonl", "results.json", "report.md", "state.json", "manifest.json")
 
 
-def resume_target(path: str | Path) -> tuple[Path, Path | None]:
-    """(run folder, the checkpoint to resume from) for `--resume PATH`: a run folder (its newest
-    verified checkpoint, None when it has none) or the newest verified checkpoint of a run given
-    directly. Any other checkpoint is refused: resuming it would write past newer ones."""
+def resume_target(path: str | Path) -> Path:
+    """The run folder `--resume PATH` continues: PATH itself, or the run holding PATH when PATH is
+    that run's newest verified checkpoint. Any other checkpoint is refused: resuming it would
+    write over newer ones."""
     path = Path(path)
     if not is_checkpoint(path):
-        return path, newest_verified(path) if path.is_dir() else None
+        return path
     run_dir = run_of(path)
     if run_dir is None:
         raise UserError(
             f"{path} is a checkpoint outside a run folder; --resume takes a run folder (RUN) or RUN/checkpoints/step-N"
         )
-    newest = newest_verified(run_dir)
+    newest = newest_verified(run_dir, say=False)
     if newest is None or newest.resolve() != path.resolve():
         verify_checkpoint(path)  # a broken one says what is wrong with it
         raise UserError(
             f"{path} is not the newest checkpoint of its run ({newest.name if newest else 'none verifies'}); "
             f"resuming it would overwrite newer ones: resume the run with --resume {run_dir}, or copy the run first"
         )
-    return run_dir, path
+    return run_dir
 
 
 def read_state(ckpt: Path, *, total: int | None = None) -> dict[str, Any]:

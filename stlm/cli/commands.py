@@ -166,7 +166,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     data_dir = args.data_dir
     if any(n in tasks.DATA_DIR_TASKS for n in names):
         data_dir = tasks.resolve_data_dir(args.data_dir, os.environ.get("STLM_DATA_DIR"), Path.cwd())
-    ckpt, out_dir = model.path, args.out or model.run_dir / "evals"
+    ckpt = model.path
+    # Beside the checkpoints (RUN/evals), never inside one: a checkpoint standing alone gets CKPT-evals next to it.
+    default = model.run_dir / "evals" if ckpt_io.run_of(ckpt) else ckpt.parent / f"{ckpt.name}-evals"
+    out_dir = args.out or default
     options = tasks.EvalOptions(
         data_dir=data_dir,
         limit=args.limit,

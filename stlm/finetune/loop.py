@@ -101,7 +101,7 @@ def finetune(
     `--resume` may name the run's newest checkpoint as well as the run folder.
     """
     if resume:
-        out, _ = ckpt_io.resume_target(out)
+        out = ckpt_io.resume_target(out)
     else:
         ckpt_io.check_output(Path(out))
     with ckpt_io.run_lock(Path(out)):

@@ -117,7 +117,7 @@ def resume(
     """
     # A checkpoint folder resumes into its run (the newest verified one only: an older one would
     # write over newer checkpoints); a run folder from its newest verified checkpoint.
-    run_dir, _ = ckpt_io.resume_target(run_dir)
+    run_dir = ckpt_io.resume_target(run_dir)
     with writer_lock(run_dir):
         latest = ckpt_io.newest_verified(run_dir)  # again, under the lock: what no other writer changes now
         if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over

@@ -223,9 +223,17 @@ def test_a_second_writer_gets_one_line_naming_the_holder(run, capsys):
     try:
         assert holder.stdout.readline().strip() == b"locked"
         before = _fingerprint(run)
-        code, _, err = _run(capsys, "train", "--resume", run, "--set", "train.steps=8")
-        line = _one_line_error(err)
-        assert code == 2 and f"pid {holder.pid}" in line
+        writers = [
+            ("train", "--resume", run, "--set", "train.steps=8"),
+            ("train", "--model", "decoder-tiny", "--out", run),
+            ("finetune", "--resume", run),
+            ("demo", "--out", run, "--steps", 1),
+            ("hf-import", run / "no-such-hf-dir", "--out", run),
+        ]
+        for argv in writers:
+            code, _, err = _run(capsys, *argv)
+            line = _one_line_error(err)
+            assert code == 2 and f"pid {holder.pid}" in line, (argv, line)
         assert _fingerprint(run) == before
     finally:
         holder.kill()
@@ -290,3 +298,23 @@ def test_a_torn_metrics_line_does_not_block_resume(run, capsys, one_thread):
     assert "unreadable" in capsys.readouterr().err
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 7
+
+
+def test_an_out_under_an_ordinary_folder_named_checkpoints_is_fine(tmp_path):
+    ckpt_io.check_output(tmp_path / "checkpoints" / "my-run")
+    (tmp_path / "checkpoints").mkdir()
+    ckpt_io.check_output(tmp_path / "checkpoints" / "my-run")
+
+
+def test_evaluate_of_a_checkpoint_standing_alone_writes_beside_it(run, tmp_path, capsys, one_thread):
+    import shutil
+
+    alone = tmp_path / "alone"
+    shutil.copytree(_ckpt(run, 6), alone)
+    before = _fingerprint(alone)
+    text = tmp_path / "t.txt"
+    text.write_text("hello world\n" * 20, encoding="utf-8")
+    code, _, err = _run(capsys, "evaluate", alone, "--file", text, "--quiet")
+    assert code == 0, err
+    assert _fingerprint(alone) == before and not (alone / "evals").exists()
+    assert list((tmp_path / "alone-evals").glob("*.json"))
