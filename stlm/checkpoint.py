@@ -13,6 +13,14 @@ then renamed into place in one step. A crash (or a full disk) at any moment
 leaves either the complete new checkpoint or none, and the previous one
 untouched. Only directories named step-NNNNNNNN with a manifest whose sizes
 match count as complete.
+
+What reads a run uses its newest checkpoint that verifies (sizes and hashes),
+saying so when it passes over a newer one. Pruning removes only checkpoints
+older than the one just written, manifest first (a kill midway leaves an
+incomplete folder, never a complete-looking damaged one). A run folder has
+one writer at a time (`run_lock`), which on taking the lock removes what
+killed writers left behind (`remove_leftovers`). Nothing is ever written into
+a checkpoint folder after its save (`check_output`).
 """
 
 from __future__ import annotations
