@@ -179,6 +179,14 @@ def newest_verified(run_dir: Path, *, say: bool = True) -> Path | None:
     return None
 
 
+def check_none_saved(run_dir: Path) -> None:
+    """A UserError naming what is wrong when a run holds step folders but none verifies."""
+    found = sorted((Path(run_dir) / CHECKPOINTS_DIR).glob("step-*"))
+    if found:
+        verify_checkpoint(found[-1])  # raises, saying what is wrong with the newest
+        raise UserError(f"no checkpoint of {run_dir} verifies; nothing was changed")
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory, or a run directory (its newest verified checkpoint)."""
     path = Path(path)
@@ -189,8 +197,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return path
     latest = newest_verified(path)
     if latest is None:
-        if any((path / CHECKPOINTS_DIR).glob("step-*")):
-            verify_checkpoint(max((path / CHECKPOINTS_DIR).glob("step-*")))  # says what is wrong with it
+        check_none_saved(path)
         raise UserError(f"{path} holds no complete checkpoint (expected {path}/{CHECKPOINTS_DIR}/step-NNNNNNNN/)")
     return latest
 

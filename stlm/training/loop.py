@@ -120,6 +120,8 @@ def resume(
     run_dir = ckpt_io.resume_target(run_dir)
     with writer_lock(run_dir):
         latest = ckpt_io.newest_verified(run_dir)  # again, under the lock: what no other writer changes now
+        if latest is None:
+            ckpt_io.check_none_saved(run_dir)  # checkpoints that all fail verification: never start over on them
         if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
             source = run_dir / RUN_CONFIG
         elif latest is None:

@@ -318,3 +318,13 @@ def test_evaluate_of_a_checkpoint_standing_alone_writes_beside_it(run, tmp_path,
     assert code == 0, err
     assert _fingerprint(alone) == before and not (alone / "evals").exists()
     assert list((tmp_path / "alone-evals").glob("*.json"))
+
+
+def test_a_run_whose_every_checkpoint_is_corrupt_is_refused_not_restarted(run, capsys):
+    for step in (3, 6):
+        target = _ckpt(run, step) / "model.safetensors"
+        target.write_bytes(bytes(b ^ 0xFF for b in target.read_bytes()))
+    before = _fingerprint(run)
+    code, _, err = _run(capsys, "train", "--resume", run)
+    assert code == 2 and "corrupt" in _one_line_error(err)
+    assert _fingerprint(run) == before
