@@ -61,15 +61,17 @@ def test_a_save_with_a_nan_weight_is_refused_and_writes_nothing(tmp_path, one_th
     assert not (tmp_path / "run" / "checkpoints").exists() or not any((tmp_path / "run" / "checkpoints").iterdir())
 
 
-def test_a_step_after_an_update_that_broke_the_weights_stops_the_run(tmp_path, one_thread):
+def test_an_update_that_broke_the_weights_is_skipped_then_stops_the_run_saying_so(tmp_path, one_thread):
     trainer, _, reports = _trainer(tmp_path)
     objective = _objective()
     train_step(trainer, objective, _batch(), step=0, lr=1e-3)
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(math.inf)  # what an update with lr=inf leaves
-    with pytest.raises(UserError, match="weights became NaN/inf by step 1"):
-        train_step(trainer, objective, _batch(), step=1, lr=1e-3)
-    assert not reports  # stopped at once, not counted as a skip to carry on from
+    for step in (1, 2, 3):  # nonfinite_skips = 3: the policy skips, then stops
+        assert not train_step(trainer, objective, _batch(), step=step, lr=1e-3).applied
+    with pytest.raises(UserError, match="4 steps in a row.*the weights themselves are NaN/inf"):
+        train_step(trainer, objective, _batch(), step=4, lr=1e-3)
+    assert [r["consecutive"] for r in reports] == [1, 2, 3]
 
 
 def test_train_with_an_infinite_learning_rate_never_saves_a_nan_checkpoint(tmp_path, corpus_dir, cache_dir, capsys):
