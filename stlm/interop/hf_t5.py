@@ -123,7 +123,7 @@ def _read_weights(root: Path) -> dict[str, torch.Tensor]:
             raise UserError(f"cannot read the shard index {str(index)!r}: {exc}") from None
         tensors: dict[str, torch.Tensor] = {}
         for shard in shards:
-            tensors.update(_read_safetensors(root / shard))
+            tensors.update(_read_safetensors(_shard_path(root, shard, index)))
         return tensors
     if pickled.is_file():
         try:
@@ -136,6 +136,20 @@ def _read_weights(root: Path) -> dict[str, torch.Tensor]:
     raise UserError(
         f"{str(root)!r} has no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
     )
+
+
+def _shard_path(root: Path, shard: object, index: Path) -> Path:
+    """A shard the index names, which must be a file inside the checkpoint directory: an imported
+    directory is untrusted data and may not make stlm read files elsewhere."""
+    if not isinstance(shard, str) or not shard:
+        raise UserError(f"the shard index {str(index)!r} names a shard that is not a file name: {shard!r}")
+    path = root / shard
+    if Path(shard).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise UserError(
+            f"the shard index {str(index)!r} names {shard!r}, outside {str(root)!r}; "
+            "shards must be files in the model directory"
+        )
+    return path
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

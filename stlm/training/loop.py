@@ -237,7 +237,7 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     elif par.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         header["allocator"] = runtime.allocator
-        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**record.to_dict(), "header": header})
+        ckpt_io.write_run_config(run_dir, {**record.to_dict(), "header": header})
     metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None) if par.is_main else None
     if progress:
         n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
