@@ -207,3 +207,57 @@ def test_a_trainer_state_that_is_not_a_table_is_one_clear_error(tmp_path, tiny_r
     rewrite(ckpt, lambda config: config)
     err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "10"])
     assert "trainer.pt" in err
+
+
+# --- sizes are bounded before allocation -------------------------------------------------------
+
+
+@pytest.fixture
+def memory_64gb(monkeypatch):
+    """A machine with 64 GB of memory, whatever this one has; a model built anyway fails the test."""
+    from stlm import runtime
+    from stlm.families.base import ModelFamily
+
+    monkeypatch.setattr(runtime, "machine_memory", lambda: 64 * 10**9)
+
+    def never(self, cfg):
+        raise AssertionError("a model too large for memory was built")
+
+    monkeypatch.setattr(ModelFamily, "build", lambda self, cfg: (self.check_fits(cfg), never(self, cfg)))
+
+
+def test_a_model_too_large_for_memory_is_refused_with_its_size(tmp_path, corpus_dir, cache_dir, capsys, memory_64gb):
+    argv = ["train", "--model", "decoder-tiny", "--data", str(corpus_dir), "--cache-dir", str(cache_dir)]
+    err = one_line_error(capsys, [*argv, "--out", str(tmp_path / "run"), "--set", "model.d_model=131072"])
+    assert "3,298.9 GB" in err and "64.0 GB" in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_checkpoint_config_too_large_for_memory_is_refused(tmp_path, tiny_run, capsys, memory_64gb):
+    run = copy_run(tiny_run, tmp_path / "run")
+    for ckpt in ckpt_io.list_checkpoints(run):
+        rewrite(ckpt, lambda config: {**config, "model_config": {**config["model_config"], "d_model": 131072}})
+    for argv in (["generate", str(run), "--prompt", "a"], ["train", "--resume", str(run), "--steps", "20"]):
+        assert "GB of fp32 weights" in one_line_error(capsys, argv)
+
+
+def test_a_model_that_fits_is_built(memory_64gb):
+    from stlm import registry
+
+    family, cfg = registry.resolve_model("decoder-tiny")
+    family.check_fits(cfg)
+
+
+def test_thread_counts_are_clamped_to_the_machine(capsys):
+    from stlm.config import RuntimeConfig
+    from stlm.runtime import cpu_count, resolve_runtime
+
+    before = torch.get_num_threads()
+    try:
+        resolve_runtime(RuntimeConfig(device="cpu", threads=10_000_000))
+        assert torch.get_num_threads() == cpu_count()
+        assert f"using {cpu_count()}" in capsys.readouterr().err
+        resolve_runtime(RuntimeConfig(device="cpu", threads=1))
+        assert torch.get_num_threads() == 1 and capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)

@@ -80,6 +80,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, pr
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir)
     family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
+    family.check_fits(model_cfg)  # before the data is prepared: a model too large is refused at once
     cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
     tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
     return _run(_Start(cfg, family, model_cfg, tokenizer, run_dir, None), stop_at=stop_at, progress=progress)
@@ -114,6 +115,7 @@ def resume(
         ckpt_io.verify_checkpoint(latest)
         source = latest / RUN_CONFIG
     record = ckpt_io.read_record(source)
+    record.family.check_fits(record.model_config)
     saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
     cfg = apply_resume_overrides(saved, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
     # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
