@@ -32,9 +32,9 @@ import torch
 from torch import nn
 
 from stlm import registry
-from stlm.errors import UserError
+from stlm.errors import UserError, torch_load_message
 from stlm.families import ModelFamily
-from stlm.tokenizers import SentencePieceTokenizer, Tokenizer, tokenizer_from_record
+from stlm.tokenizers import SentencePieceTokenizer, Tokenizer, loaded_model_bytes, tokenizer_from_record
 
 CHECKPOINTS_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -49,8 +49,6 @@ _SECTIONS: dict[str, type] = {
     "header": dict,
     "source": dict,
 }
-# torch's hint after a weights_only failure invites running pickled code; a checkpoint never needs it.
-_TORCH_ADVICE = re.compile(r"(?is)\s*(re-running `?torch\.load`? with|.*weights_only=False).*$")
 
 
 def checkpoint_name(step: int) -> str:
@@ -208,18 +206,10 @@ def _read_trainer(ckpt: Path) -> dict[str, Any]:
     try:
         trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"checkpoint {ckpt}: cannot read trainer.pt: {torch_message(exc)}") from None
+        raise UserError(f"checkpoint {ckpt}: cannot read trainer.pt: {torch_load_message(exc)}") from None
     if not isinstance(trainer, dict) or not isinstance(trainer.get("rng_cpu"), torch.Tensor):
         raise UserError(f"checkpoint {ckpt}: trainer.pt does not hold stlm's trainer state; use an earlier checkpoint")
     return trainer
-
-
-def torch_message(exc: BaseException) -> str:
-    """The first line of a torch.load error, without torch's advice to load with weights_only=False
-    (which would run code from the file: never what to do with a checkpoint)."""
-    text = _TORCH_ADVICE.sub("", str(exc)).strip()
-    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
-    return first.rstrip(" .:") or type(exc).__name__
 
 
 def _optimizer_state(trainer: dict[str, Any], ckpt: Path) -> dict[str, Any]:
@@ -260,21 +250,28 @@ def local_tokenizer_files(data: dict[str, Any], folder: Path) -> tuple[dict[str,
 
     A SentencePiece tokenizer's model file is copied into `folder` and named relatively, so the
     folder is complete on its own: it still loads when moved, and reading it never needs a path
-    outside it. The file copied is the live tokenizer's (a user's file, or one inside a checkpoint
-    that was loaded); a recorded SHA-256 must match it.
+    outside it. What is stored is the model this process loaded with that SHA-256 (a user's file,
+    or one inside a checkpoint, perhaps pruned since), else the file the live tokenizer names.
     """
     tokenizer = data.get("tokenizer")
     if not isinstance(tokenizer, dict) or tokenizer.get("name") != SentencePieceTokenizer.name:
         return data, []
-    spec = tokenizer.get("spec")
-    source = Path(tokenizer.get("model_file") or (spec.partition(":")[2] if isinstance(spec, str) else ""))
-    if not source.is_absolute() or not source.is_file():
-        raise UserError(f"cannot store the SentencePiece model {source}: it is not an existing file")
     target = Path(folder) / SPIECE_FILE
-    if not target.exists() or source.resolve() != target.resolve():
-        shutil.copyfile(source, target)
-    if tokenizer.get("sha256") not in (None, _sha256(target)):
-        raise UserError(f"the SentencePiece model {source} changed since it was loaded (SHA-256 mismatch)")
+    recorded = tokenizer.get("sha256")
+    kept = loaded_model_bytes(recorded) if isinstance(recorded, str) else None
+    if target.is_symlink():  # write a file of our own, never through a link to somewhere else
+        target.unlink()
+    if kept is not None:  # the model this process loaded, even if its file was pruned since
+        target.write_bytes(kept)
+    else:
+        spec = tokenizer.get("spec")
+        source = Path(tokenizer.get("model_file") or (spec.partition(":")[2] if isinstance(spec, str) else ""))
+        if not source.is_absolute() or not source.is_file():
+            raise UserError(f"cannot store the SentencePiece model {source}: it is not an existing file")
+        if not target.exists() or source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+    if recorded not in (None, _sha256(target)):
+        raise UserError(f"the SentencePiece model {target} does not match the run's record (SHA-256 mismatch)")
     local = {**tokenizer, "spec": f"spiece:{SPIECE_FILE}"}
     if "model_file" in local:
         local["model_file"] = SPIECE_FILE

@@ -261,3 +261,95 @@ def test_thread_counts_are_clamped_to_the_machine(capsys):
         assert torch.get_num_threads() == 1 and capsys.readouterr().err == ""
     finally:
         torch.set_num_threads(before)
+
+
+# --- cache and data locations come from the user ---------------------------------------------
+
+
+def with_data(**changes):
+    def edit(config):
+        run = config["run"]
+        return {**config, "run": {**run, "data": {**run["data"], **changes}}}
+
+    return edit
+
+
+@pytest.fixture
+def user_cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg"
+
+
+def test_evaluate_never_writes_to_a_cache_dir_the_checkpoint_names(tmp_path, tiny_run, capsys, user_cache):
+    run = copy_run(tiny_run, tmp_path / "run")
+    elsewhere = tmp_path / "not-yours"
+    rewrite(ckpt_io.latest_checkpoint(run), with_data(cache_dir=str(elsewhere)))
+    assert main(["evaluate", str(run), "--max-ids", "500", "--context", "32", "--quiet"]) == 0
+    assert not elsewhere.exists()
+    assert any((user_cache / "stlm").rglob("meta.json"))  # the tokens went to the user's own cache
+
+
+def test_evaluate_names_a_recorded_corpus_that_is_gone(tmp_path, tiny_run, capsys, user_cache):
+    run = copy_run(tiny_run, tmp_path / "run")
+    rewrite(ckpt_io.latest_checkpoint(run), with_data(source=str(tmp_path / "gone")))
+    err = one_line_error(capsys, ["evaluate", str(run), "--max-ids", "500", "--context", "32"])
+    assert "gone" in err and "--data" in err
+
+
+def test_resume_writes_to_the_users_cache_not_the_recorded_one(tmp_path, tiny_run, capsys, user_cache):
+    run = copy_run(tiny_run, tmp_path / "run")
+    elsewhere = tmp_path / "not-yours"
+    for ckpt in ckpt_io.list_checkpoints(run):
+        rewrite(ckpt, with_data(cache_dir=str(elsewhere)))
+    mine = tmp_path / "mine"
+    assert main(["train", "--resume", str(run), "--steps", "9", "--cache-dir", str(mine), "--quiet"]) == 0
+    assert not elsewhere.exists() and any(mine.rglob("meta.json"))
+    assert ckpt_io.latest_checkpoint(run).name == ckpt_io.checkpoint_name(9)
+    assert (run / "report.md").is_file()
+
+
+def test_resume_names_recorded_data_that_is_gone(tmp_path, tiny_run, capsys):
+    run = copy_run(tiny_run, tmp_path / "run")
+    for ckpt in ckpt_io.list_checkpoints(run):
+        rewrite(ckpt, with_data(source=str(tmp_path / "gone")))
+    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "9"])
+    assert "no longer exists" in err and "gone" in err
+
+
+def test_hf_import_of_a_pickle_gives_no_torch_advice(tmp_path):
+    torch.manual_seed(0)
+    cfg = T5Config(vocab_size=48, d_model=16, d_head=4, n_heads=2, d_ff=32, n_layers=1, n_decoder_layers=1)
+    directory = export_hf_t5(T5Model(cfg), tmp_path / "hf")
+    (directory / "model.safetensors").unlink()
+    torch.save({"shared.weight": Path("x")}, directory / "pytorch_model.bin")
+    with pytest.raises(UserError) as err:
+        load_hf_t5(directory)
+    message = str(err.value)
+    assert "pytorch_model.bin" in message and "\n" not in message
+    assert "weights_only" not in message and "re-running" not in message.lower(), message
+
+
+def test_a_checkpoint_stores_the_model_after_the_one_it_came_from_was_pruned(tmp_path, hf_dir):
+    run = api.import_hf_t5(hf_dir, tmp_path / "run")
+    loaded = ckpt_io.load(run.dir)
+    record = ckpt_io.RunRecord(loaded.family, loaded.model_config, loaded.tokenizer.to_dict(), {})
+    shutil.rmtree(run.checkpoint)  # what pruning does once newer checkpoints exist
+    ckpt = ckpt_io.save_checkpoint(run.dir, 5, model=loaded.model, optimizer=None, config=record, state={}, keep=2)
+    ckpt_io.verify_checkpoint(ckpt)
+    assert (ckpt / "spiece.model").read_bytes() == (hf_dir / "spiece.model").read_bytes()
+    assert ckpt_io.load(run.dir).tokenizer.sha256 == loaded.tokenizer.sha256
+
+
+def test_a_symlinked_tokenizer_file_in_the_target_folder_is_replaced_not_written_through(tmp_path, hf_dir):
+    run = api.import_hf_t5(hf_dir, tmp_path / "run")
+    loaded = ckpt_io.load(run.dir)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    out = tmp_path / "new-run"
+    out.mkdir()
+    (out / "spiece.model").symlink_to(victim)
+    ckpt_io.write_run_config(
+        out, ckpt_io.RunRecord(loaded.family, loaded.model_config, loaded.tokenizer.to_dict()).to_dict()
+    )
+    assert victim.read_text() == "keep me"
+    assert not (out / "spiece.model").is_symlink()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from stlm.errors import UserError
+from stlm.errors import UserError, torch_load_message
 from stlm.models.t5 import T5Config, T5Model
 
 # Our key -> the HF keys it is stacked from (dim 0), for the parts outside the layers.
@@ -129,7 +129,9 @@ def _read_weights(root: Path) -> dict[str, torch.Tensor]:
         try:
             data = torch.load(pickled, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, not a torch file, pickled code: all the user's file
-            raise UserError(f"cannot read {str(pickled)!r} (truncated or not a PyTorch checkpoint?): {exc}") from None
+            raise UserError(
+                f"cannot read {str(pickled)!r} (truncated or not a PyTorch checkpoint?): {torch_load_message(exc)}"
+            ) from None
         if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
             raise UserError(f"{str(pickled)!r} does not hold a state dict of tensors")
         return data

@@ -22,7 +22,7 @@ from stlm.errors import UserError
 from stlm.tokenizers.bpe import BPETokenizer, train_bpe
 from stlm.tokenizers.byt5 import ByT5Tokenizer
 from stlm.tokenizers.byte import ByteTokenizer
-from stlm.tokenizers.sentencepiece import SentencePieceTokenizer, train_sentencepiece
+from stlm.tokenizers.sentencepiece import SentencePieceTokenizer, loaded_model_bytes, train_sentencepiece
 
 Tokenizer = ByteTokenizer | ByT5Tokenizer | SentencePieceTokenizer | BPETokenizer
 
@@ -117,6 +117,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "Tokenizer",
     "load_tokenizer",
+    "loaded_model_bytes",
     "tokenizer_from_record",
     "train_bpe",
     "train_sentencepiece",

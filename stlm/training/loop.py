@@ -13,6 +13,12 @@ schedule is a function of the step and the total alone, so N steps straight
 and N/2 + resume + N/2 end with the same weights. `resume` may change the
 settings in `RESUME_SAFE_KEYS` (extend the run, move it, log differently) and
 refuses any other.
+
+A checkpoint never decides where stlm writes: a resumed run's token cache is
+the user's `data.cache_dir` (--cache-dir) or the user cache folder, never the
+one recorded (the cache is keyed by content, so it is only rebuilt). The run's
+recorded data source is read, as continuing the same run needs; one that no
+longer exists is refused with a line naming it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import torch
 from stlm import checkpoint as ckpt_io
 from stlm import registry
 from stlm.config import RunConfig, apply_resume_overrides
-from stlm.data import WindowLoader, prepare_data
+from stlm.data import WindowLoader, local_path, prepare_data
 from stlm.data.download import cache_root
 from stlm.errors import UserError
 from stlm.families import ModelFamily
@@ -58,6 +64,7 @@ RESUME_SAFE_KEYS = (
     "train.save_every",
     "train.keep_checkpoints",
     "train.tensorboard",
+    "data.cache_dir",
     "runtime.device",
     "runtime.threads",
 )
@@ -118,6 +125,16 @@ def resume(
     record.family.check_fits(record.model_config)
     saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
     cfg = apply_resume_overrides(saved, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
+    # Where to write the cache comes from the user, never from the checkpoint.
+    cfg = dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, cache_dir=(overrides or {}).get("data.cache_dir"))
+    )
+    source = local_path(cfg.data.source)
+    if source is not None and not source.exists():
+        raise UserError(
+            f"{run_dir} was trained on {cfg.data.source}, which no longer exists; "
+            "a run resumes on its own data: put it back at that path"
+        )
     # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
     tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
     start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest)
@@ -342,7 +359,13 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
     return TrainResult(
-        run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed
+        run_dir=run_dir,
+        step=step,
+        checkpoint=checkpoint,
+        val=val,
+        interrupted=interrupted,
+        elapsed_s=elapsed,
+        cache_dir=cfg.data.cache_dir,
     )
 
 
