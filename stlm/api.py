@@ -21,7 +21,6 @@ the same keys `--set` takes.
 from __future__ import annotations
 
 import codecs
-import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.hf_t5 import load_hf_t5
 from stlm.models.t5 import T5Model
 from stlm.runtime import Runtime, resolve_runtime
-from stlm.tokenizers import Tokenizer
+from stlm.tokenizers import SentencePieceTokenizer, Tokenizer
 from stlm.training import loop
 
 __all__ = ["Model", "Run", "UserError", "export_hf_t5", "fine_tune", "import_hf_t5", "load", "train"]
@@ -433,9 +432,8 @@ def _import_hf_t5(directory: Path, out: Path) -> Run:
     model, cfg, spiece = load_hf_t5(directory)
     family = registry.get_family("t5")
     out.mkdir(parents=True, exist_ok=True)
-    if spiece is not None:
-        shutil.copyfile(spiece, out / "spiece.model")
-        tokenizer = {"name": "spiece", "spec": f"spiece:{(out / 'spiece.model').resolve()}"}
+    if spiece is not None:  # save_checkpoint copies it into the checkpoint, which names it relatively
+        tokenizer = {"name": "spiece", "spec": f"spiece:{spiece.resolve()}"}
     else:
         try:
             tokenizer = {"name": family.default_tokenizer(cfg)}  # ByT5's bytes for a small vocabulary
@@ -452,8 +450,9 @@ def export_hf_t5(path: str | Path, out: str | Path) -> Path:
     ckpt_io.check_output(Path(out), reads=[loaded.path, loaded.run_dir])
     if not isinstance(loaded.model, T5Model):
         raise UserError(f"{loaded.path} is not a T5 checkpoint; only T5 models export to Hugging Face format")
-    spec = loaded.record.tokenizer.get("spec", "")
-    return write_hf_t5(loaded.model, out, spiece=spec.partition(":")[2] if spec.startswith("spiece:") else None)
+    # The loaded tokenizer's own file (inside the checkpoint's folder), never a path the record names.
+    spiece = loaded.tokenizer.model_file if isinstance(loaded.tokenizer, SentencePieceTokenizer) else None
+    return write_hf_t5(loaded.model, out, spiece=spiece)
 
 
 def _dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

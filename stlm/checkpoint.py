@@ -6,6 +6,8 @@
         trainer.pt         optimizer state and RNG states (tensors only, loaded
                            with weights_only=True, so no pickle code runs)
         state.json         step, data-loader position, tokens seen, elapsed time
+        spiece.model       the SentencePiece model, for runs that use one (config.json
+                           names it relatively: a checkpoint reads no file outside its folder)
         manifest.json      size and SHA-256 of every file above; written last
 
 A checkpoint is built in a hidden temporary directory, every file fsynced,
@@ -47,13 +49,23 @@ except ImportError:  # Windows
 
 from stlm import registry
 from stlm.data.shards import pid_alive
-from stlm.errors import UserError
+from stlm.errors import UserError, torch_load_message
 from stlm.families import ModelFamily
-from stlm.tokenizers import Tokenizer, tokenizer_from_record
+from stlm.tokenizers import SentencePieceTokenizer, Tokenizer, loaded_model_bytes, tokenizer_from_record
 
 CHECKPOINTS_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8})$")
 _FILES = ("config.json", "model.safetensors", "trainer.pt", "state.json")
+SPIECE_FILE = "spiece.model"  # a SentencePiece run's model, copied next to every config.json that names it
+# The sections a run record may hold, and the JSON type each must have (RunRecord.from_dict checks them).
+_SECTIONS: dict[str, type] = {
+    "run": dict,
+    "finetune": dict,
+    "task": dict,
+    "data": dict,
+    "header": dict,
+    "source": dict,
+}
 
 
 def checkpoint_name(step: int) -> str:
@@ -95,11 +107,13 @@ def save_checkpoint(
         if torch.cuda.is_available():
             trainer["rng_cuda"] = torch.cuda.get_rng_state_all()
         torch.save(trainer, tmp / "trainer.pt")
-        _write_json(tmp / "config.json", config.to_dict() if isinstance(config, RunRecord) else config)
+        data, extra = local_tokenizer_files(config.to_dict() if isinstance(config, RunRecord) else config, tmp)
+        _write_json(tmp / "config.json", data)
         _write_json(tmp / "state.json", {"step": step, **state})
-        for name in _FILES:
+        files = (*_FILES, *extra)
+        for name in files:
             _fsync(tmp / name)
-        manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in _FILES}
+        manifest = {name: {"bytes": (tmp / name).stat().st_size, "sha256": _sha256(tmp / name)} for name in files}
         _write_json(tmp / "manifest.json", manifest)
         _fsync(tmp / "manifest.json")
         _fsync(tmp)
@@ -297,7 +311,9 @@ def verify_checkpoint(ckpt: Path) -> None:
     if not manifest_path.is_file():
         raise UserError(f"checkpoint {ckpt} is incomplete (no manifest.json); it was not fully written")
     manifest = read_json(manifest_path, what="checkpoint manifest")
-    for name in _FILES:
+    for name in (*_FILES, *(n for n in manifest if n not in _FILES)):
+        if not _plain_name(name):  # the manifest names files to read: only ones in this folder
+            raise UserError(f"checkpoint {ckpt}: its manifest names {name!r}, which is not a file in the checkpoint")
         entry = manifest.get(name)
         file = ckpt / name
         if not isinstance(entry, dict) or not file.is_file():
@@ -346,9 +362,12 @@ def read_optimizer_state(ckpt: Path) -> dict[str, Any]:
 
 def _read_trainer(ckpt: Path) -> dict[str, Any]:
     try:
-        return torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
+        trainer = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise UserError(f"checkpoint {ckpt}: cannot read trainer.pt: {exc}") from None
+        raise UserError(f"checkpoint {ckpt}: cannot read trainer.pt: {torch_load_message(exc)}") from None
+    if not isinstance(trainer, dict) or not isinstance(trainer.get("rng_cpu"), torch.Tensor):
+        raise UserError(f"checkpoint {ckpt}: trainer.pt does not hold stlm's trainer state; use an earlier checkpoint")
+    return trainer
 
 
 def _optimizer_state(trainer: dict[str, Any], ckpt: Path) -> dict[str, Any]:
@@ -376,6 +395,49 @@ def write_json_atomic(path: Path, data: Any) -> None:
     _write_json(tmp, data)
     _fsync(tmp)
     tmp.replace(path)
+
+
+def write_run_config(run_dir: Path, data: dict[str, Any]) -> None:
+    """A run folder's config.json (atomically), with the tokenizer files it names copied next to it."""
+    data, _ = local_tokenizer_files(data, Path(run_dir))
+    write_json_atomic(Path(run_dir) / "config.json", data)
+
+
+def local_tokenizer_files(data: dict[str, Any], folder: Path) -> tuple[dict[str, Any], list[str]]:
+    """`data` (a run record's JSON) as stored in `folder`, and the files copied there for it.
+
+    A SentencePiece tokenizer's model file is copied into `folder` and named relatively, so the
+    folder is complete on its own: it still loads when moved, and reading it never needs a path
+    outside it. What is stored is the model this process loaded with that SHA-256 (a user's file,
+    or one inside a checkpoint, perhaps pruned since), else the file the live tokenizer names.
+    """
+    tokenizer = data.get("tokenizer")
+    if not isinstance(tokenizer, dict) or tokenizer.get("name") != SentencePieceTokenizer.name:
+        return data, []
+    target = Path(folder) / SPIECE_FILE
+    recorded = tokenizer.get("sha256")
+    kept = loaded_model_bytes(recorded) if isinstance(recorded, str) else None
+    if target.is_symlink():  # write a file of our own, never through a link to somewhere else
+        target.unlink()
+    if kept is not None:  # the model this process loaded, even if its file was pruned since
+        target.write_bytes(kept)
+    else:
+        spec = tokenizer.get("spec")
+        source = Path(tokenizer.get("model_file") or (spec.partition(":")[2] if isinstance(spec, str) else ""))
+        if not source.is_absolute() or not source.is_file():
+            raise UserError(f"cannot store the SentencePiece model {source}: it is not an existing file")
+        if not target.exists() or source.resolve() != target.resolve():
+            shutil.copyfile(source, target)
+    if recorded not in (None, _sha256(target)):
+        raise UserError(f"the SentencePiece model {target} does not match the run's record (SHA-256 mismatch)")
+    local = {**tokenizer, "spec": f"spiece:{SPIECE_FILE}"}
+    if "model_file" in local:
+        local["model_file"] = SPIECE_FILE
+    return {**data, "tokenizer": local}, [SPIECE_FILE]
+
+
+def _plain_name(name: object) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -510,6 +572,9 @@ class RunRecord:
     model_config: Any
     tokenizer: dict[str, Any]  # a tokenizer's to_dict(), or an import's note when there is none
     sections: dict[str, Any] = field(default_factory=dict)
+    # The folder config.json was read from (None: built in memory). Files the record names are
+    # looked up inside it or its run folder only: a record read from disk is untrusted data.
+    folder: Path | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.sections)
@@ -518,13 +583,34 @@ class RunRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunRecord:
+    def from_dict(cls, data: dict[str, Any], folder: Path | None = None) -> RunRecord:
+        """The record in a config.json's JSON; a UserError names the first section of the wrong type."""
+        where = f"the run config in {folder}" if folder is not None else "the run config"
+        if not isinstance(data, dict):
+            raise UserError(f"{where} is malformed: expected a JSON object, got {type(data).__name__}")
         sections = dict(data)
-        family_name, model_cfg = registry.config_from_dict(sections.pop("model_config", {}))
+        model_config = sections.pop("model_config", {})
+        if not isinstance(model_config, dict):
+            raise UserError(f"{where} is malformed: model_config must be a table, got {type(model_config).__name__}")
         tokenizer = sections.pop("tokenizer", None) or {"name": "byte"}
         if not isinstance(tokenizer, dict):
-            raise UserError(f"the run record's tokenizer must be a table of settings, got {type(tokenizer).__name__}")
-        return cls(registry.get_family(family_name), model_cfg, tokenizer, sections)
+            raise UserError(
+                f"{where} is malformed: the run record's tokenizer must be a table of settings, "
+                f"got {type(tokenizer).__name__}"
+            )
+        for key in ("name", "spec", "model_file", "sha256", "json"):
+            if key in tokenizer and not isinstance(tokenizer[key], str):
+                raise UserError(f"{where} is malformed: tokenizer.{key} must be a string, got {tokenizer[key]!r}")
+        for key, kind in _SECTIONS.items():
+            if key in sections and not isinstance(sections[key], kind):
+                raise UserError(
+                    f"{where} is malformed: its {key!r} section must be a table, got {type(sections[key]).__name__}"
+                )
+        try:
+            family_name, model_cfg = registry.config_from_dict(model_config)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise UserError(f"{where} is malformed: model_config: {exc}") from None
+        return cls(registry.get_family(family_name), model_cfg, tokenizer, sections, folder)
 
     @property
     def model_name(self) -> str:
@@ -536,13 +622,22 @@ class RunRecord:
         return self.family.name
 
     def load_tokenizer(self) -> Tokenizer:
-        """The tokenizer the run recorded (a BPE record carries its whole tokenizer.json)."""
-        return tokenizer_from_record(self.tokenizer)
+        """The tokenizer the run recorded (a BPE record carries its whole tokenizer.json; a
+        SentencePiece one names the spiece.model in the record's folder)."""
+        if self.folder is None:
+            return tokenizer_from_record(self.tokenizer)
+        return tokenizer_from_record(self.tokenizer, folder=self.folder, run_dir=run_folder(self.folder))
+
+
+def run_folder(folder: Path) -> Path:
+    """The run folder holding `folder`: a checkpoint's run, or `folder` itself."""
+    folder = Path(folder)
+    return folder.parent.parent if folder.parent.name == CHECKPOINTS_DIR else folder
 
 
 def read_record(path: Path) -> RunRecord:
     """The run record in a config.json file (a run folder's or a checkpoint's)."""
-    return RunRecord.from_dict(read_json(path, what="run config"))
+    return RunRecord.from_dict(read_json(path, what="run config"), folder=Path(path).parent)
 
 
 @dataclass
@@ -566,13 +661,13 @@ class LoadedRun:
     @property
     def run_dir(self) -> Path:
         """The run folder holding this checkpoint (the checkpoint itself when it stands alone)."""
-        return self.path.parent.parent if self.path.parent.name == CHECKPOINTS_DIR else self.path
+        return run_folder(self.path)
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     """A model ready for inference from a checkpoint or run directory (its newest checkpoint)."""
     ckpt = resolve_checkpoint(path)
-    record = RunRecord.from_dict(load_config(ckpt))
+    record = RunRecord.from_dict(load_config(ckpt), folder=ckpt)
     model = record.family.build(record.model_config)
     load_weights(model, ckpt)
     step = read_json(ckpt / "state.json", what="checkpoint state").get("step", 0)

@@ -208,7 +208,9 @@ def _interrupted(cfg: RunConfig, result: TrainResult, demo_command: str) -> Demo
     out = result.run_dir
     record = ckpt_io.read_record(out / "config.json")
     tokenizer = record.load_tokenizer()
-    data = run_data(record, tokenizer)  # the cached token files: no corpus to read again on the way out
+    data = run_data(
+        record, tokenizer, cfg.data.cache_dir
+    )  # the cached token files: no corpus to read again on the way out
     evaluate = f"stlm evaluate {out} --context {EVAL_CONTEXT} --stride {EVAL_STRIDE}"
     if data is not None:
         evaluate += f" --max-ids {eval_stream(data.val, tokenizer)[1]}"

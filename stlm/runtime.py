@@ -7,7 +7,9 @@ that decides:
     precision       fp32 | bf16 autocast | fp16 autocast with a gradient scaler
                     (auto: bf16 on CUDA when supported, fp32 elsewhere)
     TF32            fp32 matmuls on CUDA tensor cores (runtime.tf32)
-    threads         torch's intra-op threads on CPU (runtime.threads)
+    threads         torch's intra-op threads on CPU (runtime.threads, at most the machine's CPUs)
+    memory          a model whose fp32 weights alone exceed the machine's memory is refused
+                    before it is built (`check_model_fits`)
     allocator       CPU on Linux: freed activation memory kept for the next step
     model           optional activation checkpointing of every block, then optional torch.compile
 
@@ -20,9 +22,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import platform
 import random
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -113,7 +117,7 @@ class Runtime:
 
 def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        torch.set_num_threads(clamp_threads(cfg.threads))
     device = _resolve_device(cfg.device)
     precision = cfg.precision
     if precision == "auto":
@@ -185,6 +189,52 @@ def checkpoint_blocks(model: nn.Module) -> int:
             block._stlm_checkpointed = True
             wrapped += 1
     return wrapped
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def clamp_threads(threads: int) -> int:
+    """`threads`, at most the machine's CPU count (with a note when lowered): OpenMP crashes
+    outright on absurd counts, and more threads than CPUs only slows torch down."""
+    available = cpu_count()
+    if threads > available:
+        print(
+            f"note: runtime.threads {threads} is more than this machine's {available} CPUs; using {available}",
+            file=sys.stderr,
+        )
+        return available
+    return threads
+
+
+def machine_memory() -> int | None:
+    """Physical memory in bytes, or None where the OS does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+FP32_BYTES = 4
+
+
+def check_model_fits(n_params: int, what: str) -> None:
+    """A UserError when `n_params` fp32 weights alone exceed the machine's memory.
+
+    Called before a model is built: allocating such a model would swap the machine to a halt
+    or be killed. Weights are a lower bound (training adds gradients and optimizer state), so
+    a refusal here is never wrong."""
+    memory = machine_memory()
+    need = n_params * FP32_BYTES
+    if memory is not None and need > memory:
+        raise UserError(
+            f"{what} has {n_params:,} parameters, {need / 1e9:,.1f} GB of fp32 weights, more than this "
+            f"machine's {memory / 1e9:,.1f} GB of memory; choose a smaller model"
+        )
 
 
 def _resolve_device(name: str) -> torch.device:

@@ -10,7 +10,7 @@ from stlm.data.fit_bpe import FittedBPE, fit_bpe
 from stlm.data.loader import WindowLoader
 from stlm.data.pydocs import DocstringRecord, iter_pydoc_docstrings
 from stlm.data.shards import PreparedData, cached_data, load_prepared, prepare_data, unigram_bits_per_byte
-from stlm.data.sources import CorpusInfo, corpus_fingerprint, list_corpora, load_documents
+from stlm.data.sources import CorpusInfo, corpus_fingerprint, list_corpora, load_documents, local_path
 from stlm.data.split import split_documents
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "list_corpora",
     "load_documents",
     "load_prepared",
+    "local_path",
     "prepare_data",
     "split_documents",
     "unigram_bits_per_byte",

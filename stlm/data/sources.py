@@ -74,6 +74,13 @@ def list_corpora() -> list[CorpusInfo]:
     return [c.info for c in _BUILTIN.values()]
 
 
+def local_path(spec: str) -> Path | None:
+    """The file or folder a corpus spec names; None for a built-in corpus or a Hugging Face dataset."""
+    if spec.startswith(HF_PREFIX) or spec in _BUILTIN:
+        return None
+    return Path(spec).expanduser()
+
+
 def load_documents(
     spec: str,
     *,

@@ -30,6 +30,7 @@ def run_bpb(model: EvalModel, options: EvalOptions) -> TaskResult:
             raise UserError(f"a corpus has splits 'val' and 'train', not {options.split!r}")
         run = model.config.get("run", {})
         corpus = corpus_of(options, model.config)
+        _check_recorded_corpus(corpus, options)
         stream, label, files = (
             split_stream(corpus, options.split, run, model.tokenizer),
             f"{corpus}:{options.split}",
@@ -44,6 +45,18 @@ def run_text(model: EvalModel, options: EvalOptions, text: str) -> TaskResult:
     if not text:
         raise UserError("the text is empty; nothing to score")
     return _score("bpb", model, options, np.asarray(model.tokenizer.encode(text, bos=True), dtype=np.int64), "text", [])
+
+
+def _check_recorded_corpus(corpus: str, options: EvalOptions) -> None:
+    """A clear line when the corpus the checkpoint recorded is a path that does not exist here."""
+    from stlm.data import local_path
+
+    path = local_path(corpus)
+    if options.corpus is None and path is not None and not path.exists():
+        raise UserError(
+            f"the checkpoint was trained on {corpus}, which does not exist here; "
+            "pass --data with the corpus to evaluate on (or --file)"
+        )
 
 
 def corpus_of(options: EvalOptions, config: dict) -> str:
@@ -141,14 +154,18 @@ def file_stream(path: Path, tokenizer) -> np.ndarray:
 
 
 def split_stream(corpus: str, split: str, run: dict, tokenizer) -> np.ndarray:
-    """A split of a corpus, packed as the training loop packs it (same split settings as the run)."""
+    """A split of a corpus, packed as the training loop packs it (same split settings as the run).
+
+    The token cache is the user cache folder, never the cache_dir the checkpoint recorded: a
+    checkpoint does not decide where stlm writes.
+    """
     from stlm.data import prepare_data
 
     data_cfg = run.get("data", {})
     data = prepare_data(
         corpus,
         tokenizer,
-        cache_dir=data_cfg.get("cache_dir"),
+        cache_dir=None,
         val_fraction=data_cfg.get("val_fraction", 0.05),
         seed=data_cfg.get("split_seed", 0),
         text_field=data_cfg.get("text_field", "text"),

@@ -28,6 +28,7 @@ from torch import nn
 from stlm.config import coerce
 from stlm.errors import UserError
 from stlm.objectives.prompted import pack_prompted, prompted_loss
+from stlm.runtime import check_model_fits
 from stlm.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
 
 
@@ -54,7 +55,14 @@ class ModelFamily:
         return None
 
     def build(self, cfg: Any) -> nn.Module:
+        """A freshly initialised model; one too large for the machine is refused before any tensor exists."""
+        if torch.get_default_device().type != "meta":  # meta tensors take no memory
+            self.check_fits(cfg)
         return self.model_cls(cfg)
+
+    def check_fits(self, cfg: Any) -> None:
+        """A UserError giving the size in GB when the model's weights alone would not fit in memory."""
+        check_model_fits(self.count_params(cfg), f"this {self.name} model")
 
     def with_arch(self, cfg: Any, changes: Mapping[str, Any]) -> Any:
         """`cfg` with architecture settings changed (checked by the config's own __post_init__)."""

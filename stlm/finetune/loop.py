@@ -218,7 +218,7 @@ def _finetune(
         state.update({k: saved_state[k] for k in state if k in saved_state})
     else:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt_io.write_json_atomic(out / "config.json", {**resolved.to_dict(), "header": run_header(runtime.describe())})
+        ckpt_io.write_run_config(out, {**resolved.to_dict(), "header": run_header(runtime.describe())})
         if cfg.train.score_initial:
             if progress:
                 print(

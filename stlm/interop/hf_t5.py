@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from stlm.errors import UserError
+from stlm.errors import UserError, torch_load_message
 from stlm.models.t5 import T5Config, T5Model
 
 # Our key -> the HF keys it is stacked from (dim 0), for the parts outside the layers.
@@ -123,19 +123,35 @@ def _read_weights(root: Path) -> dict[str, torch.Tensor]:
             raise UserError(f"cannot read the shard index {str(index)!r}: {exc}") from None
         tensors: dict[str, torch.Tensor] = {}
         for shard in shards:
-            tensors.update(_read_safetensors(root / shard))
+            tensors.update(_read_safetensors(_shard_path(root, shard, index)))
         return tensors
     if pickled.is_file():
         try:
             data = torch.load(pickled, map_location="cpu", weights_only=True)
         except Exception as exc:  # truncated zip, not a torch file, pickled code: all the user's file
-            raise UserError(f"cannot read {str(pickled)!r} (truncated or not a PyTorch checkpoint?): {exc}") from None
+            raise UserError(
+                f"cannot read {str(pickled)!r} (truncated or not a PyTorch checkpoint?): {torch_load_message(exc)}"
+            ) from None
         if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
             raise UserError(f"{str(pickled)!r} does not hold a state dict of tensors")
         return data
     raise UserError(
         f"{str(root)!r} has no weights: expected model.safetensors, model.safetensors.index.json or pytorch_model.bin"
     )
+
+
+def _shard_path(root: Path, shard: object, index: Path) -> Path:
+    """A shard the index names, which must be a file inside the checkpoint directory: an imported
+    directory is untrusted data and may not make stlm read files elsewhere."""
+    if not isinstance(shard, str) or not shard:
+        raise UserError(f"the shard index {str(index)!r} names a shard that is not a file name: {shard!r}")
+    path = root / shard
+    if Path(shard).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise UserError(
+            f"the shard index {str(index)!r} names {shard!r}, outside {str(root)!r}; "
+            "shards must be files in the model directory"
+        )
+    return path
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:

@@ -7,17 +7,22 @@
     "spiece:PATH"   SentencePieceTokenizer: a T5-layout SentencePiece model file
     "bpe:PATH"      BPETokenizer: a byte-level BPE tokenizer.json (`stlm train-tokenizer` writes one)
 
-`tokenizer_from_record(record)` rebuilds the tokenizer a checkpoint recorded
-(its `to_dict()`); a BPE record carries its whole tokenizer.json.
+`tokenizer_from_record(record, folder=..., run_dir=...)` rebuilds the tokenizer a
+checkpoint recorded (its `to_dict()`); a BPE record carries its whole
+tokenizer.json, a SentencePiece record names the spiece.model copied into the
+checkpoint. A record read from disk is untrusted data: the file it names must
+lie inside the folder it was read from or that folder's run folder.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from stlm.errors import UserError
 from stlm.tokenizers.bpe import BPETokenizer, train_bpe
 from stlm.tokenizers.byt5 import ByT5Tokenizer
 from stlm.tokenizers.byte import ByteTokenizer
-from stlm.tokenizers.sentencepiece import SentencePieceTokenizer, train_sentencepiece
+from stlm.tokenizers.sentencepiece import SentencePieceTokenizer, loaded_model_bytes, train_sentencepiece
 
 Tokenizer = ByteTokenizer | ByT5Tokenizer | SentencePieceTokenizer | BPETokenizer
 
@@ -47,15 +52,62 @@ def load_tokenizer(spec: str) -> Tokenizer:
     )
 
 
-def tokenizer_from_record(record: dict | None) -> Tokenizer:
-    """The tokenizer a checkpoint recorded (a `to_dict()`); no record means the byte tokenizer."""
+def tokenizer_from_record(record: dict | None, *, folder: Path | None = None, run_dir: Path | None = None) -> Tokenizer:
+    """The tokenizer a checkpoint recorded (a `to_dict()`); no record means the byte tokenizer.
+
+    `folder`: the folder the record was read from (a checkpoint, or a run folder), None for a record
+    built in memory from a live tokenizer. With a folder, a SentencePiece file is looked up inside
+    `folder` or `run_dir` only (see `_inside`), and a BPE record must embed its JSON.
+    """
     record = record or {"name": "byte"}
     if record.get("name") == BPETokenizer.name and "json" in record:
+        if not isinstance(record["json"], str):
+            raise UserError("the checkpoint's BPE tokenizer record is malformed: its json must be a string")
         tokenizer = BPETokenizer(record["json"], source="the checkpoint's tokenizer record")
         if record.get("sha256") not in (None, tokenizer.sha256):
             raise UserError("the checkpoint's BPE tokenizer record is corrupt (SHA-256 mismatch)")
         return tokenizer
-    return load_tokenizer(record.get("spec") or record.get("name", "byte"))
+    spec = record.get("spec") or record.get("name") or "byte"
+    if not isinstance(spec, str):
+        raise UserError(f"the checkpoint's tokenizer record is malformed: its spec must be a string, got {spec!r}")
+    if folder is None:
+        return load_tokenizer(spec)
+    if spec.startswith(_BPE):
+        raise UserError(
+            "the checkpoint's tokenizer record names a BPE file instead of embedding it; "
+            "a checkpoint reads no file outside its folder: retrain, or rebuild the record with `stlm train`"
+        )
+    if not spec.startswith(_SPIECE):
+        return load_tokenizer(spec)
+    path = _inside(spec[len(_SPIECE) :], Path(folder), Path(run_dir) if run_dir is not None else Path(folder))
+    tokenizer = SentencePieceTokenizer(path)
+    if record.get("sha256") not in (None, tokenizer.sha256):
+        raise UserError(f"the checkpoint's SentencePiece model {path} is corrupt (SHA-256 mismatch)")
+    return tokenizer
+
+
+def _inside(name: str, folder: Path, run_dir: Path) -> Path:
+    """The file a record names, found inside `folder` or `run_dir` (symlinks resolved).
+
+    A relative name is looked up in `folder`; an absolute one is accepted when it lies inside the run
+    folder. Runs imported before tokenizer files were copied into checkpoints record the absolute path
+    of the run folder's spiece.model: when that run folder has moved, the file of the same name in the
+    checkpoint or the run folder is the one meant. Anything else is refused: a checkpoint is untrusted
+    data and may not make stlm read a file outside its own folder.
+    """
+    roots = [folder.resolve(), run_dir.resolve()]
+    given = Path(name)
+    candidates = [given] if given.is_absolute() else [folder / given]
+    candidates += [folder / given.name, run_dir / given.name]
+    for candidate in candidates:
+        resolved = candidate.resolve()
+        if resolved.is_file() and any(resolved.is_relative_to(root) for root in roots):
+            return resolved
+    raise UserError(
+        f"the tokenizer record in {folder} names {name}, which is not a file inside its run folder {run_dir}; "
+        "a checkpoint may only use files in its own folder: re-import the model with `stlm hf-import` "
+        f"(or copy that spiece.model into {run_dir})"
+    )
 
 
 __all__ = [
@@ -65,6 +117,7 @@ __all__ = [
     "SentencePieceTokenizer",
     "Tokenizer",
     "load_tokenizer",
+    "loaded_model_bytes",
     "tokenizer_from_record",
     "train_bpe",
     "train_sentencepiece",

@@ -34,6 +34,17 @@ N_SENTINELS = 100
 MODEL_TYPES = ("unigram", "bpe", "char", "word")
 
 
+# The bytes of every SentencePiece model loaded in this process, by SHA-256: a checkpoint stores
+# its run's model from here, so a save still works after the checkpoint the model was loaded from
+# has been pruned (a model file is under a few MB; a process loads one or two).
+_LOADED: dict[str, bytes] = {}
+
+
+def loaded_model_bytes(sha256: str) -> bytes | None:
+    """The bytes of a SentencePiece model this process has loaded, by SHA-256; None if none was."""
+    return _LOADED.get(sha256)
+
+
 class SentencePieceTokenizer(TopSentinels):
     """A SentencePiece model with T5 specials (pad 0, eos 1, unk 2) and sentinels on top."""
 
@@ -63,6 +74,7 @@ class SentencePieceTokenizer(TopSentinels):
                 f"train it with stlm's train_sentencepiece or use a T5 spiece.model"
             )
         self._sp = sp
+        _LOADED.setdefault(hashlib.sha256(data).hexdigest(), data)
         self._piece_bytes: list[bytes] | None = None  # built on the first decode_bytes
         self.model_file = path.resolve()
         self.sha256 = hashlib.sha256(data).hexdigest()

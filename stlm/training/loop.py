@@ -13,6 +13,12 @@ schedule is a function of the step and the total alone, so N steps straight
 and N/2 + resume + N/2 end with the same weights. `resume` may change the
 settings in `RESUME_SAFE_KEYS` (extend the run, move it, log differently) and
 refuses any other.
+
+A checkpoint never decides where stlm writes: a resumed run's token cache is
+the user's `data.cache_dir` (--cache-dir) or the user cache folder, never the
+one recorded (the cache is keyed by content, so it is only rebuilt). The run's
+recorded data source is read, as continuing the same run needs; one that no
+longer exists is refused with a line naming it.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import torch
 from stlm import checkpoint as ckpt_io
 from stlm import registry
 from stlm.config import RunConfig, apply_resume_overrides
-from stlm.data import WindowLoader, prepare_data
+from stlm.data import WindowLoader, local_path, prepare_data
 from stlm.data.download import cache_root
 from stlm.errors import UserError
 from stlm.families import ModelFamily
@@ -60,6 +66,7 @@ RESUME_SAFE_KEYS = (
     "train.save_every",
     "train.keep_checkpoints",
     "train.tensorboard",
+    "data.cache_dir",
     "runtime.device",
     "runtime.threads",
 )
@@ -84,6 +91,7 @@ def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, pr
     with writer_lock(run_dir):
         check_new_run_dir(run_dir)
         family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
+        family.check_fits(model_cfg)  # before the data is prepared: a model too large is refused at once
         cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
         tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
         return _run(_Start(cfg, family, model_cfg, tokenizer, run_dir, None), stop_at=stop_at, progress=progress)
@@ -129,10 +137,21 @@ def resume(
         else:
             source = latest / RUN_CONFIG
         record = ckpt_io.read_record(source)
+        record.family.check_fits(record.model_config)
         saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
         if latest is not None:  # an impossible step is refused before anything is written
             ckpt_io.read_state(latest, total=saved.train.steps)
         cfg = apply_resume_overrides(saved, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
+        # Where to write the cache comes from the user, never from the checkpoint.
+        cfg = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, cache_dir=(overrides or {}).get("data.cache_dir"))
+        )
+        data_path = local_path(cfg.data.source)
+        if data_path is not None and not data_path.exists():
+            raise UserError(
+                f"{run_dir} was trained on {cfg.data.source}, which no longer exists; "
+                "a run resumes on its own data: put it back at that path"
+            )
         # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
         tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
         start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest)
@@ -254,7 +273,7 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     elif par.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         header["allocator"] = runtime.allocator
-        ckpt_io.write_json_atomic(run_dir / RUN_CONFIG, {**record.to_dict(), "header": header})
+        ckpt_io.write_run_config(run_dir, {**record.to_dict(), "header": header})
     metrics = MetricsLog(run_dir / METRICS, resume_step=start_step if resume_from else None) if par.is_main else None
     if progress:
         n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -357,7 +376,13 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     if checkpoint is None or ckpt_io.checkpoint_name(step) != checkpoint.name:
         checkpoint = save(step, elapsed)
     return TrainResult(
-        run_dir=run_dir, step=step, checkpoint=checkpoint, val=val, interrupted=interrupted, elapsed_s=elapsed
+        run_dir=run_dir,
+        step=step,
+        checkpoint=checkpoint,
+        val=val,
+        interrupted=interrupted,
+        elapsed_s=elapsed,
+        cache_dir=cfg.data.cache_dir,
     )
 
 

@@ -49,6 +49,7 @@ class TrainResult:
     val: dict[str, float] | None  # the last validation metrics (val_bpb or val_loss, ...)
     interrupted: bool
     elapsed_s: float
+    cache_dir: str | None = None  # the token cache this process used (the user's, never a checkpoint's)
 
 
 @dataclass
@@ -193,14 +194,18 @@ def run_report(result: TrainResult, *, stopped: str | None = None) -> RunReport:
         tokenizer=None if is_bytes else f"{tokenizer.vocab_size} ids, `{cfg.data.tokenizer}`",
         stopped=stopped,
         throughput=_throughput(records),
-        validation=_last_validation(records, cfg, run_data(record, tokenizer), tokenizer, result.step),
+        validation=_last_validation(
+            records, cfg, run_data(record, tokenizer, result.cache_dir), tokenizer, result.step
+        ),
         reproduce=[train_command(cfg, out=f"{run_dir}-again"), *([] if stopped else measure)],
         continue_with=[f"stlm train --resume {shlex.quote(str(run_dir))}", *measure] if stopped else [],
     )
 
 
-def run_data(record: ckpt_io.RunRecord, tokenizer: Any) -> PreparedData | None:
-    """The run's token files, if its cache is still where it was written (never reads the corpus)."""
+def run_data(record: ckpt_io.RunRecord, tokenizer: Any, cache_dir: str | None) -> PreparedData | None:
+    """The run's token files, if they are in `cache_dir` (the user's cache; never reads the corpus).
+
+    Not the cache_dir the record names: a checkpoint never decides where stlm reads or writes."""
     fingerprint = (record.sections.get("data") or {}).get("fingerprint")
     data_cfg = (record.sections.get("run") or {}).get("data") or {}
     if not fingerprint:
@@ -209,7 +214,7 @@ def run_data(record: ckpt_io.RunRecord, tokenizer: Any) -> PreparedData | None:
         return cached_data(
             fingerprint,
             tokenizer,
-            cache_dir=data_cfg.get("cache_dir"),
+            cache_dir=cache_dir,
             val_fraction=data_cfg.get("val_fraction", 0.05),
             seed=data_cfg.get("split_seed", 0),
         )
