@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
+    except BrokenPipeError:  # e.g. `stlm generate ... | head`
+        return 0
     except (UserError, OSError, UnicodeError, OverflowError, RecursionError) as exc:
         message = user_message(exc)
         if message is None or os.environ.get("STLM_TRACEBACK"):
@@ -82,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"stlm {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `stlm generate ... | head`
-        return 0
 
 
 def user_message(exc: BaseException) -> str | None:
