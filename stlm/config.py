@@ -52,6 +52,7 @@ class DataConfig:
         _check(0.0 < self.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
         _check(self.workers >= 0 and self.max_documents >= 0, "data.workers and data.max_documents must be >= 0")
         _check(self.seq_len >= 2, "data.seq_len must be at least 2")
+        _check(-(2**63) <= self.split_seed < 2**63, "data.split_seed must fit in 64 bits (|seed| < 2**63)")
 
 
 @dataclass
@@ -87,6 +88,7 @@ class OptimConfig:
         _check(0.0 <= self.min_lr_ratio <= 1.0, "optim.min_lr_ratio must be in [0, 1]")
         _check(self.weight_decay >= 0, "optim.weight_decay must be >= 0")
         _check(0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0, "optim betas must be in [0, 1)")
+        _check(0.0 < self.eps < 1.0, "optim.eps must be in (0, 1)")
         _check(self.grad_clip >= 0, "optim.grad_clip must be >= 0 (0 disables clipping)")
         _check(
             self.schedule in SCHEDULES, f"optim.schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
@@ -115,6 +117,7 @@ class TrainConfig:
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         _check(self.nonfinite_skips >= 0, "train.nonfinite_skips must be >= 0 (0 stops at the first non-finite loss)")
         _check(self.eval_every >= 0 and self.save_every >= 0, "train.eval_every and train.save_every must be >= 0")
+        _check(0 <= self.seed < 2**63, "train.seed must be in [0, 2**63)")
 
 
 @dataclass
@@ -313,4 +316,6 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             raw = tomllib.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:  # JSON and TOML decode errors are ValueErrors
         raise UserError(f"config file {path} is malformed: {exc}") from None
+    except RecursionError:
+        raise UserError(f"config file {path} is nested too deeply to be a recipe") from None
     return raw

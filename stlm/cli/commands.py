@@ -156,6 +156,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     names = args.task or ["bpb"]
     if args.json and len(names) > 1:
         raise UserError("--json takes one task's result; with several tasks use --out DIR")
+    if args.json and args.json.is_dir():
+        raise UserError(f"--json {args.json} is a folder; name the JSON file to write (or use --out DIR)")
+    if args.out and args.out.exists() and not args.out.is_dir():
+        raise UserError(f"--out {args.out} is a file; name a folder for the results")
+    if args.context and args.stride and args.stride > args.context:
+        raise UserError(f"--stride ({args.stride}) must be at most --context ({args.context})")
     model = api.load(args.checkpoint, **flags.given(args, "runtime"))
     reads = [model.path, model.run_dir]
     if args.out is not None:
@@ -208,8 +214,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
         num_beams=args.num_beams,
         stream=True,
     )
-    if not model.family.encoder_decoder:  # a decoder continues the prompt
-        sys.stdout.write(args.prompt)
+    if not model.family.encoder_decoder:  # a decoder continues the prompt (bytes that are not UTF-8 shown as U+FFFD)
+        sys.stdout.write(args.prompt.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     for piece in pieces:
         sys.stdout.write(piece)
         sys.stdout.flush()

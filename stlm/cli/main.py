@@ -5,17 +5,22 @@ The flags of train/pretrain and finetune are derived from the typed configs
 each one's help and default live beside its setting; `--set KEY=VALUE` reaches
 any setting by its dotted key. What each subcommand does is in `commands.py`,
 which calls the Python API (`stlm.api`). User mistakes (`UserError`) print one line,
-`stlm <command>: error: ...`, and exit 2, as argparse's usage errors do;
-Ctrl-C exits 130. Only this package reads argv and the environment.
+`stlm <command>: error: ...`, and exit 2, as usage errors do (also one line);
+so do the errors that only bad input or a full disk cause (`user_message`).
+Ctrl-C exits 130. Only this package reads argv and the environment
+(STLM_TRACEBACK=1 shows the traceback of every error, for bug reports).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import math
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from stlm import __version__
 from stlm.cli import commands
@@ -49,18 +54,105 @@ ALIASES = {"optim.warmup_steps": ("--warmup-steps",), "init": ("--init",)}
 DATA_KEYS = ("data.source", "data.text_field", "data.val_fraction", "data.split_seed", "data.cache_dir")
 
 
+# Filesystem errors a user fixes (a full disk, a file where a folder is wanted, no permission), not bugs.
+WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+FILE_ERRORS = WRITE_ERRORS | {
+    errno.EACCES,
+    errno.EPERM,
+    errno.EISDIR,
+    errno.ENOTDIR,
+    errno.EEXIST,
+    errno.ENOENT,
+    errno.ENOTEMPTY,
+    errno.ENAMETOOLONG,
+    errno.ELOOP,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args) or 0
-    except UserError as exc:
-        print(f"stlm {args.command}: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:  # e.g. `stlm generate ... | head`
+        return 0
+    except (UserError, OSError, UnicodeError, OverflowError, RecursionError) as exc:
+        message = user_message(exc)
+        if message is None or os.environ.get("STLM_TRACEBACK"):
+            raise
+        print(f"stlm {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"stlm {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # e.g. `stlm generate ... | head`
-        return 0
+
+
+def user_message(exc: BaseException) -> str | None:
+    """The one line for an error that bad input or the machine causes, not the code; None for a bug.
+
+    Readers turn the mistakes they expect into `UserError`s naming the file and
+    line; these are the rest: a full disk or a file where a folder belongs
+    (anywhere a file is written), text that is not UTF-8, a number too large
+    for the library it reaches, data nested deeper than Python's parsers go.
+    """
+    if isinstance(exc, UserError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.errno in FILE_ERRORS:
+        names = " -> ".join(str(n) for n in (exc.filename, exc.filename2) if n is not None)
+        reason = exc.strerror or os.strerror(exc.errno)
+        if exc.errno in WRITE_ERRORS:
+            return f"cannot write {names}: {reason}" if names else f"cannot write: {reason}"
+        return f"{names}: {reason}" if names else reason
+    if isinstance(exc, UnicodeDecodeError):
+        return f"input is not UTF-8 text (byte {exc.object[exc.start : exc.start + 1]!r} at offset {exc.start})"
+    if isinstance(exc, UnicodeEncodeError):
+        return f"text holds characters that cannot be written as {exc.encoding} ({exc.reason})"
+    if isinstance(exc, OverflowError):
+        return f"a number is too large ({exc})"
+    if isinstance(exc, RecursionError):
+        return "input is nested too deeply to read (JSON or TOML nesting beyond Python's recursion limit)"
+    return None
+
+
+class Parser(argparse.ArgumentParser):
+    """Usage errors are one line too, pointing at --help instead of printing the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def count(low: int, high: int = 2**63 - 1) -> Callable[[str], int]:
+    """An argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not low <= value <= high:
+            bounds = f">= {low}" if high == 2**63 - 1 else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def number(low: float, high: float = math.inf, *, open_low: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float in [low, high] (or (low, high] with open_low)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < low or value > high or (open_low and value == low):
+            left = "(" if open_low else "["
+            right = "]" if math.isfinite(high) else ")"
+            raise argparse.ArgumentTypeError(f"must be in {left}{low:g}, {high:g}{right}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
 
 
 class Command(NamedTuple):
@@ -71,7 +163,7 @@ class Command(NamedTuple):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stlm", description="Super tiny language models: train, evaluate, generate.")
+    parser = Parser(prog="stlm", description="Super tiny language models: train, evaluate, generate.")
     parser.add_argument("--version", action="version", version=f"stlm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
@@ -123,11 +215,11 @@ def prepare_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 def train_tokenizer_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument(
         "--vocab-size",
-        type=int,
+        type=count(1),
         required=True,
         help="ids in all, PAD/BOS/EOS included (e.g. 4096 for bpe-10m; required)",
     )
-    p.add_argument("--min-frequency", type=int, default=2, help="merge only pairs seen this often")
+    p.add_argument("--min-frequency", type=count(1), default=2, help="merge only pairs seen this often")
     p.add_argument(
         "--out", type=Path, required=True, help="tokenizer.json to write; use it as --tokenizer bpe:PATH (required)"
     )
@@ -136,7 +228,9 @@ def train_tokenizer_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 
 def train_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     _run_flags(p, "training", "optim.weight_decay=0.05 or model.d_model=128")
-    p.add_argument("--stop-at", type=int, metavar="STEP", help="stop (and checkpoint) after this step; resume later")
+    p.add_argument(
+        "--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this step; resume later"
+    )
     return add_config_flags(p, RunConfig(), names=NAMES, aliases=ALIASES, choices=CHOICES)
 
 
@@ -165,7 +259,9 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo)",
     )
     p.add_argument(
-        "--batch-size", type=int, help="windows (bpb) or sentences per forward pass (default: 8 windows, 64 sentences)"
+        "--batch-size",
+        type=count(1),
+        help="windows (bpb) or sentences per forward pass (default: 8 windows, 64 sentences)",
     )
     p.add_argument(
         "--out",
@@ -177,16 +273,18 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         "--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--limit", type=int, help="score only the first N items (BLiMP: per phenomenon)")
+    p.add_argument("--limit", type=count(1), help="score only the first N items (BLiMP: per phenomenon)")
     p.add_argument("--data", help="bpb: corpus to score (default: the one the model was trained on)")
     p.add_argument(
         "--split", choices=["val", "train", "test"], default="val", help="bpb: val or train; wikitext2: val or test"
     )
     p.add_argument("--file", type=Path, help="bpb: score this UTF-8 text file instead of a corpus split")
-    p.add_argument("--context", type=int, help="bpb: window length in ids (default: the training seq_len)")
-    p.add_argument("--stride", type=int, help="bpb: window step (default: context / 2)")
+    p.add_argument("--context", type=count(2), help="bpb: window length in ids (default: the training seq_len)")
+    p.add_argument("--stride", type=count(1), help="bpb: window step (default: context / 2)")
     p.add_argument(
-        "--max-ids", type=int, help="bpb: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)"
+        "--max-ids",
+        type=count(2),
+        help="bpb: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)",
     )
     return _device_flags(p)
 
@@ -197,7 +295,7 @@ def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument(
         "--max-new-tokens",
         "--max-new-bytes",
-        type=int,
+        type=count(1),
         default=256,
         dest="max_new_tokens",
         metavar="N",
@@ -205,13 +303,17 @@ def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument(
-        "--temperature", type=float, help="sampling temperature (default: 0.8; --greedy and beam search use 0)"
+        "--temperature", type=number(0.0), help="sampling temperature (default: 0.8; --greedy and beam search use 0)"
     )
-    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
-    p.add_argument("--top-p", type=float, help="sample from the smallest set of tokens whose probability reaches p")
-    p.add_argument("--seed", type=int, help="makes sampling reproducible")
+    p.add_argument("--top-k", type=count(1), help="sample from the k most likely tokens only")
     p.add_argument(
-        "--num-beams", type=int, default=1, help="beam search over this many beams (encoder-decoders such as T5)"
+        "--top-p",
+        type=number(0.0, 1.0, open_low=True),
+        help="sample from the smallest set of tokens whose probability reaches p",
+    )
+    p.add_argument("--seed", type=count(0), help="makes sampling reproducible")
+    p.add_argument(
+        "--num-beams", type=count(1), default=1, help="beam search over this many beams (encoder-decoders such as T5)"
     )
     return _device_flags(p)
 
@@ -236,7 +338,7 @@ def hf_export_flags(p: argparse.ArgumentParser) -> dict[str, str]:
 def demo_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--model", default="decoder-tiny", help="preset to train")
     p.add_argument("--data", default="pydocs", help="corpus name, text file, directory, .jsonl, or hf:NAME")
-    p.add_argument("--steps", type=int, help="optimizer steps (default: sized for a few minutes on 2 CPU cores)")
+    p.add_argument("--steps", type=count(1), help="optimizer steps (default: sized for a few minutes on 2 CPU cores)")
     p.add_argument(
         "--tokenizer",
         default="auto",

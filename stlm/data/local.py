@@ -25,6 +25,8 @@ def load_path(path: Path, *, text_field: str = "text") -> Sequence[str]:
     """Documents from an existing file or folder; above `LAZY_BYTES` a folder or JSONL stays on disk."""
     if path.is_dir():
         return load_text_dir(path)
+    if not path.is_file():  # reading a FIFO or a device would block or never end
+        raise UserError(f"{path} is not a regular file (a pipe or a device?): give a text file, folder or .jsonl")
     if path.suffix.lower() == ".jsonl":
         return load_jsonl(path, text_field=text_field)
     return [load_text_file(path)]
@@ -121,6 +123,8 @@ def _record_text(line: str, text_field: str, where: str) -> str:
         record = json.loads(line)
     except json.JSONDecodeError as exc:
         raise UserError(f"{where}: not valid JSON ({exc.msg}): fix or remove the line") from None
+    except RecursionError:
+        raise UserError(f"{where}: JSON nested too deeply: fix or remove the line") from None
     if not isinstance(record, dict):
         raise UserError(f"{where}: expected a JSON object with a {text_field!r} field")
     if text_field not in record:

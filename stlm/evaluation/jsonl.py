@@ -31,6 +31,10 @@ def read_jsonl(path: Path, required: tuple[str, ...], *, what: str) -> Iterator[
                 raise UserError(
                     f"{path}:{line_no}: not valid JSON ({exc}); each line must be one JSON object"
                 ) from None
+            except RecursionError:
+                raise UserError(
+                    f"{path}:{line_no}: JSON nested too deeply; each line must be one JSON object"
+                ) from None
             if not isinstance(obj, dict):
                 raise UserError(f"{path}:{line_no}: expected a JSON object, got {type(obj).__name__}")
             missing = [name for name in required if name not in obj]

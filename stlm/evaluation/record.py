@@ -18,7 +18,9 @@ SHA-256 of every file of the checkpoint: one string pins weights and config.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any
 import torch
 
 from stlm.data.download import file_sha256
+from stlm.errors import UserError
 
 
 def provenance(
@@ -90,10 +93,17 @@ def file_record(path: Path) -> dict[str, Any]:
 def write_results(result: dict[str, Any], markdown: str, json_path: Path) -> tuple[Path, Path]:
     """Write `result` as JSON and `markdown` beside it (same stem, .md); returns both paths."""
     json_path = Path(json_path)
-    json_path.parent.mkdir(parents=True, exist_ok=True)
     md_path = json_path.with_suffix(".md")
-    json_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    md_path.write_text(markdown.rstrip("\n") + "\n", encoding="utf-8")
+    for path, text in ((json_path, json.dumps(result, indent=2) + "\n"), (md_path, markdown.rstrip("\n") + "\n")):
+        partial = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:  # via a temporary file, so a full disk never leaves half a result (or spoils an earlier one)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(text, encoding="utf-8")
+            os.replace(partial, path)
+        except OSError as exc:  # a full disk, a folder by that name, no permission: one line
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}") from None
     return json_path, md_path
 
 

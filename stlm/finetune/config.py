@@ -58,6 +58,11 @@ class TaskConfig:
             "give either a built-in task (--task) or a training file (--train), not both and not neither",
         )
         _check(0.0 < self.val_fraction < 0.5, "task.val_fraction must be in (0, 0.5)")
+        _check(-(2**63) <= self.split_seed < 2**63, "task.split_seed must fit in 64 bits (|seed| < 2**63)")
+        _check(
+            not self.labels.strip() or bool(self.label_set()),
+            f"task.labels {self.labels!r} names no label; give them comma-separated, e.g. positive,negative",
+        )
         _check(
             self.max_input_bytes >= 1 and self.max_target_bytes >= 1,
             "task.max_input_bytes and max_target_bytes must be >= 1",
@@ -92,6 +97,7 @@ class FinetuneTrainConfig:
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         for name in ("eval_examples", "patience", "max_new_tokens", "nonfinite_skips"):
             _check(getattr(self, name) >= 0, f"train.{name} must be >= 0")
+        _check(0 <= self.seed < 2**63, "train.seed must be in [0, 2**63)")
 
 
 def _finetune_optim() -> OptimConfig:

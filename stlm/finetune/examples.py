@@ -68,16 +68,24 @@ def _jsonl_rows(path: Path, fields: Sequence[str]):
 def _csv_rows(path: Path, fields: Sequence[str]):
     with open(path, encoding="utf-8", newline="") as fh:
         reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [name for name in fields if name not in header]
-        if missing:
-            raise UserError(f"{path}:1: missing column {missing[0]!r} (columns: {', '.join(header) or 'none'})")
-        for row in reader:
-            line = reader.line_num  # the line the row ends on
-            short = [name for name in fields if row.get(name) is None]
-            if short:
-                raise UserError(f"{path}:{line}: row has no value for column {short[0]!r}")
-            yield line, row
+        try:
+            header = reader.fieldnames or []
+            missing = [name for name in fields if name not in header]
+            if missing:
+                raise UserError(f"{path}:1: missing column {missing[0]!r} (columns: {', '.join(header) or 'none'})")
+            for row in reader:
+                line = reader.line_num  # the line the row ends on
+                short = [name for name in fields if row.get(name) is None]
+                if short:
+                    raise UserError(f"{path}:{line}: row has no value for column {short[0]!r}")
+                yield line, row
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{path} is not UTF-8 text (holds the byte {exc.object[exc.start : exc.start + 1]!r}): "
+                "save it as UTF-8, e.g. with iconv"
+            ) from None
+        except csv.Error as exc:  # a field over the csv module's limit (128 KiB), a NUL byte ...
+            raise UserError(f"{path}:{reader.line_num}: not readable as CSV ({exc})") from None
 
 
 def split_examples(examples: Sequence[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:

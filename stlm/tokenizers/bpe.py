@@ -71,7 +71,7 @@ class BPETokenizer:
             tok = Tokenizer.from_str(tokenizer_json)
         except Exception as exc:  # JSON errors and the library's own parse errors
             raise UserError(f"{source} is not a Hugging Face tokenizer.json ({exc})") from None
-        model = data.get("model") or {}
+        model = (data.get("model") if isinstance(data, dict) else None) or {}
         if model.get("type") != "BPE":
             raise UserError(f"{source} holds a {model.get('type')} model; stlm's bpe tokenizer needs a byte-level BPE")
         if data.get("added_tokens"):
@@ -113,7 +113,13 @@ class BPETokenizer:
             raise UserError(
                 f"BPE tokenizer file {path} does not exist: give a tokenizer.json (see `stlm train-tokenizer`)"
             )
-        return cls(path.read_text(encoding="utf-8"), source=str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(
+                f"{path} is not a Hugging Face tokenizer.json (not UTF-8 text: invalid byte at offset {exc.start})"
+            ) from None
+        return cls(text, source=str(path))
 
     def save(self, path: str | Path) -> Path:
         """Write the tokenizer.json (exactly the text this tokenizer was built from)."""

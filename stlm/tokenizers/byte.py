@@ -38,7 +38,9 @@ class ByteTokenizer:
     eos_id = EOS_ID
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
-        return self.encode_bytes(text.encode("utf-8"), bos=bos, eos=eos)
+        # surrogateescape: text read from bytes that are not UTF-8 (a shell argument such as $'\xff', which
+        # Python holds as the surrogate U+DCFF) becomes those bytes again, as a byte model reads them.
+        return self.encode_bytes(text.encode("utf-8", "surrogateescape"), bos=bos, eos=eos)
 
     def encode_bytes(self, data: bytes, *, bos: bool = False, eos: bool = False) -> list[int]:
         ids = list(data)

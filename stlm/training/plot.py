@@ -40,7 +40,14 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, *, baselines: d
         raise UserError(f"{metrics_path} holds no training records yet")
     fig = draw_run(records, title=run_dir.name, baselines=baselines)
     out = Path(out) if out else run_dir / "loss.png"
-    fig.savefig(out, dpi=110)
+    if out.is_dir():
+        raise UserError(f"{out} is a folder; name the PNG to write, e.g. {out / 'curves.png'}")
+    if not out.suffix:  # matplotlib would add ".png" itself, and the path returned would not name the file
+        out = out.with_name(out.name + ".png")
+    try:
+        fig.savefig(out, dpi=110)
+    except OSError as exc:
+        raise UserError(f"cannot write {out}: {exc.strerror or exc}") from None
     import matplotlib.pyplot as plt  # draw_run chose the file-only backend first
 
     plt.close(fig)
