@@ -59,6 +59,15 @@ def _step(record: dict[str, Any]) -> int:
 def read_metrics(path: Path, *, what: str = "") -> list[dict[str, Any]]:
     """The records of a metrics.jsonl; lines that are not a JSON object (a write torn by a kill,
     an edit) are skipped with a note on stderr."""
+    records, bad = parse_metrics(path)
+    if bad:
+        context = f" while {what}" if what else ""
+        print(f"note: skipped {bad} unreadable line(s) in {path}{context} (a write cut short?)", file=sys.stderr)
+    return records
+
+
+def parse_metrics(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """(the records of a metrics.jsonl, how many lines were not a JSON object)."""
     records, bad = [], 0
     for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
@@ -71,10 +80,7 @@ def read_metrics(path: Path, *, what: str = "") -> list[dict[str, Any]]:
             records.append(record)
         else:
             bad += 1
-    if bad:
-        context = f" while {what}" if what else ""
-        print(f"note: skipped {bad} unreadable line(s) in {path}{context} (a write cut short?)", file=sys.stderr)
-    return records
+    return records, bad
 
 
 def print_err(message: str) -> None:

@@ -16,11 +16,12 @@ run kept one FLOP count and one peak throughout (else as its own curve).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from stlm.errors import UserError
-from stlm.training.logging import read_metrics
+from stlm.training.logging import parse_metrics
 
 LOSS_UNIT = "nats per token"
 BPB_UNIT = "bits per byte"
@@ -35,9 +36,12 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, *, baselines: d
     metrics_path = run_dir / "metrics.jsonl"
     if not metrics_path.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl; is it a run directory?")
-    records = read_metrics(metrics_path)
+    records, bad = parse_metrics(metrics_path)
     if not any("loss" in r for r in records):
-        raise UserError(f"{metrics_path} holds no training records yet")
+        unreadable = f" ({bad} unreadable line(s) skipped)" if bad else ""
+        raise UserError(f"{metrics_path} holds no training records yet{unreadable}")
+    if bad:
+        print(f"note: skipped {bad} unreadable line(s) in {metrics_path} (a write cut short?)", file=sys.stderr)
     fig = draw_run(records, title=run_dir.name, baselines=baselines)
     out = Path(out) if out else run_dir / "loss.png"
     if out.is_dir():

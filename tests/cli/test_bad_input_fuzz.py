@@ -23,6 +23,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from stlm.checkpoint import LOCK_FILE
 from stlm.cli.main import main
 
 DEEP = "[" * 100_000 + "]" * 100_000  # past any recursion limit of Python's JSON and TOML parsers
@@ -495,11 +496,16 @@ def fill(argv: list[str], places: dict[str, Path]) -> list[str]:
 
 
 def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    """(size, mtime_ns, inode) of every file under root, but the cache stlm keeps there: any rewrite shows."""
+    """(size, mtime_ns, inode) of every file under root, but the cache stlm keeps there and the run
+    folders' writer locks (a writer records its pid there before it reads the run): any rewrite shows."""
     return {
         str(p.relative_to(root)): (s.st_size, s.st_mtime_ns, s.st_ino)
         for p in root.rglob("*")
-        if not p.is_symlink() and p.is_file() and p.parts[len(root.parts)] != "cache" and (s := p.stat())
+        if not p.is_symlink()
+        and p.is_file()
+        and p.parts[len(root.parts)] != "cache"
+        and p.name != LOCK_FILE
+        and (s := p.stat())
     }
 
 
