@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import math
 import os
 import sys
 from collections.abc import Callable
@@ -134,24 +133,6 @@ def count(low: int, high: int = 2**63 - 1) -> Callable[[str], int]:
         return value
 
     parse.__name__ = "integer"
-    return parse
-
-
-def number(low: float, high: float = math.inf, *, open_low: bool = False) -> Callable[[str], float]:
-    """An argparse type: a finite float in [low, high] (or (low, high] with open_low)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < low or value > high or (open_low and value == low):
-            left = "(" if open_low else "["
-            right = "]" if math.isfinite(high) else ")"
-            raise argparse.ArgumentTypeError(f"must be in {left}{low:g}, {high:g}{right}, got {text}")
-        return value
-
-    parse.__name__ = "number"
     return parse
 
 
@@ -295,7 +276,7 @@ def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument(
         "--max-new-tokens",
         "--max-new-bytes",
-        type=count(1),
+        type=int,
         default=256,
         dest="max_new_tokens",
         metavar="N",
@@ -303,17 +284,17 @@ def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     )
     p.add_argument("--greedy", action="store_true", help="always take the most likely token")
     p.add_argument(
-        "--temperature", type=number(0.0), help="sampling temperature (default: 0.8; --greedy and beam search use 0)"
+        "--temperature", type=float, help="sampling temperature (default: 0.8; --greedy and beam search use 0)"
     )
-    p.add_argument("--top-k", type=count(1), help="sample from the k most likely tokens only")
+    p.add_argument("--top-k", type=int, help="sample from the k most likely tokens only")
     p.add_argument(
         "--top-p",
-        type=number(0.0, 1.0, open_low=True),
+        type=float,
         help="sample from the smallest set of tokens whose probability reaches p",
     )
     p.add_argument("--seed", type=count(0), help="makes sampling reproducible")
     p.add_argument(
-        "--num-beams", type=count(1), default=1, help="beam search over this many beams (encoder-decoders such as T5)"
+        "--num-beams", type=int, default=1, help="beam search over this many beams (encoder-decoders such as T5)"
     )
     return _device_flags(p)
 

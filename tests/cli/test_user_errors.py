@@ -42,12 +42,6 @@ def one_line(err: str) -> str:
         (["evaluate", "RUN", "--batch-size", "0"], "--batch-size: must be >= 1"),
         (["demo", "--steps", "0"], "--steps: must be >= 1, got 0"),
         (["train-tokenizer", "--vocab-size", "300", "--min-frequency", "-5", "--out", "t.json"], "--min-frequency"),
-        (["generate", "RUN", "--top-p", "1.5"], "--top-p: must be in (0, 1], got 1.5"),
-        (["generate", "RUN", "--top-p", "nan"], "--top-p: must be in (0, 1]"),
-        (["generate", "RUN", "--temperature", "-1"], "--temperature: must be in [0, inf), got -1"),
-        (["generate", "RUN", "--temperature", "inf"], "--temperature: must be in [0, inf)"),
-        (["generate", "RUN", "--top-k", "0"], "--top-k: must be >= 1"),
-        (["generate", "RUN", "--num-beams", "0"], "--num-beams: must be >= 1"),
         (["generate", "RUN", "--seed", str(2**70)], "--seed: must be >= 0"),
     ],
 )
@@ -56,6 +50,24 @@ def test_flag_ranges_are_checked_when_parsing(capsys, argv, message):
     assert code == 2
     line = one_line(err)
     assert message in line and line.startswith(f"stlm {argv[0]}: error: argument ")
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--top-p", "1.5"], "top_p must be None or a number in (0, 1], got 1.5"),
+        (["--top-p", "nan"], "top_p must be None or a number in (0, 1]"),
+        (["--temperature", "-1"], "temperature must be finite and >= 0"),
+        (["--temperature", "inf"], "temperature must be finite and >= 0"),
+        (["--top-k", "0"], "top_k"),
+        (["--num-beams", "0"], "num_beams"),
+        (["--max-new-tokens", "-1"], "max_new_tokens must be an integer >= 1, got -1"),
+    ],
+)
+def test_sampling_settings_out_of_range_are_one_line(capsys, tiny_run, flags, message):
+    # Checked by the API (Model.generate), so the CLI and Python callers read the same line.
+    code, _, err = run(capsys, "generate", tiny_run, *flags, "--device", "cpu")
+    assert code == 2 and message in one_line(err)
 
 
 @pytest.mark.parametrize(
