@@ -276,3 +276,54 @@ def test_the_console_script_reads_a_non_utf8_argument_as_bytes(tiny_run):
     argv = [sys.executable, "-m", "stlm", "generate", str(tiny_run), "--max-new-tokens", "2", "--seed", "1"]
     proc = subprocess.run([os.fsencode(a) for a in argv] + [b"--prompt", b"ab\xff"], capture_output=True, env=env)
     assert proc.returncode == 0 and proc.stderr == b"" and proc.stdout.startswith("ab\ufffd".encode())
+
+
+def test_a_full_disk_while_training_is_one_line_and_the_previous_checkpoint_resumes(
+    capsys, monkeypatch, tmp_path, corpus_dir, cache_dir, one_thread
+):
+    import json
+
+    import torch
+
+    from stlm import checkpoint as ckpt_io
+
+    from ..conftest import tiny_config
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(tiny_config(corpus_dir, cache_dir, steps=4, save_every=2, eval_tokens=512).to_dict()))
+    real_save, saves = torch.save, {"n": 0}
+
+    def disk_fills_up(*args, **kwargs):
+        saves["n"] += 1
+        if saves["n"] == 2:  # the second checkpoint (step 4)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_fills_up)
+    run_dir = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--config", recipe, "--out", run_dir, "--quiet")
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err
+    assert line.startswith("stlm train: error: cannot write") and line.endswith("No space left on device")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert ckpt_io.load(run_dir).step == 2  # the previous checkpoint loads
+    code, _, _ = run(capsys, "train", "--resume", run_dir, "--quiet")
+    assert code == 0 and ckpt_io.load(run_dir).step == 4  # and resumes to the end
+
+
+def test_a_full_disk_while_exporting_is_one_line(capsys, monkeypatch, tmp_path):
+    import safetensors.torch
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    t5_run = Path(__file__).resolve().parents[1] / "fixtures" / "old-layout" / "t5"
+    code, _, err = run(capsys, "hf-export", t5_run, "--out", tmp_path / "hf")
+    line = one_line(err)
+    assert (
+        code == 2
+        and line.startswith("stlm hf-export: error: cannot write")
+        and line.endswith("No space left on device")
+    )
+    assert not (tmp_path / "hf" / "model.safetensors").exists()
