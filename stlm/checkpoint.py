@@ -28,6 +28,7 @@ a checkpoint folder after its save (`check_output`).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -125,6 +126,15 @@ def save_checkpoint(
         else:
             tmp.rename(final)
         _fsync(root)
+    except RuntimeError:
+        # torch's and safetensors' writers report a failed write (a full disk) as a RuntimeError
+        # ("enforce fail at inline_container.cc"): say what it was, as Python's own writes do.
+        # Free space is read before the partial files are removed.
+        full = _disk_nearly_full(root)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full:
+            raise OSError(errno.ENOSPC, "No space left on device", str(final)) from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -674,3 +684,11 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
     return LoadedRun(
         model.to(device).eval(), record, record.load_tokenizer(), ckpt, int(step) if isinstance(step, int) else 0
     )
+
+
+def _disk_nearly_full(folder: Path, margin: int = 1 << 20) -> bool:
+    """Less than `margin` bytes free where `folder` lives."""
+    try:
+        return shutil.disk_usage(folder).free < margin
+    except OSError:
+        return False

@@ -327,3 +327,39 @@ def test_a_full_disk_while_exporting_is_one_line(capsys, monkeypatch, tmp_path):
         and line.endswith("No space left on device")
     )
     assert not (tmp_path / "hf" / "model.safetensors").exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 16 MiB filesystem (tmpfs): room for one decoder-tiny checkpoint, not two."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode(errors='replace').strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: a failed test may still hold a file
+
+
+def test_a_really_full_disk_while_training_is_one_line_and_the_previous_checkpoint_resumes(
+    capsys, tmp_path, small_disk, corpus_dir, cache_dir, one_thread
+):
+    # torch reports this disk's refusal as "RuntimeError: [enforce fail at inline_container.cc]".
+    import json
+    import shutil
+
+    from stlm import checkpoint as ckpt_io
+
+    from ..conftest import tiny_config
+
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps(tiny_config(corpus_dir, cache_dir, steps=4, save_every=2, eval_tokens=512).to_dict()))
+    run_dir = small_disk / "run"
+    code, _, err = run(capsys, "train", "--config", recipe, "--out", run_dir, "--quiet")
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err
+    assert line.startswith("stlm train: error: cannot write") and line.endswith("No space left on device"), line
+    assert ckpt_io.load(run_dir).step == 2  # the previous checkpoint loads
+    moved = shutil.copytree(run_dir, tmp_path / "run")  # on a disk with room, it resumes to the end
+    code, _, _ = run(capsys, "train", "--resume", moved, "--quiet")
+    assert code == 0 and ckpt_io.load(moved).step == 4
