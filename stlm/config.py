@@ -173,7 +173,10 @@ class RunConfig:
             table = dict(raw["model"])
             if "name" not in table:
                 raise UserError(f"{source}: the [model] table needs name = PRESET (see `stlm models`)")
-            raw = {**raw, "model": table.pop("name"), "arch": {**raw.get("arch", {}), **table}}
+            arch = raw.get("arch") or {}
+            if not isinstance(arch, dict):
+                raise UserError(f"{source}: arch must be a table of model settings, got {type(arch).__name__}")
+            raw = {**raw, "model": table.pop("name"), "arch": {**arch, **table}}
         return config_from_dict(cls, raw, source=source)
 
     def with_overrides(self, overrides: dict[str, Any], *, source: str = "command line") -> RunConfig:
@@ -241,7 +244,8 @@ def _build(cls: type, raw: dict[str, Any], source: str, prefix: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        names = ", ".join(prefix + k for k in unknown)
+        # A key that is not a plain name (a newline, a space) is shown quoted: the message stays one line.
+        names = ", ".join(prefix + (k if str(k).isidentifier() else repr(k)) for k in unknown)
         raise UserError(f"{source}: unknown setting(s) {names}; valid here: {', '.join(prefix + k for k in fields)}")
     kwargs = {}
     for name, value in raw.items():

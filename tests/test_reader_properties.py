@@ -15,7 +15,9 @@ from stlm.errors import UserError
 from stlm.evaluation.jsonl import read_jsonl
 from stlm.finetune.config import load_finetune_config
 
-SETTINGS = settings(max_examples=100, deadline=None)
+# Derandomized: the same examples on every run, so CI never fails on a case no one has seen; the
+# @example lines keep the cases a random search once found.
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True)
 SCALARS = st.one_of(
     st.none(),
     st.booleans(),
@@ -48,6 +50,8 @@ def write(folder: Path, data: bytes, suffix: str) -> Path:
 
 @SETTINGS
 @given(raw=st.one_of(RECIPES, JSON))
+@example(raw={"model": {"lr": None, "name": None}, "arch": None})
+@example(raw={"\n": None})
 def test_any_recipe_data_is_a_run_config_or_one_user_error(raw):
     try:
         cfg = RunConfig.from_dict(raw)
