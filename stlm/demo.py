@@ -32,7 +32,7 @@ from stlm.evaluation.bpb import UNIFORM_BPB, BPBResult, bits_per_byte, reference
 from stlm.runtime import resolve_runtime
 from stlm.tokenizers import ByteTokenizer
 from stlm.training.loop import TrainResult, check_new_run_dir, train
-from stlm.training.report import REPORT, Validation, draw_plot, run_data, run_report
+from stlm.training.report import REPORT, Validation, data_flag, draw_plot, run_data, run_report
 
 DEMO_STEPS = 1200  # about 4 minutes for decoder-tiny on 2 CPU cores
 SEQ_LEN = 256
@@ -214,12 +214,14 @@ def _interrupted(cfg: RunConfig, result: TrainResult, demo_command: str) -> Demo
     evaluate = f"stlm evaluate {out} --context {EVAL_CONTEXT} --stride {EVAL_STRIDE}"
     if data is not None:
         evaluate += f" --max-ids {eval_stream(data.val, tokenizer)[1]}"
+    again = data_flag(cfg.data.source)
+    evaluate += again
     report = replace(
         run_report(result, stopped="interrupted by a signal"),
         title=f"stlm demo: {cfg.model} on {cfg.data.source} (interrupted)",
         reproduce=[demo_command],
         continue_with=[
-            f"stlm train --resume {out}   # the remaining {cfg.train.steps - result.step:,} steps, exactly as if never stopped",
+            f"stlm train --resume {out}{again}   # the remaining {cfg.train.steps - result.step:,} steps, exactly as if never stopped",
             f"{evaluate}   # then the demo's evaluation",
         ],
     )
@@ -228,7 +230,7 @@ def _interrupted(cfg: RunConfig, result: TrainResult, demo_command: str) -> Demo
     print(
         f"\ndemo interrupted at step {result.step} of {cfg.train.steps}: not evaluated, no sample, no verdict.\n"
         f"checkpoint {result.checkpoint}; report {out / REPORT}\n"
-        f"continue with: stlm train --resume {out}\nthen evaluate: {evaluate}",
+        f"continue with: stlm train --resume {out}{again}\nthen evaluate: {evaluate}",
         file=sys.stderr,
     )
     return DemoReport(

@@ -172,7 +172,7 @@ def test_train_resume_and_load(tmp_path, corpus_dir, cache_dir, one_thread):
         stlm.train(resume=run.dir, optim={"lr": 1.0})
     with pytest.raises(stlm.UserError, match="pass no config or out"):
         stlm.train(settings, resume=run.dir)
-    resumed = stlm.train(resume=run.dir, train={"steps": 5}, progress=False)
+    resumed = stlm.train(resume=run.dir, train={"steps": 5}, data={"source": str(corpus_dir)}, progress=False)
     assert resumed.step == 5 and not resumed.interrupted and "val_bpb" in resumed.val
     saved = json.loads((resumed.checkpoint / "config.json").read_text())
     assert saved["run"]["train"]["steps"] == 5 and saved["run"]["optim"]["warmup_steps"] == 1

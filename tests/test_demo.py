@@ -131,4 +131,4 @@ def test_run_demo_returns_an_interrupted_report_without_a_verdict(tmp_path, corp
     assert report.interrupted and report.step == 2 and not report.learned and report.val is None and report.sample == ""
     assert "Stopped early" in (tmp_path / "demo" / "report.md").read_text()
     # The Continue line works: the run finishes its remaining steps.
-    assert resume(tmp_path / "demo", progress=False).step == 4
+    assert resume(tmp_path / "demo", overrides={"data.source": str(corpus_dir)}, progress=False).step == 4

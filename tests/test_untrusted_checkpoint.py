@@ -169,6 +169,26 @@ def copy_run(tiny_run: Path, dest: Path) -> Path:
     return dest
 
 
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def corpora_read(monkeypatch) -> list[str]:
+    """Every corpus spec the data path loads documents from, in this test."""
+    from stlm.data import shards
+
+    read: list[str] = []
+    real = shards.load_documents
+
+    def spy(spec, *args, **kwargs):
+        read.append(str(spec))
+        return real(spec, *args, **kwargs)
+
+    monkeypatch.setattr(shards, "load_documents", spy)
+    return read
+
+
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
@@ -189,23 +209,23 @@ def test_a_malformed_checkpoint_config_is_one_clear_error(tmp_path, tiny_run, ca
     assert fragment in err, err
 
 
-def test_torch_advice_never_reaches_the_user(tmp_path, tiny_run, capsys):
+def test_torch_advice_never_reaches_the_user(tmp_path, tiny_run, corpus_dir, capsys):
     run = copy_run(tiny_run, tmp_path / "run")
     ckpt = ckpt_io.latest_checkpoint(run)
     # A pickle that weights_only refuses: torch's message then suggests weights_only=False.
     torch.save({"rng_cpu": torch.get_rng_state(), "note": Path("x")}, ckpt / "trainer.pt")
     rewrite(ckpt, lambda config: config)
-    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "10"])
+    err = one_line_error(capsys, ["train", "--resume", str(run), "--data", str(corpus_dir), "--steps", "10"])
     assert "trainer.pt" in err
     assert "weights_only" not in err and "re-running" not in err.lower(), err
 
 
-def test_a_trainer_state_that_is_not_a_table_is_one_clear_error(tmp_path, tiny_run, capsys):
+def test_a_trainer_state_that_is_not_a_table_is_one_clear_error(tmp_path, tiny_run, corpus_dir, capsys):
     run = copy_run(tiny_run, tmp_path / "run")
     ckpt = ckpt_io.latest_checkpoint(run)
     torch.save([torch.zeros(1)], ckpt / "trainer.pt")
     rewrite(ckpt, lambda config: config)
-    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "10"])
+    err = one_line_error(capsys, ["train", "--resume", str(run), "--data", str(corpus_dir), "--steps", "10"])
     assert "trainer.pt" in err
 
 
@@ -280,13 +300,28 @@ def user_cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "xdg"
 
 
-def test_evaluate_never_writes_to_a_cache_dir_the_checkpoint_names(tmp_path, tiny_run, capsys, user_cache):
+def test_evaluate_never_writes_to_a_cache_dir_the_checkpoint_names(tmp_path, tiny_run, corpus_dir, capsys, user_cache):
     run = copy_run(tiny_run, tmp_path / "run")
     elsewhere = tmp_path / "not-yours"
     rewrite(ckpt_io.latest_checkpoint(run), with_data(cache_dir=str(elsewhere)))
-    assert main(["evaluate", str(run), "--max-ids", "500", "--context", "32", "--quiet"]) == 0
+    argv = ["evaluate", str(run), "--data", str(corpus_dir), "--max-ids", "500", "--context", "32", "--quiet"]
+    assert main(argv) == 0
     assert not elsewhere.exists()
     assert any((user_cache / "stlm").rglob("meta.json"))  # the tokens went to the user's own cache
+    mine = tmp_path / "mine"  # or to the one the user names
+    assert main([*argv, "--cache-dir", str(mine)]) == 0
+    assert any(mine.rglob("meta.json")) and not elsewhere.exists()
+
+
+def test_evaluate_reads_no_corpus_path_the_checkpoint_names(tmp_path, tiny_run, capsys, user_cache, corpora_read):
+    """A recorded local corpus is named again by the user; the file the checkpoint names is never opened."""
+    run = copy_run(tiny_run, tmp_path / "run")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a secret the checkpoint points at\n" * 50, encoding="utf-8")
+    rewrite(ckpt_io.latest_checkpoint(run), with_data(source=str(secret)))
+    err = one_line_error(capsys, ["evaluate", str(run), "--max-ids", "500", "--context", "32"])
+    assert f"--data {secret}" in err and "reads no path a checkpoint names" in err
+    assert corpora_read == []
 
 
 def test_evaluate_names_a_recorded_corpus_that_is_gone(tmp_path, tiny_run, capsys, user_cache):
@@ -296,24 +331,52 @@ def test_evaluate_names_a_recorded_corpus_that_is_gone(tmp_path, tiny_run, capsy
     assert "gone" in err and "--data" in err
 
 
-def test_resume_writes_to_the_users_cache_not_the_recorded_one(tmp_path, tiny_run, capsys, user_cache):
+def test_resume_writes_to_the_users_cache_not_the_recorded_one(tmp_path, tiny_run, corpus_dir, capsys, user_cache):
     run = copy_run(tiny_run, tmp_path / "run")
     elsewhere = tmp_path / "not-yours"
     for ckpt in ckpt_io.list_checkpoints(run):
         rewrite(ckpt, with_data(cache_dir=str(elsewhere)))
     mine = tmp_path / "mine"
-    assert main(["train", "--resume", str(run), "--steps", "9", "--cache-dir", str(mine), "--quiet"]) == 0
+    argv = ["train", "--resume", str(run), "--data", str(corpus_dir), "--steps", "9", "--cache-dir", str(mine)]
+    assert main([*argv, "--quiet"]) == 0
     assert not elsewhere.exists() and any(mine.rglob("meta.json"))
     assert ckpt_io.latest_checkpoint(run).name == ckpt_io.checkpoint_name(9)
     assert (run / "report.md").is_file()
 
 
-def test_resume_names_recorded_data_that_is_gone(tmp_path, tiny_run, capsys):
+def test_resume_reads_no_corpus_path_the_checkpoint_names(tmp_path, tiny_run, corpus_dir, capsys, corpora_read):
+    """A run on a local corpus resumes only when the user names its data again, wherever it is now, and only
+    on the same documents; a path the checkpoint names is never opened."""
+    import shutil
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a secret the checkpoint points at\n" * 50, encoding="utf-8")
+    for ckpt in ckpt_io.list_checkpoints(run):
+        rewrite(ckpt, with_data(source=str(secret)))
+    before = tree_bytes(run)
+    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "9"])
+    assert f"--data {secret}" in err and "reads no path a checkpoint names" in err
+    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "9", "--data", str(tmp_path / "gone")])
+    assert "gone does not exist" in err
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(30):
+        (other / f"{i}.txt").write_text(f"other documents entirely, number {i}\n" * 20, encoding="utf-8")
+    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "9", "--data", str(other), "--quiet"])
+    assert "holds other documents" in err
+    assert tree_bytes(run) == before and str(secret) not in corpora_read
+    moved = shutil.copytree(corpus_dir, tmp_path / "moved-corpus")  # the run's own data, moved: it resumes
+    assert main(["train", "--resume", str(run), "--steps", "9", "--data", str(moved), "--quiet"]) == 0
+    assert ckpt_io.latest_checkpoint(run).name == ckpt_io.checkpoint_name(9)
+
+
+def test_a_run_on_a_built_in_corpus_resumes_on_it_by_name_only(tmp_path, tiny_run, corpus_dir, capsys):
     run = copy_run(tiny_run, tmp_path / "run")
     for ckpt in ckpt_io.list_checkpoints(run):
-        rewrite(ckpt, with_data(source=str(tmp_path / "gone")))
-    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "9"])
-    assert "no longer exists" in err and "gone" in err
+        rewrite(ckpt, with_data(source="pydocs"))
+    err = one_line_error(capsys, ["train", "--resume", str(run), "--steps", "9", "--data", str(corpus_dir)])
+    assert f"was trained on pydocs; a run resumes on its own data, not on {corpus_dir}" in err
 
 
 def test_hf_import_of_a_pickle_gives_no_torch_advice(tmp_path):

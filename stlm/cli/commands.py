@@ -89,9 +89,11 @@ def cmd_train_tokenizer(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from stlm import api
-    from stlm.training.loop import RESUME_SAFE_KEYS
+    from stlm import checkpoint as ckpt_io
+    from stlm.training.loop import RESUME_NAMED_AGAIN, RESUME_SAFE_KEYS
+    from stlm.training.report import data_flag
 
-    settings = _settings(args, RESUME_SAFE_KEYS)
+    settings = _settings(args, RESUME_SAFE_KEYS + RESUME_NAMED_AGAIN)
     if args.resume:
         run = api.train(resume=args.resume, stop_at=args.stop_at, progress=not args.quiet, **settings)
     else:
@@ -102,7 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         print(f"step {run.step}{val}; checkpoint {run.checkpoint}")
         if run.interrupted:
-            print(f"stopped before the last step; continue with: stlm train --resume {run.dir}", file=sys.stderr)
+            recorded = ckpt_io.read_record(run.dir / "config.json").sections.get("run", {})
+            again = data_flag(str(recorded.get("data", {}).get("source", "")))
+            print(f"stopped before the last step; continue with: stlm train --resume {run.dir}{again}", file=sys.stderr)
     return (130 if args.stop_at is None else 0) if run.interrupted else 0
 
 
@@ -135,9 +139,9 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_finetune(args: argparse.Namespace) -> int:
     from stlm import api
-    from stlm.finetune.loop import RESUME_SAFE_KEYS
+    from stlm.finetune.loop import RESUME_SAFE_KEYS, TASK_FILES
 
-    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
+    settings, progress = _settings(args, RESUME_SAFE_KEYS + tuple(f"task.{k}" for k in TASK_FILES)), not args.quiet
     if args.resume:
         run = api.fine_tune(resume=args.resume, progress=progress, **settings)
     else:
@@ -181,6 +185,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         limit=args.limit,
         file=args.file,
         corpus=args.data,
+        cache_dir=args.cache_dir,
         split=args.split,
         context=args.context,
         stride=args.stride,

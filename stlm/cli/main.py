@@ -255,7 +255,16 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--limit", type=count(1), help="score only the first N items (BLiMP: per phenomenon)")
-    p.add_argument("--data", help="bpb: corpus to score (default: the one the model was trained on)")
+    p.add_argument(
+        "--data",
+        help="bpb: corpus to score (default: the one the model was trained on, when it is built in or hf:; "
+        "a local file or folder is named again here)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        type=Path,
+        help="bpb: where token shards of --data are cached (default: the user cache directory)",
+    )
     p.add_argument(
         "--split", choices=["val", "train", "test"], default="val", help="bpb: val or train; wikitext2: val or test"
     )

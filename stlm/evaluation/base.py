@@ -58,7 +58,8 @@ class EvalOptions:
     limit: int | None = None  # first N items (per phenomenon for BLiMP)
     # bits per byte
     file: Path | None = None
-    corpus: str | None = None  # default: the corpus the model was trained on
+    corpus: str | None = None  # default: the corpus the model was trained on (built-in or hf: only)
+    cache_dir: Path | None = None  # token shards of the corpus; default: the user cache folder
     split: str = "val"  # val | train (corpus), val | test (wikitext2)
     context: int | None = None
     stride: int | None = None

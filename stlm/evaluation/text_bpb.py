@@ -32,7 +32,7 @@ def run_bpb(model: EvalModel, options: EvalOptions) -> TaskResult:
         corpus = corpus_of(options, model.config)
         _check_recorded_corpus(corpus, options)
         stream, label, files = (
-            split_stream(corpus, options.split, run, model.tokenizer),
+            split_stream(corpus, options.split, run, model.tokenizer, cache_dir=options.cache_dir),
             f"{corpus}:{options.split}",
             [],
         )
@@ -48,14 +48,16 @@ def run_text(model: EvalModel, options: EvalOptions, text: str) -> TaskResult:
 
 
 def _check_recorded_corpus(corpus: str, options: EvalOptions) -> None:
-    """A clear line when the corpus the checkpoint recorded is a path that does not exist here."""
+    """A checkpoint names no file stlm reads: a local corpus it recorded must be named again by the user.
+
+    Built-in corpora and hf: datasets are names, not paths, and are read as recorded.
+    """
     from stlm.data import local_path
 
-    path = local_path(corpus)
-    if options.corpus is None and path is not None and not path.exists():
+    if options.corpus is None and local_path(corpus) is not None:
         raise UserError(
-            f"the checkpoint was trained on {corpus}, which does not exist here; "
-            "pass --data with the corpus to evaluate on (or --file)"
+            f"the checkpoint was trained on the local corpus {corpus}; stlm reads no path a checkpoint names: "
+            f"pass --data {corpus} (or wherever it is now) to score its split, or --file"
         )
 
 
@@ -153,11 +155,11 @@ def file_stream(path: Path, tokenizer) -> np.ndarray:
     return np.asarray(tokenizer.encode(raw.decode("utf-8"), bos=True), dtype=np.int64)
 
 
-def split_stream(corpus: str, split: str, run: dict, tokenizer) -> np.ndarray:
+def split_stream(corpus: str, split: str, run: dict, tokenizer, *, cache_dir: Path | None = None) -> np.ndarray:
     """A split of a corpus, packed as the training loop packs it (same split settings as the run).
 
-    The token cache is the user cache folder, never the cache_dir the checkpoint recorded: a
-    checkpoint does not decide where stlm writes.
+    The token cache is the user's `cache_dir` (--cache-dir) or the user cache folder, never the
+    cache_dir the checkpoint recorded: a checkpoint does not decide where stlm writes.
     """
     from stlm.data import prepare_data
 
@@ -165,7 +167,7 @@ def split_stream(corpus: str, split: str, run: dict, tokenizer) -> np.ndarray:
     data = prepare_data(
         corpus,
         tokenizer,
-        cache_dir=None,
+        cache_dir=cache_dir,
         val_fraction=data_cfg.get("val_fraction", 0.05),
         seed=data_cfg.get("split_seed", 0),
         text_field=data_cfg.get("text_field", "text"),

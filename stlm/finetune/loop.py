@@ -25,6 +25,7 @@ permutation, so a resumed run sees the batches an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import sys
 import time
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ METRICS = {  # what early stopping may watch, by task kind
     "classification": ("accuracy", "accuracy_logprob", "loss"),
 }
 BEST = "best"
+# A resumed run on the user's own files reads them only where the user names them again (--train,
+# --val, --test): a checkpoint names no path stlm reads. They must hold the same examples.
+TASK_FILES = ("train_file", "val_file", "test_file")
 # What a resumed fine-tuning run may change: how long it runs, how often it logs and validates,
 # how many checkpoints it keeps, where it runs.
 RESUME_SAFE_KEYS = (
@@ -135,7 +139,10 @@ def _finetune(
             )
         cfg = FinetuneConfig.from_dict(saved["finetune"], source=f"{latest}/config.json")
         ckpt_io.read_state(latest, total=cfg.train.steps)  # an impossible step: refused before anything is written
-        cfg = apply_resume_overrides(cfg, overrides or {}, RESUME_SAFE_KEYS, run_dir=out)
+        overrides = dict(overrides or {})
+        named = {k: overrides.pop(f"task.{k}") for k in TASK_FILES if f"task.{k}" in overrides}
+        cfg = apply_resume_overrides(cfg, overrides, RESUME_SAFE_KEYS, run_dir=out)
+        cfg = dataclasses.replace(cfg, task=_files_named_again(cfg.task, named, out))
     else:
         if (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
             raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
@@ -163,6 +170,12 @@ def _finetune(
             f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True
         )
     data = load_task_data(cfg, out)
+    fingerprint = examples_fingerprint(data)
+    if latest is not None and saved.get("task", {}).get("fingerprint") not in (None, fingerprint):
+        raise UserError(
+            f"the files named hold other examples than the ones {out} was fine-tuned on; "
+            "a run resumes on its own data: name its own files"
+        )
     max_new = cfg.train.max_new_tokens or min(
         cfg.task.max_target_bytes + 8, max(len(tokenizer.encode(ex.target)) for ex in data.train) + 8
     )
@@ -182,6 +195,7 @@ def _finetune(
                 "metric": metric,
                 "max_new_tokens": max_new,
                 "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+                "fingerprint": fingerprint,
             },
             "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
         },
@@ -370,6 +384,35 @@ def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
         check_labels(val, labels, what="validation")
         check_labels(test, labels, what="test")
     return TaskData(kind, train, val, test, labels, files)
+
+
+def _files_named_again(task: Any, named: dict[str, str], out: Path) -> Any:
+    """The recorded task with the data files the user named again on resume (see TASK_FILES)."""
+    recorded = [k for k in TASK_FILES if getattr(task, k)]
+    flag = {"train_file": "--train", "val_file": "--val", "test_file": "--test"}
+    if not recorded and named:
+        raise UserError(f"{out} fine-tunes the built-in task {task.name!r}; it takes no data files on resume")
+    missing = [k for k in recorded if k not in named]
+    if missing:
+        again = " ".join(f"{flag[k]} {getattr(task, k)}" for k in recorded)
+        raise UserError(
+            f"{out} was fine-tuned on your own files; stlm reads no path a checkpoint names: "
+            f"resume with {again} (or wherever those files are now)"
+        )
+    extra = [k for k in named if k not in recorded]
+    if extra:
+        raise UserError(f"{flag[extra[0]]} was not part of {out}'s run; resume with the files it was fine-tuned on")
+    return dataclasses.replace(task, **{k: str(v) for k, v in named.items()})
+
+
+def examples_fingerprint(data: TaskData) -> str:
+    """A hash of every example of every split, in order: what a resumed run must find again."""
+    digest = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        for ex in split:
+            digest.update(ex.to_json().encode("utf-8") + b"\n")
+        digest.update(b"\x00")
+    return digest.hexdigest()
 
 
 def _starting_model(cfg: FinetuneConfig, resume_from: Path | None):

@@ -16,9 +16,11 @@ refuses any other.
 
 A checkpoint never decides where stlm writes: a resumed run's token cache is
 the user's `data.cache_dir` (--cache-dir) or the user cache folder, never the
-one recorded (the cache is keyed by content, so it is only rebuilt). The run's
-recorded data source is read, as continuing the same run needs; one that no
-longer exists is refused with a line naming it.
+one recorded (the cache is keyed by content, so it is only rebuilt). Nor does it
+decide what stlm reads: a built-in corpus or an hf: dataset is a name and is
+read as recorded, but a run trained on a local file or folder resumes only when
+the user names it again (`--data PATH`, where it is now), and only on the same
+documents (the corpus fingerprint the run recorded).
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ RESUME_SAFE_KEYS = (
     "runtime.threads",
 )
 
+# A run trained on a local corpus names it again on resume (--data, where it is now; see above).
+RESUME_NAMED_AGAIN = ("data.source",)
+
 
 @dataclass
 class _Start:
@@ -82,6 +87,7 @@ class _Start:
     tokenizer: Any
     run_dir: Path
     checkpoint: Path | None  # None: a new run
+    fingerprint: str | None = None  # a resumed run's recorded corpus fingerprint, when its data is a local path
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:
@@ -141,20 +147,32 @@ def resume(
         saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
         if latest is not None:  # an impossible step is refused before anything is written
             ckpt_io.read_state(latest, total=saved.train.steps)
-        cfg = apply_resume_overrides(saved, overrides or {}, RESUME_SAFE_KEYS, run_dir=run_dir)
+        overrides = dict(overrides or {})
+        given_source = overrides.pop("data.source", None)
+        cfg = apply_resume_overrides(saved, overrides, RESUME_SAFE_KEYS, run_dir=run_dir)
         # Where to write the cache comes from the user, never from the checkpoint.
-        cfg = dataclasses.replace(
-            cfg, data=dataclasses.replace(cfg.data, cache_dir=(overrides or {}).get("data.cache_dir"))
-        )
-        data_path = local_path(cfg.data.source)
-        if data_path is not None and not data_path.exists():
+        data = dataclasses.replace(cfg.data, cache_dir=overrides.get("data.cache_dir"))
+        fingerprint = None
+        if local_path(saved.data.source) is not None:  # a path: read only what the user names
+            if given_source is None:
+                raise UserError(
+                    f"{run_dir} was trained on the local corpus {saved.data.source}; stlm reads no path a "
+                    f"checkpoint names: resume with --data {saved.data.source} (or wherever that corpus is now)"
+                )
+            data_path = local_path(str(given_source))
+            if data_path is None or not data_path.exists():
+                raise UserError(f"--data {given_source} does not exist; name the corpus {run_dir} was trained on")
+            data = dataclasses.replace(data, source=str(given_source))
+            fingerprint = (record.sections.get("data") or {}).get("fingerprint")
+        elif given_source is not None and given_source != saved.data.source:
             raise UserError(
-                f"{run_dir} was trained on {cfg.data.source}, which no longer exists; "
-                "a run resumes on its own data: put it back at that path"
+                f"{run_dir} was trained on {saved.data.source}; a run resumes on its own data, "
+                f"not on {given_source}: start a new run for other data"
             )
+        cfg = dataclasses.replace(cfg, data=data)
         # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
         tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
-        start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest)
+        start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest, fingerprint)
         return _run(start, stop_at=stop_at, progress=progress)
 
 
@@ -213,6 +231,11 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
             workers=cfg.data.workers,
             streaming=cfg.data.streaming,
             max_documents=cfg.data.max_documents,
+        )
+    if start.fingerprint is not None and data.meta.get("fingerprint") != start.fingerprint:
+        raise UserError(
+            f"--data {cfg.data.source} holds other documents than the corpus {start.run_dir} was trained on "
+            "(its fingerprint differs); a run resumes on its own data"
         )
     model = family.build(model_cfg).to(runtime.device)
     loader = WindowLoader(

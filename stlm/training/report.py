@@ -28,7 +28,7 @@ from typing import Any
 
 from stlm import checkpoint as ckpt_io
 from stlm.config import RunConfig
-from stlm.data import PreparedData, cached_data
+from stlm.data import PreparedData, cached_data, local_path
 from stlm.errors import UserError
 from stlm.evaluation.bpb import REFERENCE_LABELS, reference_bpb
 from stlm.tokenizers import ByteTokenizer
@@ -160,6 +160,12 @@ def write_run_report(result: TrainResult, *, stopped: str | None = None) -> Path
     return report.write()
 
 
+def data_flag(source: str) -> str:
+    """` --data SOURCE` when the run's corpus is a local path: a checkpoint names no path stlm reads,
+    so resuming or scoring such a run names its data again. Empty for built-in corpora and hf: names."""
+    return f" --data {shlex.quote(source)}" if local_path(source) is not None else ""
+
+
 def draw_plot(run_dir: Path, references: dict[str, float]) -> str | None:
     """loss.png with the references as labelled lines; None when no training step was logged yet."""
     metrics = run_dir / "metrics.jsonl"
@@ -179,7 +185,8 @@ def run_report(result: TrainResult, *, stopped: str | None = None) -> RunReport:
     unit = "bytes" if is_bytes else "tokens"
     accum = f" x {cfg.train.grad_accum} accumulated" if cfg.train.grad_accum > 1 else ""
     # Bits per byte of the whole validation split (a causal model), after the run or after resuming it.
-    measure = [] if record.family.encoder_decoder else [f"stlm evaluate {shlex.quote(str(run_dir))}"]
+    again = data_flag(cfg.data.source)
+    measure = [] if record.family.encoder_decoder else [f"stlm evaluate {shlex.quote(str(run_dir))}{again}"]
     return RunReport(
         title=f"stlm train: {cfg.model} on {cfg.data.source}",
         run_dir=run_dir,
@@ -198,7 +205,7 @@ def run_report(result: TrainResult, *, stopped: str | None = None) -> RunReport:
             records, cfg, run_data(record, tokenizer, result.cache_dir), tokenizer, result.step
         ),
         reproduce=[train_command(cfg, out=f"{run_dir}-again"), *([] if stopped else measure)],
-        continue_with=[f"stlm train --resume {shlex.quote(str(run_dir))}", *measure] if stopped else [],
+        continue_with=[f"stlm train --resume {shlex.quote(str(run_dir))}{again}", *measure] if stopped else [],
     )
 
 

@@ -75,7 +75,7 @@ def test_train_stop_and_resume(capsys, tmp_path, corpus_dir, cache_dir):
     ]
     code, out, _ = run(capsys, "train", *common, "--out", out_dir, "--stop-at", 2)
     assert code == 0 and "step 2" in out
-    code, out, _ = run(capsys, "train", "--resume", out_dir, "--quiet")
+    code, out, _ = run(capsys, "train", "--resume", out_dir, "--data", corpus_dir, "--quiet")
     assert code == 0 and "step 4" in out
     steps = [json.loads(l)["step"] for l in (out_dir / "metrics.jsonl").read_text().splitlines()]
     assert [s for s in steps] == sorted(steps) and steps[-1] == 4
@@ -98,8 +98,10 @@ def test_train_from_recipe_and_malformed_recipe(capsys, tmp_path, corpus_dir, ca
     assert not (tmp_path / "run2").exists()
 
 
-def test_evaluate_split_and_file(capsys, tiny_run, tmp_path):
-    code, out, _ = run(capsys, "evaluate", tiny_run, "--max-ids", 2000, "--context", 64, "--stride", 32)
+def test_evaluate_split_and_file(capsys, tiny_run, tmp_path, corpus_dir):
+    code, out, _ = run(
+        capsys, "evaluate", tiny_run, "--data", corpus_dir, "--max-ids", 2000, "--context", 64, "--stride", 32
+    )
     assert code == 0 and "bits per byte" in out and "context 64, stride 32" in out
     text = tmp_path / "t.txt"
     text.write_text("héllo wörld\n" * 20, encoding="utf-8")

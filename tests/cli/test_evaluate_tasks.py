@@ -121,12 +121,17 @@ def test_missing_data_dir_and_unknown_task_are_one_clear_line(capsys, tiny_run, 
     assert code == 2 and "does not exist" in err
 
 
-def test_evaluations_of_different_data_or_splits_keep_their_own_result_files(capsys, tiny_run, tmp_path):
+def test_evaluations_of_different_data_or_splits_keep_their_own_result_files(capsys, tiny_run, tmp_path, corpus_dir):
     a, b = tmp_path / "a.txt", tmp_path / "b.txt"
     a.write_text("the cat sat on the mat. " * 20, encoding="utf-8")
     b.write_text("héllo wörld\n" * 20, encoding="utf-8")
     out = tmp_path / "evals"
-    runs = [("--split", "val"), ("--split", "train"), ("--file", a), ("--file", b)]
+    runs = [
+        ("--split", "val", "--data", corpus_dir),
+        ("--split", "train", "--data", corpus_dir),
+        ("--file", a),
+        ("--file", b),
+    ]
     for flags in runs:
         code, _, err = run(
             capsys, "evaluate", tiny_run, *flags, "--max-ids", 3000, "--context", 32, "--out", out, "--quiet"

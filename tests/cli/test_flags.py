@@ -248,7 +248,7 @@ def test_resume_refuses_flags_that_would_change_the_run(capsys, tmp_path, argv, 
     assert len(err.strip().splitlines()) == 1 and "--steps" in err and "--threads" in err
 
 
-def test_resume_takes_more_steps_threads_and_device(capsys, tmp_path, tiny_run):
+def test_resume_takes_more_steps_threads_and_device(capsys, tmp_path, tiny_run, corpus_dir):
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     code = main(
@@ -256,6 +256,8 @@ def test_resume_takes_more_steps_threads_and_device(capsys, tmp_path, tiny_run):
             "train",
             "--resume",
             str(run),
+            "--data",
+            str(corpus_dir),
             "--steps",
             "10",
             "--threads",

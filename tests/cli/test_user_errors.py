@@ -225,7 +225,7 @@ def test_other_errors_keep_their_traceback(capsys, monkeypatch, exc):
 
 
 def test_a_full_disk_while_writing_an_evaluation_is_one_line_and_leaves_no_half_file(
-    capsys, monkeypatch, tmp_path, tiny_run
+    capsys, monkeypatch, tmp_path, tiny_run, corpus_dir
 ):
     real_write = Path.write_text
 
@@ -236,7 +236,9 @@ def test_a_full_disk_while_writing_an_evaluation_is_one_line_and_leaves_no_half_
         return real_write(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "write_text", full_disk)
-    code, _, err = run(capsys, "evaluate", tiny_run, "--out", tmp_path, "--max-ids", 300, "--quiet")
+    code, _, err = run(
+        capsys, "evaluate", tiny_run, "--out", tmp_path, "--data", corpus_dir, "--max-ids", 300, "--quiet"
+    )
     line = one_line(err)
     assert code == 2 and line.startswith(f"stlm evaluate: error: cannot write {tmp_path}/bpb-")
     assert line.endswith(".json: No space left on device")
@@ -307,7 +309,7 @@ def test_a_full_disk_while_training_is_one_line_and_the_previous_checkpoint_resu
     assert line.startswith("stlm train: error: cannot write") and line.endswith("No space left on device")
     monkeypatch.setattr(torch, "save", real_save)
     assert ckpt_io.load(run_dir).step == 2  # the previous checkpoint loads
-    code, _, _ = run(capsys, "train", "--resume", run_dir, "--quiet")
+    code, _, _ = run(capsys, "train", "--resume", run_dir, "--data", corpus_dir, "--quiet")
     assert code == 0 and ckpt_io.load(run_dir).step == 4  # and resumes to the end
 
 
@@ -361,5 +363,5 @@ def test_a_really_full_disk_while_training_is_one_line_and_the_previous_checkpoi
     assert line.startswith("stlm train: error: cannot write") and line.endswith("No space left on device"), line
     assert ckpt_io.load(run_dir).step == 2  # the previous checkpoint loads
     moved = shutil.copytree(run_dir, tmp_path / "run")  # on a disk with room, it resumes to the end
-    code, _, _ = run(capsys, "train", "--resume", moved, "--quiet")
+    code, _, _ = run(capsys, "train", "--resume", moved, "--data", corpus_dir, "--quiet")
     assert code == 0 and ckpt_io.load(moved).step == 4

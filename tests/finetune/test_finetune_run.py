@@ -97,7 +97,9 @@ def test_resume_continues_from_the_newest_checkpoint(colours, tmp_path, one_thre
     shutil.rmtree(list_checkpoints(tmp_path / "b")[-1])
     (tmp_path / "b" / "results.json").unlink()
     assert list_checkpoints(tmp_path / "b")[-1].name == "step-00000003"
-    resumed = finetune(FinetuneConfig(), tmp_path / "b", resume=True, progress=False)
+    resumed = finetune(
+        FinetuneConfig(), tmp_path / "b", resume=True, overrides={"task.train_file": str(colours)}, progress=False
+    )
     assert resumed.step == 6
     assert resumed.results["finetuned"]["loss"] == pytest.approx(straight.results["finetuned"]["loss"], rel=1e-6)
     assert resumed.results["best_val"] == straight.results["best_val"]
@@ -176,7 +178,13 @@ def test_resume_extends_steps_and_refuses_other_changes(colours, tmp_path, one_t
         with pytest.raises(UserError, match=rf"^{key.replace('.', '[.]')} cannot change when resuming"):
             finetune(FinetuneConfig(), tmp_path / "run", resume=True, overrides={key: value}, progress=False)
     assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000002"
-    longer = finetune(FinetuneConfig(), tmp_path / "run", resume=True, overrides={"train.steps": "4"}, progress=False)
+    longer = finetune(
+        FinetuneConfig(),
+        tmp_path / "run",
+        resume=True,
+        overrides={"train.steps": "4", "task.train_file": str(colours)},
+        progress=False,
+    )
     assert longer.step == 4 and longer.results["steps_run"] == 4
     saved = ckpt_io.load_config(ckpt_io.latest_checkpoint(tmp_path / "run"))["finetune"]
     assert saved["train"]["steps"] == 4 and saved["optim"]["warmup_steps"] == 2  # the run's own warmup, kept
@@ -198,5 +206,31 @@ def test_api_fine_tune_and_extending_it_on_resume(colours, tmp_path, one_thread)
     assert run.results["kind"] == "classification" and "accuracy" in run.val
     with pytest.raises(stlm.UserError, match="optim.lr cannot change"):
         stlm.fine_tune(resume=run.dir, optim={"lr": 1.0})
-    longer = stlm.fine_tune(resume=run.dir, train={"steps": 5, "eval_every": 5}, progress=False)
+    longer = stlm.fine_tune(
+        resume=run.dir, train={"steps": 5, "eval_every": 5}, task={"train_file": str(colours)}, progress=False
+    )
     assert longer.step == 5 and longer.results["steps_run"] == 5
+
+
+def test_resume_on_own_files_reads_only_the_files_named_again(colours, tmp_path, capsys, one_thread):
+    """A checkpoint names no path stlm reads: --train is given again (wherever the file is now), same examples."""
+    import shutil
+
+    cfg = _cfg(colours, steps=2, eval_every=2, batch_size=4, score_initial=False, max_new_tokens=3)
+    finetune(cfg, tmp_path / "run", progress=False)
+
+    def refused(*argv):
+        assert main(["finetune", "--resume", str(tmp_path / "run"), "--steps", "3", *argv, "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and "Traceback" not in err
+        return err
+
+    assert f"resume with --train {colours}" in refused()
+    other = tmp_path / "other.jsonl"
+    other.write_text(colours.read_text().replace("red", "blue"))
+    assert "other examples" in refused("--train", str(other))
+    assert "--val was not part of" in refused("--train", str(colours), "--val", str(colours))
+    assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000002"  # nothing ran
+    moved = shutil.copy(colours, tmp_path / "moved.jsonl")
+    assert main(["finetune", "--resume", str(tmp_path / "run"), "--steps", "3", "--train", str(moved), "--quiet"]) == 0
+    assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000003"

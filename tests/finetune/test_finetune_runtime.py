@@ -144,7 +144,7 @@ def test_fp16_uses_the_scaler_and_resumes_its_state(even, tmp_path, monkeypatch,
     shutil.rmtree(ckpt_io.latest_checkpoint(tmp_path / "b"))  # back to step 2, then resumed
     (tmp_path / "b" / "results.json").unlink()
     monkeypatch.undo()
-    resumed = finetune(cfg, tmp_path / "b", resume=True, progress=False)
+    resumed = finetune(cfg, tmp_path / "b", resume=True, overrides={"task.train_file": str(even)}, progress=False)
     assert resumed.step == 4
     again = json.loads((ckpt_io.latest_checkpoint(tmp_path / "b") / "state.json").read_text())
     assert again["scaler"] == state["scaler"]  # the scale came back from the checkpoint (a fresh scaler has 2**16)

@@ -3,7 +3,7 @@
     torchrun --nproc-per-node 2 tests/training/dist_worker.py PLAN.json
 
 PLAN is a list of jobs {"cfg": RunConfig dict, "out": dir, "stop_at": int|null,
-"sigterm_rank": int|null, "sigterm_at_batch": int, "resume": bool} or
+"sigterm_rank": int|null, "sigterm_at_batch": int, "resume": bool, "data": the corpus to resume on} or
 {"cli": [args of `stlm`]}. Each rank appends what train() returned to
 OUT/rank-R.json (CLI jobs: the exit code).
 """
@@ -47,7 +47,7 @@ def main(plan_path: str) -> None:
             WindowLoader.next_batch = next_batch
         try:
             if job.get("resume"):
-                result = resume(out, progress=False)
+                result = resume(out, overrides={"data.source": job["data"]}, progress=False)
             else:
                 result = train(RunConfig.from_dict(job["cfg"]), out, stop_at=job.get("stop_at"), progress=False)
         finally:

@@ -27,7 +27,7 @@ def test_width_and_depth_from_set_reach_the_checkpoint_with_the_exact_count(
     assert sum(p.numel() for p in loaded.model.parameters()) == expected
     assert registry.get_family("decoder").count_params(loaded.model_config) == expected
     # Resuming builds the model the checkpoint records, not the preset.
-    assert resume(tmp_path / "run", progress=False).step == 2
+    assert resume(tmp_path / "run", overrides={"data.source": str(corpus_dir)}, progress=False).step == 2
 
 
 def test_settings_the_preset_derived_follow_the_change_unless_given():

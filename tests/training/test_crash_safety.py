@@ -52,7 +52,7 @@ def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(tmp_path, co
         str(run),
         "--quiet",
     ]
-    again = [sys.executable, "-m", "stlm", "train", "--resume", str(run), "--quiet"]
+    again = [sys.executable, "-m", "stlm", "train", "--resume", str(run), "--data", str(corpus_dir), "--quiet"]
     rng = random.Random(6)
     last = -1
     for kill in range(KILLS):
@@ -153,7 +153,7 @@ def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_d
     (half / "model.safetensors").write_bytes(b"partial")
     (root / "step-00000003").mkdir()  # no manifest
     assert ckpt_io.latest_checkpoint(run).name == "step-00000002"
-    resumed = resume(run, progress=False)
+    resumed = resume(run, overrides={"data.source": str(corpus_dir)}, progress=False)
     assert resumed.step == 4 and not half.exists()
     a, b = load_file(straight.checkpoint / "model.safetensors"), load_file(resumed.checkpoint / "model.safetensors")
     for key in a:

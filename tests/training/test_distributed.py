@@ -51,9 +51,12 @@ def runs(tmp_path_factory, corpus_dir, cache_dir):
         {"cfg": fsdp, "out": str(root / "fsdp")},
         # 2 micro-batches a step: batch 7 is inside step 4, so both ranks must stop after step 4.
         {"cfg": ddp, "out": str(root / "sigterm"), "sigterm_rank": 1, "sigterm_at_batch": 7},
-        {"out": str(root / "sigterm"), "resume": True},
+        {"out": str(root / "sigterm"), "resume": True, "data": str(corpus_dir)},
         {"cfg": fsdp, "out": str(root / "fsdp-stop"), "stop_at": 3},
-        {"cli": ["train", "--resume", str(root / "fsdp-stop"), "--quiet"], "cli_log": str(root)},
+        {
+            "cli": ["train", "--resume", str(root / "fsdp-stop"), "--data", str(corpus_dir), "--quiet"],
+            "cli_log": str(root),
+        },
     ]
     (root / "plan.json").write_text(json.dumps(plan))
     _torchrun(str(WORKER), str(root / "plan.json"), cwd=root)

@@ -36,7 +36,7 @@ def test_resume_equals_uninterrupted(tmp_path, corpus_dir, cache_dir):
     straight = train(cfg, tmp_path / "straight", progress=False)
     half = train(cfg, tmp_path / "resumed", stop_at=5, progress=False)
     assert half.interrupted and half.step == 5
-    resumed = resume(tmp_path / "resumed", progress=False)
+    resumed = resume(tmp_path / "resumed", overrides={"data.source": str(corpus_dir)}, progress=False)
     assert resumed.step == straight.step == 10 and not resumed.interrupted
 
     a = load_file(straight.checkpoint / "model.safetensors")
@@ -112,7 +112,7 @@ def test_pooled_entropy_model_is_fitted_then_resumed_unchanged(tmp_path, corpus_
     cfg.model = "pooled-tiny-entropy"
     straight = train(cfg, tmp_path / "straight", progress=False)
     train(cfg, tmp_path / "resumed", stop_at=2, progress=False)
-    resumed = resume(tmp_path / "resumed", progress=False)
+    resumed = resume(tmp_path / "resumed", overrides={"data.source": str(corpus_dir)}, progress=False)
     a = load_file(straight.checkpoint / "model.safetensors")
     b = load_file(resumed.checkpoint / "model.safetensors")
     for key in a:

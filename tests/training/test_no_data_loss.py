@@ -65,15 +65,17 @@ def _ckpt(run, step):
     return run / "checkpoints" / ckpt_io.checkpoint_name(step)
 
 
-def test_resume_of_the_newest_checkpoint_folder_resumes_into_its_run(run, capsys, one_thread):
+def test_resume_of_the_newest_checkpoint_folder_resumes_into_its_run(run, capsys, corpus_dir, one_thread):
     before = _fingerprint(_ckpt(run, 6))
-    code, _, err = _run(capsys, "train", "--resume", _ckpt(run, 6), "--stop-at", 1, "--quiet")
+    code, _, err = _run(capsys, "train", "--resume", _ckpt(run, 6), "--data", corpus_dir, "--stop-at", 1, "--quiet")
     assert code == 0, err
     assert _fingerprint(_ckpt(run, 6)) == before  # nothing written inside the checkpoint
     assert not (_ckpt(run, 6) / "checkpoints").exists() and not (_ckpt(run, 6) / "metrics.jsonl").exists()
     ckpt_io.verify_checkpoint(_ckpt(run, 6))
     # and it continues the run it sits in
-    code, out, err = _run(capsys, "train", "--resume", _ckpt(run, 6), "--set", "train.steps=8", "--quiet")
+    code, out, err = _run(
+        capsys, "train", "--resume", _ckpt(run, 6), "--data", corpus_dir, "--set", "train.steps=8", "--quiet"
+    )
     assert code == 0, err
     assert _ckpt(run, 8).is_dir() and "step 8" in out
 
@@ -170,12 +172,14 @@ def test_pruning_never_removes_a_newer_checkpoint(run):
     assert names == ["step-00000004", "step-00000006"]
 
 
-def test_a_corrupt_newest_checkpoint_falls_back_to_the_newest_verified_saying_so(run, capsys, one_thread):
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_newest_verified_saying_so(run, capsys, corpus_dir, one_thread):
     target = _ckpt(run, 6) / "model.safetensors"
     target.write_bytes(bytes(b ^ 0xFF for b in target.read_bytes()))  # same size: only the hash can tell
     code, out, err = _run(capsys, "generate", run, "--prompt", "a", "--max-new-bytes", "2", "--greedy")
     assert code == 0 and "using" in err and "step-00000003" in err and "step-00000006" in err
-    result = resume(run, overrides={"train.steps": 6}, progress=False)  # resumes from step 3, saying so
+    result = resume(
+        run, overrides={"train.steps": 6, "data.source": str(corpus_dir)}, progress=False
+    )  # resumes from step 3, saying so
     assert result.step == 6
     assert "step-00000003" in capsys.readouterr().err
     ckpt_io.verify_checkpoint(_ckpt(run, 6))  # the corrupt one replaced by a good step 6
@@ -184,7 +188,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_newest_verified_saying_so
 # --- leftovers of killed writers ------------------------------------------------------------------
 
 
-def test_leftovers_of_killed_writers_are_removed_by_the_next_writer_saying_so(run, capsys, one_thread):
+def test_leftovers_of_killed_writers_are_removed_by_the_next_writer_saying_so(run, capsys, corpus_dir, one_thread):
     import shutil
 
     dead = _dead_pid()
@@ -194,7 +198,7 @@ def test_leftovers_of_killed_writers_are_removed_by_the_next_writer_saying_so(ru
     half = root / "step-00000001"
     shutil.copytree(_ckpt(run, 3), half)
     (half / "manifest.json").unlink()  # a kill while pruning: part of it gone
-    result = resume(run, overrides={"train.steps": 7}, progress=False)
+    result = resume(run, overrides={"train.steps": 7, "data.source": str(corpus_dir)}, progress=False)
     assert result.step == 7
     err = capsys.readouterr().err
     assert err.count("removed leftovers") == 1
@@ -268,7 +272,7 @@ def test_two_concurrent_trainers_exactly_one_runs_and_the_run_resumes(tmp_path, 
     ckpt_io.verify_checkpoint(_ckpt(out, 6))
     steps = [json.loads(r)["step"] for r in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and len([s for s in steps if s == 6]) == 2  # the loss row and the val row, once
-    result = resume(out, overrides={"train.steps": 7}, progress=False)
+    result = resume(out, overrides={"train.steps": 7, "data.source": str(corpus_dir)}, progress=False)
     assert result.step == 7
 
 
@@ -286,14 +290,14 @@ def test_a_lock_left_by_a_sigkilled_trainer_does_not_block_the_next_resume(tmp_p
     proc.wait()
     assert (out / ckpt_io.LOCK_FILE).read_text().strip() == str(proc.pid)  # the lock file stays behind
     done = ckpt_io.checkpoint_step(ckpt_io.latest_checkpoint(out))
-    result = resume(out, stop_at=done + 1, progress=False)
+    result = resume(out, overrides={"data.source": str(corpus_dir)}, stop_at=done + 1, progress=False)
     assert result.step == done + 1
 
 
-def test_a_torn_metrics_line_does_not_block_resume(run, capsys, one_thread):
+def test_a_torn_metrics_line_does_not_block_resume(run, capsys, corpus_dir, one_thread):
     with open(run / "metrics.jsonl", "a", encoding="utf-8") as fh:
         fh.write('{"step": 6, "val_b')  # a kill in the middle of a write
-    result = resume(run, overrides={"train.steps": 7}, progress=False)
+    result = resume(run, overrides={"train.steps": 7, "data.source": str(corpus_dir)}, progress=False)
     assert result.step == 7
     assert "unreadable" in capsys.readouterr().err
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

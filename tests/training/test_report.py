@@ -87,7 +87,7 @@ def test_a_run_stopped_early_says_where_and_how_to_go_on_then_resuming_finishes_
     assert f"stlm train --resume {run}" in report.split("## Continue")[1]
     assert "--steps 8" in report.split("## Reproduce")[1].split("## Continue")[0]  # the whole run, not the part done
     assert "Validation bits per byte" in report  # the periodic one taken at step 4
-    resume(run, progress=False)
+    resume(run, overrides={"data.source": str(corpus_dir)}, progress=False)
     report = (run / "report.md").read_text()
     assert (
         "Stopped early" not in report and "- training: 8 steps x 4 x 64 bytes" in report and "## Continue" not in report

@@ -26,7 +26,9 @@ def test_extending_a_constant_schedule_equals_planning_it_that_long(tmp_path, co
     cfg.train.steps = 5
     short = train(cfg, tmp_path / "extended", progress=False)
     assert short.step == 5 and not short.interrupted
-    extended = resume(tmp_path / "extended", overrides={"train.steps": 10}, progress=False)
+    extended = resume(
+        tmp_path / "extended", overrides={"train.steps": 10, "data.source": str(corpus_dir)}, progress=False
+    )
     assert extended.step == 10 and not extended.interrupted
     a, b = load_file(straight.checkpoint / "model.safetensors"), load_file(extended.checkpoint / "model.safetensors")
     for key in a:
@@ -46,7 +48,11 @@ def test_extending_a_cosine_run_follows_the_longer_schedule(tmp_path, corpus_dir
     train(cfg, tmp_path / "run", progress=False)
     saved = ckpt_io.load_config(ckpt_io.latest_checkpoint(tmp_path / "run"))["run"]["optim"]
     assert saved["warmup_steps"] == 2
-    resume(tmp_path / "run", overrides={"train.steps": "8", "train.log_every": 2}, progress=False)
+    resume(
+        tmp_path / "run",
+        overrides={"train.steps": "8", "train.log_every": 2, "data.source": str(corpus_dir)},
+        progress=False,
+    )
     optim = tiny_config(corpus_dir, cache_dir).optim
     optim.warmup_steps = saved["warmup_steps"]
     logged = {r["step"]: r["lr"] for r in _rows(tmp_path / "run") if "lr" in r}
@@ -65,7 +71,11 @@ def test_unsafe_changes_are_refused_naming_the_setting(tmp_path, corpus_dir, cac
         assert "\n" not in str(err.value) and "train.steps" in str(err.value)
     assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000002"  # nothing ran
     # Naming a setting with the value it already has changes nothing, so it is accepted.
-    result = resume(tmp_path / "run", overrides={"optim.lr": cfg.optim.lr, "runtime.threads": 1}, progress=False)
+    result = resume(
+        tmp_path / "run",
+        overrides={"optim.lr": cfg.optim.lr, "runtime.threads": 1, "data.source": str(corpus_dir)},
+        progress=False,
+    )
     assert result.step == 3
     assert set(RESUME_SAFE_KEYS) >= {"train.steps", "runtime.threads", "runtime.device", "train.log_every"}
 
@@ -78,7 +88,10 @@ def test_cli_resume_takes_safe_flags_and_refuses_the_rest(tmp_path, corpus_dir, 
     assert cli_main(["train", "--resume", run, "--lr", "0.1", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--lr cannot be used with --resume" in err and len(err.strip().splitlines()) == 1
-    assert cli_main(["train", "--resume", run, "--steps", "4", "--threads", "1", "--quiet"]) == 0
+    assert (
+        cli_main(["train", "--resume", run, "--data", str(corpus_dir), "--steps", "4", "--threads", "1", "--quiet"])
+        == 0
+    )
     assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000004"
 
 

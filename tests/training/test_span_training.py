@@ -43,7 +43,7 @@ def test_span_corruption_resume_equals_uninterrupted(tmp_path, corpus_dir, cache
     cfg = t5_config(corpus_dir, cache_dir, steps=6)
     straight = train(cfg, tmp_path / "straight", progress=False)
     train(cfg, tmp_path / "resumed", stop_at=3, progress=False)
-    resumed = resume(tmp_path / "resumed", progress=False)
+    resumed = resume(tmp_path / "resumed", overrides={"data.source": str(corpus_dir)}, progress=False)
     a = load_file(straight.checkpoint / "model.safetensors")
     b = load_file(resumed.checkpoint / "model.safetensors")
     for key in a:
