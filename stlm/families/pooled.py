@@ -50,6 +50,11 @@ class PooledFamily(CausalFamily):
         "tie_head",
         "max_seq_len",
     )
+    export_note = (
+        "a pooled model cuts bytes into patches as it reads them and runs a local encoder, a global core and a "
+        "local decoder per patch; GGUF, transformers' Llama, CTranslate2 and a cached ONNX graph hold one fixed "
+        "stack of token layers"
+    )
 
     def count_params(self, cfg: Any) -> int:
         return count_params(cfg)
