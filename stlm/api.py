@@ -21,8 +21,8 @@ the same keys `--set` takes.
 from __future__ import annotations
 
 import codecs
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -485,7 +485,9 @@ def export(path: str | Path, out: str | Path, format: str, dtype: str | None = N
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    # mkdir, not mkdtemp: the folder gets the user's usual permissions (umask), not mkdtemp's 0700.
+    tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()
     try:
         exporter.write(loaded.model, loaded.tokenizer, tmp, dtype)
         tmp.replace(out)
