@@ -42,8 +42,8 @@ from stlm.evaluation.scoring import ContinuationScore
 from stlm.families import ModelFamily
 from stlm.finetune.config import FinetuneConfig, load_finetune_config
 from stlm.finetune.loop import finetune as _finetune
-from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.formats import FORMATS
+from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.hf_t5 import load_hf_t5
 from stlm.models.t5 import T5Model
 from stlm.runtime import Runtime, resolve_runtime
@@ -481,7 +481,9 @@ def export(path: str | Path, out: str | Path, format: str, dtype: str | None = N
     exporter = loaded.family.exporter(format)
     dtype = exporter.dtypes[0] if dtype is None else dtype
     if dtype not in exporter.dtypes:
-        raise UserError(f"--dtype {dtype} is not one {format} export takes for this model: {', '.join(exporter.dtypes)}")
+        raise UserError(
+            f"--dtype {dtype} is not one {format} export takes for this model: {', '.join(exporter.dtypes)}"
+        )
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"--out {out} already exists; choose a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)

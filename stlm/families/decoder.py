@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from torch import nn
 
 from stlm.families.base import CausalFamily
 from stlm.generation.decoder import generate, generate_batch
-from stlm.interop.formats import GGUF, HF_LLAMA, ONNX_DECODER
+from stlm.interop.formats import GGUF, HF_LLAMA, ONNX_DECODER, Exporter
 from stlm.models.decoder import PRESETS, DecoderConfig, DecoderLM, count_params
 
 
@@ -19,7 +19,7 @@ class DecoderFamily(CausalFamily):
     model_cls = DecoderLM
     presets = PRESETS
     arch_keys = ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len", "tie_embeddings", "rope_theta")
-    exports = {"gguf": GGUF, "hf": HF_LLAMA, "onnx": ONNX_DECODER}
+    exports: ClassVar[Mapping[str, Exporter]] = {"gguf": GGUF, "hf": HF_LLAMA, "onnx": ONNX_DECODER}
     export_note = "ct2 is written for T5, where CTranslate2 is the fast CPU runtime; decoders run in llama.cpp (gguf)"
 
     def count_params(self, cfg: Any) -> int:

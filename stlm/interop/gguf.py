@@ -59,7 +59,11 @@ _LAYER = {
     "mlp.up_proj.weight": "ffn_up.weight",
     "mlp.down_proj.weight": "ffn_down.weight",
 }
-_GLOBAL = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight", "lm_head.weight": "output.weight"}
+_GLOBAL = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 
 
 def gguf_name(hf_key: str) -> str:
@@ -114,8 +118,14 @@ def export_gguf(model: DecoderLM, tokenizer: Tokenizer, path: Path, dtype: str =
         raise UserError(f"gguf export writes the byte vocabulary; this run's tokenizer is {tokenizer.name}")
     cfg = model.config
     if dtype == "q8_0" and (cfg.d_model % 32 or cfg.d_ff % 32):
-        raise UserError(f"q8_0 packs rows in blocks of 32 values; d_model {cfg.d_model} and d_ff {cfg.d_ff} must be multiples of 32")
-    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype]
+        raise UserError(
+            f"q8_0 packs rows in blocks of 32 values; d_model {cfg.d_model} and d_ff {cfg.d_ff} must be multiples of 32"
+        )
+    file_type = {
+        "f32": gguf.LlamaFileType.ALL_F32,
+        "f16": gguf.LlamaFileType.MOSTLY_F16,
+        "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+    }[dtype]
 
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name(name)

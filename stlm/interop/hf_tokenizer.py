@@ -54,8 +54,12 @@ def byte_tokenizer_files(tokenizer: ByteTokenizer | ByT5Tokenizer, max_len: int 
     # Ascending ids: the order `added_tokens` lists them in.
     added = sorted([*names.items(), *sentinels.items()], key=lambda item: item[1])
     tok.add_special_tokens(
-        [AddedToken(name, special=True, normalized=False, lstrip=t5 and name in sentinels, rstrip=t5 and name in sentinels)
-         for name, _ in added]
+        [
+            AddedToken(
+                name, special=True, normalized=False, lstrip=t5 and name in sentinels, rstrip=t5 and name in sentinels
+            )
+            for name, _ in added
+        ]
     )
     if t5:  # T5 sources end with EOS
         tok.post_processor = processors.TemplateProcessing(

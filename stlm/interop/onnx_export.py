@@ -114,7 +114,9 @@ def export_onnx_decoder(model: DecoderLM, tokenizer: Tokenizer, root: Path) -> N
     axes: dict[str, dict[int, str]] = {"input_ids": {0: "batch", 1: "tokens"}, "logits": {0: "batch", 1: "tokens"}}
     axes.update({name: {0: "batch", 2: "past"} for name in pasts})
     axes.update({name: {0: "batch", 2: "past_and_new"} for name in presents})
-    _export(DecoderWithPast(model), (ids, *past), root / "model.onnx", ["input_ids", *pasts], ["logits", *presents], axes)
+    _export(
+        DecoderWithPast(model), (ids, *past), root / "model.onnx", ["input_ids", *pasts], ["logits", *presents], axes
+    )
     _write_meta(
         root,
         family="decoder",
@@ -169,7 +171,11 @@ class T5DecoderWithPast(nn.Module):
 
 
 def _t5_step(
-    model: T5Model, ids: torch.Tensor, past: list[torch.Tensor] | None, cross: list[torch.Tensor], cross_mask: torch.Tensor
+    model: T5Model,
+    ids: torch.Tensor,
+    past: list[torch.Tensor] | None,
+    cross: list[torch.Tensor],
+    cross_mask: torch.Tensor,
 ) -> tuple[torch.Tensor, ...]:
     """Decoder ids (B, T) after `past` (per layer k, v (B, H, P, Dh); None: P = 0) -> (logits, *presents).
 

@@ -151,9 +151,17 @@ def test_llama_cpp_gives_stlm_ids_and_top1(gguf_files, reference):
         assert llm.detokenize(ids[1:]).decode("utf-8") == MIXED_TEXT
         llm.eval(ids)
         logits = np.asarray(llm.scores[: len(ids)])  # (T, V)
-        assert (logits.argmax(-1) == reference.argmax(-1)).all(), dtype
-        if dtype == "f32":  # the f16 KV cache is the difference
-            assert np.abs(logits - reference).max() < 5e-2
+        top1 = logits.argmax(-1) == reference.argmax(-1)
+        if dtype == "q8_0":
+            # int8 weights move these random logits by up to ~0.3 (measured 0.30; top-1 91%): top-1
+            # must agree wherever stlm's own top-2 margin is wider than twice that.
+            ranked = np.sort(reference, axis=-1)
+            clear = ranked[:, -1] - ranked[:, -2] > 2 * np.abs(logits - reference).max()
+            assert np.abs(logits - reference).max() < 0.5 and top1.mean() > 0.85
+            assert clear.sum() >= 10 and top1[clear].all()
+        else:  # llama.cpp keeps its KV cache in f16: measured max |diff| 7e-3 (f32), 1.1e-2 (f16)
+            assert top1.all(), dtype
+            assert np.abs(logits - reference).max() < 5e-2, dtype
         llm.close()
 
 

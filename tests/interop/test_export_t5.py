@@ -63,14 +63,20 @@ def test_onnx_logits_and_greedy(run, model, source, greedy, tmp_path):
     out = api.export(run, tmp_path / "onnx", "onnx")
     assert greedy_t5(out, source, 24) == greedy
     # Logits of every decoder position, through decoder.onnx then decoder_with_past.onnx, within 1e-4.
-    sessions = {name: ort.InferenceSession(str(out / f"{name}.onnx")) for name in ("encoder", "decoder", "decoder_with_past")}
+    sessions = {
+        name: ort.InferenceSession(str(out / f"{name}.onnx")) for name in ("encoder", "decoder", "decoder_with_past")
+    }
     ids, mask = np.array([source]), np.ones((1, len(source)), np.int64)
     target = [0, *greedy]
     with torch.no_grad():
         reference = model.module(torch.tensor(ids), torch.tensor([target]))[0].numpy()  # (L, V)
     (memory,) = sessions["encoder"].run(None, {"input_ids": ids, "attention_mask": mask})
     n = model.module.config.n_decoder_layers
-    first = {"decoder_input_ids": np.array([target[:2]]), "encoder_hidden_states": memory, "encoder_attention_mask": mask}
+    first = {
+        "decoder_input_ids": np.array([target[:2]]),
+        "encoder_hidden_states": memory,
+        "encoder_attention_mask": mask,
+    }
     logits, *caches = sessions["decoder"].run(None, first)
     past, cross = caches[: 2 * n], caches[2 * n :]
     pieces = [logits[0]]

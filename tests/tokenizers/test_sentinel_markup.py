@@ -51,7 +51,11 @@ def test_sentinel_ids_and_plain_text():
 def test_matches_transformers_t5_tokenizer(spiece):
     transformers = pytest.importorskip("transformers")
     hf = transformers.T5Tokenizer.from_pretrained(spiece.model_file.parent)
-    fast = transformers.T5TokenizerFast.from_pretrained(spiece.model_file.parent) if hasattr(transformers, "T5TokenizerFast") else hf
+    fast = (
+        transformers.T5TokenizerFast.from_pretrained(spiece.model_file.parent)
+        if hasattr(transformers, "T5TokenizerFast")
+        else hf
+    )
     for text in TEXTS:
         ours = encode_marked(spiece, text, eos=True)
         assert hf(text).input_ids == ours, text
