@@ -474,18 +474,21 @@ def export(path: str | Path, out: str | Path, format: str, dtype: str | None = N
     out = Path(out)
     if format not in FORMATS:
         raise UserError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
-    loaded = ckpt_io.load(path)
-    ckpt_io.check_output(out, reads=[loaded.path, loaded.run_dir])
-    if loaded.run_dir.resolve() in (out.resolve(), *out.resolve().parents):
-        raise UserError(f"--out {out} lies inside the run {loaded.run_dir} it exports; choose a folder outside it")
-    exporter = loaded.family.exporter(format)
+    # Where it writes is checked before the weights are read: a mistake costs no model load.
+    ckpt = ckpt_io.resolve_checkpoint(path)
+    run_dir = ckpt_io.run_folder(ckpt)
+    ckpt_io.check_output(out, reads=[ckpt, run_dir])
+    if run_dir.resolve() in (out.resolve(), *out.resolve().parents):
+        raise UserError(f"--out {out} lies inside the run {run_dir} it exports; choose a folder outside it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists; choose a new folder")
+    exporter = ckpt_io.RunRecord.from_dict(ckpt_io.load_config(ckpt), folder=ckpt).family.exporter(format)
     dtype = exporter.dtypes[0] if dtype is None else dtype
     if dtype not in exporter.dtypes:
         raise UserError(
             f"--dtype {dtype} is not one {format} export takes for this model: {', '.join(exporter.dtypes)}"
         )
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out {out} already exists; choose a new folder")
+    loaded = ckpt_io.load(ckpt)
     out.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, not mkdtemp: the folder gets the user's usual permissions (umask), not mkdtemp's 0700.
     tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
