@@ -28,11 +28,17 @@ class Exporter:
     format: str
     write: Callable[[nn.Module, Tokenizer, Path, str], None]
     dtypes: tuple[str, ...]  # the --dtype values it takes, the default first
-    what: str  # what the folder holds, for the command's report
+
+
+# Writers in the one signature the table needs; each module's own function says what it writes.
 
 
 def _gguf(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
     gguf.export_gguf(model, tokenizer, root / "model.gguf", dtype)  # type: ignore[arg-type]
+
+
+def _hf_llama(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
+    hf_llama.export_hf_llama(model, tokenizer, root, dtype)  # type: ignore[arg-type]
 
 
 def _hf_t5(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
@@ -40,36 +46,21 @@ def _hf_t5(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> No
     export_hf_t5(model, root, spiece=spiece, tokenizer=tokenizer)  # type: ignore[arg-type]
 
 
-def _only_f32(write: Callable[..., None]) -> Callable[[nn.Module, Tokenizer, Path, str], None]:
-    def run(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
-        write(model, tokenizer, root)
-
-    return run
+def _ct2(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
+    ct2.export_ct2(model, tokenizer, root, dtype)  # type: ignore[arg-type]
 
 
-GGUF = Exporter("gguf", _gguf, gguf.DTYPES, "model.gguf for llama.cpp (architecture llama)")
-HF_LLAMA = Exporter(
-    "hf",
-    lambda m, t, root, dtype: hf_llama.export_hf_llama(m, t, root, dtype),  # type: ignore[arg-type]
-    tuple(hf_llama.DTYPES),
-    "a transformers LlamaForCausalLM folder with its byte tokenizer",
-)
-HF_T5 = Exporter("hf", _hf_t5, ("f32",), "a transformers T5ForConditionalGeneration folder with its tokenizer")
-CT2 = Exporter(
-    "ct2",
-    lambda m, t, root, dtype: ct2.export_ct2(m, t, root, dtype),  # type: ignore[arg-type]
-    ("int8", "float32", "float16", "int8_float16", "float"),
-    "a CTranslate2 model folder (ctranslate2.Translator)",
-)
-ONNX_DECODER = Exporter(
-    "onnx",
-    _only_f32(onnx_export.export_onnx_decoder),
-    ("f32",),
-    "model.onnx with past key values, for ONNX Runtime",
-)
-ONNX_T5 = Exporter(
-    "onnx",
-    _only_f32(onnx_export.export_onnx_t5),
-    ("f32",),
-    "encoder.onnx, decoder.onnx, decoder_with_past.onnx, for ONNX Runtime",
-)
+def _onnx_decoder(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
+    onnx_export.export_onnx_decoder(model, tokenizer, root)  # type: ignore[arg-type]  # fp32 only
+
+
+def _onnx_t5(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
+    onnx_export.export_onnx_t5(model, tokenizer, root)  # type: ignore[arg-type]  # fp32 only
+
+
+GGUF = Exporter("gguf", _gguf, gguf.DTYPES)
+HF_LLAMA = Exporter("hf", _hf_llama, tuple(hf_llama.DTYPES))
+HF_T5 = Exporter("hf", _hf_t5, ("f32",))
+CT2 = Exporter("ct2", _ct2, (*ct2.DTYPES, *ct2.ALIASES))
+ONNX_DECODER = Exporter("onnx", _onnx_decoder, ("f32",))
+ONNX_T5 = Exporter("onnx", _onnx_t5, ("f32",))
