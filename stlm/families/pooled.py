@@ -51,9 +51,9 @@ class PooledFamily(CausalFamily):
         "max_seq_len",
     )
     export_note = (
-        "a pooled model cuts bytes into patches as it reads them and runs a local encoder, a global core and a "
-        "local decoder per patch; GGUF, transformers' Llama, CTranslate2 and a cached ONNX graph hold one fixed "
-        "stack of token layers"
+        "a pooled model cuts bytes into patches as it reads them, for a local encoder, a global core and a local "
+        "decoder; GGUF, transformers' Llama and CTranslate2 hold one fixed stack of token layers, and torch's ONNX "
+        "exporter cannot write its data-dependent patch counts (aten::cummax): see docs/export.md"
     )
 
     def count_params(self, cfg: Any) -> int:
