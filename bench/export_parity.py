@@ -118,6 +118,21 @@ def decoder(run: Path, out: Path) -> None:
         greedy_decoder(onnx_dir, prompt, N_NEW) == greedy,
         onnx_dir,
     )
+    try:
+        import ctranslate2
+        import transformers
+    except ImportError:
+        print("| ct2 | ctranslate2 or transformers not installed | | | | |")
+        return
+    tok = transformers.AutoTokenizer.from_pretrained(out / "hf")
+    for dtype in ("float32", "int8"):
+        ct2_dir = api.export(run, out / f"ct2-{dtype}", "ct2", dtype)
+        generator = ctranslate2.Generator(str(ct2_dir), device="cpu", compute_type=dtype)
+        result = generator.generate_batch(
+            [tok.convert_ids_to_tokens(prompt)], max_length=N_NEW, sampling_topk=1, include_prompt_in_result=False
+        )[0]
+        new = tok.convert_tokens_to_ids(result.sequences[0])
+        row(f"ct2 {dtype} (CTranslate2)", "(stlm's ids)", float("nan"), float("nan"), new == greedy, ct2_dir)
 
 
 def t5(run: Path, out: Path) -> None:

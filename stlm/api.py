@@ -465,7 +465,7 @@ def export(path: str | Path, out: str | Path, format: str, dtype: str | None = N
     """A checkpoint (or run folder) written for another runtime into the new folder `out`.
 
     format: gguf (llama.cpp; decoders), hf (transformers; decoders as Llama, T5), ct2
-    (CTranslate2; T5) or onnx (ONNX Runtime with past key values; decoders, T5). dtype: the
+    (CTranslate2; decoders, T5) or onnx (ONNX Runtime with past key values; decoders, T5). dtype: the
     format's number type (gguf f32 f16 q8_0; hf f32 f16 for decoders; ct2 int8 float32 float16;
     onnx f32), default the first. The folder is filled under a temporary name beside `out` and
     renamed into place, so an interrupted export leaves no half folder; `out` must not exist

@@ -322,7 +322,7 @@ def export_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         "--format",
         required=True,
         choices=("gguf", "hf", "ct2", "onnx"),
-        help="gguf (llama.cpp; decoders), hf (transformers; decoders as Llama, T5), ct2 (CTranslate2; T5), "
+        help="gguf (llama.cpp; decoders), hf (transformers; decoders as Llama, T5), ct2 (CTranslate2; decoders, T5), "
         "onnx (ONNX Runtime with past key values; decoders, T5) (required)",
     )
     p.add_argument("--out", type=Path, required=True, help="new folder to write, outside the run (required)")

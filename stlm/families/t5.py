@@ -17,7 +17,7 @@ from torch import nn
 from stlm.errors import UserError
 from stlm.families.base import ModelFamily
 from stlm.generation.seq2seq import generate_seq2seq, generate_seq2seq_batch, stream_seq2seq
-from stlm.interop.formats import CT2, HF_T5, ONNX_T5, Exporter
+from stlm.interop.formats import CT2_T5, HF_T5, ONNX_T5, Exporter
 from stlm.models.t5 import PRESETS, T5Config, T5Model, config_from_name, count_params
 from stlm.objectives.seq2seq import seq2seq_loss
 from stlm.tokenizers import Tokenizer
@@ -46,7 +46,7 @@ class T5Family(ModelFamily):
         "rel_max_distance",
         "dropout",
     )
-    exports: ClassVar[Mapping[str, Exporter]] = {"hf": HF_T5, "ct2": CT2, "onnx": ONNX_T5}
+    exports: ClassVar[Mapping[str, Exporter]] = {"hf": HF_T5, "ct2": CT2_T5, "onnx": ONNX_T5}
     export_note = "gguf is written for decoders; llama.cpp's own converter reads the hf export of a SentencePiece T5"
 
     def count_params(self, cfg: Any) -> int:

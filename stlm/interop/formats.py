@@ -46,8 +46,12 @@ def _hf_t5(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> No
     export_hf_t5(model, root, spiece=spiece, tokenizer=tokenizer)  # type: ignore[arg-type]
 
 
-def _ct2(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
-    ct2.export_ct2(model, tokenizer, root, dtype)  # type: ignore[arg-type]
+def _ct2_t5(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
+    ct2.export_ct2_t5(model, tokenizer, root, dtype)  # type: ignore[arg-type]
+
+
+def _ct2_decoder(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
+    ct2.export_ct2_decoder(model, tokenizer, root, dtype)  # type: ignore[arg-type]
 
 
 def _onnx_decoder(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> None:
@@ -61,6 +65,7 @@ def _onnx_t5(model: nn.Module, tokenizer: Tokenizer, root: Path, dtype: str) -> 
 GGUF = Exporter("gguf", _gguf, gguf.DTYPES)
 HF_LLAMA = Exporter("hf", _hf_llama, tuple(hf_llama.DTYPES))
 HF_T5 = Exporter("hf", _hf_t5, ("f32",))
-CT2 = Exporter("ct2", _ct2, (*ct2.DTYPES, *ct2.ALIASES))
+CT2_T5 = Exporter("ct2", _ct2_t5, (*ct2.DTYPES, *ct2.ALIASES))
+CT2_DECODER = Exporter("ct2", _ct2_decoder, (*ct2.DTYPES, *ct2.ALIASES))
 ONNX_DECODER = Exporter("onnx", _onnx_decoder, ("f32",))
 ONNX_T5 = Exporter("onnx", _onnx_t5, ("f32",))

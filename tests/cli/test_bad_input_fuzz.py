@@ -477,7 +477,7 @@ CASES: list[tuple[str, list[str]]] = [
     ("export unknown format", ["export", "{R}", "--format", "tflite", "--out", "{T}/exported"]),
     ("export no --format", ["export", "{R}", "--out", "{T}/exported"]),
     ("export no --out", ["export", "{R}", "--format", "onnx"]),
-    ("export a decoder to ct2", ["export", "{R}", "--format", "ct2", "--out", "{T}/exported"]),
+    ("export ct2 bad dtype", ["export", "{R}", "--format", "ct2", "--dtype", "q8_0", "--out", "{T}/exported"]),
     ("export bad dtype", ["export", "{R}", "--format", "gguf", "--dtype", "int4", "--out", "{T}/exported"]),
     ("export into the run", ["export", "{R}", "--format", "onnx", "--out", "{R}/exported"]),
     ("export into a checkpoint", ["export", "{R}", "--format", "onnx", "--out", "{R}/checkpoints/x"]),

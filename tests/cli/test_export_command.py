@@ -33,7 +33,6 @@ def test_export_writes_the_folder_and_reports_it(runs, tmp_path, capsys):
     ("family", "fmt", "dtype", "message"),
     [
         ("t5", "gguf", None, "t5 models cannot be exported as gguf: they export to ct2, hf, onnx only"),
-        ("decoder", "ct2", None, "decoder models cannot be exported as ct2: they export to gguf, hf, onnx only"),
         ("pooled", "onnx", None, "pooled models cannot be exported as onnx: they export to no format"),
         ("decoder", "gguf", "int8", "--dtype int8 is not one gguf export takes for this model: f32, f16, q8_0"),
     ],

@@ -211,3 +211,20 @@ def test_onnx_logits_with_past_and_greedy(run, model, reference, tmp_path):
     prompt = IDS[:12]
     ours = model.family.generate_greedy(model.module, [prompt], eos_id=258, max_new_tokens=40)[0]
     assert greedy_decoder(out, prompt, 40) == ours and len(set(ours)) > 3
+
+
+# --- CTranslate2 ----------------------------------------------------------------------------------
+
+
+def test_ctranslate2_generator_greedy_equals_stlm(run, model, tmp_path):
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    transformers = pytest.importorskip("transformers")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(api.export(run, tmp_path / "hf", "hf"))
+    prompt = IDS[:12]
+    ours = model.family.generate_greedy(model.module, [prompt], eos_id=258, max_new_tokens=24)[0]
+    out = api.export(run, tmp_path / "ct2", "ct2", "float32")
+    generator = ctranslate2.Generator(str(out), device="cpu", compute_type="float32")
+    result = generator.generate_batch(
+        [tokenizer.convert_ids_to_tokens(prompt)], max_length=24, sampling_topk=1, include_prompt_in_result=False
+    )[0]
+    assert tokenizer.convert_tokens_to_ids(result.sequences[0]) == ours and len(set(ours)) > 3
