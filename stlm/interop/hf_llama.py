@@ -7,8 +7,8 @@ differs: our fused q/k/v and gate/up matrices are split into HF's separate
 projections along dim 0, in the order `_LAYER` lists them. No permutation is
 needed (GGUF needs one: see `gguf.py`).
 
-Written: config.json, model.safetensors, and for the byte vocabulary the
-tokenizer files (`hf_tokenizer.py`) that make `AutoTokenizer` give stlm's ids.
+Written: config.json, model.safetensors, and the tokenizer files
+(`hf_tokenizer.py`, byte or byte-level BPE) that make `AutoTokenizer` give stlm's ids.
 transformers is not imported here.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from stlm.errors import UserError
-from stlm.interop.hf_tokenizer import byte_tokenizer_files, write_files
+from stlm.interop.hf_tokenizer import bpe_tokenizer_files, byte_tokenizer_files, write_files
 from stlm.models.decoder import DecoderConfig, DecoderLM
-from stlm.tokenizers import ByteTokenizer, Tokenizer
+from stlm.tokenizers import BPETokenizer, ByteTokenizer, Tokenizer
 
 # Our key under blocks.{i} -> the HF keys under model.layers.{i} it is stacked from (dim 0).
 _LAYER: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -93,13 +93,14 @@ def export_hf_llama(model: DecoderLM, tokenizer: Tokenizer, root: Path, dtype: s
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype} is not one the hf format writes for decoders: {', '.join(DTYPES)}")
-    if not isinstance(tokenizer, ByteTokenizer):
-        raise UserError(
-            f"hf export of a decoder writes the byte tokenizer's files; this run uses {tokenizer.name}, "
-            "which the exported folder cannot reproduce yet"
-        )
+    if isinstance(tokenizer, ByteTokenizer):
+        files = byte_tokenizer_files(tokenizer, model.config.max_seq_len)
+    elif isinstance(tokenizer, BPETokenizer):
+        files = bpe_tokenizer_files(tokenizer, model.config.max_seq_len)
+    else:
+        raise UserError(f"hf export of a decoder writes byte or BPE tokenizer files; this run uses {tokenizer.name}")
     torch_dtype = DTYPES[dtype]
     config = hf_config(model.config, tokenizer, str(torch_dtype).removeprefix("torch."))
     (root / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     save_file(hf_tensors(model, torch_dtype), str(root / "model.safetensors"), metadata={"format": "pt"})
-    write_files(root, byte_tokenizer_files(tokenizer, model.config.max_seq_len))
+    write_files(root, files)

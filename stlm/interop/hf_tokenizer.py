@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from stlm.tokenizers import ByT5Tokenizer, ByteTokenizer
+from stlm.tokenizers import BPETokenizer, ByT5Tokenizer, ByteTokenizer
 from stlm.tokenizers.bpe import byte_symbols
 
 
@@ -84,6 +84,43 @@ def byte_tokenizer_files(tokenizer: ByteTokenizer | ByT5Tokenizer, max_len: int 
     else:
         config.update(bos_token="<s>", split_special_tokens=True)
     special = {k: v for k, v in config.items() if k.endswith("_token") or k == "additional_special_tokens"}
+    return {
+        "tokenizer.json": tok.to_str(pretty=True) + "\n",
+        "tokenizer_config.json": json.dumps(config, indent=2) + "\n",
+        "special_tokens_map.json": json.dumps(special, indent=2) + "\n",
+    }
+
+
+def bpe_tokenizer_files(tokenizer: BPETokenizer, max_len: int | None) -> dict[str, str]:
+    """The decoder-family files for a byte-level BPE run: its own tokenizer.json plus PAD/BOS/EOS.
+
+    stlm keeps PAD/BOS/EOS outside the BPE (ids n_pieces, +1, +2); here they become special
+    tokens with those ids, BOS is prepended, and `split_special_tokens` keeps their names in
+    text as ordinary text, as stlm reads it.
+    """
+    from tokenizers import AddedToken, Tokenizer, processors
+
+    tok = Tokenizer.from_str(tokenizer.json)
+    vocab = tok.get_vocab()
+    names = ["<pad>", "<s>", "</s>"]
+    if any(name in vocab for name in names):  # a piece spelled like one: give the specials other names
+        names = ["<|stlm_pad|>", "<|stlm_bos|>", "<|stlm_eos|>"]
+    tok.add_special_tokens([AddedToken(name, special=True, normalized=False) for name in names])
+    pad, bos, eos = names
+    assert [tok.token_to_id(n) for n in names] == [tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tokenizer.bos_id)]
+    )
+    config: dict[str, Any] = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "pad_token": pad,
+        "bos_token": bos,
+        "eos_token": eos,
+        "split_special_tokens": True,
+        "clean_up_tokenization_spaces": False,
+        "model_max_length": max_len if max_len is not None else 1 << 30,
+    }
+    special = {k: v for k, v in config.items() if k.endswith("_token")}
     return {
         "tokenizer.json": tok.to_str(pretty=True) + "\n",
         "tokenizer_config.json": json.dumps(config, indent=2) + "\n",

@@ -228,3 +228,24 @@ def test_ctranslate2_generator_greedy_equals_stlm(run, model, tmp_path):
         [tokenizer.convert_ids_to_tokens(prompt)], max_length=24, sampling_topk=1, include_prompt_in_result=False
     )[0]
     assert tokenizer.convert_tokens_to_ids(result.sequences[0]) == ours and len(set(ours)) > 3
+
+
+def test_hf_llama_of_a_bpe_run_gives_stlm_ids_and_logits(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from pydoc_data.topics import topics
+
+    from stlm.tokenizers import train_bpe
+    from tests.interop.export_runs import save_run
+
+    tokenizer = train_bpe([topics[k] for k in sorted(topics)[:40]], 1024)  # bpe-tiny's vocabulary size
+    run = save_run(tmp_path, "bpe-tiny", {}, tokenizer, std=0.05)
+    hf_dir = api.export(run, tmp_path / "hf", "hf")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    ids = tokenizer.encode(MIXED_TEXT, bos=True)
+    assert hf_tokenizer(MIXED_TEXT).input_ids == ids and len(ids) < len(IDS)  # merged pieces, not bytes
+    assert hf_tokenizer.decode(ids, skip_special_tokens=True) == MIXED_TEXT
+    model = api.load(run, device="cpu").module
+    with torch.no_grad():
+        diff = (hf(torch.tensor([ids])).logits - model(torch.tensor([ids]))).abs().max()
+    assert diff < 1e-4
