@@ -10,6 +10,11 @@ from stlm.tokenizers import ByteTokenizer
 from tests.interop.export_runs import decoder_run, save_run, t5_run
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_for_tiny_models(one_thread):
+    yield
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
