@@ -21,6 +21,8 @@ the same keys `--set` takes.
 from __future__ import annotations
 
 import codecs
+import secrets
+import shutil
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from stlm.evaluation.scoring import ContinuationScore
 from stlm.families import ModelFamily
 from stlm.finetune.config import FinetuneConfig, load_finetune_config
 from stlm.finetune.loop import finetune as _finetune
+from stlm.interop.formats import FORMATS
 from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.hf_t5 import load_hf_t5
 from stlm.models.t5 import T5Model
@@ -47,7 +50,7 @@ from stlm.runtime import Runtime, resolve_runtime
 from stlm.tokenizers import SentencePieceTokenizer, Tokenizer
 from stlm.training import loop
 
-__all__ = ["Model", "Run", "UserError", "export_hf_t5", "fine_tune", "import_hf_t5", "load", "train"]
+__all__ = ["Model", "Run", "UserError", "export", "export_hf_t5", "fine_tune", "import_hf_t5", "load", "train"]
 
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.8
@@ -452,7 +455,51 @@ def export_hf_t5(path: str | Path, out: str | Path) -> Path:
         raise UserError(f"{loaded.path} is not a T5 checkpoint; only T5 models export to Hugging Face format")
     # The loaded tokenizer's own file (inside the checkpoint's folder), never a path the record names.
     spiece = loaded.tokenizer.model_file if isinstance(loaded.tokenizer, SentencePieceTokenizer) else None
-    return write_hf_t5(loaded.model, out, spiece=spiece)
+    return write_hf_t5(loaded.model, out, spiece=spiece, tokenizer=loaded.tokenizer)
+
+
+# --- export to other runtimes -------------------------------------------------------------------
+
+
+def export(path: str | Path, out: str | Path, format: str, dtype: str | None = None) -> Path:
+    """A checkpoint (or run folder) written for another runtime into the new folder `out`.
+
+    format: gguf (llama.cpp; decoders), hf (transformers; decoders as Llama, T5), ct2
+    (CTranslate2; decoders, T5) or onnx (ONNX Runtime with past key values; decoders, T5). dtype: the
+    format's number type (gguf f32 f16 q8_0; hf f32 f16 for decoders; ct2 int8 float32 float16;
+    onnx f32), default the first. The folder is filled under a temporary name beside `out` and
+    renamed into place, so an interrupted export leaves no half folder; `out` must not exist
+    (an empty folder is allowed) nor lie inside the run it reads.
+    """
+    out = Path(out)
+    if format not in FORMATS:
+        raise UserError(f"unknown export format {format!r}: choose one of {', '.join(FORMATS)}")
+    # Where it writes is checked before the weights are read: a mistake costs no model load.
+    ckpt = ckpt_io.resolve_checkpoint(path)
+    run_dir = ckpt_io.run_folder(ckpt)
+    ckpt_io.check_output(out, reads=[ckpt, run_dir])
+    if run_dir.resolve() in (out.resolve(), *out.resolve().parents):
+        raise UserError(f"--out {out} lies inside the run {run_dir} it exports; choose a folder outside it")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} already exists; choose a new folder")
+    exporter = ckpt_io.RunRecord.from_dict(ckpt_io.load_config(ckpt), folder=ckpt).family.exporter(format)
+    dtype = exporter.dtypes[0] if dtype is None else dtype
+    if dtype not in exporter.dtypes:
+        raise UserError(
+            f"--dtype {dtype} is not one {format} export takes for this model: {', '.join(exporter.dtypes)}"
+        )
+    loaded = ckpt_io.load(ckpt)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not mkdtemp: the folder gets the user's usual permissions (umask), not mkdtemp's 0700.
+    tmp = out.parent / f".{out.name}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()
+    try:
+        exporter.write(loaded.model, loaded.tokenizer, tmp, dtype)
+        tmp.replace(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
 
 
 def _dotted(settings: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -243,6 +243,15 @@ def cmd_hf_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from stlm import api
+
+    out = api.export(args.checkpoint, args.out, args.format, args.dtype)
+    files = sorted(p.name for p in out.iterdir())
+    print(f"exported {args.checkpoint} as {args.format} -> {out} ({', '.join(files)})")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from stlm.demo import run_demo
 

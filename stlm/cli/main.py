@@ -325,6 +325,24 @@ def hf_export_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     return {}
 
 
+def export_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=("gguf", "hf", "ct2", "onnx"),
+        help="gguf (llama.cpp; decoders), hf (transformers; decoders as Llama, T5), ct2 (CTranslate2; decoders, T5), "
+        "onnx (ONNX Runtime with past key values; decoders, T5) (required)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="new folder to write, outside the run (required)")
+    p.add_argument(
+        "--dtype",
+        help="number type: gguf f32 (default), f16, q8_0; hf f32 (default), f16; ct2 int8 (default), float32, "
+        "float16; onnx f32",
+    )
+    return {}
+
+
 def demo_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--model", default="decoder-tiny", help="preset to train")
     p.add_argument("--data", default="pydocs", help="corpus name, text file, directory, .jsonl, or hf:NAME")
@@ -388,6 +406,12 @@ COMMANDS = [
         "write a T5 checkpoint in Hugging Face format (transformers loads it)",
         hf_export_flags,
         commands.cmd_hf_export,
+    ),
+    Command(
+        ("export",),
+        "write a checkpoint for llama.cpp (gguf), transformers (hf), CTranslate2 (ct2) or ONNX Runtime (onnx)",
+        export_flags,
+        commands.cmd_export,
     ),
     Command(
         ("demo",),

@@ -27,6 +27,7 @@ from torch import nn
 
 from stlm.config import coerce
 from stlm.errors import UserError
+from stlm.interop.formats import Exporter
 from stlm.objectives.prompted import pack_prompted, prompted_loss
 from stlm.runtime import check_model_fits
 from stlm.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
@@ -43,6 +44,9 @@ class ModelFamily:
     objectives: ClassVar[tuple[str, ...]] = ("next-token",)  # pretraining objectives, the default first
     # Architecture settings a recipe or --set may change (model.<key>), beyond the preset.
     arch_keys: ClassVar[tuple[str, ...]] = ()
+    # `stlm export` formats that hold this family's models, and why the others cannot.
+    exports: ClassVar[Mapping[str, Exporter]] = {}
+    export_note: ClassVar[str] = ""
 
     # --- built from -------------------------------------------------------------------------
 
@@ -79,6 +83,13 @@ class ModelFamily:
             return dataclasses.replace(cfg, **_rederived(cfg, typed), **typed)
         except (TypeError, ValueError) as exc:
             raise UserError(f"bad {self.name} model setting: {exc}") from None
+
+    def exporter(self, fmt: str) -> Exporter:
+        """The writer of format `fmt` for this family; a UserError naming the formats it has otherwise."""
+        if fmt not in self.exports:
+            have = f"export to {', '.join(sorted(self.exports))} only" if self.exports else "export to no format"
+            raise UserError(f"{self.name} models cannot be exported as {fmt}: they {have} ({self.export_note})")
+        return self.exports[fmt]
 
     # --- is listed ---------------------------------------------------------------------------
 

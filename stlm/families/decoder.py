@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar
 
 from torch import nn
 
 from stlm.families.base import CausalFamily
 from stlm.generation.decoder import generate, generate_batch
+from stlm.interop.formats import CT2_DECODER, GGUF, HF_LLAMA, ONNX_DECODER, Exporter
 from stlm.models.decoder import PRESETS, DecoderConfig, DecoderLM, count_params
 
 
@@ -18,6 +19,8 @@ class DecoderFamily(CausalFamily):
     model_cls = DecoderLM
     presets = PRESETS
     arch_keys = ("d_model", "n_layers", "n_heads", "d_ff", "max_seq_len", "tie_embeddings", "rope_theta")
+    exports: ClassVar[Mapping[str, Exporter]] = {"gguf": GGUF, "hf": HF_LLAMA, "ct2": CT2_DECODER, "onnx": ONNX_DECODER}
+    export_note = "every format holds a decoder over the byte vocabulary"
 
     def count_params(self, cfg: Any) -> int:
         return count_params(cfg)

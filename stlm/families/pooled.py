@@ -50,6 +50,11 @@ class PooledFamily(CausalFamily):
         "tie_head",
         "max_seq_len",
     )
+    export_note = (
+        "a pooled model cuts bytes into patches as it reads them, for a local encoder, a global core and a local "
+        "decoder; GGUF, transformers' Llama and CTranslate2 hold one fixed stack of token layers, and torch's ONNX "
+        "exporter cannot write its data-dependent patch counts (aten::cummax): see docs/export.md"
+    )
 
     def count_params(self, cfg: Any) -> int:
         return count_params(cfg)

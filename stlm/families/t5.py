@@ -8,8 +8,8 @@ An encoder-decoder reads its prompt with the encoder and writes a fresh target:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -17,9 +17,11 @@ from torch import nn
 from stlm.errors import UserError
 from stlm.families.base import ModelFamily
 from stlm.generation.seq2seq import generate_seq2seq, generate_seq2seq_batch, stream_seq2seq
+from stlm.interop.formats import CT2_T5, HF_T5, ONNX_T5, Exporter
 from stlm.models.t5 import PRESETS, T5Config, T5Model, config_from_name, count_params
 from stlm.objectives.seq2seq import seq2seq_loss
 from stlm.tokenizers import Tokenizer
+from stlm.tokenizers.sentinels import encode_marked
 
 BYTE_VOCAB_LIMIT = 1024  # below this, "auto" means ByT5's byte vocabulary
 
@@ -44,6 +46,8 @@ class T5Family(ModelFamily):
         "rel_max_distance",
         "dropout",
     )
+    exports: ClassVar[Mapping[str, Exporter]] = {"hf": HF_T5, "ct2": CT2_T5, "onnx": ONNX_T5}
+    export_note = "gguf is written for decoders; llama.cpp's own converter reads the hf export of a SentencePiece T5"
 
     def count_params(self, cfg: Any) -> int:
         return count_params(cfg)
@@ -79,10 +83,13 @@ class T5Family(ModelFamily):
         return "T5 models are encoder-decoders; train them with --objective span-corruption"
 
     def prompt_ids(self, tokenizer: Tokenizer, text: str) -> list[int]:
-        return tokenizer.encode(text, eos=True)
+        # "The <extra_id_0> walks in <extra_id_1> park" asks a T5 to fill two spans: the markup is
+        # read as sentinel ids, as transformers' T5 tokenizers read it.
+        return encode_marked(tokenizer, text, eos=True)
 
     def pair_tensors(self, tokenizer: Tokenizer, pairs: Sequence[tuple[str, list[int]]]) -> tuple[torch.Tensor, ...]:
-        sources = [tokenizer.encode(ctx, eos=True) for ctx, _ in pairs]
+        # Sources as prompts are read (sentinel markup included), so fine-tuning sees what generation feeds.
+        sources = [self.prompt_ids(tokenizer, ctx) for ctx, _ in pairs]
         inputs = _pad(sources, tokenizer.pad_id)  # (B, S)
         mask = _pad([[1] * len(s) for s in sources], 0).bool()  # (B, S)
         targets = _pad([t for _, t in pairs], tokenizer.pad_id)  # (B, L)

@@ -27,7 +27,9 @@ from pathlib import Path
 import torch
 
 from stlm.errors import UserError, torch_load_message
+from stlm.interop.hf_tokenizer import byte_tokenizer_files
 from stlm.models.t5 import T5Config, T5Model
+from stlm.tokenizers import ByT5Tokenizer, Tokenizer
 
 # Our key -> the HF keys it is stacked from (dim 0), for the parts outside the layers.
 _GLOBAL: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -220,8 +222,16 @@ def _to_ours(cfg: T5Config, tensors: dict[str, torch.Tensor]) -> dict[str, torch
 # --- export ---------------------------------------------------------------------------------------
 
 
-def export_hf_t5(model: T5Model, directory: str | os.PathLike, spiece: str | os.PathLike | None = None) -> Path:
+def export_hf_t5(
+    model: T5Model,
+    directory: str | os.PathLike,
+    spiece: str | os.PathLike | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> Path:
     """Write config.json + model.safetensors (+ spiece.model) that transformers loads as this model.
+
+    With a byte-vocabulary `tokenizer` (ByT5's layout) the tokenizer files are written too
+    (`hf_tokenizer.py`), so `AutoTokenizer` gives stlm's ids instead of guessing a SentencePiece one.
 
     Each file is written to a temporary name, flushed to disk and renamed, so an
     interrupted export never leaves a half-written file under the final name.
@@ -245,6 +255,9 @@ def export_hf_t5(model: T5Model, directory: str | os.PathLike, spiece: str | os.
     _atomic_write(root / "model.safetensors", lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
     if spiece is not None:
         _atomic_write(root / "spiece.model", lambda tmp: shutil.copyfile(spiece, tmp))
+    if isinstance(tokenizer, ByT5Tokenizer):
+        for name, text in byte_tokenizer_files(tokenizer, None).items():
+            _atomic_write(root / name, lambda tmp, text=text: Path(tmp).write_text(text, encoding="utf-8"))
     return root
 
 

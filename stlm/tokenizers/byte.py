@@ -36,6 +36,7 @@ class ByteTokenizer:
     pad_id = PAD_ID
     bos_id = BOS_ID
     eos_id = EOS_ID
+    n_sentinels = N_SENTINELS
 
     def encode(self, text: str, *, bos: bool = False, eos: bool = False) -> list[int]:
         # surrogateescape: text read from bytes that are not UTF-8 (a shell argument such as $'\xff', which

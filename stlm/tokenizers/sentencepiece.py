@@ -11,8 +11,10 @@ Layout (with the 32,000-piece T5 model and 100 sentinels, vocab_size 32,100):
 
 The sentinels are not pieces of the SentencePiece model (T5's spiece.model
 has none); they are ids appended above it, as Hugging Face's T5Tokenizer
-does. `encode` never produces them: a literal "<extra_id_0>" in user text is
-tokenized as ordinary text, so text cannot inject control ids.
+does. `encode` never produces them: a literal "<extra_id_0>" in training text
+is tokenized as ordinary text, so a corpus cannot inject control ids. Prompts
+are read with `sentinels.encode_marked`, which maps the markup to sentinels
+exactly as transformers' T5 tokenizer does.
 
 `sentencepiece` is imported only when a model is loaded or trained.
 """

@@ -473,6 +473,18 @@ CASES: list[tuple[str, list[str]]] = [
     ("hf-export a decoder", ["hf-export", "{R}", "--out", "{T}/exported"]),
     ("hf-export missing", ["hf-export", "{T}/no-such-run", "--out", "{T}/exported"]),
     ("hf-export corrupt", ["hf-export", "{B}/truncated-weights", "--out", "{T}/exported"]),
+    # export
+    ("export unknown format", ["export", "{R}", "--format", "tflite", "--out", "{T}/exported"]),
+    ("export no --format", ["export", "{R}", "--out", "{T}/exported"]),
+    ("export no --out", ["export", "{R}", "--format", "onnx"]),
+    ("export ct2 bad dtype", ["export", "{R}", "--format", "ct2", "--dtype", "q8_0", "--out", "{T}/exported"]),
+    ("export bad dtype", ["export", "{R}", "--format", "gguf", "--dtype", "int4", "--out", "{T}/exported"]),
+    ("export into the run", ["export", "{R}", "--format", "onnx", "--out", "{R}/exported"]),
+    ("export into a checkpoint", ["export", "{R}", "--format", "onnx", "--out", "{R}/checkpoints/x"]),
+    ("export over a folder", ["export", "{R}", "--format", "onnx", "--out", "{F}"]),
+    ("export missing", ["export", "{T}/no-such-run", "--format", "hf", "--out", "{T}/exported"]),
+    ("export corrupt", ["export", "{B}/truncated-weights", "--format", "hf", "--out", "{T}/exported"]),
+    ("export config deep", ["export", "{B}/rehashed-config-deep", "--format", "hf", "--out", "{T}/exported"]),
     # demo
     ("demo steps 0", ["demo", "--steps", "0", "--out", "{T}/demo"]),
     ("demo steps -1", ["demo", "--steps", "-1", "--out", "{T}/demo"]),
