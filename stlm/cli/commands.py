@@ -223,6 +223,27 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stlm import api, serve
+
+    sock = serve.listen(args.host, args.port)  # before the model loads: a port in use fails at once
+    with sock:
+        model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+        limits = serve.Limits(max_prompt_tokens=args.max_prompt_tokens, max_tokens_limit=args.max_tokens_limit)
+        settings = serve.ServeSettings(
+            model_name=args.model_name or model.run_dir.name,
+            limits=limits,
+            max_batch=args.max_batch,
+            queue_size=args.queue_size,
+            api_key=args.api_key,
+        )
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(f"serving {settings.model_name} ({model.family.name}) on http://{shown}:{port}/  (API at /v1)", flush=True)
+        serve.run(model, settings, sock, log_level=args.log_level)
+    return 0
+
+
 def cmd_hf_import(args: argparse.Namespace) -> int:
     from stlm import api
 
