@@ -164,7 +164,7 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
 
     async def generate(request: Request, parsed: GenerationRequest, route: str) -> Response:
         start = time.perf_counter()
-        prompt_ids = [encode(model, settings.limits, text, len(parsed.prompts) > 1, i) for i, text in enumerate(parsed.prompts)]
+        prompt_ids = [encode(model, settings.limits, parsed, i) for i in range(len(parsed.prompts))]
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Piece | Done] = asyncio.Queue()
         rows = request_rows(prompt_ids, parsed.n, parsed.sampling, loop, events)
@@ -233,16 +233,22 @@ def sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def encode(model: Model, limits: Limits, text: str, several: bool, index: int) -> list[int]:
-    ids = model.family.prompt_ids(model.tokenizer, text)
+def encode(model: Model, limits: Limits, parsed: GenerationRequest, index: int) -> list[int]:
+    """A prompt's ids, within the server's limit and the model's context."""
+    ids = model.family.prompt_ids(model.tokenizer, parsed.prompts[index])
     context = model.family.max_len(model.loaded.model_config)
     limit = limits.max_prompt_tokens if context is None else min(limits.max_prompt_tokens, context)
     if len(ids) > limit:
-        which = f"prompt {index}" if several else "the prompt"
+        if parsed.chat:
+            which, param = "the messages are", "messages"
+        elif len(parsed.prompts) > 1:
+            which, param = f"prompt {index} is", f"prompt[{index}]"
+        else:
+            which, param = "the prompt is", "prompt"
         raise APIError(
             400,
-            f"{which} is {len(ids)} tokens; this server takes at most {limit}",
-            param="prompt" if not several else f"prompt[{index}]",
+            f"{which} {len(ids)} tokens; this server takes at most {limit}",
+            param=param,
             code="context_length_exceeded",
         )
     return ids
