@@ -239,7 +239,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else host
-        print(f"serving {settings.model_name} ({model.family.name}) on http://{shown}:{port}/  (API at /v1)", flush=True)
+        print(
+            f"serving {settings.model_name} ({model.family.name}) on http://{shown}:{port}/  (API at /v1)", flush=True
+        )
         serve.run(model, settings, sock, log_level=args.log_level)
     return 0
 

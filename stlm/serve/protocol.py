@@ -139,7 +139,9 @@ def parse_chat(body: dict[str, Any], limits: Limits, *, encoder_decoder: bool) -
             raise APIError(400, f"{param} must be an object with role one of {', '.join(CHAT_ROLES)}", param=param)
         content = message.get("content")
         if isinstance(content, list):  # the parts form: [{"type": "text", "text": ...}, ...]
-            if not all(isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+            if not all(
+                isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content
+            ):
                 raise APIError(400, f"{param}.content parts must all be text parts", param=f"{param}.content")
             content = "".join(p["text"] for p in content)
         if not isinstance(content, str):

@@ -13,12 +13,10 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("fastapi", reason="stlm serve needs the serve extra (fastapi, uvicorn, prometheus-client)")
-pytest.importorskip("uvicorn", reason="stlm serve needs the serve extra (fastapi, uvicorn, prometheus-client)")
+import stlm
+from stlm.serve import Limits, build_app, listen
 
-import stlm  # noqa: E402
-from stlm.serve import Limits, build_app, listen  # noqa: E402
-from stlm.serve.app import ServeSettings  # noqa: E402
+SERVE_EXTRA = "stlm serve needs the serve extra (fastapi, uvicorn, prometheus-client)"
 
 LIMITS = Limits(max_prompt_tokens=200, max_tokens_limit=1000)
 
@@ -29,7 +27,7 @@ class Server:
     host: str
     port: int
     model: stlm.Model
-    settings: ServeSettings
+    settings: Any  # stlm.serve.ServeSettings
 
     @property
     def base_url(self) -> str:
@@ -77,9 +75,12 @@ class Server:
 
 @contextmanager
 def running(model: stlm.Model, **settings: Any) -> Iterator[Server]:
-    import uvicorn
+    uvicorn = pytest.importorskip("uvicorn", reason=SERVE_EXTRA)
+    from stlm.serve import ServeSettings
 
-    config = ServeSettings(model_name=settings.pop("model_name", "tiny"), limits=settings.pop("limits", LIMITS), **settings)
+    config = ServeSettings(
+        model_name=settings.pop("model_name", "tiny"), limits=settings.pop("limits", LIMITS), **settings
+    )
     app = build_app(model, config)
     sock = listen("127.0.0.1", 0)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=1))

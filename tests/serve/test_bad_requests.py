@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from tests.serve.conftest import SERVE_EXTRA, running
+
+pytest.importorskip("fastapi", reason=SERVE_EXTRA)
 from stlm.serve.app import MAX_BODY_BYTES
-from tests.serve.conftest import running
 
 C, CHAT = "/v1/completions", "/v1/chat/completions"
 OK = {"prompt": "a", "max_tokens": 2}
@@ -51,9 +53,30 @@ CASES = [
     ("stop empty string", "POST", C, {**OK, "stop": ""}, 400, "stop"),
     ("stop five strings", "POST", C, {**OK, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ("stream string", "POST", C, {**OK, "stream": "yes"}, 400, "stream"),
-    ("stream_options without stream", "POST", C, {**OK, "stream_options": {"include_usage": True}}, 400, "stream_options"),
-    ("stream_options unknown key", "POST", C, {**OK, "stream": True, "stream_options": {"x": 1}}, 400, "stream_options"),
-    ("include_usage string", "POST", C, {**OK, "stream": True, "stream_options": {"include_usage": "y"}}, 400, "stream_options.include_usage"),
+    (
+        "stream_options without stream",
+        "POST",
+        C,
+        {**OK, "stream_options": {"include_usage": True}},
+        400,
+        "stream_options",
+    ),
+    (
+        "stream_options unknown key",
+        "POST",
+        C,
+        {**OK, "stream": True, "stream_options": {"x": 1}},
+        400,
+        "stream_options",
+    ),
+    (
+        "include_usage string",
+        "POST",
+        C,
+        {**OK, "stream": True, "stream_options": {"include_usage": "y"}},
+        400,
+        "stream_options.include_usage",
+    ),
     ("logprobs 99", "POST", C, {**OK, "logprobs": 99}, 400, "logprobs"),
     ("logprobs while streaming", "POST", C, {**OK, "logprobs": 1, "stream": True}, 400, "logprobs"),
     ("presence_penalty", "POST", C, {**OK, "presence_penalty": 1.0}, 400, "presence_penalty"),
@@ -67,10 +90,31 @@ CASES = [
     ("chat messages string", "POST", CHAT, {"messages": "hi"}, 400, "messages"),
     ("chat unknown role", "POST", CHAT, {"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0]"),
     ("chat content int", "POST", CHAT, {"messages": [{"role": "user", "content": 3}]}, 400, "messages[0].content"),
-    ("chat image part", "POST", CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400, "messages[0].content"),
-    ("chat both max fields", "POST", CHAT, {"messages": MSG, "max_tokens": 2, "max_completion_tokens": 2}, 400, "max_completion_tokens"),
+    (
+        "chat image part",
+        "POST",
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+        400,
+        "messages[0].content",
+    ),
+    (
+        "chat both max fields",
+        "POST",
+        CHAT,
+        {"messages": MSG, "max_tokens": 2, "max_completion_tokens": 2},
+        400,
+        "max_completion_tokens",
+    ),
     ("chat top_logprobs alone", "POST", CHAT, {"messages": MSG, "top_logprobs": 2}, 400, "top_logprobs"),
-    ("chat top_logprobs 50", "POST", CHAT, {"messages": MSG, "logprobs": True, "top_logprobs": 50}, 400, "top_logprobs"),
+    (
+        "chat top_logprobs 50",
+        "POST",
+        CHAT,
+        {"messages": MSG, "logprobs": True, "top_logprobs": 50},
+        400,
+        "top_logprobs",
+    ),
     ("chat tools", "POST", CHAT, {"messages": MSG, "tools": []}, 400, "tools"),
     ("chat oversized", "POST", CHAT, {"messages": [{"role": "user", "content": "y" * 500}]}, 400, "messages"),
     ("GET a POST route", "GET", C, None, 405, None),

@@ -45,7 +45,9 @@ def test_seeds_repeat_differ_and_streaming_gives_the_same_text(server):
     client = server.client()
 
     def once(seed: int, stream: bool = False) -> tuple[str, object]:
-        args = dict(model="tiny", prompt=PROMPT, max_tokens=32, temperature=1.0, top_p=0.95, seed=seed, extra_body={"top_k": 40})
+        args = dict(
+            model="tiny", prompt=PROMPT, max_tokens=32, temperature=1.0, top_p=0.95, seed=seed, extra_body={"top_k": 40}
+        )
         if not stream:
             out = client.completions.create(**args)
             return out.choices[0].text, out.usage
@@ -89,7 +91,9 @@ def test_chat_uses_the_documented_transcript_and_streams_the_same(server):
     assert out.choices[0].message.content == expected
     assert out.usage.prompt_tokens == len(transcript.encode()) + 1
     chunks = list(
-        client.chat.completions.create(model="tiny", messages=messages, max_tokens=20, temperature=0.7, seed=3, stream=True)
+        client.chat.completions.create(
+            model="tiny", messages=messages, max_tokens=20, temperature=0.7, seed=3, stream=True
+        )
     )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == expected
@@ -98,10 +102,14 @@ def test_chat_uses_the_documented_transcript_and_streams_the_same(server):
 
 def test_stop_strings_cut_the_text_streamed_or_not(server):
     client = server.client()
-    full = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=1.0, seed=8).choices[0].text
+    full = (
+        client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=1.0, seed=8).choices[0].text
+    )
     stop = full[10:12]
     cut = full[: full.find(stop)]
-    out = client.completions.create(model="tiny", prompt=PROMPT, max_tokens=40, temperature=1.0, seed=8, stop=[stop, "\x00\x01"])
+    out = client.completions.create(
+        model="tiny", prompt=PROMPT, max_tokens=40, temperature=1.0, seed=8, stop=[stop, "\x00\x01"]
+    )
     assert (out.choices[0].text, out.choices[0].finish_reason) == (cut, "stop")
     chunks = client.completions.create(
         model="tiny", prompt=PROMPT, max_tokens=40, temperature=1.0, seed=8, stop=stop, stream=True
