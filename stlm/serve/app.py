@@ -98,12 +98,7 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
         body = APIError(500, "the server failed on this request; see its log", type="server_error").body()
         return JSONResponse(body, status_code=500)
 
-    @app.middleware("http")
-    async def count(request: Request, call_next: Any) -> Response:
-        response = await call_next(request)
-        route = request.url.path if request.url.path in ROUTES else "other"
-        metrics.requests.labels(route, str(response.status_code)).inc()
-        return response
+    app.add_middleware(CountRequests, metrics=metrics)
 
     def check_key(request: Request) -> None:
         if settings.api_key is None:
@@ -227,6 +222,26 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
 
 
 ROUTES = frozenset({"/", "/health", "/metrics", "/v1/models", "/v1/completions", "/v1/chat/completions"})
+
+
+class CountRequests:
+    """Counts answers by route and status: plain ASGI, so streamed responses pass through unbuffered."""
+
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        route = scope["path"] if scope["path"] in ROUTES else "other"
+
+        async def counted(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                self.metrics.requests.labels(route, str(message["status"])).inc()
+            await send(message)
+
+        await self.app(scope, receive, counted)
 
 
 def sse(data: dict[str, Any]) -> str:

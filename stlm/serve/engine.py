@@ -188,7 +188,7 @@ class Engine:
             return 0
         if token == model.tokenizer.eos_id:
             self._finish(row, "stop")
-            return 1
+            return 0  # EOS is not counted, as in usage
         row.ids.append(token)
         row.pending += row.decoder.decode(model.tokenizer.decode_bytes([token]))
         if self._cut_at_stop(row):
