@@ -116,6 +116,8 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
                 raise APIError(413, f"the request body is larger than {MAX_BODY_BYTES} bytes", code="body_too_large")
         body = parse_json(bytes(raw))
         name = body.get("model")
+        if name is not None and not isinstance(name, str):
+            raise APIError(400, "model must be a string (the id /v1/models lists)", param="model")
         if name is not None and name != settings.model_name:
             raise APIError(
                 404,
@@ -148,7 +150,7 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/completions", response_model=None)
     async def completions(request: Request) -> Response:
         body = await read_body(request)
-        parsed = parse_completion(body, settings.limits, encoder_decoder=model.family.encoder_decoder)
+        parsed = parse_completion(body, settings.limits)
         return await generate(request, parsed, "/v1/completions")
 
     @app.post("/v1/chat/completions", response_model=None)

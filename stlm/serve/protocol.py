@@ -112,7 +112,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def parse_completion(body: dict[str, Any], limits: Limits, *, encoder_decoder: bool) -> GenerationRequest:
+def parse_completion(body: dict[str, Any], limits: Limits) -> GenerationRequest:
     _check_fields(body, COMPLETION_FIELDS)
     prompt = body.get("prompt", "")
     if isinstance(prompt, str):

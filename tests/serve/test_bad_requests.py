@@ -83,6 +83,7 @@ CASES = [
     ("echo string", "POST", C, {**OK, "echo": "no"}, 400, "echo"),
     ("unknown field", "POST", C, {**OK, "best_of": 3}, 400, "best_of"),
     ("unknown model", "POST", C, {**OK, "model": "gpt-4"}, 404, "model"),
+    ("model not a string", "POST", C, {**OK, "model": ["tiny"]}, 400, "model"),
     ("oversized prompt", "POST", C, {"prompt": "x" * 500}, 400, "prompt"),
     ("oversized body", "POST", C, {"prompt": "x" * (MAX_BODY_BYTES + 1)}, 413, None),
     ("chat without messages", "POST", CHAT, {"max_tokens": 2}, 400, "messages"),
