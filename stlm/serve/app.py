@@ -71,6 +71,7 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
     engine = Engine(model, max_batch=settings.max_batch, queue_size=settings.queue_size)
     metrics = Metrics(engine)
     created = int(time.time())
+    task_suffix = chat_task_suffix(model)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -156,7 +157,7 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/chat/completions", response_model=None)
     async def chat(request: Request) -> Response:
         body = await read_body(request)
-        parsed = parse_chat(body, settings.limits, encoder_decoder=model.family.encoder_decoder)
+        parsed = parse_chat(body, settings.limits, task_suffix=task_suffix)
         return await generate(request, parsed, "/v1/chat/completions")
 
     async def generate(request: Request, parsed: GenerationRequest, route: str) -> Response:
@@ -244,6 +245,18 @@ class CountRequests:
             await send(message)
 
         await self.app(scope, receive, counted)
+
+
+def chat_task_suffix(model: Model) -> str | None:
+    """What follows the user's message for a model that maps input to output; None for a base decoder.
+
+    An encoder-decoder reads the message alone; a fine-tuned decoder reads it
+    followed by its fine-tuning separator (the run record's finetune.task.separator).
+    """
+    if model.family.encoder_decoder:
+        return ""
+    task = model.config.get("finetune", {}).get("task")
+    return task.get("separator", "") if isinstance(task, dict) else None
 
 
 def sse(data: dict[str, Any]) -> str:

@@ -16,8 +16,10 @@ ending where the assistant speaks next:
     Assistant:
 
 and generation also stops at "\\nUser:" (the model would otherwise write the
-user's next turn). An encoder-decoder (a fine-tuned T5) maps input to output,
-so its input is the last user message alone.
+user's next turn). A model that maps input to output reads the last user
+message alone: an encoder-decoder (T5) as its encoder input, a fine-tuned
+decoder followed by the separator it was fine-tuned with (as `stlm finetune`
+prompts it).
 """
 
 from __future__ import annotations
@@ -127,7 +129,12 @@ def parse_completion(body: dict[str, Any], limits: Limits) -> GenerationRequest:
     return _request(body, limits, False, prompts, sampling, echo)
 
 
-def parse_chat(body: dict[str, Any], limits: Limits, *, encoder_decoder: bool) -> GenerationRequest:
+def parse_chat(body: dict[str, Any], limits: Limits, *, task_suffix: str | None = None) -> GenerationRequest:
+    """task_suffix None: a base causal model (the transcript); a string: a model that maps input to output.
+
+    A fine-tuned decoder reads its input followed by the separator it was fine-tuned with;
+    an encoder-decoder reads its input alone (suffix "").
+    """
     _check_fields(body, CHAT_FIELDS)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -147,11 +154,11 @@ def parse_chat(body: dict[str, Any], limits: Limits, *, encoder_decoder: bool) -
         if not isinstance(content, str):
             raise APIError(400, f"{param}.content must be a string", param=f"{param}.content")
         turns.append((message["role"], content))
-    if encoder_decoder:
+    if task_suffix is not None:
         users = [content for role, content in turns if role == "user"]
         if not users:
             raise APIError(400, "messages hold no user message for the model to answer", param="messages")
-        prompt, extra_stop = users[-1], ()
+        prompt, extra_stop = users[-1] + task_suffix, ()
     else:
         prompt = "".join(f"{role.capitalize()}: {content}\n" for role, content in turns) + "Assistant:"
         extra_stop = (CHAT_STOP,)

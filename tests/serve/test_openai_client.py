@@ -191,3 +191,17 @@ def t5_model(tmp_path_factory):
     record = ckpt_io.RunRecord(family, cfg, {"name": "byt5"}, {"run": {"model": "t5-debug"}})
     ckpt_io.save_checkpoint(run, 0, model=family.build(cfg), optimizer=None, config=record, state={"step": 0}, keep=1)
     return stlm.load(run, device="cpu")
+
+
+def test_a_fine_tuned_decoder_reads_the_last_user_message_and_its_separator(tiny_run):
+    import stlm
+
+    model = stlm.load(tiny_run, device="cpu")
+    model.loaded.record.sections["finetune"] = {"task": {"separator": "\n=> "}}  # as `stlm finetune` records it
+    with running(model) as server:
+        messages = [{"role": "system", "content": "unused"}, {"role": "user", "content": "sort a list"}]
+        out = server.client().chat.completions.create(model="tiny", messages=messages, max_tokens=8, seed=4)
+        assert out.choices[0].message.content == model.generate(
+            "sort a list\n=> ", max_new_tokens=8, temperature=1.0, seed=4
+        )
+        assert out.usage.prompt_tokens == len(b"sort a list\n=> ") + 1
