@@ -23,7 +23,7 @@ FLAGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
-    "--window-size=1100,760",
+    "--window-size=1100,900",
 ]
 
 pytestmark = pytest.mark.skipif(
