@@ -7,6 +7,7 @@ here takes the parsed flags, calls into the library and prints the result.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 import time
@@ -242,6 +243,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(
             f"serving {settings.model_name} ({model.family.name}) on http://{shown}:{port}/  (API at /v1)", flush=True
         )
+        if not ipaddress.ip_address(host).is_loopback and args.api_key is None:
+            print(
+                f"stlm serve: warning: {host} is reachable from other machines and no --api-key is set", file=sys.stderr
+            )
         serve.run(model, settings, sock, log_level=args.log_level)
     return 0
 
