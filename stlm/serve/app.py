@@ -165,7 +165,7 @@ def build_app(model: Model, settings: ServeSettings) -> FastAPI:
         prompt_ids = [encode(model, settings.limits, parsed, i) for i in range(len(parsed.prompts))]
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[Piece | Done] = asyncio.Queue()
-        rows = request_rows(prompt_ids, parsed.n, parsed.sampling, loop, events)
+        rows = request_rows(prompt_ids, parsed.n, parsed.sampling, loop, events, stream=parsed.stream)
         try:
             engine.submit(rows)
         except QueueFull:

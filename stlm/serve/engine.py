@@ -76,11 +76,13 @@ class Row:
     sampling: Sampling
     seed: int | None
     notify: Callable[[Piece | Done], None]
+    stream: bool = True  # False: the text goes out in one piece before Done (no wake-up of the loop per token)
     cancelled: bool = False
     done: bool = False
     tokens: Iterator[int] | None = None
     ids: list[int] = field(default_factory=list)
     pending: str = ""  # decoded text not yet sent: it may still begin a stop string
+    held: str = ""  # final text of a row that does not stream, sent when it ends
     decoder: Any = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")(errors="replace"))
 
 
@@ -208,8 +210,11 @@ class Engine:
 
     def _send(self, row: Row, upto: int) -> None:
         if upto > 0:
-            row.notify(Piece(row.index, row.pending[:upto]))
-            row.pending = row.pending[upto:]
+            text, row.pending = row.pending[:upto], row.pending[upto:]
+            if row.stream:
+                row.notify(Piece(row.index, text))
+            else:
+                row.held += text
 
     def _finish(self, row: Row, reason: str, *, flush: bool = True) -> None:
         if flush:  # a character cut off by the end shows as U+FFFD, as in `Model.generate`
@@ -217,6 +222,8 @@ class Engine:
             if self._cut_at_stop(row):
                 reason = "stop"
         self._send(row, len(row.pending))
+        if row.held:
+            row.notify(Piece(row.index, row.held))
         self._close(row)
         logprobs = self._logprobs(row) if row.sampling.logprobs is not None else None
         row.notify(Done(row.index, reason, len(row.ids), logprobs))
@@ -254,7 +261,13 @@ class Engine:
 
 
 def request_rows(
-    prompt_ids: list[list[int]], n: int, sampling: Sampling, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue
+    prompt_ids: list[list[int]],
+    n: int,
+    sampling: Sampling,
+    loop: asyncio.AbstractEventLoop,
+    queue: asyncio.Queue,
+    *,
+    stream: bool,
 ) -> list[Row]:
     """The rows of one request, choice index = prompt * n + j; choice j samples with seed + j.
 
@@ -269,5 +282,5 @@ def request_rows(
     for p, ids in enumerate(prompt_ids):
         for j in range(n):
             seed = sampling.seed + j if sampling.seed is not None else secrets.randbits(63)
-            rows.append(Row(p * n + j, ids, sampling, seed, notify))
+            rows.append(Row(p * n + j, ids, sampling, seed, notify, stream=stream))
     return rows
