@@ -276,7 +276,10 @@ def request_rows(
     """
 
     def notify(event: Piece | Done) -> None:
-        loop.call_soon_threadsafe(queue.put_nowait, event)
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+        except RuntimeError:  # the event loop has closed (the server is shutting down): no one is listening
+            pass
 
     rows = []
     for p, ids in enumerate(prompt_ids):
