@@ -7,6 +7,7 @@ here takes the parsed flags, calls into the library and prints the result.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import sys
 import time
@@ -225,6 +226,33 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stlm import api, serve
+
+    sock = serve.listen(args.host, args.port)  # before the model loads: a port in use fails at once
+    with sock:
+        model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+        limits = serve.Limits(max_prompt_tokens=args.max_prompt_tokens, max_tokens_limit=args.max_tokens_limit)
+        settings = serve.ServeSettings(
+            model_name=args.model_name or model.run_dir.name,
+            limits=limits,
+            max_batch=args.max_batch,
+            queue_size=args.queue_size,
+            api_key=args.api_key,
+        )
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"serving {settings.model_name} ({model.family.name}) on http://{shown}:{port}/  (API at /v1)", flush=True
+        )
+        if not ipaddress.ip_address(host).is_loopback and args.api_key is None:
+            print(
+                f"stlm serve: warning: {host} is reachable from other machines and no --api-key is set", file=sys.stderr
+            )
+        serve.run(model, settings, sock, log_level=args.log_level)
     return 0
 
 

@@ -343,6 +343,22 @@ def export_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     return {}
 
 
+def serve_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    p.add_argument("checkpoint", type=Path, metavar="RUN", help="run directory or checkpoints/step-N folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=count(0, 65535), default=8000, help="port to listen on (0: any free port)")
+    p.add_argument("--api-key", help="require `Authorization: Bearer KEY` on /v1/* (default: no key)")
+    p.add_argument("--model-name", help="the model id clients name (default: the run folder's name)")
+    p.add_argument("--max-batch", type=count(1, 256), default=8, help="choices generated at once")
+    p.add_argument("--queue-size", type=count(0), default=64, help="choices waiting for a slot; beyond it, 429")
+    p.add_argument(
+        "--max-prompt-tokens", type=count(1), default=1024, help="longest prompt in ids (and the model's context)"
+    )
+    p.add_argument("--max-tokens-limit", type=count(1), default=512, help="the largest max_tokens a request may ask")
+    p.add_argument("--log-level", choices=["warning", "info", "debug"], default="info", help="server log detail")
+    return _device_flags(p)
+
+
 def demo_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--model", default="decoder-tiny", help="preset to train")
     p.add_argument("--data", default="pydocs", help="corpus name, text file, directory, .jsonl, or hf:NAME")
@@ -412,6 +428,12 @@ COMMANDS = [
         "write a checkpoint for llama.cpp (gguf), transformers (hf), CTranslate2 (ct2) or ONNX Runtime (onnx)",
         export_flags,
         commands.cmd_export,
+    ),
+    Command(
+        ("serve",),
+        "serve a checkpoint over an OpenAI-compatible HTTP API, with a playground page at /",
+        serve_flags,
+        commands.cmd_serve,
     ),
     Command(
         ("demo",),

@@ -485,6 +485,15 @@ CASES: list[tuple[str, list[str]]] = [
     ("export missing", ["export", "{T}/no-such-run", "--format", "hf", "--out", "{T}/exported"]),
     ("export corrupt", ["export", "{B}/truncated-weights", "--format", "hf", "--out", "{T}/exported"]),
     ("export config deep", ["export", "{B}/rehashed-config-deep", "--format", "hf", "--out", "{T}/exported"]),
+    # serve: each fails before anything is served (a free port, then the run is refused)
+    ("serve missing", ["serve", "{T}/no-such-run", "--port", "0"]),
+    ("serve corrupt", ["serve", "{B}/truncated-weights", "--port", "0"]),
+    ("serve no checkpoints", ["serve", "{B}/no-checkpoints", "--port", "0"]),
+    ("serve port 70000", ["serve", "{R}", "--port", "70000"]),
+    ("serve port -1", ["serve", "{R}", "--port", "-1"]),
+    ("serve max-batch 0", ["serve", "{R}", "--max-batch", "0"]),
+    ("serve max-tokens-limit 0", ["serve", "{R}", "--max-tokens-limit", "0"]),
+    ("serve threads -1", ["serve", "{R}", "--threads", "-1", "--port", "0"]),
     # demo
     ("demo steps 0", ["demo", "--steps", "0", "--out", "{T}/demo"]),
     ("demo steps -1", ["demo", "--steps", "-1", "--out", "{T}/demo"]),
