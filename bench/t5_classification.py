@@ -27,13 +27,76 @@ from stlm.config import OptimConfig, RuntimeConfig
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
 from stlm.finetune.loop import finetune
 
-POSITIVE = "great wonderful superb lovely brilliant delightful excellent moving charming gripping".split()
-NEGATIVE = "awful boring dreadful dull terrible tedious poor clumsy bland tiresome".split()
-NEUTRAL = (
-    "the a film story actor scene camera music plot script director cast it was and of in with this that "
-    "movie ending start middle character time year studio sound light shot cut some very quite rather "
-    "long short old new first last another one two three its their we they he she saw watched felt"
-).split()
+POSITIVE = [
+    "great",
+    "wonderful",
+    "superb",
+    "lovely",
+    "brilliant",
+    "delightful",
+    "excellent",
+    "moving",
+    "charming",
+    "gripping",
+]
+NEGATIVE = ["awful", "boring", "dreadful", "dull", "terrible", "tedious", "poor", "clumsy", "bland", "tiresome"]
+NEUTRAL = [
+    "the",
+    "a",
+    "film",
+    "story",
+    "actor",
+    "scene",
+    "camera",
+    "music",
+    "plot",
+    "script",
+    "director",
+    "cast",
+    "it",
+    "was",
+    "and",
+    "of",
+    "in",
+    "with",
+    "this",
+    "that",
+    "movie",
+    "ending",
+    "start",
+    "middle",
+    "character",
+    "time",
+    "year",
+    "studio",
+    "sound",
+    "light",
+    "shot",
+    "cut",
+    "some",
+    "very",
+    "quite",
+    "rather",
+    "long",
+    "short",
+    "old",
+    "new",
+    "first",
+    "last",
+    "another",
+    "one",
+    "two",
+    "three",
+    "its",
+    "their",
+    "we",
+    "they",
+    "he",
+    "she",
+    "saw",
+    "watched",
+    "felt",
+]
 
 
 def make_examples(n: int, seed: int) -> list[dict[str, str]]:

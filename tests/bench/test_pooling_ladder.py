@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 
-import pytest
 import torch
 
 from bench.pooling_ladder import TOLERANCE, breakdown, load_rung, parser, read_curve, rung_specs, train_rung
@@ -46,7 +45,22 @@ def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
     rng = random.Random(0)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
-    words = "the model reads bytes and pools them into patches for a deep narrow core".split()
+    words = [
+        "the",
+        "model",
+        "reads",
+        "bytes",
+        "and",
+        "pools",
+        "them",
+        "into",
+        "patches",
+        "for",
+        "a",
+        "deep",
+        "narrow",
+        "core",
+    ]
     for i in range(30):
         (corpus / f"{i:02d}.txt").write_text(" ".join(rng.choices(words, k=300)) + "\n", encoding="utf-8")
     common = ["--size", "tiny", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--wikitext", "none"]
