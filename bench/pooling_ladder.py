@@ -1,41 +1,50 @@
-"""Does pooling pay? Pooled byte models against unpooled bytes and a small BPE, at equal core parameters.
+"""Does pooling pay? Learning curves of pooled byte models against unpooled bytes and BPE decoders.
 
-Five models share one global core (the pooled preset's, --size tiny|10m):
+Two views of the ladder (`--view`):
 
-    pooled-space   pooled-<size>, a patch ends after each word (space rule, cap 12 bytes)
-    pooled-fixed4  the same stack, a patch every 4 bytes
-    pooled-fixed6  the same stack, a patch every 6 bytes
-    unpooled       the same stack, every byte its own patch (fixed:1)
-    bpe            bpe-<size>: a plain decoder whose transformer is exactly that core, over a
-                   byte-level BPE of the preset's vocabulary trained on the training split
+  equal-params (the headline): every rung has the same TOTAL parameters as the
+      pooled preset (`pooled-<size>`, embeddings, hash tables and heads counted),
+      within 2%:
+        pooled-space    pooled-<size>, a patch ends after each word
+        pooled-entropy  the same stack, patches from the next-byte entropy rule
+        unpooled        the same stack, every byte its own patch (fixed:1)
+        bpe-4k/16k/32k  plain decoders over byte-level BPEs of 4,096 / 16,384 / 32,768 ids
+                        (trained on the training split), each sized so that vocabulary table +
+                        core = the pooled total: a large vocabulary leaves a small core
+  equal-core (the earlier view): one global core for all; pooled-space, pooled-fixed4,
+      pooled-fixed6, unpooled, and bpe-<size> (4,096 ids, whose transformer is that core).
 
-All train on the same pydocs training split with the same recipe (AdamW, cosine
-schedule, lr, batch) and windows of about the same text: --seq-len bytes for
-byte models, seq_len / (bytes per BPE token) tokens for the BPE model. All are
-scored on the same validation documents: bits per byte over exactly their
-UTF-8 bytes (BOS/EOS score nothing).
+Every rung trains on the same corpus (default `offline-mix`) with the same
+recipe (AdamW, warm-up then cosine over the rung's planned steps, batch, text
+per window) for the same training-FLOP budget, and logs a learning curve:
+validation bits per byte on the corpus's validation split and on WikiText-2
+against training FLOPs (counted from the matmuls and attention executed,
+`stlm.evaluation.flops`) and against calibrated wall-clock (steps x the
+rung's median step time, measured once in a calibration, so other work on the
+machine does not bend the time axis). One long run per rung gives both the
+equal-FLOPs and the equal-time comparisons.
 
-Two budgets, both printed in one table:
-  (a) equal wall-clock: a calibration trains each model a few steps, round-robin
-      (one step of each in turn, so machine noise hits all alike), and the median
-      step time turns --budget-s seconds per model into a step count;
-  (b) equal training FLOPs: FLOPs per step are counted from the matmuls and
-      attention actually executed on real batches (forward + backward,
-      stlm.evaluation.flops); every model gets the FLOPs pooled-space spent in (a).
-Training itself also runs round-robin. Throughput (bytes/s) is the calibration's.
+Training is resumable: `train` runs for at most --minutes, saves the rung's
+state (model, optimizer, data position, curve) atomically in OUT/RUNG/, and
+the next `train` continues it exactly, until the rung's budget is spent.
 
-    .venv/bin/python bench/pooling_ladder.py --size tiny --budget-s 8 --val-bytes 16384   # smoke, ~2 min
-    .venv/bin/python bench/pooling_ladder.py                                               # real, ~25 min
+    python bench/pooling_ladder.py plan                                # rungs, exact parameter accounting
+    python bench/pooling_ladder.py sweep --rung bpe-16k --lrs 1e-3,2e-3,4e-3 --tflops 20 --out runs/ladder
+    python bench/pooling_ladder.py train --out runs/ladder --rung pooled-space --lr 2e-3 --tflops 400 --minutes 9
+    python bench/pooling_ladder.py report --out runs/ladder            # tables + PNG curves in OUT/
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
+import os
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,311 +53,504 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-RUNGS = ("pooled-space", "pooled-fixed4", "pooled-fixed6", "unpooled", "bpe")
-BOUNDARY = {"pooled-space": "space", "pooled-fixed4": "fixed:4", "pooled-fixed6": "fixed:6", "unpooled": "fixed:1"}
+EQUAL_PARAMS = ("pooled-space", "pooled-entropy", "unpooled")  # + one BPE rung per --bpe-vocabs entry
+EQUAL_CORE = ("pooled-space", "pooled-fixed4", "pooled-fixed6", "unpooled", "bpe")
+BOUNDARY = {
+    "pooled-space": "space",
+    "pooled-entropy": "entropy",
+    "pooled-fixed4": "fixed:4",
+    "pooled-fixed6": "fixed:6",
+    "unpooled": "fixed:1",
+}
+BPE_VOCABS = (4096, 16384, 32768)
+TOLERANCE = 0.02  # equal-params rungs: |total - target| / target at most this
 
 
-@dataclass
-class Rung:
-    """One model of the ladder: what it is, its data, and what was measured."""
+# --- rungs and their parameters -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RungSpec:
+    """One model of the ladder, before any data: its family, config and tokenizer kind."""
 
     name: str
     family: str
     config: Any
-    tokenizer: Any
-    train: np.ndarray  # packed training ids
-    val: np.ndarray  # packed validation ids (the same documents for every rung)
-    seq_len: int  # ids per training window
-    params: int = 0
-    core_params: int = 0
-    ids_per_core_step: float = 0.0  # bytes (ids) per patch, or bytes per BPE token
-    flops_per_step: float = 0.0  # training (forward + backward) FLOPs of one batch
-    bytes_per_step: float = 0.0
-    step_s: float = 0.0  # median calibrated step time
-    results: dict[str, dict[str, float]] = field(default_factory=dict)  # budget -> steps, bytes, bpb, wall
-    val_bytes: int = 0  # UTF-8 bytes scored
+    bpe_vocab: int = 0  # 0: bytes
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--size", choices=["tiny", "10m"], default="10m", help="pooled-<size> core, bpe-<size> baseline"
-    )
-    parser.add_argument("--budget-s", type=float, default=150.0, help="training seconds per model for budget (a)")
-    parser.add_argument("--rungs", default=",".join(RUNGS), help=f"comma-separated subset of {','.join(RUNGS)}")
-    parser.add_argument("--seq-len", type=int, default=512, help="bytes per training window")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--val-bytes", type=int, default=131072, help="validation text scored (whole documents)")
-    parser.add_argument(
-        "--calib-steps", type=int, default=5, help="timed calibration steps per model (after 2 warm-up)"
-    )
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache-dir", help="token shard cache (default: the user cache)")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    names = [n.strip() for n in args.rungs.split(",") if n.strip()]
-    if not names or any(n not in RUNGS for n in names) or "pooled-space" not in names:
-        parser.error(
-            f"--rungs must be a subset of {','.join(RUNGS)} that includes pooled-space (it sets the FLOP budget)"
-        )
-
-    t_start = time.perf_counter()
-    rungs = build_rungs(names, args)
-    calibrate(rungs, args)
-    wall_steps = {r.name: max(1, round(args.budget_s / r.step_s)) for r in rungs}
-    flop_budget = wall_steps["pooled-space"] * _rung(rungs, "pooled-space").flops_per_step
-    flop_steps = {r.name: max(1, round(flop_budget / r.flops_per_step)) for r in rungs}
-
-    print(f"\n(a) equal wall-clock: {args.budget_s:g} s per model -> steps {wall_steps}", file=sys.stderr)
-    train_round_robin(rungs, wall_steps, "wall", args)
-    print(f"(b) equal FLOPs: {flop_budget / 1e12:.3f} TFLOP per model -> steps {flop_steps}", file=sys.stderr)
-    # A rung with the same step count in both budgets trains identically: reuse its result.
-    again = [r for r in rungs if flop_steps[r.name] != wall_steps[r.name]]
-    for r in rungs:
-        if r not in again:
-            r.results["flops"] = dict(r.results["wall"])
-    train_round_robin(again, flop_steps, "flops", args)
-    report(rungs, args, flop_budget, time.perf_counter() - t_start)
+def bpe_name(vocab: int) -> str:
+    return f"bpe-{vocab // 1024}k" if vocab % 1024 == 0 else f"bpe-{vocab}"
 
 
-# --- set-up --------------------------------------------------------------------------------------
-
-
-def build_rungs(names: list[str], args: argparse.Namespace) -> list[Rung]:
+def rung_specs(size: str, view: str = "equal-params", bpe_vocabs: tuple[int, ...] = BPE_VOCABS) -> list[RungSpec]:
+    """The rungs of a view at a size, with their exact configs (equal-params: one BPE rung per vocabulary)."""
     from stlm import registry
-    from stlm.data import load_documents, prepare_data, split_documents
-    from stlm.data.shards import encode_document
-    from stlm.tokenizers import ByteTokenizer, train_bpe
 
-    docs = load_documents("pydocs", cache_dir=args.cache_dir)
-    train_docs, val_docs = split_documents(docs, val_fraction=0.05, seed=0)  # prepare_data's split
-    chosen, n = [], 0
-    for doc in val_docs:  # whole documents until --val-bytes
-        chosen.append(doc)
-        n += len(doc.encode("utf-8"))
-        if n >= args.val_bytes:
-            break
-
-    def val_stream(tok: Any) -> np.ndarray:
-        return np.concatenate([encode_document(d, tok) for d in chosen]).astype(np.int64)
-
-    byte_tok = ByteTokenizer()
-    byte_data = prepare_data("pydocs", byte_tok, cache_dir=args.cache_dir, progress=False)
-    byte_val = val_stream(byte_tok)
-    rungs = []
+    family, pooled = registry.get_config(f"pooled-{size}")
+    _, bpe_ref = registry.get_config(f"bpe-{size}")
+    specs = []
+    vocabs = {bpe_name(v): v for v in bpe_vocabs}
+    names = (*EQUAL_PARAMS, *vocabs) if view == "equal-params" else EQUAL_CORE
+    target = registry.count_params(family, pooled)
     for name in names:
-        if name == "bpe":
-            family, cfg = registry.get_config(f"bpe-{args.size}")
-            t0 = time.perf_counter()
-            tok = train_bpe(train_docs, cfg.vocab_size)
-            print(
-                f"trained a {tok.vocab_size}-id byte-level BPE on the training split in {time.perf_counter() - t0:.1f} s",
-                file=sys.stderr,
+        if name in BOUNDARY:
+            specs.append(RungSpec(name, family, dataclasses.replace(pooled, boundary=BOUNDARY[name])))
+        elif name == "bpe":
+            specs.append(RungSpec(name, "decoder", bpe_ref, bpe_ref.vocab_size))
+        elif name in vocabs:
+            specs.append(RungSpec(name, "decoder", sized_decoder(vocabs[name], target, bpe_ref), vocabs[name]))
+    return specs
+
+
+def sized_decoder(vocab: int, target: int, ref: Any, tolerance: float = TOLERANCE) -> Any:
+    """A decoder over `vocab` ids whose total parameters are within `tolerance` of `target`.
+
+    Widths are multiples of the reference's head width (two heads at least) and the
+    feed-forward keeps the reference's d_ff / d_model ratio (rounded to 32);
+    of all (width, depth) pairs within tolerance, the one whose width per layer
+    is closest (on a log scale) to the reference's wins, so every BPE rung has
+    the reference's shape as nearly as its budget allows. Counts are exact
+    (`registry.count_params`).
+    """
+    from stlm import registry
+    from stlm.errors import UserError
+
+    ratio, aspect = ref.d_ff / ref.d_model, ref.d_model / ref.n_layers
+    best: tuple[float, float, Any] | None = None
+    for d_model in range(2 * ref.d_head, 4 * ref.d_model + 1, ref.d_head):
+        for n_layers in range(1, 49):
+            cfg = dataclasses.replace(
+                ref,
+                vocab_size=vocab,
+                d_model=d_model,
+                n_heads=d_model // ref.d_head,
+                n_layers=n_layers,
+                d_ff=32 * max(1, round(ratio * d_model / 32)),
             )
-            data = prepare_data("pydocs", tok, cache_dir=args.cache_dir, progress=False)
-            bytes_per_token = data.meta["train"]["bytes"] / data.meta["train"]["tokens"]
-            seq_len = max(8, round(args.seq_len / bytes_per_token))
-            rungs.append(Rung(name, family, cfg, tok, data.train, val_stream(tok), seq_len))
-        else:
-            family, cfg = registry.get_config(f"pooled-{args.size}")
-            cfg = dataclasses.replace(cfg, boundary=BOUNDARY[name])
-            rungs.append(Rung(name, family, cfg, byte_tok, byte_data.train, byte_val, args.seq_len))
-    for r in rungs:
-        r.params = registry.count_params(r.family, r.config)
-        r.core_params = core_params(r)
-    assert len({int(r.tokenizer.byte_lengths()[r.val].sum()) for r in rungs}) == 1, "validation bytes differ"
-    return rungs
+            error = abs(registry.count_params("decoder", cfg) - target) / target
+            if error <= tolerance:
+                key = (abs(math.log((d_model / n_layers) / aspect)), error, cfg)
+                if best is None or key[:2] < best[:2]:
+                    best = key
+    if best is None:
+        raise UserError(f"no decoder over {vocab} ids fits {target:,} parameters within {tolerance:.0%}")
+    return best[2]
 
 
-def core_params(r: Rung) -> int:
-    """The global core: pooled core blocks + norm, or the decoder's blocks + final norm."""
+def breakdown(spec: RungSpec) -> dict[str, int]:
+    """Exact parameters by part: vocabulary tables (embeddings, hash tables, untied head), core, the rest, total."""
     from stlm import registry
     from stlm.models.byte_decoder.config import param_breakdown
 
-    if r.family == "pooled":
-        return param_breakdown(r.config)["core"]
-    return registry.count_params(r.family, r.config) - r.config.vocab_size * r.config.d_model
+    total = registry.count_params(spec.family, spec.config)
+    if spec.family == "pooled":
+        parts = param_breakdown(spec.config)
+        tables = parts["embeddings"] + parts["hash_tables"] + parts["head"]
+        return {"tables": tables, "core": parts["core"], "other": total - tables - parts["core"], "total": total}
+    cfg = spec.config
+    tables = cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+    return {"tables": tables, "core": total - tables, "other": 0, "total": total}
 
 
-def new_model(r: Rung, args: argparse.Namespace, steps: int):
-    """A freshly initialised model (same seed for every rung), its optimizer and its data loader."""
+# --- data -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Rung:
+    spec: RungSpec
+    tokenizer: Any
+    train: np.ndarray
+    val: np.ndarray  # the corpus's validation text (the same documents for every rung)
+    wiki: np.ndarray | None  # WikiText-2 validation text, or None when not available
+    seq_len: int  # ids per training window
+
+
+def load_rung(spec: RungSpec, args: argparse.Namespace) -> Rung:
+    """The rung's tokenizer (a BPE is trained once and kept in OUT/tokenizers/) and its token streams."""
+    from stlm.data import load_documents, prepare_data, split_documents
+    from stlm.data.shards import encode_document
+    from stlm.tokenizers import BPETokenizer, ByteTokenizer, train_bpe
+
+    docs = load_documents(args.data, cache_dir=args.cache_dir)
+    train_docs, val_docs = split_documents(docs, val_fraction=0.05, seed=0)  # prepare_data's split
+    if spec.bpe_vocab:
+        path = Path(args.out) / "tokenizers" / f"{args.data.replace('/', '_')}-bpe{spec.bpe_vocab}.json"
+        if path.is_file():
+            tok = BPETokenizer.from_file(path)
+        else:
+            sample, n = [], 0
+            for doc in train_docs:  # the first --bpe-train-bytes of the training split, whole documents
+                sample.append(doc)
+                n += len(doc.encode("utf-8"))
+                if n >= args.bpe_train_bytes:
+                    break
+            tok = train_bpe(sample, spec.bpe_vocab)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tok.save(path)
+    else:
+        tok = ByteTokenizer()
+    data = prepare_data(args.data, tok, cache_dir=args.cache_dir, progress=False)
+
+    def stream(texts) -> np.ndarray:
+        chosen, n = [], 0
+        for doc in texts:  # whole documents until --val-bytes
+            chosen.append(encode_document(doc, tok))
+            n += len(doc.encode("utf-8"))
+            if n >= args.val_bytes:
+                break
+        return np.concatenate(chosen).astype(np.int64)
+
+    wiki = None
+    if args.wikitext != "none":
+        wiki = stream([Path(args.wikitext).read_text(encoding="utf-8")]) if args.wikitext else _hub_wikitext(stream)
+    seq_len = args.seq_len
+    if spec.bpe_vocab:  # about the same text per window as the byte models
+        seq_len = max(8, round(args.seq_len * data.meta["train"]["tokens"] / data.meta["train"]["bytes"]))
+    return Rung(spec, tok, data.train, stream(val_docs), wiki, seq_len)
+
+
+def _hub_wikitext(stream) -> np.ndarray | None:
+    """WikiText-2 validation from the evaluation data folder or the Hub (docs/evaluation.md); None if neither."""
+    from stlm.errors import UserError
+    from stlm.evaluation.hub import WIKITEXT2, load_rows
+    from stlm.evaluation.tasks import resolve_data_dir
+
+    folder = resolve_data_dir(None, os.environ.get("STLM_DATA_DIR"), Path.cwd())
+    if folder is not None and (folder / "wikitext-2" / "valid.txt").is_file():
+        return stream([(folder / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")])
+    try:
+        return stream(["".join(str(r["text"]) for r in load_rows(WIKITEXT2, "validation").rows)])
+    except UserError as exc:
+        print(f"no WikiText-2 curve: {exc}", file=sys.stderr)
+        return None
+
+
+# --- one rung's resumable run ---------------------------------------------------------------------
+
+
+def new_training(rung: Rung, lr: float, total_steps: int, args: argparse.Namespace):
+    """A freshly initialised model (the same seed for every rung), its optimizer, schedule and loader."""
     from stlm import registry
     from stlm.config import OptimConfig
     from stlm.data import WindowLoader
     from stlm.training.optim import build_optimizer
 
     torch.manual_seed(args.seed)
-    model = registry.build_model(r.family, r.config).train()
-    optim_cfg = OptimConfig(lr=args.lr, warmup_steps=min(100, max(1, steps // 10)))
+    model = registry.build_model(rung.spec.family, rung.spec.config).train()
+    optim_cfg = OptimConfig(lr=lr, warmup_steps=min(200, max(1, total_steps // 20)))
     optimizer = build_optimizer(model, optim_cfg, torch.device("cpu"))
-    loader = WindowLoader(r.train, r.seq_len, args.batch, seed=args.seed)
+    loader = WindowLoader(rung.train, rung.seq_len, args.batch, seed=args.seed)
     return model, optimizer, optim_cfg, loader
 
 
-def train_step(model, optimizer, window: torch.Tensor) -> None:
+def step_once(model, optimizer, window: torch.Tensor) -> None:
     from stlm.objectives.next_token import model_loss
 
-    loss = model_loss(model, window)
-    loss.backward()
+    model_loss(model, window).backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-# --- calibration: FLOPs and step time, side by side -----------------------------------------------
-
-
-def calibrate(rungs: list[Rung], args: argparse.Namespace) -> None:
+def calibrate(rung: Rung, args: argparse.Namespace) -> dict[str, float]:
+    """FLOPs, bytes and median time of one training step, on a throw-away copy of the model."""
     from stlm.evaluation.flops import count_flops
-    from stlm.models.byte_decoder.boundaries import mean_patch_length
     from stlm.objectives.next_token import model_loss
 
-    warmup, repeats = 2, args.calib_steps
-    state = {}
-    for r in rungs:
-        model, optimizer, _, loader = new_model(r, args, steps=1000)
-        lengths = torch.as_tensor(r.tokenizer.byte_lengths())
-        windows = [loader.next_batch() for _ in range(warmup + repeats)]  # (B, T+1) each
-        flops = [count_flops(lambda w=w: model_loss(model, w).backward()) for w in windows[:2]]
-        optimizer.zero_grad(set_to_none=True)
-        r.flops_per_step = float(np.mean(flops))
-        r.bytes_per_step = float(np.mean([int(lengths[w[:, 1:]].sum()) for w in windows]))
-        if r.family == "pooled":
-            r.ids_per_core_step = mean_patch_length(model, torch.as_tensor(r.val))
-        else:
-            r.ids_per_core_step = float(lengths[torch.as_tensor(r.val)].sum()) / len(r.val)  # bytes per token
-        state[r.name] = (model, optimizer, windows, [])
-    for i in range(warmup + repeats):  # round-robin: one step of each model in turn
-        for r in rungs:
-            model, optimizer, windows, times = state[r.name]
-            t0 = time.perf_counter()
-            train_step(model, optimizer, windows[i])
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    for r in rungs:
-        r.step_s = statistics.median(state[r.name][3])
-        print(
-            f"calibrated {r.name:14s} {r.step_s:6.3f} s/step  {r.bytes_per_step / r.step_s:9,.0f} bytes/s  "
-            f"{r.flops_per_step / r.bytes_per_step / 1e6:8.2f} MFLOP/byte",
-            file=sys.stderr,
-        )
+    model, optimizer, _, loader = new_training(rung, 1e-4, 1000, args)
+    lengths = torch.as_tensor(rung.tokenizer.byte_lengths())
+    windows = [loader.next_batch() for _ in range(2 + args.calib_steps)]  # (B, T+1) each
+    flops = [count_flops(lambda w=w: model_loss(model, w).backward()) for w in windows[:2]]
+    optimizer.zero_grad(set_to_none=True)
+    times = []
+    for i, window in enumerate(windows):
+        t0 = time.perf_counter()
+        step_once(model, optimizer, window)
+        if i >= 2:  # after two warm-up steps
+            times.append(time.perf_counter() - t0)
+    return {
+        "flops_per_step": float(np.mean(flops)),
+        "bytes_per_step": float(np.mean([int(lengths[w[:, 1:]].sum()) for w in windows])),
+        "step_s": statistics.median(times),
+    }
 
 
-# --- training and scoring -------------------------------------------------------------------------
-
-
-def train_round_robin(rungs: list[Rung], steps: dict[str, int], budget: str, args: argparse.Namespace) -> None:
-    """Train each rung for its step count, one step of each in turn; then score the validation bytes."""
-    from stlm.training.optim import lr_at, set_lr
-
-    runs = {r.name: (r, *new_model(r, args, steps[r.name]), [0.0]) for r in rungs}
-    for step in range(max((steps[r.name] for r in rungs), default=0)):
-        for r, model, optimizer, optim_cfg, loader, wall in runs.values():
-            if step < steps[r.name]:
-                set_lr(optimizer, lr_at(step, steps[r.name], optim_cfg))
-                window = loader.next_batch()
-                t0 = time.perf_counter()
-                train_step(model, optimizer, window)
-                wall[0] += time.perf_counter() - t0
-    for r, model, _, _, _, wall in runs.values():
-        bpb = score(r, model)
-        r.results[budget] = {
-            "steps": steps[r.name],
-            "train_bytes": steps[r.name] * r.bytes_per_step,
-            "wall_s": wall[0],
-            "bpb": bpb,
-            "flops": steps[r.name] * r.flops_per_step,
-        }
-        print(
-            f"  {budget:5s} {r.name:14s} {steps[r.name]:6d} steps {wall[0]:7.1f} s  val {bpb:.4f} bits/byte",
-            file=sys.stderr,
-        )
-
-
-def score(r: Rung, model) -> float:
+def val_bpb(rung: Rung, model, stream: np.ndarray) -> float:
     from stlm.evaluation.bpb import bits_per_byte
 
-    result = bits_per_byte(
-        model,
-        r.val,
-        context=r.seq_len,
-        stride=max(1, r.seq_len // 2),
-        batch_size=8,
-        byte_lengths=r.tokenizer.byte_lengths(),
+    was = model.training
+    model.eval()
+    try:
+        return bits_per_byte(
+            model,
+            stream,
+            context=rung.seq_len,
+            stride=max(1, rung.seq_len // 2),
+            batch_size=8,
+            byte_lengths=rung.tokenizer.byte_lengths(),
+        ).bits_per_byte
+    finally:
+        model.train(was)
+
+
+def train_rung(
+    rung: Rung,
+    run_dir: Path,
+    lr: float,
+    tflops: float,
+    minutes: float,
+    args: argparse.Namespace,
+    *,
+    steps: int = 0,
+    stop_at: int = 0,
+) -> dict:
+    """Train (or continue) one rung in `run_dir` for at most `minutes`; returns its state summary.
+
+    The plan (calibration, total steps for `tflops` or `steps` when given, lr)
+    is fixed on the first call and saved; later calls continue it exactly: the
+    same batches, the same schedule, the same curve an uninterrupted run would
+    have logged. `stop_at` ends this piece after that step (0: no limit).
+    """
+    from stlm.training.optim import lr_at, set_lr
+
+    state_path, curve_path = run_dir / "state.pt", run_dir / "curve.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if state_path.is_file():
+        saved = torch.load(state_path, weights_only=False)
+        plan = saved["plan"]
+        model, optimizer, optim_cfg, loader = new_training(rung, plan["lr"], plan["total_steps"], args)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        loader.load_state_dict(saved["loader"])
+        step = saved["step"]
+    else:
+        plan = {**calibrate(rung, args), "lr": lr, "tflops": tflops, "params": breakdown(rung.spec)}
+        plan["total_steps"] = steps or max(1, round(tflops * 1e12 / plan["flops_per_step"]))
+        plan["eval_steps"] = sorted(
+            {max(1, round(plan["total_steps"] * (i / args.curve_points) ** 2)) for i in range(1, args.curve_points + 1)}
+        )  # denser early, where the curves move fastest
+        model, optimizer, optim_cfg, loader = new_training(rung, lr, plan["total_steps"], args)
+        step = 0
+        curve_path.write_text("", encoding="utf-8")
+    deadline = time.perf_counter() + 60 * minutes
+    end = min(plan["total_steps"], stop_at or plan["total_steps"])
+    while step < end and time.perf_counter() < deadline:
+        set_lr(optimizer, lr_at(step, plan["total_steps"], optim_cfg))
+        step_once(model, optimizer, loader.next_batch())
+        step += 1
+        if step in plan["eval_steps"]:
+            point = {
+                "step": step,
+                "flops": step * plan["flops_per_step"],
+                "wall_s": step * plan["step_s"],  # calibrated: the machine's load does not bend it
+                "train_bytes": step * plan["bytes_per_step"],
+                "val_bpb": val_bpb(rung, model, rung.val),
+                "wikitext_bpb": None if rung.wiki is None else val_bpb(rung, model, rung.wiki),
+            }
+            with open(curve_path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(point) + "\n")
+    tmp = state_path.with_suffix(".part")
+    torch.save(
+        {
+            "plan": plan,
+            "step": step,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "loader": loader.state_dict(),
+        },
+        tmp,
     )
-    r.val_bytes = result.n_bytes
-    return result.bits_per_byte
+    os.replace(tmp, state_path)  # a run killed while saving keeps its previous state
+    return {
+        "rung": rung.spec.name,
+        "step": step,
+        "total_steps": plan["total_steps"],
+        "done": step >= plan["total_steps"],
+    }
 
 
-# --- the table ------------------------------------------------------------------------------------
+def read_curve(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "curve.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.is_file() else []
 
 
-def report(rungs: list[Rung], args: argparse.Namespace, flop_budget: float, elapsed: float) -> None:
-    unpooled = next((r for r in rungs if r.name == "unpooled"), None)
-    print(
-        f"\npooling ladder: size {args.size}, pydocs, torch {torch.__version__}, {torch.get_num_threads()} threads, fp32; "
-        f"batch {args.batch} x {args.seq_len} bytes (BPE: the same text in tokens), AdamW lr {args.lr:g} cosine; "
-        f"validation {rungs[0].val_bytes:,} bytes, the same documents for every model\n"
-        f"(a) equal wall-clock: {args.budget_s:g} s of training per model, converted to steps by a round-robin "
-        f"calibration (median of {args.calib_steps} steps after 2 warm-up); "
-        f"(b) equal FLOPs: {flop_budget / 1e12:.3f} TFLOP per model (what pooled-space spends in (a)); "
-        f"FLOPs = matmuls + attention executed in forward + backward. total run {elapsed / 60:.1f} min\n"
-    )
-    header = (
-        "model",
-        "params",
-        "core",
-        "bytes/core step",
-        "MFLOP/byte",
-        "train bytes/s",
-        "vs unpooled",
-        "(a) steps",
-        "(a) MB",
-        "(a) val BPB",
-        "(b) steps",
-        "(b) MB",
-        "(b) val BPB",
-    )
-    rows = [header]
-    for r in rungs:
-        rate = r.bytes_per_step / r.step_s
-        ratio = f"{rate / (unpooled.bytes_per_step / unpooled.step_s):.2f}x" if unpooled else "-"
-        a, b = r.results["wall"], r.results["flops"]
+def at(curve: list[dict[str, Any]], axis: str, x: float, key: str = "val_bpb") -> float | None:
+    """The curve's `key` at `axis` = x, linearly interpolated; None outside the curve."""
+    points = [(p[axis], p[key]) for p in curve if p.get(key) is not None]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0) if x1 > x0 else y1
+    return points[-1][1] if points and math.isclose(points[-1][0], x) else None
+
+
+# --- commands -------------------------------------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> None:
+    specs = rung_specs(args.size, args.view, args.bpe_vocabs)
+    target = breakdown(specs[0])["total"]
+    rows = [("rung", "family", "shape", "vocab tables", "core", "other", "total", "vs pooled-space")]
+    for spec in specs:
+        b, c = breakdown(spec), spec.config
+        shape = (
+            f"d={c.d_model} L={c.n_layers} ff={c.d_ff} V={c.vocab_size}"
+            if spec.family == "decoder"
+            else f"core {c.d_global}x{c.n_global_layers}, {c.boundary}"
+        )
         rows.append(
             (
-                r.name,
-                f"{r.params:,}",
-                f"{r.core_params:,}",
-                f"{r.ids_per_core_step:.2f}",
-                f"{r.flops_per_step / r.bytes_per_step / 1e6:.2f}",
-                f"{rate:,.0f}",
-                ratio,
-                str(a["steps"]),
-                f"{a['train_bytes'] / 1e6:.2f}",
-                f"{a['bpb']:.4f}",
-                str(b["steps"]),
-                f"{b['train_bytes'] / 1e6:.2f}",
-                f"{b['bpb']:.4f}",
+                spec.name,
+                spec.family,
+                shape,
+                f"{b['tables']:,}",
+                f"{b['core']:,}",
+                f"{b['other']:,}",
+                f"{b['total']:,}",
+                f"{(b['total'] - target) / target:+.2%}",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    print_table(rows)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    spec = next(s for s in rung_specs(args.size, args.view, args.bpe_vocabs) if s.name == args.rung)
+    rung = load_rung(spec, args)
+    results = {}
+    for lr in [float(x) for x in args.lrs.split(",")]:
+        run_dir = Path(args.out) / "sweep" / f"{args.rung}-lr{lr:g}"
+        summary = train_rung(rung, run_dir, lr, args.tflops, args.minutes, args, steps=args.steps)
+        curve = read_curve(run_dir)
+        results[f"{lr:g}"] = {**summary, "val_bpb": curve[-1]["val_bpb"] if curve else None}
+        print(json.dumps({"lr": lr, **results[f"{lr:g}"]}), flush=True)
+    (Path(args.out) / "sweep" / f"{args.rung}.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    spec = next(s for s in rung_specs(args.size, args.view, args.bpe_vocabs) if s.name == args.rung)
+    rung = load_rung(spec, args)
+    summary = train_rung(
+        rung,
+        Path(args.out) / args.rung,
+        args.lr,
+        args.tflops,
+        args.minutes,
+        args,
+        steps=args.steps,
+        stop_at=args.stop_at,
+    )
+    print(json.dumps(summary))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    curves = {
+        spec.name: read_curve(Path(args.out) / spec.name) for spec in rung_specs(args.size, args.view, args.bpe_vocabs)
+    }
+    curves = {name: c for name, c in curves.items() if c}
+    if not curves:
+        raise SystemExit(f"no curves under {args.out}: run `train` first")
+    rows = [
+        (
+            "rung",
+            "steps",
+            "TFLOP",
+            "calibrated min",
+            "val BPB (end)",
+            "WikiText-2 BPB (end)",
+            "val BPB @ equal FLOPs",
+            "val BPB @ equal time",
+        )
+    ]
+    flops = min(c[-1]["flops"] for c in curves.values())
+    wall = min(c[-1]["wall_s"] for c in curves.values())
+    for name, c in curves.items():
+        end, fl, wt = c[-1], at(c, "flops", flops), at(c, "wall_s", wall)
+        rows.append(
+            (
+                name,
+                str(end["step"]),
+                f"{end['flops'] / 1e12:.1f}",
+                f"{end['wall_s'] / 60:.1f}",
+                f"{end['val_bpb']:.4f}",
+                "-" if end.get("wikitext_bpb") is None else f"{end['wikitext_bpb']:.4f}",
+                "-" if fl is None else f"{fl:.4f}",
+                "-" if wt is None else f"{wt:.4f}",
+            )
+        )
+    print(f"equal FLOPs at {flops / 1e12:.1f} TFLOP, equal calibrated time at {wall / 60:.1f} min")
+    print_table(rows)
+    plot(curves, Path(args.out))
+
+
+def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    for axis, label, scale in (("flops", "training TFLOPs", 1e12), ("wall_s", "calibrated training minutes", 60.0)):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for name, c in curves.items():
+            ax.plot([p[axis] / scale for p in c], [p["val_bpb"] for p in c], marker="o", ms=3, label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation bits per byte")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / f"ladder-{axis}.png", dpi=120)
+        plt.close(fig)
+
+
+def print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         print(
             "| " + " | ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))) + " |"
         )
         if n == 0:
             print("|" + "|".join("-" * (w + 2) if i == 0 else "-" * (w + 1) + ":" for i, w in enumerate(widths)) + "|")
-    print(
-        "\nbytes/core step: bytes (ids) per patch for pooled models, UTF-8 bytes per token for BPE. "
-        "MB: training text seen. (a) wall time actually spent training: "
-        + ", ".join(f"{r.name} {r.results['wall']['wall_s']:.0f} s" for r in rungs)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["plan", "sweep", "train", "report"])
+    p.add_argument("--size", choices=["tiny", "10m"], default="10m")
+    p.add_argument("--view", choices=["equal-params", "equal-core"], default="equal-params")
+    p.add_argument("--rung", help="train/sweep: the rung")
+    p.add_argument(
+        "--out", default="runs/ladder", help="one folder per rung (state.pt, curve.jsonl), plots, tokenizers"
     )
+    p.add_argument("--data", default="offline-mix", help="training corpus (any --data spec)")
+    p.add_argument("--cache-dir", help="download and token caches (default: the user cache)")
+    p.add_argument("--wikitext", default="", help="WikiText-2 valid.txt ('' = data folder or Hub, 'none' = no curve)")
+    p.add_argument(
+        "--bpe-vocabs",
+        type=lambda text: tuple(int(v) for v in text.split(",")),
+        default=BPE_VOCABS,
+        help="equal-params: BPE vocabulary sizes, one rung each (bpe-4k ...)",
+    )
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lrs", default="1e-3,2e-3,4e-3", help="sweep: learning rates")
+    p.add_argument("--tflops", type=float, default=400.0, help="the rung's training budget in TFLOPs")
+    p.add_argument("--minutes", type=float, default=9.0, help="stop this piece after so many minutes (resume later)")
+    p.add_argument("--steps", type=int, default=0, help="the rung's training steps (0: from --tflops)")
+    p.add_argument("--stop-at", type=int, default=0, help="stop this piece after that step (0: no limit)")
+    p.add_argument("--seq-len", type=int, default=512, help="bytes per training window (BPE: the same text)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--val-bytes", type=int, default=131072, help="validation text scored per curve point")
+    p.add_argument("--curve-points", type=int, default=16)
+    p.add_argument("--bpe-train-bytes", type=int, default=16 << 20, help="training text a BPE is fitted on")
+    p.add_argument("--calib-steps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    return p
 
 
-def _rung(rungs: list[Rung], name: str) -> Rung:
-    return next(r for r in rungs if r.name == name)
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    torch.set_num_threads(args.threads)
+    {"plan": cmd_plan, "sweep": cmd_sweep, "train": cmd_train, "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

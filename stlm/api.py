@@ -256,7 +256,8 @@ class Model:
     ) -> TaskResult:
         """Run an evaluation task (bpb, wikitext2, blimp, piqa or mc:PATH) on this checkpoint.
 
-        options are `stlm.evaluation.base.EvalOptions`: data_dir, limit, file, corpus, split,
+        options are `stlm.evaluation.base.EvalOptions`: data_dir (None: BLiMP, PIQA and
+        WikiText-2 from the Hugging Face Hub, cached), hf_cache_dir, limit, file, corpus, split,
         context, stride, max_ids. batch_size: items per forward pass (default: by task).
         """
         try:

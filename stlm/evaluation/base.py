@@ -54,7 +54,8 @@ class EvalModel:
 class EvalOptions:
     """Task settings; each task reads the ones it needs and records them."""
 
-    data_dir: Path | None = None  # the shared evaluation data folder (blimp/, piqa/, wikitext-2/)
+    data_dir: Path | None = None  # the evaluation data folder (blimp/, piqa/, wikitext-2/); None: the Hugging Face Hub
+    hf_cache_dir: Path | None = None  # where `datasets` caches Hub sets when data_dir is None (None: its default)
     limit: int | None = None  # first N items (per phenomenon for BLiMP)
     # bits per byte
     file: Path | None = None

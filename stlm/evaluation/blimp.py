@@ -15,6 +15,7 @@ from pathlib import Path
 
 from stlm.errors import UserError
 from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
+from stlm.evaluation.hub import BLIMP, load_rows
 from stlm.evaluation.jsonl import read_jsonl, text_field
 from stlm.evaluation.record import markdown_table
 
@@ -22,6 +23,76 @@ N_PHENOMENA = 67
 # Overall accuracy (%) reported by Warstadt et al. (2020), for orientation.
 REFERENCES = (("5-gram", 61.2), ("LSTM", 69.8), ("Transformer-XL", 69.6), ("GPT-2 (1.5B)", 81.5), ("human", 88.6))
 FIELDS = ("sentence_good", "sentence_bad")
+# The 67 phenomena (file names of the release, config names on the Hub), in name order.
+PHENOMENA = (
+    "adjunct_island",
+    "anaphor_gender_agreement",
+    "anaphor_number_agreement",
+    "animate_subject_passive",
+    "animate_subject_trans",
+    "causative",
+    "complex_NP_island",
+    "coordinate_structure_constraint_complex_left_branch",
+    "coordinate_structure_constraint_object_extraction",
+    "determiner_noun_agreement_1",
+    "determiner_noun_agreement_2",
+    "determiner_noun_agreement_irregular_1",
+    "determiner_noun_agreement_irregular_2",
+    "determiner_noun_agreement_with_adj_2",
+    "determiner_noun_agreement_with_adj_irregular_1",
+    "determiner_noun_agreement_with_adj_irregular_2",
+    "determiner_noun_agreement_with_adjective_1",
+    "distractor_agreement_relational_noun",
+    "distractor_agreement_relative_clause",
+    "drop_argument",
+    "ellipsis_n_bar_1",
+    "ellipsis_n_bar_2",
+    "existential_there_object_raising",
+    "existential_there_quantifiers_1",
+    "existential_there_quantifiers_2",
+    "existential_there_subject_raising",
+    "expletive_it_object_raising",
+    "inchoative",
+    "intransitive",
+    "irregular_past_participle_adjectives",
+    "irregular_past_participle_verbs",
+    "irregular_plural_subject_verb_agreement_1",
+    "irregular_plural_subject_verb_agreement_2",
+    "left_branch_island_echo_question",
+    "left_branch_island_simple_question",
+    "matrix_question_npi_licensor_present",
+    "npi_present_1",
+    "npi_present_2",
+    "only_npi_licensor_present",
+    "only_npi_scope",
+    "passive_1",
+    "passive_2",
+    "principle_A_c_command",
+    "principle_A_case_1",
+    "principle_A_case_2",
+    "principle_A_domain_1",
+    "principle_A_domain_2",
+    "principle_A_domain_3",
+    "principle_A_reconstruction",
+    "regular_plural_subject_verb_agreement_1",
+    "regular_plural_subject_verb_agreement_2",
+    "sentential_negation_npi_licensor_present",
+    "sentential_negation_npi_scope",
+    "sentential_subject_island",
+    "superlative_quantifiers_1",
+    "superlative_quantifiers_2",
+    "tough_vs_raising_1",
+    "tough_vs_raising_2",
+    "transitive",
+    "wh_island",
+    "wh_questions_object_gap",
+    "wh_questions_subject_gap",
+    "wh_questions_subject_gap_long_distance",
+    "wh_vs_that_no_gap",
+    "wh_vs_that_no_gap_long_distance",
+    "wh_vs_that_with_gap",
+    "wh_vs_that_with_gap_long_distance",
+)
 
 
 @dataclass(frozen=True)
@@ -39,6 +110,20 @@ def load_blimp(directory: Path, limit: int | None = None) -> list[Phenomenon]:
     if not files:
         raise UserError(f"{directory} holds no BLiMP .jsonl files")
     return [_load_phenomenon(path, limit) for path in files]
+
+
+def load_blimp_hub(
+    limit: int | None = None, cache_dir: Path | None = None, phenomena: tuple[str, ...] | None = None
+) -> list[Phenomenon]:
+    """The phenomena (default: all 67) from the Hub, one config each, split "train", as `load_blimp` reads the release."""
+    out = []
+    for uid in PHENOMENA if phenomena is None else phenomena:
+        hub = load_rows(BLIMP, "train", config=uid, cache_dir=cache_dir)
+        rows = hub.rows[:limit] if limit is not None else hub.rows
+        pairs = [(str(r["sentence_good"]), str(r["sentence_bad"])) for r in rows]
+        field = str(rows[0].get("field", "")) if rows else ""
+        out.append(Phenomenon(uid=uid, field=field, path=hub.files[0] if hub.files else Path(uid), pairs=pairs))
+    return out
 
 
 def _load_phenomenon(path: Path, limit: int | None) -> Phenomenon:
@@ -62,8 +147,10 @@ def accuracy_by_phenomenon(model: EvalModel, phenomena: list[Phenomenon]) -> dic
 
 
 def run_blimp(model: EvalModel, options: EvalOptions) -> TaskResult:
-    directory = data_subdir(options, "blimp")
-    phenomena = load_blimp(directory, options.limit)
+    if options.data_dir is None:
+        phenomena = load_blimp_hub(options.limit, options.hf_cache_dir)
+    else:
+        phenomena = load_blimp(data_subdir(options, "blimp"), options.limit)
     counts = accuracy_by_phenomenon(model, phenomena)
     right = sum(r for r, _ in counts.values())
     total = sum(n for _, n in counts.values())

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from stlm.errors import UserError
 from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
+from stlm.evaluation.hub import PIQA, load_rows
 from stlm.evaluation.jsonl import read_jsonl, text_field
 from stlm.evaluation.record import markdown_table
 from stlm.evaluation.scoring import Family
@@ -135,7 +136,25 @@ def choose(model: EvalModel, items: list[MCItem]) -> MCOutcome:
     return MCOutcome(100.0 * right / n, 100.0 * right_norm / n, n, predictions, truncated)
 
 
+def load_piqa_hub(*, limit: int | None = None, cache_dir: Path | None = None) -> tuple[list[MCItem], list[Path]]:
+    """PIQA validation from the Hub copy (fields goal, sol1, sol2, label), and the files read."""
+    hub = load_rows(PIQA, "validation", cache_dir=cache_dir)
+    items = []
+    for n, row in enumerate(hub.rows, start=1):
+        where = f"{PIQA.repo}:validation:{n}"
+        if row.get("label") not in (0, 1):
+            raise UserError(f"{where}: gold index must be 0 or 1, got {row.get('label')!r}")
+        sols = (str(row["sol1"]), str(row["sol2"]))
+        items.append(_checked(MCItem(f"Question: {row['goal']}\nAnswer:", sols, int(row["label"]), where), 2))
+        if limit is not None and len(items) >= limit:
+            break
+    return items, hub.files
+
+
 def run_piqa(model: EvalModel, options: EvalOptions) -> TaskResult:
+    if options.data_dir is None:
+        items, files = load_piqa_hub(limit=options.limit, cache_dir=options.hf_cache_dir)
+        return _result("piqa", model, options, items, files, PIQA_REFERENCES)
     directory = data_subdir(options, "piqa")
     items = load_piqa(directory, limit=options.limit)
     files = [directory / "valid.jsonl", directory / "valid-labels.lst"]

@@ -108,11 +108,14 @@ def result_name(task: str, options: EvalOptions, checkpoint_name: str, config: d
     return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "_", part).strip("._") or "_" for part in parts)
 
 
-def resolve_data_dir(flag: Path | None, env_value: str | None, cwd: Path) -> Path:
+def resolve_data_dir(flag: Path | None, env_value: str | None, cwd: Path) -> Path | None:
     """The evaluation data folder: --data-dir, else $STLM_DATA_DIR, else ../shared/data next to the repo.
 
     "The repo" is the nearest folder at or above `cwd` holding .git or
     pyproject.toml; outside any repo the default is ../shared/data from `cwd`.
+    None when nothing was given and the default folder does not exist: the
+    tasks then read the sets from the Hugging Face Hub (hub.py). A folder
+    that was given but does not exist is an error.
     """
     if flag is not None:
         where, path = "--data-dir", Path(flag)
@@ -122,6 +125,8 @@ def resolve_data_dir(flag: Path | None, env_value: str | None, cwd: Path) -> Pat
         cwd = Path(cwd).resolve()
         root = next((d for d in (cwd, *cwd.parents) if (d / ".git").exists() or (d / "pyproject.toml").is_file()), cwd)
         where, path = f"the default next to {root}", root.parent / "shared" / "data"
+        if not path.is_dir():
+            return None
     if not path.is_dir():
         raise UserError(
             f"evaluation data folder {path} (from {where}) does not exist; "

@@ -15,6 +15,7 @@ import numpy as np
 from stlm.errors import UserError
 from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 from stlm.evaluation.bpb import REFERENCE_LABELS, bits_per_byte, reference_bpb
+from stlm.evaluation.hub import WIKITEXT2, WIKITEXT2_SPLITS, load_rows
 from stlm.evaluation.record import markdown_table
 
 WIKITEXT_FILES = {"val": "valid.txt", "test": "test.txt"}
@@ -72,6 +73,15 @@ def run_wikitext2(model: EvalModel, options: EvalOptions) -> TaskResult:
         raise UserError(
             f"wikitext2 has splits {', '.join(WIKITEXT_FILES)}, not {options.split!r} (it is never trained on)"
         )
+    if options.data_dir is None:
+        hub = load_rows(WIKITEXT2, WIKITEXT2_SPLITS[options.split], cache_dir=options.hf_cache_dir)
+        # One row per line of the release, each with its own newline: joined, they are the file's text.
+        text = "".join(str(row["text"]) for row in hub.rows)
+        if not text.strip():
+            raise UserError(f"{WIKITEXT2.repo} {WIKITEXT2_SPLITS[options.split]} has no text")
+        stream = np.asarray(model.tokenizer.encode(text, bos=True), dtype=np.int64)
+        label = f"wikitext-2 {WIKITEXT2_SPLITS[options.split]} ({WIKITEXT2.repo})"
+        return _score("wikitext2", model, options, stream, label, hub.files)
     path = data_subdir(options, "wikitext-2") / WIKITEXT_FILES[options.split]
     return _score("wikitext2", model, options, file_stream(path, model.tokenizer), f"wikitext-2 {path.name}", [path])
 

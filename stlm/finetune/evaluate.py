@@ -4,7 +4,8 @@
     qa               exact_match, f1 (SQuAD normalisation)
     classification   accuracy (the generated string equals the label) and
                      accuracy_logprob (the label + EOS with the highest
-                     log-probability; it never fails to parse)
+                     log-probability; it never fails to parse); baselines:
+                     the majority label and bag of words (bow.py)
 
 Every result also has `loss`, the mean cross-entropy (nats) per target token.
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from stlm.evaluation import metrics
 from stlm.evaluation.scoring import score_continuations
+from stlm.finetune.bow import fit_bag_of_words
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText
 
@@ -43,7 +46,27 @@ def target_loss(model, fmt: TextToText, examples: Sequence[Example], *, batch_si
     return total / max(1, count)
 
 
+@dataclass
+class Scored:
+    """Scores on a list of examples and what the model answered for each, in their order."""
+
+    metrics: dict[str, float]
+    predictions: list[str]  # greedy outputs
+    chosen: list[str]  # classification: the label with the highest log-probability; else empty
+
+
 def evaluate_examples(
+    model: torch.nn.Module,
+    fmt: TextToText,
+    examples: Sequence[Example],
+    **kwargs: Any,
+) -> tuple[dict[str, float], list[str]]:
+    """(metrics, greedy predictions) of `model` on `examples` (keyword arguments: `score_examples`)."""
+    scored = score_examples(model, fmt, examples, **kwargs)
+    return scored.metrics, scored.predictions
+
+
+def score_examples(
     model: torch.nn.Module,
     fmt: TextToText,
     examples: Sequence[Example],
@@ -55,8 +78,8 @@ def evaluate_examples(
     device: torch.device,
     autocast: contextlib.AbstractContextManager | None = None,
     progress: bool = False,
-) -> tuple[dict[str, float], list[str]]:
-    """(metrics, greedy predictions) of `model` on `examples`."""
+) -> Scored:
+    """The metrics of `model` on `examples`, with each example's greedy output (and log-prob label)."""
     autocast = autocast or contextlib.nullcontext()
     result: dict[str, float] = {
         "loss": target_loss(model, fmt, examples, batch_size=batch_size, device=device, autocast=autocast),
@@ -68,12 +91,13 @@ def evaluate_examples(
         )
     references = [ex.target for ex in examples]
     result.update(task_metrics(kind, predictions, references))
+    chosen: list[str] = []
     if kind == "classification" and labels:
         chosen = classify_by_logprob(
             model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast
         )
         result["accuracy_logprob"] = metrics.accuracy(chosen, references)
-    return result, predictions
+    return Scored(result, predictions, chosen)
 
 
 def generate_predictions(
@@ -146,14 +170,27 @@ def classify_by_logprob(
     return chosen
 
 
-def baselines(kind: str, train: Sequence[Example], test: Sequence[Example]) -> dict[str, dict[str, float]]:
-    """Scores a model must beat: the majority training label (classification), the lead sentence (summaries)."""
+def baselines(
+    kind: str, train: Sequence[Example], test: Sequence[Example], val: Sequence[Example] = ()
+) -> dict[str, dict[str, Any]]:
+    """Scores a model must beat: the majority training label and a bag-of-words classifier
+    (classification), the lead sentence (summaries). Classification baselines keep their
+    per-example predictions under "predictions"."""
     from stlm.finetune.pydocs_tasks import lead_sentence
 
     references = [ex.target for ex in test]
     if kind == "classification":
         majority = Counter(ex.target.strip() for ex in train).most_common(1)[0][0]
-        return {"majority": {"label": majority, "accuracy": metrics.accuracy([majority] * len(test), references)}}
+        bow = fit_bag_of_words(train, val)
+        guessed = [bow.predict(ex.input) for ex in test]
+        return {
+            "majority": {"label": majority, "accuracy": metrics.accuracy([majority] * len(test), references)},
+            "bag_of_words": {
+                "accuracy": metrics.accuracy(guessed, references),
+                "model": f"multinomial naive Bayes, word 1+2-grams, alpha {bow.alpha} (chosen on validation)",
+                "predictions": guessed,
+            },
+        }
     if kind == "summarization":
         return {"lead_sentence": metrics.rouge([lead_sentence(ex.input) for ex in test], references)}
     return {}

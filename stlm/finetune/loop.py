@@ -41,9 +41,9 @@ from stlm.config import apply_resume_overrides
 from stlm.errors import UserError
 from stlm.evaluation.record import checkpoint_record, provenance
 from stlm.finetune.config import FinetuneConfig
-from stlm.finetune.evaluate import baselines, evaluate_examples
+from stlm.finetune.evaluate import Scored, baselines, score_examples
 from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
-from stlm.finetune.format import TextToText
+from stlm.finetune.format import TextToText, cut_utf8
 from stlm.runtime import resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog
@@ -208,9 +208,9 @@ def _finetune(
         model, cfg.optim, par, run_dir=out, nonfinite_skips=cfg.train.nonfinite_skips, report=log, progress=progress
     )
 
-    def evaluate(examples: list[Example], bar: bool = False) -> dict[str, float]:
+    def evaluate(examples: list[Example], bar: bool = False) -> Scored:
         return trainer.evaluate(
-            lambda plain: evaluate_examples(
+            lambda plain: score_examples(
                 plain,
                 fmt,
                 examples,
@@ -221,7 +221,7 @@ def _finetune(
                 device=runtime.device,
                 autocast=runtime.autocast(),
                 progress=bar and progress,
-            )[0]
+            )
         )
 
     state: dict[str, Any] = {"best": None, "best_step": 0, "bad_evals": 0, "initial": None, "stopped_early": False}
@@ -240,7 +240,7 @@ def _finetune(
                     file=sys.stderr,
                     flush=True,
                 )
-            state["initial"] = evaluate(final_set, bar=True)
+            state["initial"] = evaluate(final_set, bar=True).metrics
 
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
@@ -274,7 +274,7 @@ def _finetune(
             bar.set_postfix(**shown, refresh=False)
             loss_sum, loss_n = torch.zeros_like(loss_sum), 0
         if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-            val = evaluate(eval_set)
+            val = evaluate(eval_set).metrics
             metrics_log.write({"step": step, **{f"val_{k}": v for k, v in val.items()}})
             value = val[metric]
             improved = state["best"] is None or (value < state["best"] if lower_is_better else value > state["best"])
@@ -299,14 +299,16 @@ def _finetune(
     if progress:
         print(f"  scoring the best checkpoint (step {state['best_step']}) on {final_name}", file=sys.stderr, flush=True)
     final = evaluate(final_set, bar=True)
+    base = baselines(data.kind, data.train, final_set, data.val if final_name == "test" else ())
     results = {
         "task": cfg.task.name or data.kind,
         "kind": data.kind,
         "scored_on": final_name,
         "metric": metric,
         "initial": state["initial"],
-        "finetuned": final,
-        "baselines": baselines(data.kind, data.train, final_set),
+        "finetuned": final.metrics,
+        "baselines": {name: {k: v for k, v in b.items() if k != "predictions"} for name, b in base.items()},
+        "predictions": per_example(final_set, final, base, cfg.task.max_input_bytes),
         "best_step": state["best_step"],
         "steps_run": step,
         "stopped_early": state["stopped_early"],
@@ -325,6 +327,24 @@ def _finetune(
     }
     ckpt_io.write_json_atomic(out / RESULTS, results)
     return FinetuneResult(out, step, state["best_step"], best_ckpt, state["stopped_early"], results)
+
+
+def per_example(
+    examples: list[Example], scored: Scored, base: dict[str, dict[str, Any]], max_input_bytes: int
+) -> list[dict[str, Any]]:
+    """One row per scored example, in split order: what the model read, the reference, its answers
+    (greedy, and by label log-probability for classification), and each baseline's answer when it has them."""
+    rows = []
+    for i, ex in enumerate(examples):
+        row: dict[str, Any] = {"index": i, "input": cut_utf8(ex.input, max_input_bytes), "target": ex.target}
+        row["prediction"] = scored.predictions[i]
+        if scored.chosen:
+            row["prediction_logprob"] = scored.chosen[i]
+        for name, b in base.items():
+            if "predictions" in b:
+                row[name] = b["predictions"][i]
+        rows.append(row)
+    return rows
 
 
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> list[int]:

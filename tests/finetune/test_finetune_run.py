@@ -63,6 +63,14 @@ def test_decoder_finetune_end_to_end(colours, tmp_path, one_thread):
     assert config["task"]["labels"] == ["blue", "red"] and ckpt == result.best_checkpoint
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "val_loss" in r] == [4, 8]
+    # Per-example predictions of the scored split, beside the bag-of-words baseline's answers.
+    rows = res["predictions"]
+    assert len(rows) == res["finetuned"]["examples"] and [r["index"] for r in rows] == list(range(len(rows)))
+    assert {r["prediction_logprob"] for r in rows} <= {"red", "blue"} and {r["target"] for r in rows} <= {"red", "blue"}
+    right = sum(r["prediction_logprob"] == r["target"] for r in rows)
+    assert res["finetuned"]["accuracy_logprob"] == pytest.approx(right / len(rows))
+    bow_right = sum(r["bag_of_words"] == r["target"] for r in rows)
+    assert res["baselines"]["bag_of_words"]["accuracy"] == pytest.approx(bow_right / len(rows)) == 1.0
 
 
 @pytest.mark.parametrize("init", ["t5-debug", "pooled-tiny"])

@@ -1,0 +1,82 @@
+"""The ladder's rungs: exact parameter accounting, equal totals within 2%, resume equals uninterrupted."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import torch
+
+from bench.pooling_ladder import TOLERANCE, breakdown, load_rung, parser, read_curve, rung_specs, train_rung
+from stlm import registry
+
+
+def _unique_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def test_equal_params_rungs_are_within_2_percent_with_exact_accounting():
+    specs = rung_specs("10m", "equal-params")
+    assert [s.name for s in specs] == ["pooled-space", "pooled-entropy", "unpooled", "bpe-4k", "bpe-16k", "bpe-32k"]
+    target = registry.count_params("pooled", registry.get_config("pooled-10m")[1])
+    totals = {}
+    for spec in specs:
+        parts = breakdown(spec)
+        model = registry.build_model(spec.family, spec.config)
+        # The accounting is the model: every parameter counted once, the parts add up to it.
+        assert parts["total"] == _unique_params(model) == parts["tables"] + parts["core"] + parts["other"]
+        if spec.family == "decoder":  # tied: the one vocabulary table is the embedding
+            assert parts["tables"] == model.embed.weight.numel() == spec.bpe_vocab * spec.config.d_model
+            assert spec.config.vocab_size == spec.bpe_vocab
+        totals[spec.name] = parts["total"]
+    assert totals["pooled-space"] == target
+    assert (max(totals.values()) - min(totals.values())) / target <= TOLERANCE
+    # A large vocabulary leaves a small core: that is the comparison.
+    cores = [breakdown(s)["core"] for s in specs if s.family == "decoder"]
+    assert cores == sorted(cores, reverse=True)
+
+
+def test_equal_core_view_keeps_one_core():
+    cores = {breakdown(s)["core"] for s in rung_specs("10m", "equal-core")}
+    assert len(cores) == 1
+
+
+def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
+    rng = random.Random(0)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    words = [
+        "the",
+        "model",
+        "reads",
+        "bytes",
+        "and",
+        "pools",
+        "them",
+        "into",
+        "patches",
+        "for",
+        "a",
+        "deep",
+        "narrow",
+        "core",
+    ]
+    for i in range(30):
+        (corpus / f"{i:02d}.txt").write_text(" ".join(rng.choices(words, k=300)) + "\n", encoding="utf-8")
+    common = ["--size", "tiny", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--wikitext", "none"]
+    common += ["--seq-len", "64", "--batch", "2", "--val-bytes", "2048", "--curve-points", "3", "--calib-steps", "1"]
+    spec = rung_specs("tiny", "equal-params", ())[0]
+    results = {}
+    for name, pieces in (("whole", [0]), ("pieces", [2, 4, 0])):
+        args = parser().parse_args(["train", "--out", str(tmp_path / name), *common])
+        rung = load_rung(spec, args)
+        for stop_at in pieces:
+            summary = train_rung(rung, tmp_path / name / "r", 2e-3, 0.0, 5.0, args, steps=6, stop_at=stop_at)
+        assert summary == {"rung": "pooled-space", "step": 6, "total_steps": 6, "done": True}
+        state = torch.load(tmp_path / name / "r" / "state.pt", weights_only=False)
+        curve = [{k: v for k, v in p.items() if k != "wall_s"} for p in read_curve(tmp_path / name / "r")]
+        results[name] = (state["model"], curve)
+    (whole, curve_whole), (pieces, curve_pieces) = results["whole"], results["pieces"]
+    assert [p["step"] for p in curve_whole] == [1, 3, 6]  # denser early
+    assert curve_pieces == curve_whole and json.dumps(curve_whole)  # same numbers, plain JSON
+    assert all(torch.equal(whole[k], pieces[k]) for k in whole)
