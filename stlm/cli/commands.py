@@ -147,6 +147,24 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spin(args: argparse.Namespace) -> int:
+    from stlm import api
+    from stlm.finetune.spin import RESUME_SAFE_KEYS
+
+    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
+    if args.resume:
+        if args.run is not None:
+            raise UserError("--resume continues a SPIN run with its recorded settings; pass no RUN with it")
+        run = api.spin(resume=args.resume, progress=progress, **settings)
+    else:
+        if args.run is None:
+            raise UserError("name the fine-tuned run to start from: stlm spin RUN (or --resume a SPIN run)")
+        run = api.spin(args.run, args.out, progress=progress, **settings)
+    tables.print_spin(run.results)
+    print(f"checkpoint (step {run.step}): {run.checkpoint}\nresults: {run.dir / 'results.json'}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stlm import api
     from stlm import checkpoint as ckpt_io

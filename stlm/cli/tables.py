@@ -64,3 +64,16 @@ def print_finetune(results: dict[str, Any]) -> None:
         f"{results['task']} ({results['kind']}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):"
     )
     print_table(rows, right=range(1, len(rows[0])))
+
+
+def print_spin(results: dict[str, Any]) -> None:
+    """One row per SPIN iteration (0: the starting model): the task metric and the implicit-reward accuracy."""
+    keys = _FINETUNE_KEYS[results["kind"]]
+    extra = ("train_reward_accuracy", "val_reward_accuracy", "val_reward_margin", "val_opponent_exact")
+    rows = [("iteration", *keys, "reward acc (train)", "reward acc (val)", "margin (val)", "opponent = gold")]
+    for row in results["iterations"]:
+        cells = [f"{row[f'val_{k}']:.4f}" if f"val_{k}" in row else "-" for k in keys]
+        cells += [f"{row[k]:.3f}" if k in row else "-" for k in extra]
+        rows.append((str(row["iteration"]), *cells))
+    print(f"SPIN on {results['task']} ({results['kind']}, beta {results['beta']}), scored on validation:")
+    print_table(rows, right=range(1, len(rows[0])))
