@@ -165,6 +165,25 @@ def cmd_spin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_selfplay(args: argparse.Namespace) -> int:
+    from stlm.selfplay.loop import RESUME_SAFE_KEYS, SelfPlayConfig, selfplay
+
+    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
+    if args.resume:
+        run = selfplay(None, args.resume, resume=True, overrides=settings, stop_at=args.stop_at, progress=progress)
+    else:
+        cfg = SelfPlayConfig().with_overrides(settings)
+        out = args.out or Path("runs") / f"selfplay-{cfg.game}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = selfplay(cfg, out, stop_at=args.stop_at, progress=progress)
+    tables.print_selfplay(run.results)
+    print(f"checkpoint (update {run.step}): {run.checkpoint}")
+    if run.finished:
+        print(f"learning curve: {run.out / 'curve.png'}\nresults: {run.out / 'results.json'}")
+    else:
+        print(f"stopped before the last update; continue with: stlm selfplay --resume {run.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stlm import api
     from stlm import checkpoint as ckpt_io

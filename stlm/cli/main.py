@@ -29,6 +29,7 @@ from stlm.config import OBJECTIVES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES,
 from stlm.errors import UserError
 from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig, TaskConfig
 from stlm.finetune.spin import SpinConfig
+from stlm.selfplay.loop import SelfPlayConfig
 
 CHOICES = {
     "objective.name": OBJECTIVES,
@@ -257,6 +258,15 @@ def _keys(config: object, prefix: str = "") -> list[str]:
     return out
 
 
+def selfplay_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    p.add_argument("--out", type=Path, help="run directory (default: runs/selfplay-<game>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this self-play run from its newest checkpoint")
+    p.add_argument("--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this update; resume later")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_set_flag(p, "train.entropy=0.02")
+    return add_config_flags(p, SelfPlayConfig(), names={"model": "--model", "optim.name": "--optimizer"}, choices=CHOICES)
+
+
 def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
     p.add_argument(
@@ -397,6 +407,12 @@ COMMANDS = [
         "SPIN self-play fine-tuning: a fine-tuned run learns to prefer the gold answers over its own",
         spin_flags,
         commands.cmd_spin,
+    ),
+    Command(
+        ("selfplay",),
+        "game self-play: one policy plays both seats of tic-tac-toe and learns by REINFORCE",
+        selfplay_flags,
+        commands.cmd_selfplay,
     ),
     Command(
         ("evaluate",),

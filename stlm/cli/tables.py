@@ -77,3 +77,14 @@ def print_spin(results: dict[str, Any]) -> None:
         rows.append((str(row["iteration"]), *cells))
     print(f"SPIN on {results['task']} ({results['kind']}, beta {results['beta']}), scored on validation:")
     print_table(rows, right=range(1, len(rows[0])))
+
+
+def print_selfplay(result: dict[str, Any]) -> None:
+    """The greedy policy against the random and the perfect player, from each seat."""
+    rows = [("opponent", "seat", "games", "win", "draw", "loss")]
+    for who in ("random", "minimax"):
+        for seat in (0, 1):
+            t = result[f"{who}_seat{seat}"]
+            rows.append((who, f"{seat} ({'first' if seat == 0 else 'second'})", str(sum(t.values())), str(t["win"]), str(t["draw"]), str(t["loss"])))
+    print_table(rows, right=range(2, 6))
+    print(f"illegal-move rate of the policy's moves: {result['illegal_rate']:.4f}")

@@ -118,6 +118,7 @@ def _cpu_runtime():
     return resolve_runtime(RuntimeConfig(device="cpu", precision="fp32"))
 
 
+@pytest.mark.parametrize("sft_run", ["t5-debug"], indirect=True)  # the loop is family-blind; one family keeps it short
 def test_spin_resume_is_exact(sft_run, tmp_path, one_thread):
     full = spin(_spin_cfg(sft_run), resolve_task(str(sft_run), {}), tmp_path / "full", progress=False)
     assert [row["iteration"] for row in full.results["iterations"]] == [0, 1, 2]
