@@ -422,18 +422,20 @@ def spin(
     out: str | Path | None = None,
     *,
     resume: str | Path | None = None,
+    stop_at: int | None = None,
     progress: bool = True,
     **settings: Any,
 ) -> Run:
     """SPIN self-play fine-tuning of a fine-tuned run (its best checkpoint) on its own task, or on the
     task that `task` settings name (task={"name": ...} or task={"train_file": ...}); returns the run,
     whose `results["iterations"]` holds one row per iteration. out: default runs/spin-<task>-<time>.
-    resume: a SPIN run folder to continue (then pass no run or out).
+    resume: a SPIN run folder to continue (then pass no run or out). stop_at: stop after this step
+    with a resumable checkpoint (the run is then `interrupted`).
     """
     overrides = _dotted(settings)
     if resume is not None:
         _check_resume(run, out)
-        result = _spin(None, None, resume, resume=True, overrides=overrides, progress=progress)
+        result = _spin(None, None, resume, resume=True, overrides=overrides, stop_at=stop_at, progress=progress)
     else:
         if run is None:
             raise UserError("SPIN needs a fine-tuned run to start from (stlm spin RUN)")
@@ -441,10 +443,12 @@ def spin(
         task = resolve_task(str(run), given)
         rest = {k: v for k, v in overrides.items() if not k.startswith("task.")}
         run_dir = Path(out) if out is not None else Path("runs") / f"spin-{task.name or 'data'}-{_timestamp()}"
-        result = _spin(SpinConfig(init=str(run)), task, run_dir, overrides=rest, progress=progress)
+        result = _spin(SpinConfig(init=str(run)), task, run_dir, overrides=rest, stop_at=stop_at, progress=progress)
     last = result.results["iterations"][-1]
     scores = {k: float(v) for k, v in last.items() if isinstance(v, (int, float))}
-    return Run(result.out, result.step, result.checkpoint, scores, results=result.results)
+    return Run(
+        result.out, result.step, result.checkpoint, scores, interrupted=not result.finished, results=result.results
+    )
 
 
 # --- Hugging Face T5 ----------------------------------------------------------------------------

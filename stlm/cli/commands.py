@@ -155,11 +155,15 @@ def cmd_spin(args: argparse.Namespace) -> int:
     if args.resume:
         if args.run is not None:
             raise UserError("--resume continues a SPIN run with its recorded settings; pass no RUN with it")
-        run = api.spin(resume=args.resume, progress=progress, **settings)
+        run = api.spin(resume=args.resume, stop_at=args.stop_at, progress=progress, **settings)
     else:
         if args.run is None:
             raise UserError("name the fine-tuned run to start from: stlm spin RUN (or --resume a SPIN run)")
-        run = api.spin(args.run, args.out, progress=progress, **settings)
+        run = api.spin(args.run, args.out, stop_at=args.stop_at, progress=progress, **settings)
+    if run.interrupted:
+        print(f"checkpoint (step {run.step}): {run.checkpoint}")
+        print(f"stopped before the last step; continue with: stlm spin --resume {run.dir}", file=sys.stderr)
+        return 0
     tables.print_spin(run.results)
     print(f"checkpoint (step {run.step}): {run.checkpoint}\nresults: {run.dir / 'results.json'}")
     return 0

@@ -233,7 +233,11 @@ def spin_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("run", nargs="?", type=Path, help="the fine-tuned run (its best checkpoint) or a checkpoint")
     p.add_argument("--out", type=Path, help="run directory (default: runs/spin-<task>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this SPIN run from its newest checkpoint")
+    p.add_argument(
+        "--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this step; resume later"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(config=None)  # settings come from flags alone
     add_set_flag(p, "train.beta=0.2")
     # The task flags of fine-tuning; without --task or --train, SPIN uses the fine-tuned run's own task.
     keys = [k for k in ("task." + f for f in _task_fields()) if k != "task.kind"]
@@ -263,6 +267,7 @@ def selfplay_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this self-play run from its newest checkpoint")
     p.add_argument("--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this update; resume later")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(config=None)  # settings come from flags alone
     add_set_flag(p, "train.entropy=0.02")
     return add_config_flags(p, SelfPlayConfig(), names={"model": "--model", "optim.name": "--optimizer"}, choices=CHOICES)
 

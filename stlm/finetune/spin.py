@@ -118,7 +118,8 @@ class SpinResult:
     out: Path
     step: int
     checkpoint: Path
-    results: dict[str, Any]  # what results.json holds
+    results: dict[str, Any]  # what results.json holds (so far, when stopped early)
+    finished: bool  # every iteration ran (else: stopped at stop_at; resume it)
 
 
 # --- the objective the shared training step takes ----------------------------------------------
@@ -276,12 +277,14 @@ def spin(
 
     `stop_at`: stop (with a resumable checkpoint) after this global step, mid-iteration or not.
     """
+    overrides = overrides or {}
     if resume:
         out = ckpt_io.resume_target(out)
     else:
+        cfg = cfg.with_overrides(overrides)  # a bad setting is refused before anything is written
         ckpt_io.check_output(Path(out), reads=[Path(cfg.init)])
     with ckpt_io.run_lock(Path(out)):
-        return _spin(cfg, task, Path(out), resume=resume, overrides=overrides or {}, stop_at=stop_at, progress=progress)
+        return _spin(cfg, task, Path(out), resume=resume, overrides=overrides, stop_at=stop_at, progress=progress)
 
 
 def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> SpinResult:
@@ -300,7 +303,6 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
     else:
         if (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
             raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
-        cfg = cfg.with_overrides(overrides)
         cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
         source = starting_checkpoint(cfg.init)
 
@@ -449,7 +451,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
     results = {"task": task.name or data.kind, "kind": data.kind, "beta": train.beta, "iterations": state["history"]}
     if step == total:
         ckpt_io.write_json_atomic(out / RESULTS, results)
-    return SpinResult(out, step, checkpoint, results)
+    return SpinResult(out, step, checkpoint, results, step == total)
 
 
 def _opponent_answers(out, iteration, trainer, fmt, prompts, val_set, max_new, train, runtime, progress):

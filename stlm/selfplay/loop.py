@@ -331,7 +331,7 @@ def selfplay(
     if resume:
         out = ckpt_io.resume_target(out)
     else:
-        cfg = cfg.with_overrides(overrides)
+        cfg = cfg.with_overrides(overrides)  # a bad setting is refused before anything is written
         get_game(cfg.game)  # an unknown game is refused before anything is written
         ckpt_io.check_output(Path(out))
     with ckpt_io.run_lock(Path(out)):

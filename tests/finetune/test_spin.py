@@ -132,3 +132,20 @@ def test_spin_resume_is_exact(sft_run, tmp_path, one_thread):
     assert resumed.results["iterations"] == full.results["iterations"]
     a, b = ckpt_io.load(full.checkpoint).model.state_dict(), ckpt_io.load(resumed.checkpoint).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_spin_on_a_run_without_a_task_is_one_line(tmp_path, capsys):
+    from stlm import registry
+
+    family, cfg = registry.resolve_model("decoder-tiny")
+    record = ckpt_io.RunRecord(family, cfg, {"name": "byte"}, {"run": {"model": "decoder-tiny"}})
+    pretrained = tmp_path / "pretrained"
+    ckpt_io.save_checkpoint(pretrained, 1, model=family.build(cfg), optimizer=None, config=record, state={"step": 1}, keep=1)
+    out = tmp_path / "spin"
+    assert main(["spin", str(pretrained), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is not a fine-tuned run" in err and "--task NAME or --train FILE" in err
+    assert not out.exists()
+    assert main(["spin", "--out", str(out)]) == 2  # no run at all
+    assert "name the fine-tuned run" in capsys.readouterr().err
+    assert not out.exists()
