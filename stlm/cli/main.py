@@ -264,12 +264,18 @@ def _keys(config: object, prefix: str = "") -> list[str]:
 
 def selfplay_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--out", type=Path, help="run directory (default: runs/selfplay-<game>-<time>)")
-    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this self-play run from its newest checkpoint")
-    p.add_argument("--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this update; resume later")
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue this self-play run from its newest checkpoint"
+    )
+    p.add_argument(
+        "--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this update; resume later"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(config=None)  # settings come from flags alone
     add_set_flag(p, "train.entropy=0.02")
-    return add_config_flags(p, SelfPlayConfig(), names={"model": "--model", "optim.name": "--optimizer"}, choices=CHOICES)
+    return add_config_flags(
+        p, SelfPlayConfig(), names={"model": "--model", "optim.name": "--optimizer"}, choices=CHOICES
+    )
 
 
 def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:

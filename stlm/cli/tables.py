@@ -85,6 +85,15 @@ def print_selfplay(result: dict[str, Any]) -> None:
     for who in ("random", "minimax"):
         for seat in (0, 1):
             t = result[f"{who}_seat{seat}"]
-            rows.append((who, f"{seat} ({'first' if seat == 0 else 'second'})", str(sum(t.values())), str(t["win"]), str(t["draw"]), str(t["loss"])))
+            rows.append(
+                (
+                    who,
+                    f"{seat} ({'first' if seat == 0 else 'second'})",
+                    str(sum(t.values())),
+                    str(t["win"]),
+                    str(t["draw"]),
+                    str(t["loss"]),
+                )
+            )
     print_table(rows, right=range(2, 6))
     print(f"illegal-move rate of the policy's moves: {result['illegal_rate']:.4f}")

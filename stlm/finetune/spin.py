@@ -213,13 +213,24 @@ class Opponent:
 
 
 @torch.inference_mode()
-def reward_accuracy(model: nn.Module, objective: SpinObjective, examples: Sequence[Example], played, *, batch_size: int, device, autocast) -> dict[str, float]:
+def reward_accuracy(
+    model: nn.Module,
+    objective: SpinObjective,
+    examples: Sequence[Example],
+    played,
+    *,
+    batch_size: int,
+    device,
+    autocast,
+) -> dict[str, float]:
     """Implicit-reward accuracy of `model` on examples the opponent `played`: share where r(y) > r(y') strictly;
     also the mean margin r(y) - r(y') and the share of opponent answers equal to the gold one."""
     wins, margin_sum = 0, 0.0
     for i in range(0, len(examples), batch_size):
         j = slice(i, i + batch_size)
-        tensors = objective.batch(examples[j], played["generated"][j], played["ref_gold"][j], played["ref_generated"][j])
+        tensors = objective.batch(
+            examples[j], played["generated"][j], played["ref_gold"][j], played["ref_generated"][j]
+        )
         gold, generated, ref_gold, ref_generated = objective.split([t.to(device) for t in tensors])
         with autocast:
             lp_gold, _ = objective.fmt.family.pair_logprobs(model, *gold)
@@ -313,7 +324,12 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
     loaded = ckpt_io.load(source)
     family, model, tokenizer = loaded.family, loaded.model.train(), loaded.tokenizer
     fmt = TextToText(
-        family, tokenizer, task.separator, task.max_input_bytes, task.max_target_bytes, family.max_len(loaded.model_config)
+        family,
+        tokenizer,
+        task.separator,
+        task.max_input_bytes,
+        task.max_target_bytes,
+        family.max_len(loaded.model_config),
     )
     if progress:
         print(f"stlm spin: loading the {task.name or task.train_file} examples", file=sys.stderr, flush=True)
@@ -410,8 +426,13 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
                 loss_sum, loss_n = loss_sum + float(result.loss), loss_n + 1
             if step % train.log_every == 0 and loss_n:
                 metrics_log.write(
-                    {"step": step, "iteration": iteration, "loss": loss_sum / loss_n, "lr": lr,
-                     "elapsed_s": time.perf_counter() - t0}
+                    {
+                        "step": step,
+                        "iteration": iteration,
+                        "loss": loss_sum / loss_n,
+                        "lr": lr,
+                        "elapsed_s": time.perf_counter() - t0,
+                    }
                 )
                 bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", refresh=False)
                 loss_sum, loss_n = 0.0, 0
@@ -428,8 +449,13 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
                 f"val_{k}": v
                 for k, v in trainer.evaluate(
                     lambda plain: reward_accuracy(
-                        plain, objective, val_set, played["val"], batch_size=train.gen_batch_size,
-                        device=runtime.device, autocast=runtime.autocast(),
+                        plain,
+                        objective,
+                        val_set,
+                        played["val"],
+                        batch_size=train.gen_batch_size,
+                        device=runtime.device,
+                        autocast=runtime.autocast(),
                     )
                 ).items()
             },

@@ -28,7 +28,6 @@ curve.png (the learning curve) and results.json (the last evaluation).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -511,7 +510,9 @@ def plot_curve(metrics: Path, png: Path, *, title: str) -> Path:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6), sharex=True)
     for seat in (0, 1):
         rate = [
-            1 - r[f"random_seat{seat}_loss"] / (r[f"random_seat{seat}_win"] + r[f"random_seat{seat}_draw"] + r[f"random_seat{seat}_loss"])
+            1
+            - r[f"random_seat{seat}_loss"]
+            / (r[f"random_seat{seat}_win"] + r[f"random_seat{seat}_draw"] + r[f"random_seat{seat}_loss"])
             for r in evals
         ]
         top.plot(steps, rate, marker=".", label=f"non-loss rate vs random, seat {seat} ({'X' if seat == 0 else 'O'})")
@@ -521,7 +522,10 @@ def plot_curve(metrics: Path, png: Path, *, title: str) -> Path:
     top.legend(fontsize=8)
     top.set_title(title)
     for seat in (0, 1):
-        losses = [r[f"minimax_seat{seat}_loss"] / max(1, sum(r[f"minimax_seat{seat}_{k}"] for k in ("win", "draw", "loss"))) for r in evals]
+        losses = [
+            r[f"minimax_seat{seat}_loss"] / max(1, sum(r[f"minimax_seat{seat}_{k}"] for k in ("win", "draw", "loss")))
+            for r in evals
+        ]
         bottom.plot(steps, losses, marker=".", label=f"loss share vs minimax (every optimal reply), seat {seat}")
     bottom.set_ylim(-0.02, 1.02)
     bottom.set_xlabel("update")

@@ -16,7 +16,6 @@ import numpy as np
 
 from stlm.selfplay.games import Game
 
-
 WIN = 100  # the value of a win now; more than any game's length
 
 

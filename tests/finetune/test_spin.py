@@ -11,15 +11,16 @@ import pytest
 import torch
 
 from stlm import checkpoint as ckpt_io
+from stlm import registry
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
-from stlm.errors import UserError
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText
 from stlm.finetune.loop import finetune
 from stlm.finetune.spin import Opponent, SpinConfig, SpinObjective, SpinTrainConfig, resolve_task, spin
 from stlm.objectives.preference import sequence_logprobs, spin_loss
+from stlm.runtime import resolve_runtime
 from stlm.training import distributed
 from stlm.training.step import setup, train_step
 
@@ -49,7 +50,7 @@ def test_sequence_logprobs_by_hand():
 def echo(tmp_path_factory) -> Path:
     """30 examples: the target is the input's first word."""
     rng = random.Random(0)
-    words = "alpha beta gamma delta omega sigma".split()
+    words = ["alpha", "beta", "gamma", "delta", "omega", "sigma"]
     path = tmp_path_factory.mktemp("spin") / "echo.jsonl"
     rows = []
     for i in range(30):
@@ -89,7 +90,9 @@ def _spin_cfg(run: Path, **train) -> SpinConfig:
 def test_opponent_is_frozen_while_the_policy_trains(sft_run, one_thread):
     loaded = ckpt_io.load(sft_run / "best")
     task = resolve_task(str(sft_run), {})
-    fmt = TextToText(loaded.family, loaded.tokenizer, task.separator, 64, 16, loaded.family.max_len(loaded.model_config))
+    fmt = TextToText(
+        loaded.family, loaded.tokenizer, task.separator, 64, 16, loaded.family.max_len(loaded.model_config)
+    )
     policy = loaded.model.train()
     opponent = Opponent(policy, fmt, device=torch.device("cpu"))
     before = {k: v.clone() for k, v in opponent.model.state_dict().items()}
@@ -97,8 +100,15 @@ def test_opponent_is_frozen_while_the_policy_trains(sft_run, one_thread):
     played = opponent.play(examples, max_new_tokens=4, batch_size=2)
     objective = SpinObjective(fmt, beta=0.1, nll_weight=0.5, n_pair=len(fmt.batch(examples[:1])))
     par = distributed.Parallel(mode="none", rank=0, world_size=1, runtime=_cpu_runtime())
-    trainer = setup(policy, OptimConfig(lr=1e-2, warmup_steps=0), par, run_dir=Path("."), nonfinite_skips=0,
-                    report=lambda row: None, progress=False)
+    trainer = setup(
+        policy,
+        OptimConfig(lr=1e-2, warmup_steps=0),
+        par,
+        run_dir=Path("."),
+        nonfinite_skips=0,
+        report=lambda row: None,
+        progress=False,
+    )
     start = {k: v.clone() for k, v in policy.state_dict().items()}
     for step in range(2):
         tensors = objective.batch(examples, played["generated"], played["ref_gold"], played["ref_generated"])
@@ -113,8 +123,6 @@ def test_opponent_is_frozen_while_the_policy_trains(sft_run, one_thread):
 
 
 def _cpu_runtime():
-    from stlm.runtime import resolve_runtime
-
     return resolve_runtime(RuntimeConfig(device="cpu", precision="fp32"))
 
 
@@ -135,12 +143,12 @@ def test_spin_resume_is_exact(sft_run, tmp_path, one_thread):
 
 
 def test_spin_on_a_run_without_a_task_is_one_line(tmp_path, capsys):
-    from stlm import registry
-
     family, cfg = registry.resolve_model("decoder-tiny")
     record = ckpt_io.RunRecord(family, cfg, {"name": "byte"}, {"run": {"model": "decoder-tiny"}})
     pretrained = tmp_path / "pretrained"
-    ckpt_io.save_checkpoint(pretrained, 1, model=family.build(cfg), optimizer=None, config=record, state={"step": 1}, keep=1)
+    ckpt_io.save_checkpoint(
+        pretrained, 1, model=family.build(cfg), optimizer=None, config=record, state={"step": 1}, keep=1
+    )
     out = tmp_path / "spin"
     assert main(["spin", str(pretrained), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()

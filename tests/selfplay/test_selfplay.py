@@ -4,14 +4,13 @@ minimax, the illegal-move penalty, exact resume, and the one-line error for an u
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from torch import nn
 
 from stlm import checkpoint as ckpt_io
+from stlm import registry
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
 from stlm.selfplay.games import TicTacToe, outcome, reachable_states
@@ -64,7 +63,9 @@ def test_tictactoe_rules_on_every_reachable_state():
         if won is not None:
             terminal[{0: "x", 1: "o", -1: "draw"}[won]] += 1
         prompt = game.prompt(state)
-        assert prompt[0] == "XO"[game.to_move(state)] and prompt.replace("|", "")[1:-1] == "".join(".XO"[v] for v in state)
+        assert prompt[0] == "XO"[game.to_move(state)] and prompt.replace("|", "")[1:-1] == "".join(
+            ".XO"[v] for v in state
+        )
     assert terminal == {"x": 626, "o": 316, "draw": 16}  # the known counts of final positions
 
 
@@ -112,16 +113,20 @@ class AlwaysCellOne(nn.Module):
 
 
 def test_an_illegal_move_ends_the_game_with_the_penalty():
-    from stlm import registry
-
     game = TicTacToe()
     family, cfg = registry.resolve_model("decoder-tiny")
     tokenizer = family.resolve_tokenizer("auto", cfg)
     policy = Policy(game, family, tokenizer)
     model = AlwaysCellOne(tokenizer.encode("1")[0], cfg.vocab_size)
     moves = play_training_games(
-        game, policy, [model], np.zeros((3, 2), dtype=np.int64), gamma=0.5, illegal_reward=-2.0,
-        generator=torch.Generator().manual_seed(0), device="cpu",
+        game,
+        policy,
+        [model],
+        np.zeros((3, 2), dtype=np.int64),
+        gamma=0.5,
+        illegal_reward=-2.0,
+        generator=torch.Generator().manual_seed(0),
+        device="cpu",
     )
     # Each game: X takes cell 1, O answers cell 1 again (illegal): O gets -2, X gets 0 (a draw's 0).
     # (The games move in lockstep: all three first moves, then all three second ones.)
