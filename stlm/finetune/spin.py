@@ -232,7 +232,7 @@ def reward_accuracy(
             examples[j], played["generated"][j], played["ref_gold"][j], played["ref_generated"][j]
         )
         gold, generated, ref_gold, ref_generated = objective.split([t.to(device) for t in tensors])
-        with autocast:
+        with autocast():
             lp_gold, _ = objective.fmt.family.pair_logprobs(model, *gold)
             lp_generated, _ = objective.fmt.family.pair_logprobs(model, *generated)
         r_gold, r_generated = implicit_rewards(lp_gold.float(), lp_generated.float(), ref_gold, ref_generated)
@@ -455,7 +455,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
                         played["val"],
                         batch_size=train.gen_batch_size,
                         device=runtime.device,
-                        autocast=runtime.autocast(),
+                        autocast=runtime.autocast,
                     )
                 ).items()
             },
