@@ -3,8 +3,8 @@
 Stages, each a plain `stlm` command (printed before it runs), each skipped when its
 results are already there, so the bench runs in short pieces (`--stage`):
 
-    sft       stlm finetune --model t5-debug --task docstring-summary --steps 3000 ... --out OUT/sft
-    spin      stlm spin OUT/sft --iterations 3 --steps 64 --prompts 512 --eval-examples 200 --out OUT/spin
+    sft       stlm finetune --model t5-debug --task docstring-summary --steps 1000 --lr 3e-3 ... --out OUT/sft
+    spin      stlm spin OUT/sft --iterations 3 --steps 32 --prompts 256 --eval-examples 200 --out OUT/spin
     more-sft  stlm finetune --model OUT/sft/best --steps N ... --out OUT/more-sft, N chosen so that it
               takes SPIN's wall-clock (N = SPIN's seconds / the SFT run's median seconds per step),
               validated 3 times (after each third, as SPIN after each iteration)
@@ -54,10 +54,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-spin"))
     parser.add_argument("--stage", choices=STAGES, action="append", help="stages to run (default: all)")
     parser.add_argument("--model", default="t5-debug")
-    parser.add_argument("--sft-steps", type=int, default=3000)
+    parser.add_argument("--sft-steps", type=int, default=1000)
     parser.add_argument("--iterations", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=64, help="SPIN steps per iteration")
-    parser.add_argument("--prompts", type=int, default=512, help="training prompts the opponent answers per iteration")
+    parser.add_argument("--steps", type=int, default=32, help="SPIN steps per iteration")
+    parser.add_argument("--prompts", type=int, default=256, help="training prompts the opponent answers per iteration")
     parser.add_argument("--eval-examples", type=int, default=200)
     parser.add_argument("--beta", type=float, default=0.1)
     args = parser.parse_args()
@@ -66,12 +66,12 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     timing = out / "timing.json"
     times = json.loads(timing.read_text()) if timing.exists() else {}
-    common = ["--device", "cpu", "--quiet"]
+    common = ["--device", "cpu", "--threads", "1", "--quiet"]  # one thread: a tiny model on a shared CPU
 
     if "sft" in stages and not (out / "sft" / "results.json").exists():
         times["sft"] = stlm(
             "finetune", "--model", args.model, "--task", "docstring-summary", "--steps", str(args.sft_steps),
-            "--eval-every", "500", "--patience", "0", "--out", str(out / "sft"), *common,
+            "--lr", "3e-3", "--eval-every", "250", "--patience", "0", "--out", str(out / "sft"), *common,
         )  # fmt: skip
     if "spin" in stages and not (out / "spin" / "results.json").exists():
         resume = ["--resume", str(out / "spin")] if (out / "spin" / "config.json").exists() else None
