@@ -57,7 +57,7 @@ from stlm.runtime import resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog
 from stlm.training.optim import lr_at, resolve_warmup
-from stlm.training.step import progress_bar, setup, train_step
+from stlm.training.step import StopSignal, progress_bar, setup, train_step
 
 RESULTS = "results.json"
 OPPONENT_DIR = "opponent"
@@ -401,77 +401,84 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
 
     total = train.iterations * train.steps
     stop = min(total, stop_at) if stop_at else total
-    while step < stop:
-        iteration = step // train.steps + 1
-        played = _opponent_answers(out, iteration, trainer, fmt, prompts, val_set, max_new, train, runtime, progress)
-        # Implicit-reward wins on the iteration's training batches so far (a resumed iteration goes on counting).
-        objective.wins, objective.pairs = state.pop("wins", 0), state.pop("pairs", 0)
-        bar = progress_bar(f"spin {iteration}/{train.iterations}", train.steps, step % train.steps, progress)
-        loss_sum, loss_n, t0 = 0.0, 0, time.perf_counter()
-        trainer.model.train()
-        end = min(iteration * train.steps, stop)
-        while step < end:
-            lr = lr_at(step - (iteration - 1) * train.steps, train.steps, cfg.optim)
-            rows = batch_indices(step, train.batch_size, len(prompts), train.seed)
-            tensors = objective.batch(
-                [prompts[i] for i in rows],
-                [played["train"]["generated"][i] for i in rows],
-                [played["train"]["ref_gold"][i] for i in rows],
-                [played["train"]["ref_generated"][i] for i in rows],
+    with StopSignal() as signal:  # SIGTERM/Ctrl-C: stop after the step under way, with a checkpoint
+        while step < stop:
+            iteration = step // train.steps + 1
+            played = _opponent_answers(
+                out, iteration, trainer, fmt, prompts, val_set, max_new, train, runtime, progress
             )
-            result = train_step(trainer, objective, [tensors], step=step, lr=lr)
-            step += 1
-            bar.update(1)
-            if result.applied:
-                loss_sum, loss_n = loss_sum + float(result.loss), loss_n + 1
-            if step % train.log_every == 0 and loss_n:
-                metrics_log.write(
-                    {
-                        "step": step,
-                        "iteration": iteration,
-                        "loss": loss_sum / loss_n,
-                        "lr": lr,
-                        "elapsed_s": time.perf_counter() - t0,
-                    }
+            # Implicit-reward wins on the iteration's training batches so far (a resumed iteration goes on counting).
+            objective.wins, objective.pairs = state.pop("wins", 0), state.pop("pairs", 0)
+            bar = progress_bar(f"spin {iteration}/{train.iterations}", train.steps, step % train.steps, progress)
+            loss_sum, loss_n, t0 = 0.0, 0, time.perf_counter()
+            trainer.model.train()
+            end = min(iteration * train.steps, stop)
+            while step < end:
+                lr = lr_at(step - (iteration - 1) * train.steps, train.steps, cfg.optim)
+                rows = batch_indices(step, train.batch_size, len(prompts), train.seed)
+                tensors = objective.batch(
+                    [prompts[i] for i in rows],
+                    [played["train"]["generated"][i] for i in rows],
+                    [played["train"]["ref_gold"][i] for i in rows],
+                    [played["train"]["ref_generated"][i] for i in rows],
                 )
-                bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", refresh=False)
-                loss_sum, loss_n = 0.0, 0
-        bar.close()
-        if step < iteration * train.steps:  # stopped mid-iteration: its opponent cache resumes it
-            trainer.save(step, record=record, state={**state, "wins": objective.wins, "pairs": objective.pairs}, keep=1)
-            break
-        row = {
-            "iteration": iteration,
-            "step": step,
-            "train_reward_accuracy": objective.wins / max(1, objective.pairs),
-            **{f"val_{k}": v for k, v in validate().items()},
-            **{
-                f"val_{k}": v
-                for k, v in trainer.evaluate(
-                    lambda plain: reward_accuracy(
-                        plain,
-                        objective,
-                        val_set,
-                        played["val"],
-                        batch_size=train.gen_batch_size,
-                        device=runtime.device,
-                        autocast=runtime.autocast,
+                result = train_step(trainer, objective, [tensors], step=step, lr=lr)
+                step += 1
+                bar.update(1)
+                if signal.requested:
+                    stop = end = step
+                if result.applied:
+                    loss_sum, loss_n = loss_sum + float(result.loss), loss_n + 1
+                if step % train.log_every == 0 and loss_n:
+                    metrics_log.write(
+                        {
+                            "step": step,
+                            "iteration": iteration,
+                            "loss": loss_sum / loss_n,
+                            "lr": lr,
+                            "elapsed_s": time.perf_counter() - t0,
+                        }
                     )
-                ).items()
-            },
-        }
-        state["history"].append(row)
-        metrics_log.write(row)
-        if progress:
-            metric = {"summarization": "rougeL", "qa": "f1", "classification": "accuracy"}[data.kind]
-            print(
-                f"  iteration {iteration}: val {metric} {row.get('val_' + metric, float('nan')):.4f}, "
-                f"implicit-reward accuracy {row['val_reward_accuracy']:.3f} (val), "
-                f"{row['train_reward_accuracy']:.3f} (train)",
-                file=sys.stderr,
-                flush=True,
-            )
-        trainer.save(step, record=record, state=state, keep=1)
+                    bar.set_postfix(loss=f"{loss_sum / loss_n:.3f}", refresh=False)
+                    loss_sum, loss_n = 0.0, 0
+            bar.close()
+            if step < iteration * train.steps:  # stopped mid-iteration: its opponent cache resumes it
+                trainer.save(
+                    step, record=record, state={**state, "wins": objective.wins, "pairs": objective.pairs}, keep=1
+                )
+                break
+            row = {
+                "iteration": iteration,
+                "step": step,
+                "train_reward_accuracy": objective.wins / max(1, objective.pairs),
+                **{f"val_{k}": v for k, v in validate().items()},
+                **{
+                    f"val_{k}": v
+                    for k, v in trainer.evaluate(
+                        lambda plain: reward_accuracy(
+                            plain,
+                            objective,
+                            val_set,
+                            played["val"],
+                            batch_size=train.gen_batch_size,
+                            device=runtime.device,
+                            autocast=runtime.autocast,
+                        )
+                    ).items()
+                },
+            }
+            state["history"].append(row)
+            metrics_log.write(row)
+            if progress:
+                metric = {"summarization": "rougeL", "qa": "f1", "classification": "accuracy"}[data.kind]
+                print(
+                    f"  iteration {iteration}: val {metric} {row.get('val_' + metric, float('nan')):.4f}, "
+                    f"implicit-reward accuracy {row['val_reward_accuracy']:.3f} (val), "
+                    f"{row['train_reward_accuracy']:.3f} (train)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            trainer.save(step, record=record, state=state, keep=1)
 
     checkpoint = ckpt_io.latest_checkpoint(out)
     results = {"task": task.name or data.kind, "kind": data.kind, "beta": train.beta, "iterations": state["history"]}

@@ -51,7 +51,7 @@ from stlm.tokenizers import Tokenizer
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog, parse_metrics
 from stlm.training.optim import lr_at
-from stlm.training.step import progress_bar, setup, train_step
+from stlm.training.step import StopSignal, progress_bar, setup, train_step
 
 RESULTS = "results.json"
 CURVE = "curve.png"
@@ -406,65 +406,70 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
         state["last_eval"] = run_eval()
     bar = progress_bar("selfplay", train.updates, step, progress)
     stop = min(train.updates, stop_at) if stop_at else train.updates
-    while step < stop:
-        rng = np.random.default_rng([train.seed, step])
-        generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        holders = np.zeros((train.games, 2), dtype=np.int64)
-        if snapshots:
-            vs_past = rng.random(train.games) < train.snapshot_prob
-            seats = rng.integers(2, size=train.games)
-            holders[vs_past, seats[vs_past]] = 1 + rng.integers(len(snapshots), size=int(vs_past.sum()))
-        plain = par.plain(trainer.model)
-        was_training = plain.training
-        plain.eval()  # the moves are sampled as the policy would play them (no dropout)
-        moves = play_training_games(
-            game,
-            policy,
-            [plain, *snapshots],
-            holders,
-            gamma=train.gamma,
-            illegal_reward=train.illegal_reward,
-            generator=generator,
-            device=device,
-        )
-        plain.train(was_training)
-        returns, seats_arr = np.array(moves.returns), np.array(moves.seats)
-        advantages = returns - np.array(state["baselines"])[seats_arr]
-        for seat in (0, 1):  # the per-role baselines follow each seat's mean return
-            if (seats_arr == seat).any():
-                mean = float(returns[seats_arr == seat].mean())
-                b = state["baselines"][seat]
-                state["baselines"][seat] = train.baseline_momentum * b + (1 - train.baseline_momentum) * mean
-        ids, last = policy.encode(moves.states)
-        tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32))
-        result = train_step(trainer, objective, [tensors], step=step, lr=lr_at(step, train.updates, cfg.optim))
-        step += 1
-        bar.update(1)
-        if step % train.log_every == 0:
-            results = np.array(moves.results)
-            metrics_log.write(
-                {
-                    "step": step,
-                    "loss": float(result.loss),
-                    "win_rate": float((results > 0).mean()),
-                    "draw_rate": float((results == 0).mean()),
-                    "illegal_train": moves.illegal / max(1, len(moves.actions)),
-                    "baseline_seat0": state["baselines"][0],
-                    "baseline_seat1": state["baselines"][1],
-                }
+    with StopSignal() as signal:  # SIGTERM/Ctrl-C: stop after the update under way, with a checkpoint
+        while step < stop:
+            rng = np.random.default_rng([train.seed, step])
+            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            holders = np.zeros((train.games, 2), dtype=np.int64)
+            if snapshots:
+                vs_past = rng.random(train.games) < train.snapshot_prob
+                seats = rng.integers(2, size=train.games)
+                holders[vs_past, seats[vs_past]] = 1 + rng.integers(len(snapshots), size=int(vs_past.sum()))
+            plain = par.plain(trainer.model)
+            was_training = plain.training
+            plain.eval()  # the moves are sampled as the policy would play them (no dropout)
+            moves = play_training_games(
+                game,
+                policy,
+                [plain, *snapshots],
+                holders,
+                gamma=train.gamma,
+                illegal_reward=train.illegal_reward,
+                generator=generator,
+                device=device,
             )
-        if step % train.snapshot_every == 0:
-            _save_snapshot(par.plain(trainer.model), out, step)
-            state["snapshots"] = (state["snapshots"] + [step])[-train.snapshots :]
-            snapshots = [_load_snapshot(family, model_cfg, out, s, device) for s in state["snapshots"]]
-        if step % train.eval_every == 0 or step == train.updates:
-            state["last_eval"] = run_eval()
-            e = state["last_eval"]
-            bar.set_postfix(
-                minimax_losses=e["minimax_losses"], random_non_loss=f"{e['random_non_loss_rate']:.3f}", refresh=False
-            )
-        if step % train.eval_every == 0 or step == train.updates or step == stop:
-            trainer.save(step, record=record, state=state, keep=1)
+            plain.train(was_training)
+            returns, seats_arr = np.array(moves.returns), np.array(moves.seats)
+            advantages = returns - np.array(state["baselines"])[seats_arr]
+            for seat in (0, 1):  # the per-role baselines follow each seat's mean return
+                if (seats_arr == seat).any():
+                    mean = float(returns[seats_arr == seat].mean())
+                    b = state["baselines"][seat]
+                    state["baselines"][seat] = train.baseline_momentum * b + (1 - train.baseline_momentum) * mean
+            ids, last = policy.encode(moves.states)
+            tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32))
+            result = train_step(trainer, objective, [tensors], step=step, lr=lr_at(step, train.updates, cfg.optim))
+            step += 1
+            bar.update(1)
+            if signal.requested:
+                stop = step
+            if step % train.log_every == 0:
+                results = np.array(moves.results)
+                metrics_log.write(
+                    {
+                        "step": step,
+                        "loss": float(result.loss),
+                        "win_rate": float((results > 0).mean()),
+                        "draw_rate": float((results == 0).mean()),
+                        "illegal_train": moves.illegal / max(1, len(moves.actions)),
+                        "baseline_seat0": state["baselines"][0],
+                        "baseline_seat1": state["baselines"][1],
+                    }
+                )
+            if step % train.snapshot_every == 0:
+                _save_snapshot(par.plain(trainer.model), out, step)
+                state["snapshots"] = (state["snapshots"] + [step])[-train.snapshots :]
+                snapshots = [_load_snapshot(family, model_cfg, out, s, device) for s in state["snapshots"]]
+            if step % train.eval_every == 0 or step == train.updates:
+                state["last_eval"] = run_eval()
+                e = state["last_eval"]
+                bar.set_postfix(
+                    minimax_losses=e["minimax_losses"],
+                    random_non_loss=f"{e['random_non_loss_rate']:.3f}",
+                    refresh=False,
+                )
+            if step % train.eval_every == 0 or step == train.updates or step == stop:
+                trainer.save(step, record=record, state=state, keep=1)
     bar.close()
     if step == train.updates:
         ckpt_io.write_json_atomic(out / RESULTS, {"game": game.name, "updates": step, **state["last_eval"]})
