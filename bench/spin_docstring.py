@@ -3,7 +3,7 @@
 Stages, each a plain `stlm` command (printed before it runs), each skipped when its
 results are already there, so the bench runs in short pieces (`--stage`):
 
-    sft       stlm finetune --model t5-debug --task docstring-summary --steps 1000 --lr 3e-3 ... --out OUT/sft
+    sft       stlm finetune --model t5-debug --task docstring-summary --steps 600 --lr 3e-3 ... --out OUT/sft
     spin      stlm spin OUT/sft --iterations 3 --steps 32 --prompts 256 --eval-examples 200 --out OUT/spin
     more-sft  stlm finetune --model OUT/sft/best --steps N ... --out OUT/more-sft, N chosen so that it
               takes SPIN's wall-clock (N = SPIN's seconds / the SFT run's median seconds per step),
@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-spin"))
     parser.add_argument("--stage", choices=STAGES, action="append", help="stages to run (default: all)")
     parser.add_argument("--model", default="t5-debug")
-    parser.add_argument("--sft-steps", type=int, default=1000)
+    parser.add_argument("--sft-steps", type=int, default=600)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--steps", type=int, default=32, help="SPIN steps per iteration")
     parser.add_argument("--prompts", type=int, default=256, help="training prompts the opponent answers per iteration")
@@ -71,7 +71,7 @@ def main() -> None:
     if "sft" in stages and not (out / "sft" / "results.json").exists():
         times["sft"] = stlm(
             "finetune", "--model", args.model, "--task", "docstring-summary", "--steps", str(args.sft_steps),
-            "--lr", "3e-3", "--eval-every", "250", "--patience", "0", "--out", str(out / "sft"), *common,
+            "--lr", "3e-3", "--eval-every", "200", "--patience", "0", "--out", str(out / "sft"), *common,
         )  # fmt: skip
     if "spin" in stages and not (out / "spin" / "results.json").exists():
         resume = ["--resume", str(out / "spin")] if (out / "spin" / "config.json").exists() else None
