@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import subprocess
 import sys
@@ -30,12 +31,22 @@ STAGES = ("sft", "spin", "more-sft", "report")
 
 
 def stlm(*args: str) -> float:
-    """Run `python -m stlm ARGS`; returns its wall-clock seconds."""
+    """Run `python -m stlm ARGS`; returns its wall-clock seconds. A SIGTERM (a `timeout` around this
+    script) is passed on, so the command stops at a step boundary with a checkpoint."""
     cmd = [sys.executable, "-m", "stlm", *args]
     print("$ stlm " + " ".join(args), flush=True)
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    signal.signal(signal.SIGTERM, lambda *_: proc.send_signal(signal.SIGTERM))
+    if proc.wait() != 0:
+        raise SystemExit(f"stlm {args[0]} failed (exit {proc.returncode})")
     return time.perf_counter() - start
+
+
+def finished(run: Path) -> None:
+    """Go on only when the stage's run is complete; else say how to continue."""
+    if not (run / "results.json").exists():
+        raise SystemExit(f"{run} stopped before its end; rerun this script to continue it")
 
 
 def records(run: Path) -> list[dict]:
@@ -82,6 +93,8 @@ def main() -> None:
         ]  # fmt: skip
         times["spin"] = times.get("spin", 0.0) * bool(resume) + stlm("spin", *argv, *common)
     timing.write_text(json.dumps(times, indent=1))
+    finished(out / "sft")
+    finished(out / "spin")
     if "more-sft" in stages and not (out / "more-sft" / "results.json").exists():
         per_step = seconds_per_step(out / "sft")
         n = max(3, round(times["spin"] / per_step / 3) * 3)
@@ -93,6 +106,7 @@ def main() -> None:
         )  # fmt: skip
         times["more-sft-steps"] = n
         timing.write_text(json.dumps(times, indent=1))
+        finished(out / "more-sft")
     if "report" in stages:
         report(out, times)
 
