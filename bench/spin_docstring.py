@@ -82,7 +82,7 @@ def main() -> None:
     if "sft" in stages and not (out / "sft" / "results.json").exists():
         times["sft"] = stlm(
             "finetune", "--model", args.model, "--task", "docstring-summary", "--steps", str(args.sft_steps),
-            "--lr", "3e-3", "--eval-every", "200", "--patience", "0", "--out", str(out / "sft"), *common,
+            "--lr", "3e-3", "--eval-every", "200", "--patience", "0", "--no-score-initial", "--out", str(out / "sft"), *common,
         )  # fmt: skip
     if "spin" in stages and not (out / "spin" / "results.json").exists():
         resume = ["--resume", str(out / "spin")] if (out / "spin" / "config.json").exists() else None
