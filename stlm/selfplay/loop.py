@@ -6,7 +6,8 @@
       every move of the current policy gets its seat's return G: the game's result for that seat
       (1 win, 0 draw, -1 loss; `illegal_reward` for an illegal move, which ends the game, the other
       seat getting 0), discounted by `gamma` per later own move, so a quicker win earns more
-      advantage  A = G - b[seat]      b: a per-seat (per-role) moving average of G (`baseline_momentum`)
+      advantage  A = G - b[seat]      b: a per-seat (per-role) moving average of G (`baseline_momentum`),
+                                      divided by the update's standard deviation of A (`scale_advantages`)
       loss       -mean(A * log pi(move | prompt)) - entropy * mean(H(pi( . | prompt)))
       one optimizer step of the shared training step (stlm/training/step.py)
     every `eval_every` updates: the greedy policy against a uniformly random player (`eval_games` games
@@ -68,6 +69,7 @@ class SelfPlayTrainConfig:
     snapshots: int = 8  # past snapshots kept (the oldest dropped)
     entropy: float = 0.01  # weight of the entropy bonus
     baseline_momentum: float = 0.9  # per-seat baseline: b <- m * b + (1 - m) * mean return of the update
+    scale_advantages: bool = True  # divide the update's advantages by their standard deviation (a steadier step)
     gamma: float = 0.9  # return discount per later own move (a quicker win is worth more)
     illegal_reward: float = -1.0  # return of an illegal move, which ends the game
     eval_every: int = 25  # updates between evaluations (and at the end)
@@ -431,6 +433,8 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
             plain.train(was_training)
             returns, seats_arr = np.array(moves.returns), np.array(moves.seats)
             advantages = returns - np.array(state["baselines"])[seats_arr]
+            if train.scale_advantages and len(advantages) > 1:
+                advantages = advantages / (advantages.std() + 1e-6)
             for seat in (0, 1):  # the per-role baselines follow each seat's mean return
                 if (seats_arr == seat).any():
                     mean = float(returns[seats_arr == seat].mean())
