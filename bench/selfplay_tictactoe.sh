@@ -6,7 +6,7 @@ set -euo pipefail
 OUT=${1:-runs/bench-selfplay}
 PY=${PY:-.venv/bin/python}
 if [ ! -f "$OUT/config.json" ]; then
-  timeout 590 "$PY" -m stlm selfplay --game tictactoe --updates 1000 --lr 3e-3 --eval-every 50 --snapshot-every 50 \
+  timeout 590 "$PY" -m stlm selfplay --game tictactoe --updates 1000 --lr 3e-3 --eval-every 50 --snapshot-every 50 --no-scale-advantages \
     --threads 1 --device cpu --out "$OUT" --quiet || true   # a timeout leaves a checkpoint every 50 updates
 fi
 while [ ! -f "$OUT/results.json" ]; do
