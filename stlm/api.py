@@ -42,6 +42,8 @@ from stlm.evaluation.scoring import ContinuationScore
 from stlm.families import ModelFamily
 from stlm.finetune.config import FinetuneConfig, load_finetune_config
 from stlm.finetune.loop import finetune as _finetune
+from stlm.finetune.spin import SpinConfig, resolve_task
+from stlm.finetune.spin import spin as _spin
 from stlm.interop.formats import FORMATS
 from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.hf_t5 import load_hf_t5
@@ -416,6 +418,40 @@ def fine_tune(
     scores = {k: float(v) for k, v in result.results["finetuned"].items() if isinstance(v, (int, float))}
     return Run(
         result.out, result.step, result.best_checkpoint, scores, best_step=result.best_step, results=result.results
+    )
+
+
+def spin(
+    run: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: str | Path | None = None,
+    stop_at: int | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Run:
+    """SPIN self-play fine-tuning of a fine-tuned run (its best checkpoint) on its own task, or on the
+    task that `task` settings name (task={"name": ...} or task={"train_file": ...}); returns the run,
+    whose `results["iterations"]` holds one row per iteration. out: default runs/spin-<task>-<time>.
+    resume: a SPIN run folder to continue (then pass no run or out). stop_at: stop after this step
+    with a resumable checkpoint (the run is then `interrupted`).
+    """
+    overrides = _dotted(settings)
+    if resume is not None:
+        _check_resume(run, out)
+        result = _spin(None, None, resume, resume=True, overrides=overrides, stop_at=stop_at, progress=progress)
+    else:
+        if run is None:
+            raise UserError("SPIN needs a fine-tuned run to start from (stlm spin RUN)")
+        given = {k[len("task.") :]: v for k, v in overrides.items() if k.startswith("task.")}
+        task = resolve_task(str(run), given)
+        rest = {k: v for k, v in overrides.items() if not k.startswith("task.")}
+        run_dir = Path(out) if out is not None else Path("runs") / f"spin-{task.name or 'data'}-{_timestamp()}"
+        result = _spin(SpinConfig(init=str(run)), task, run_dir, overrides=rest, stop_at=stop_at, progress=progress)
+    last = result.results["iterations"][-1]
+    scores = {k: float(v) for k, v in last.items() if isinstance(v, (int, float))}
+    return Run(
+        result.out, result.step, result.checkpoint, scores, interrupted=not result.finished, results=result.results
     )
 
 

@@ -152,6 +152,47 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spin(args: argparse.Namespace) -> int:
+    from stlm import api
+    from stlm.finetune.spin import RESUME_SAFE_KEYS
+
+    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
+    if args.resume:
+        if args.run is not None:
+            raise UserError("--resume continues a SPIN run with its recorded settings; pass no RUN with it")
+        run = api.spin(resume=args.resume, stop_at=args.stop_at, progress=progress, **settings)
+    else:
+        if args.run is None:
+            raise UserError("name the fine-tuned run to start from: stlm spin RUN (or --resume a SPIN run)")
+        run = api.spin(args.run, args.out, stop_at=args.stop_at, progress=progress, **settings)
+    if run.interrupted:
+        print(f"checkpoint (step {run.step}): {run.checkpoint}")
+        print(f"stopped before the last step; continue with: stlm spin --resume {run.dir}", file=sys.stderr)
+        return 0
+    tables.print_spin(run.results)
+    print(f"checkpoint (step {run.step}): {run.checkpoint}\nresults: {run.dir / 'results.json'}")
+    return 0
+
+
+def cmd_selfplay(args: argparse.Namespace) -> int:
+    from stlm.selfplay.loop import RESUME_SAFE_KEYS, SelfPlayConfig, selfplay
+
+    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
+    if args.resume:
+        run = selfplay(None, args.resume, resume=True, overrides=settings, stop_at=args.stop_at, progress=progress)
+    else:
+        cfg = SelfPlayConfig().with_overrides(settings)
+        out = args.out or Path("runs") / f"selfplay-{cfg.game}-{time.strftime('%Y%m%d-%H%M%S')}"
+        run = selfplay(cfg, out, stop_at=args.stop_at, progress=progress)
+    tables.print_selfplay(run.results)
+    print(f"checkpoint (update {run.step}): {run.checkpoint}")
+    if run.finished:
+        print(f"learning curve: {run.out / 'curve.png'}\nresults: {run.out / 'results.json'}")
+    else:
+        print(f"stopped before the last update; continue with: stlm selfplay --resume {run.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from stlm import api
     from stlm import checkpoint as ckpt_io

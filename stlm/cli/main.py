@@ -14,6 +14,7 @@ Ctrl-C exits 130. Only this package reads argv and the environment
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 import sys
@@ -26,7 +27,9 @@ from stlm.cli import commands
 from stlm.cli.flags import HelpFormatter, add_config_flags, add_set_flag
 from stlm.config import OBJECTIVES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, DataConfig, RunConfig
 from stlm.errors import UserError
-from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig
+from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig, TaskConfig
+from stlm.finetune.spin import SpinConfig
+from stlm.selfplay.loop import SelfPlayConfig
 
 CHOICES = {
     "objective.name": OBJECTIVES,
@@ -226,6 +229,55 @@ def finetune_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     return add_config_flags(p, FinetuneConfig(), names=NAMES, aliases=ALIASES, choices=CHOICES)
 
 
+def spin_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    p.add_argument("run", nargs="?", type=Path, help="the fine-tuned run (its best checkpoint) or a checkpoint")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/spin-<task>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this SPIN run from its newest checkpoint")
+    p.add_argument(
+        "--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this step; resume later"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(config=None)  # settings come from flags alone
+    add_set_flag(p, "train.beta=0.2")
+    # The task flags of fine-tuning; without --task or --train, SPIN uses the fine-tuned run's own task.
+    keys = [k for k in ("task." + f for f in _task_fields()) if k != "task.kind"]
+    table = add_config_flags(p, FinetuneConfig(), names=NAMES, choices=CHOICES, only=keys)
+    for action in p._actions:
+        if action.dest in ("task.name", "task.train_file"):
+            action.help = (action.help or "").split(" (")[0] + " (default: the fine-tuned run's own task)"
+    only = [k for k in _keys(SpinConfig()) if k != "init"]
+    return table | add_config_flags(p, SpinConfig(), names=NAMES, choices=CHOICES, only=only)
+
+
+def _task_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(TaskConfig)]
+
+
+def _keys(config: object, prefix: str = "") -> list[str]:
+    """Every dotted key of a config dataclass instance."""
+    out: list[str] = []
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out += _keys(value, prefix + f.name + ".") if dataclasses.is_dataclass(value) else [prefix + f.name]
+    return out
+
+
+def selfplay_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    p.add_argument("--out", type=Path, help="run directory (default: runs/selfplay-<game>-<time>)")
+    p.add_argument(
+        "--resume", type=Path, metavar="RUN_DIR", help="continue this self-play run from its newest checkpoint"
+    )
+    p.add_argument(
+        "--stop-at", type=count(1), metavar="STEP", help="stop (and checkpoint) after this update; resume later"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(config=None)  # settings come from flags alone
+    add_set_flag(p, "train.entropy=0.02")
+    return add_config_flags(
+        p, SelfPlayConfig(), names={"model": "--model", "optim.name": "--optimizer"}, choices=CHOICES
+    )
+
+
 def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("checkpoint", type=Path, help="run directory or checkpoints/step-N folder")
     p.add_argument(
@@ -403,6 +455,18 @@ COMMANDS = [
         "fine-tune on a text-to-text task (built-in --task, or --train FILE)",
         finetune_flags,
         commands.cmd_finetune,
+    ),
+    Command(
+        ("spin",),
+        "SPIN self-play fine-tuning: a fine-tuned run learns to prefer the gold answers over its own",
+        spin_flags,
+        commands.cmd_spin,
+    ),
+    Command(
+        ("selfplay",),
+        "game self-play: one policy plays both seats of tic-tac-toe and learns by REINFORCE",
+        selfplay_flags,
+        commands.cmd_selfplay,
     ),
     Command(
         ("evaluate",),

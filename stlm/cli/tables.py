@@ -64,3 +64,36 @@ def print_finetune(results: dict[str, Any]) -> None:
         f"{results['task']} ({results['kind']}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):"
     )
     print_table(rows, right=range(1, len(rows[0])))
+
+
+def print_spin(results: dict[str, Any]) -> None:
+    """One row per SPIN iteration (0: the starting model): the task metric and the implicit-reward accuracy."""
+    keys = _FINETUNE_KEYS[results["kind"]]
+    extra = ("train_reward_accuracy", "val_reward_accuracy", "val_reward_margin", "val_opponent_exact")
+    rows = [("iteration", *keys, "reward acc (train)", "reward acc (val)", "margin (val)", "opponent = gold")]
+    for row in results["iterations"]:
+        cells = [f"{row[f'val_{k}']:.4f}" if f"val_{k}" in row else "-" for k in keys]
+        cells += [f"{row[k]:.3f}" if k in row else "-" for k in extra]
+        rows.append((str(row["iteration"]), *cells))
+    print(f"SPIN on {results['task']} ({results['kind']}, beta {results['beta']}), scored on validation:")
+    print_table(rows, right=range(1, len(rows[0])))
+
+
+def print_selfplay(result: dict[str, Any]) -> None:
+    """The greedy policy against the random and the perfect player, from each seat."""
+    rows = [("opponent", "seat", "games", "win", "draw", "loss")]
+    for who in ("random", "minimax"):
+        for seat in (0, 1):
+            t = result[f"{who}_seat{seat}"]
+            rows.append(
+                (
+                    who,
+                    f"{seat} ({'first' if seat == 0 else 'second'})",
+                    str(sum(t.values())),
+                    str(t["win"]),
+                    str(t["draw"]),
+                    str(t["loss"]),
+                )
+            )
+    print_table(rows, right=range(2, 6))
+    print(f"illegal-move rate of the policy's moves: {result['illegal_rate']:.4f}")

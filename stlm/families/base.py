@@ -28,6 +28,7 @@ from torch import nn
 from stlm.config import coerce
 from stlm.errors import UserError
 from stlm.interop.formats import Exporter
+from stlm.objectives.preference import sequence_logprobs
 from stlm.objectives.prompted import pack_prompted, prompted_loss
 from stlm.runtime import check_model_fits
 from stlm.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
@@ -141,6 +142,10 @@ class ModelFamily:
         """Target ids `pair_loss` averages over."""
         raise NotImplementedError
 
+    def pair_logprobs(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed log-prob of each row's target ids (B,), target ids per row (B,)) of `pair_tensors`."""
+        raise NotImplementedError
+
     # --- trains ------------------------------------------------------------------------------
 
     def check_objective(self, objective: str, model_name: str) -> None:
@@ -229,6 +234,10 @@ class CausalFamily(ModelFamily):
 
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         return int((tensors[1] != -100).sum())
+
+    def pair_logprobs(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = tensors
+        return sequence_logprobs(model(inputs), labels)  # (B, T, V) logits; the prompt's labels are -100
 
     def _sampling(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """`sampling` without num_beams, which a causal model accepts only as 1 (no beam search)."""

@@ -19,6 +19,9 @@ from stlm.families.base import ModelFamily
 from stlm.generation.seq2seq import generate_seq2seq, generate_seq2seq_batch, stream_seq2seq
 from stlm.interop.formats import CT2_T5, HF_T5, ONNX_T5, Exporter
 from stlm.models.t5 import PRESETS, T5Config, T5Model, config_from_name, count_params
+from stlm.models.t5.model import shift_right
+from stlm.objectives.next_token import IGNORE_INDEX
+from stlm.objectives.preference import sequence_logprobs
 from stlm.objectives.seq2seq import seq2seq_loss
 from stlm.tokenizers import Tokenizer
 from stlm.tokenizers.sentinels import encode_marked
@@ -104,6 +107,12 @@ class T5Family(ModelFamily):
 
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         return int((tensors[2] != tokenizer.pad_id).sum())
+
+    def pair_logprobs(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, mask, targets = tensors
+        cfg = model.config
+        logits = model(inputs, shift_right(targets, cfg.decoder_start_id, cfg.pad_id), attention_mask=mask)  # (B, L, V)
+        return sequence_logprobs(logits, targets.masked_fill(targets == cfg.pad_id, IGNORE_INDEX))
 
     def stream(
         self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, num_beams: int = 1, **sampling: Any

@@ -354,6 +354,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("plot --out under a file", ["plot", "{R}", "--out", "{F}/afile.txt/curves.png"]),
     # finetune
     ("finetune train file missing", ["finetune", "--train", "{F}/missing.jsonl", "--quiet"]),
+    ("spin on a pretraining run", ["spin", "{R}", "--out", "{T}/spin-out", "--quiet"]),
+    ("spin without a run", ["spin", "--out", "{T}/spin-out", "--quiet"]),
+    ("spin resume a pretraining run", ["spin", "--resume", "{R}", "--quiet"]),
+    ("spin beta 0", ["spin", "{R}", "--task", "docstring-summary", "--beta", "0", "--out", "{T}/spin-out", "--quiet"]),
+    ("selfplay unknown game", ["selfplay", "--game", "chess", "--out", "{T}/sp-out", "--quiet"]),
+    ("selfplay games 0", ["selfplay", "--games", "0", "--out", "{T}/sp-out", "--quiet"]),
+    ("selfplay resume a pretraining run", ["selfplay", "--resume", "{R}", "--quiet"]),
     ("finetune train file .txt", ["finetune", "--train", "{F}/task.txt", "--quiet"]),
     ("finetune train file FIFO", ["finetune", "--train", "{F}/fifo.jsonl", "--quiet"]),
     ("finetune csv not UTF-8", ["finetune", "--train", "{F}/bad.csv", "--quiet"]),

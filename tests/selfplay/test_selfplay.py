@@ -1,0 +1,168 @@
+"""Game self-play: tic-tac-toe's rules against an independent check of every reachable state, perfect
+minimax, the illegal-move penalty, exact resume, and the one-line error for an unknown game."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+from torch import nn
+
+from stlm import checkpoint as ckpt_io
+from stlm import registry
+from stlm.cli.main import main
+from stlm.config import OptimConfig, RuntimeConfig
+from stlm.selfplay.games import TicTacToe, outcome, reachable_states
+from stlm.selfplay.loop import Policy, SelfPlayConfig, SelfPlayTrainConfig, play_training_games, selfplay
+from stlm.selfplay.players import Minimax
+
+
+def _independent_winner(board: np.ndarray) -> int | None:
+    """1 or 2 for a player with three in a row (rows, columns, diagonals of a 3x3 array), 0 for a full
+    board without one, None otherwise: written apart from the game's own LINES table."""
+    b = board.reshape(3, 3)
+    lines = [*b, *b.T, b.diagonal(), np.fliplr(b).diagonal()]
+    for player in (1, 2):
+        if any((line == player).all() for line in lines):
+            return player
+    return 0 if (b != 0).all() else None
+
+
+def test_tictactoe_rules_on_every_reachable_state():
+    game = TicTacToe()
+    # Independent enumeration: place X, O, X, ... on empty cells, stopping at a win or a full board.
+    found: set[tuple] = set()
+    stack = [np.zeros(9, dtype=int)]
+    while stack:
+        board = stack.pop()
+        key = tuple(int(v) for v in board)
+        if key in found:
+            continue
+        found.add(key)
+        result = _independent_winner(board)
+        if result is not None:
+            continue
+        mark = 1 if (board == 1).sum() == (board == 2).sum() else 2
+        for cell in np.flatnonzero(board == 0):
+            nxt = board.copy()
+            nxt[cell] = mark
+            stack.append(nxt)
+    states = reachable_states(game)
+    assert len(states) == len(set(states)) == len(found) == 5478  # the known count of legal positions
+    assert set(states) == found
+    terminal = {"x": 0, "o": 0, "draw": 0}
+    for state in states:
+        board = np.array(state)
+        expected = _independent_winner(board)
+        won = game.winner(state)
+        assert won == (None if expected is None else {1: 0, 2: 1, 0: -1}[expected]), state
+        expected_legal = [] if expected is not None else [int(i) for i in np.flatnonzero(board == 0)]
+        assert game.legal(state) == expected_legal, state
+        assert game.to_move(state) == int((board == 1).sum() > (board == 2).sum())
+        if won is not None:
+            terminal[{0: "x", 1: "o", -1: "draw"}[won]] += 1
+        prompt = game.prompt(state)
+        assert prompt[0] == "XO"[game.to_move(state)] and prompt.replace("|", "")[1:-1] == "".join(
+            ".XO"[v] for v in state
+        )
+    assert terminal == {"x": 626, "o": 316, "draw": 16}  # the known counts of final positions
+
+
+def _every_game(game, seat_player, seat, other):
+    """Outcomes for `seat` over every game where seat_player(state) lists the seat's moves and other(state)
+    the other's (each listed move a branch)."""
+    results, frontier = [], [game.initial()]
+    while frontier:
+        state = frontier.pop()
+        if game.winner(state) is not None:
+            results.append(outcome(game, state, seat))
+            continue
+        moves = seat_player(state) if game.to_move(state) == seat else other(state)
+        frontier.extend(game.play(state, a) for a in moves)
+    return results
+
+
+def test_minimax_is_perfect():
+    game = TicTacToe()
+    minimax = Minimax(game)
+    assert minimax.value(game.initial()) == 0  # tic-tac-toe is a draw
+    for seat in (0, 1):
+        # Against itself (every optimal choice on both sides): always a draw.
+        assert set(_every_game(game, minimax.optimal_moves, seat, minimax.optimal_moves)) == {0.0}
+        # Against every possible opponent (any legal move): never a loss, and it wins some.
+        results = _every_game(game, minimax.optimal_moves, seat, game.legal)
+        assert -1.0 not in results and 1.0 in results
+    # It takes a win in one and blocks the opponent's: X to move on XX. / OO. / ...
+    state = (1, 1, 0, 2, 2, 0, 0, 0, 0)
+    assert minimax.optimal_moves(state) == [2]
+    assert minimax.optimal_moves((1, 1, 0, 0, 2, 0, 0, 0, 0)) == [2]  # O must block at cell 3
+
+
+class AlwaysCellOne(nn.Module):
+    """A stand-in policy model that always answers the byte "1" (cell 1)."""
+
+    def __init__(self, one_id: int, vocab: int):
+        super().__init__()
+        self.one_id, self.vocab = one_id, vocab
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*ids.shape, self.vocab)
+        logits[..., self.one_id] = 100.0
+        return logits
+
+
+def test_an_illegal_move_ends_the_game_with_the_penalty():
+    game = TicTacToe()
+    family, cfg = registry.resolve_model("decoder-tiny")
+    tokenizer = family.resolve_tokenizer("auto", cfg)
+    policy = Policy(game, family, tokenizer)
+    model = AlwaysCellOne(tokenizer.encode("1")[0], cfg.vocab_size)
+    moves = play_training_games(
+        game,
+        policy,
+        [model],
+        np.zeros((3, 2), dtype=np.int64),
+        gamma=0.5,
+        illegal_reward=-2.0,
+        generator=torch.Generator().manual_seed(0),
+        device="cpu",
+    )
+    # Each game: X takes cell 1, O answers cell 1 again (illegal): O gets -2, X gets 0 (a draw's 0).
+    # (The games move in lockstep: all three first moves, then all three second ones.)
+    assert moves.actions == [0] * 6 and moves.seats == [0, 0, 0, 1, 1, 1]
+    assert moves.returns == [0.0] * 3 + [-2.0] * 3 and moves.illegal == 3
+    assert moves.results == [0.0, -2.0] * 3  # per game, X's result then O's
+
+
+def _cfg(**train) -> SelfPlayConfig:
+    settings = dict(updates=4, games=12, snapshot_every=2, eval_every=2, eval_games=6, log_every=1)
+    settings.update(train)
+    return SelfPlayConfig(
+        arch={"d_model": 32, "n_layers": 1, "n_heads": 2},
+        optim=OptimConfig(lr=3e-3, warmup_steps=1, weight_decay=0.0, schedule="constant"),
+        train=SelfPlayTrainConfig(**settings),
+        runtime=RuntimeConfig(device="cpu", precision="fp32"),
+    )
+
+
+def test_selfplay_resume_is_exact(tmp_path, one_thread):
+    full = selfplay(_cfg(), tmp_path / "full", progress=False)
+    assert full.finished and (tmp_path / "full" / "curve.png").stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "full" / "snapshots").iterdir()) == ["step-2.pt", "step-4.pt"]
+    stopped = selfplay(_cfg(), tmp_path / "part", stop_at=3, progress=False)
+    assert stopped.step == 3 and not stopped.finished
+    resumed = selfplay(None, tmp_path / "part", resume=True, progress=False)
+    assert resumed.finished and resumed.results == full.results
+    a, b = (ckpt_io.load(r.checkpoint).model.state_dict() for r in (full, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    lines = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("full", "part")]
+    strip = [[{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in run] for run in lines]
+    assert strip[0] == strip[1]
+
+
+def test_unknown_game_is_one_line(tmp_path, capsys):
+    assert main(["selfplay", "--game", "chess", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "stlm selfplay: error: unknown game 'chess'; known: tictactoe"
+    assert not (tmp_path / "x").exists()
