@@ -162,7 +162,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is a file; name a folder for the results")
     if args.context and args.stride and args.stride > args.context:
         raise UserError(f"--stride ({args.stride}) must be at most --context ({args.context})")
-    model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+    model = api.load(args.checkpoint, quantize=args.quantize, **flags.given(args, "runtime"))
     reads = [model.path, model.run_dir]
     if args.out is not None:
         ckpt_io.check_output(args.out, reads=reads)
@@ -202,7 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from stlm import api
 
-    model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+    model = api.load(args.checkpoint, quantize=args.quantize, **flags.given(args, "runtime"))
     pieces = model.generate(
         args.prompt,
         max_new_tokens=args.max_new_tokens,
