@@ -73,6 +73,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed rounds")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="1 timed round, 24 new tokens, concurrency 1 and 4")
+    parser.add_argument("--serve-quantize", default="none", help="the server's --quantize (none | int8)")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     if args.quick:
@@ -315,16 +316,14 @@ def llama_runner(path: Path, threads: int, prompt: list[int], n: int) -> Callabl
     llm = llama_cpp.Llama(
         str(path), n_ctx=len(prompt) + n + 8, n_threads=threads, n_threads_batch=threads, n_batch=512, verbose=False
     )
-    # stlm's byte ids are llama.cpp's ids (the GGUF keeps the vocabulary order).
+    # stlm's byte ids are llama.cpp's ids (the GGUF keeps the vocabulary order); top_k=1 is greedy.
 
     def run() -> list[int]:
-        llm.reset()
-        llm.eval(prompt)
         out = []
-        for _ in range(n):
-            token = int(llm.scores[llm.n_tokens - 1].argmax())  # greedy on the last position's logits
+        for token in llm.generate(prompt, top_k=1, temp=0.0, reset=True):
             out.append(token)
-            llm.eval([token])
+            if len(out) == n:
+                break
         return out
 
     return run
@@ -366,7 +365,7 @@ CONCURRENCY = (1, 4, 16)
 
 
 def server_section(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
-    print(f"stlm serve ({DECODER_MODEL}, random weights, byte tokenizer)")
+    print(f"stlm serve ({DECODER_MODEL}, random weights, byte tokenizer, --quantize {args.serve_quantize})")
     reason = _missing("stlm.serve") or _missing("httpx")
     if reason is not None:
         print(f"  skipped: {reason}\n")
@@ -383,7 +382,7 @@ def server_section(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
     n = args.new_tokens
     results: dict[str, object] = {}
     threads = max(int(t) for t in args.threads.split(","))
-    with _server(run_dir, threads) as url:
+    with _server(run_dir, threads, args.serve_quantize) as url:
         print(f"  {'concurrency':>11}{'requests':>10}{'requests/s':>12}{'tokens/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}")
         for level in levels:
             n_requests = max(8, 2 * level) if not args.quick else level
@@ -406,10 +405,10 @@ def server_section(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
 
 
 @contextlib.contextmanager
-def _server(run_dir: Path, threads: int):
+def _server(run_dir: Path, threads: int, quantize: str):
     """`stlm serve RUN` on a free loopback port, as a user starts it; stopped on exit."""
     command = [sys.executable, "-m", "stlm", "serve", str(run_dir), "--port", "0", "--threads", str(threads)]
-    command += ["--log-level", "warning"]
+    command += ["--log-level", "warning"] + (["--quantize", quantize] if quantize != "none" else [])
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
@@ -430,13 +429,15 @@ def _load(url: str, concurrency: int, n_requests: int, n: int) -> dict[str, obje
     import httpx
 
     body = {
-        "model": "any",
+        "model": "",  # the served model's name, asked below
         "prompt": "The ",
         "max_tokens": n,
         "temperature": 0,
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+
+    body["model"] = httpx.get(f"{url}/v1/models", timeout=60).json()["data"][0]["id"]
 
     def one(_: int) -> tuple[float, int]:
         t0 = time.perf_counter()
