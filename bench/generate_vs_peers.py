@@ -44,13 +44,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
 from bench.timing import interleaved_many
 
+ROOT = Path(__file__).resolve().parents[1]
 T5_MODEL = "t5-efficient-tiny-nl32"
 DECODER_MODEL = "decoder-10m"
 
@@ -383,7 +383,9 @@ def server_section(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {}
     threads = max(int(t) for t in args.threads.split(","))
     with _server(run_dir, threads, args.serve_quantize) as url:
-        print(f"  {'concurrency':>11}{'requests':>10}{'requests/s':>12}{'tokens/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}")
+        print(
+            f"  {'concurrency':>11}{'requests':>10}{'requests/s':>12}{'tokens/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}"
+        )
         for level in levels:
             n_requests = max(8, 2 * level) if not args.quick else level
             rows = _load(url, level, n_requests, n)

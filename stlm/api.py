@@ -319,7 +319,7 @@ def _max_new(max_new_tokens: int | None, max_new_bytes: int | None) -> int:
     return n
 
 
-def _each_under(context: Callable[[], AbstractContextManager], items: Iterator[int]) -> Iterator[int]:
+def _each_under(context: Callable[[], AbstractContextManager[Any]], items: Iterator[int]) -> Iterator[int]:
     """`items`, each one computed inside `context()` (bf16 autocast, or nothing in fp32), left
     before it is yielded: autocast is a thread-local switch that must not stay on in the caller's
     code between tokens, as generation's inference mode does not."""

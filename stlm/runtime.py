@@ -134,7 +134,7 @@ def resolve_runtime(
     *,
     purpose: str = "train",
     quantize: str = "none",
-    probe_cache: Path | None | Literal["default"] = "default",
+    probe_cache: Path | Literal["default"] | None = "default",
 ) -> Runtime:
     """The runtime for `cfg`. purpose (train | generate) picks the probe shapes `auto` judges
     by on a CPU; quantize (none | int8) is for inference and keeps activations in fp32.

@@ -19,8 +19,8 @@ import pytest
 import torch
 
 import stlm
-from stlm.cli.main import main
 from stlm import registry
+from stlm.cli.main import main
 from stlm.errors import UserError
 from stlm.generation.decoder import generate
 from stlm.generation.quantize import count_int8_linears
