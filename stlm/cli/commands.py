@@ -186,12 +186,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         stride=args.stride,
         max_ids=args.max_ids,
     )
+    weights = "" if model.runtime.quantize == "none" else f"-{model.runtime.quantize}"  # int8 never overwrites fp32
     for name in names:
         result = model.evaluate(name, batch_size=args.batch_size, progress=not args.quiet, **vars(options))
         record, page = model.document(result)
         # Named by task, data, split, settings and step: two evaluations never overwrite each other.
         json_path, md_path = write_results(
-            record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, model.config)}.json"
+            record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, model.config)}{weights}.json"
         )
         if args.json:
             write_results(record, page, args.json)
