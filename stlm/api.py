@@ -24,7 +24,8 @@ import codecs
 import secrets
 import shutil
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -48,7 +49,7 @@ from stlm.interop.formats import FORMATS
 from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.hf_t5 import load_hf_t5
 from stlm.models.t5 import T5Model
-from stlm.runtime import Runtime, resolve_runtime
+from stlm.runtime import Runtime, check_quantize, resolve_runtime
 from stlm.tokenizers import SentencePieceTokenizer, Tokenizer
 from stlm.training import loop
 
@@ -65,14 +66,28 @@ ConfigSource = str | Path | Mapping[str, Any] | None
 # --- loading and using a checkpoint ------------------------------------------------------------
 
 
-def load(path: str | Path, device: str | torch.device = "auto", threads: int | None = None) -> Model:
+def load(
+    path: str | Path,
+    device: str | torch.device = "auto",
+    threads: int | None = None,
+    *,
+    precision: str = "auto",
+    quantize: str | None = None,
+) -> Model:
     """A checkpoint ready for inference: a run folder (its newest checkpoint) or one checkpoint folder.
 
     device: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps.
     threads: CPU threads for torch (process-wide); None keeps torch's default.
+    precision: auto, fp32, bf16 or fp16 (autocast around generation and scoring); auto is bf16
+        on CUDA that has it and, on a CPU, what a measured probe picks (`runtime.cpu_auto_precision`).
+    quantize: None / "none", or "int8": every Linear's weights in int8 for fast CPU decoding
+        (activations stay fp32; `stlm.generation.quantize`).
     """
-    runtime = resolve_runtime(RuntimeConfig(device=str(device), threads=threads or 0))
-    return Model(ckpt_io.load(path, runtime.device), runtime)
+    cfg = RuntimeConfig(device=str(device), threads=threads or 0, precision=precision)
+    runtime = resolve_runtime(cfg, purpose="generate", quantize=check_quantize(quantize))
+    loaded = ckpt_io.load(path, runtime.device)
+    loaded.model = loaded.family.quantize(loaded.model, runtime.quantize)
+    return Model(loaded, runtime)
 
 
 class Model:
@@ -213,7 +228,7 @@ class Model:
             )
         except ValueError as exc:  # bad sampling settings, a prompt longer than the context
             raise UserError(str(exc)) from None
-        pieces = _text_pieces(tokens, self.tokenizer)
+        pieces = _text_pieces(_each_under(self.runtime.autocast, tokens), self.tokenizer)
         return pieces if stream else "".join(pieces)
 
     # --- scoring ---------------------------------------------------------------------------------
@@ -310,6 +325,19 @@ def _max_new(max_new_tokens: int | None, max_new_bytes: int | None) -> int:
     return n
 
 
+def _each_under(context: Callable[[], AbstractContextManager[Any]], items: Iterator[int]) -> Iterator[int]:
+    """`items`, each one computed inside `context()` (bf16 autocast, or nothing in fp32), left
+    before it is yielded: autocast is a thread-local switch that must not stay on in the caller's
+    code between tokens, as generation's inference mode does not."""
+    while True:
+        with context():
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+        yield item
+
+
 def _text_pieces(tokens: Iterator[int], tokenizer: Tokenizer) -> Iterator[str]:
     """Text as the tokens arrive: UTF-8 decoded incrementally, so a character split across tokens waits."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -354,8 +382,15 @@ class Run:
     best_step: int | None = None  # fine-tuning: the step of the best checkpoint
     results: dict[str, Any] = field(default_factory=dict)  # fine-tuning: what results.json holds
 
-    def load(self, device: str | torch.device = "auto", threads: int | None = None) -> Model:
-        return load(self.checkpoint, device, threads)
+    def load(
+        self,
+        device: str | torch.device = "auto",
+        threads: int | None = None,
+        *,
+        precision: str = "auto",
+        quantize: str | None = None,
+    ) -> Model:
+        return load(self.checkpoint, device, threads, precision=precision, quantize=quantize)
 
 
 def train(

@@ -123,7 +123,7 @@ class TrainConfig:
 @dataclass
 class RuntimeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    precision: str = "auto"  # auto (bf16 on CUDA if supported, else fp32) | fp32 | bf16 | fp16 (gradient scaler)
+    precision: str = "auto"  # auto (CUDA: bf16 if supported; CPU: a cached bf16-vs-fp32 probe decides) | fp32 | bf16 | fp16 (gradient scaler)
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     parallel: str = "auto"  # under torchrun: auto (= ddp) | ddp | fsdp; none refuses several processes
     compile: bool = False  # torch.compile the model (slow to start; pays off on GPUs and long runs)

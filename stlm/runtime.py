@@ -5,7 +5,11 @@ that decides:
 
     device          auto -> cuda, else mps, else cpu
     precision       fp32 | bf16 autocast | fp16 autocast with a gradient scaler
-                    (auto: bf16 on CUDA when supported, fp32 elsewhere)
+                    (auto: bf16 on CUDA when supported; on a CPU, what a short measured
+                    probe of bf16 against fp32 matmuls picks, cached per machine: see
+                    `cpu_auto_precision`; fp32 elsewhere)
+    quantize        none | int8: weights of the model's Linear layers stored in int8 for CPU
+                    inference (applied by the family, `ModelFamily.quantize`); activations fp32
     TF32            fp32 matmuls on CUDA tensor cores (runtime.tf32)
     threads         torch's intra-op threads on CPU (runtime.threads, at most the machine's CPUs)
     memory          a model whose fp32 weights alone exceed the machine's memory is refused
@@ -21,16 +25,20 @@ scaler is disabled and those are plain calls.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import json
 import os
 import platform
 import random
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,6 +49,7 @@ from stlm.errors import UserError
 from stlm.version import __version__
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+QUANTIZE = ("none", "int8")
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class Runtime:
     activation_checkpointing: bool = False
     allocator: str = "default"
     scaler: torch.amp.GradScaler | None = field(default=None, compare=False)
+    precision_note: str = ""  # how `auto` chose, for the run header: "auto: bf16 matmuls 0.10x fp32's speed, ..."
+    quantize: str = "none"  # none | int8 (weights of Linear layers, CPU inference)
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """bf16 / fp16 autocast around forward passes; a no-op in fp32."""
@@ -112,18 +123,42 @@ class Runtime:
             for x, on in (("compiled", self.compile), ("activation checkpointing", self.activation_checkpointing))
             if on
         ]
-        return ", ".join([name, self.precision, *extras])
+        precision = f"{self.precision} ({self.precision_note})" if self.precision_note else self.precision
+        if self.quantize != "none":
+            extras.append(f"{self.quantize} weights")
+        return ", ".join([name, precision, *extras])
 
 
-def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
+def resolve_runtime(
+    cfg: RuntimeConfig,
+    *,
+    purpose: str = "train",
+    quantize: str = "none",
+    probe_cache: Path | Literal["default"] | None = "default",
+) -> Runtime:
+    """The runtime for `cfg`. purpose (train | generate) picks the probe shapes `auto` judges
+    by on a CPU; quantize (none | int8) is for inference and keeps activations in fp32.
+    probe_cache: where the CPU precision probe's result is kept (default: the user cache
+    folder; None measures without keeping it)."""
+    quantize = check_quantize(quantize)
     if cfg.threads:
         torch.set_num_threads(clamp_threads(cfg.threads))
     device = _resolve_device(cfg.device)
-    precision = cfg.precision
+    precision, note = cfg.precision, ""
+    if quantize != "none":
+        if device.type != "cpu":
+            raise UserError(f"--quantize {quantize} runs on the CPU (torch's int8 CPU kernels); use --device cpu")
+        if precision not in ("auto", "fp32"):
+            raise UserError(f"--quantize {quantize} keeps activations in fp32; drop --precision {precision}")
+        precision = "fp32"
     if precision == "auto":
-        # On CPU bf16 autocast pays only for wide matmuls; tiny models run faster in fp32.
-        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        precision = "bf16" if cuda_bf16 else "fp32"
+        if device.type == "cpu":
+            # Some CPUs multiply bf16 in hardware (AMX), most emulate it slowly: measure, not guess.
+            cache = cache_folder() / PROBE_CACHE if probe_cache == "default" else probe_cache
+            precision, note = cpu_auto_precision(purpose, cache_file=cache)
+        else:
+            cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+            precision = "bf16" if cuda_bf16 else "fp32"
     if precision == "fp16" and device.type not in ("cuda", "cpu"):
         raise UserError(
             f"fp16 training needs a gradient scaler, which {device.type} lacks; use --precision bf16 or fp32"
@@ -141,7 +176,132 @@ def resolve_runtime(cfg: RuntimeConfig) -> Runtime:
         activation_checkpointing=cfg.activation_checkpointing,
         allocator=allocator,
         scaler=scaler,
+        precision_note=note,
+        quantize=quantize,
     )
+
+
+def check_quantize(quantize: str | None) -> str:
+    """`quantize` as one of QUANTIZE (None is none), else a UserError naming the choices."""
+    quantize = "none" if quantize is None else quantize
+    if quantize not in QUANTIZE:
+        raise UserError(f"unknown quantize {quantize!r}; use one of {', '.join(QUANTIZE)}")
+    return quantize
+
+
+# --- precision auto on a CPU: a measured probe ----------------------------------------------------
+
+PROBE_CACHE = "precision_probe.json"  # in the user cache folder: {machine key: {purpose: {...}}}
+# bf16 autocast casts weights and activations around every matmul and rounds to 8 mantissa
+# bits: it has to beat fp32 clearly, not by noise, to be chosen.
+BF16_MIN_SPEEDUP = 1.25
+# (rows, in, out) of the probe's matmuls, shaped like the models': a training micro-batch of
+# tokens through a 512-wide layer and its MLP, and decoding's single row through the same.
+PROBE_SHAPES = {"train": ((512, 512, 1536), (512, 1536, 512)), "generate": ((1, 512, 1536), (1, 1536, 512))}
+PROBE_CALLS = {"train": 1, "generate": 64}  # matmuls per timed trial: one decoding row alone is too short to time
+PROBE_TRIALS = 3  # timed trials after one warm-up; the fastest counts
+
+
+def choose_precision(fp32_s: float, bf16_s: float) -> str:
+    """bf16 when its probe ran at least BF16_MIN_SPEEDUP times faster than fp32's, else fp32."""
+    return "bf16" if bf16_s > 0 and fp32_s >= BF16_MIN_SPEEDUP * bf16_s else "fp32"
+
+
+def cpu_auto_precision(
+    purpose: str,
+    *,
+    cache_file: Path | None,
+    measure: Callable[[str, torch.dtype], float] | None = None,
+    key: str | None = None,
+    today: str | None = None,
+) -> tuple[str, str]:
+    """What `--precision auto` means on this CPU for `purpose` (train | generate), and a note saying why.
+
+    The probe times the shapes of PROBE_SHAPES[purpose] in fp32 and under bf16 autocast
+    (seconds per trial, the fastest of PROBE_TRIALS) and `choose_precision` decides. The
+    timings are kept in `cache_file` under this machine's key (CPU model and torch version:
+    what decides bf16's speed), so each machine measures once; delete the file to measure
+    again. `measure(purpose, dtype)`, `key` and `today` are for tests.
+    """
+    if purpose not in PROBE_SHAPES:
+        raise ValueError(f"probe purpose must be one of {', '.join(PROBE_SHAPES)}, got {purpose!r}")
+    key = key or machine_key()
+    cached = (_read_json(cache_file).get(key) or {}).get(purpose) if cache_file is not None else None
+    try:
+        fp32_s, bf16_s, date = float(cached["fp32_s"]), float(cached["bf16_s"]), str(cached["measured"])
+        source = f"probe cached {date}"
+    except (TypeError, KeyError, ValueError):  # none yet, or a damaged entry: measure afresh
+        measure = measure or _probe_seconds
+        fp32_s, bf16_s = measure(purpose, torch.float32), measure(purpose, torch.bfloat16)
+        date, source = today or datetime.date.today().isoformat(), "probe measured now"
+        if cache_file is not None:
+            data = _read_json(cache_file)
+            entry = data.get(key) if isinstance(data.get(key), dict) else {}
+            entry[purpose] = {"fp32_s": fp32_s, "bf16_s": bf16_s, "measured": date}
+            data[key] = entry
+            _write_json(cache_file, data)
+    speed = fp32_s / bf16_s if bf16_s > 0 else 0.0
+    return choose_precision(fp32_s, bf16_s), f"auto: bf16 matmuls {speed:.2f}x fp32's speed, {source}"
+
+
+def machine_key() -> str:
+    """What bf16's speed depends on: the CPU model and the torch build."""
+    return f"{cpu_model()} | torch {torch.__version__}"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown cpu"
+
+
+def cache_folder() -> Path:
+    """stlm's per-user cache folder (the same one `stlm.data` keeps corpora in)."""
+    import platformdirs  # a core dependency, imported when first needed
+
+    return Path(platformdirs.user_cache_dir("stlm"))
+
+
+def _probe_seconds(purpose: str, dtype: torch.dtype) -> float:
+    """Seconds per trial of the purpose's matmuls, fp32 inputs as the model has them; bf16 runs
+    under autocast, so the casts it adds are paid as they would be."""
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randn(r, i, generator=g), torch.randn(i, o, generator=g)) for r, i, o in PROBE_SHAPES[purpose]]
+    autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
+    best = float("inf")
+    with torch.inference_mode(), autocast:
+        for trial in range(PROBE_TRIALS + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            for _ in range(PROBE_CALLS[purpose]):
+                for a, b in pairs:
+                    a @ b
+            if trial:
+                best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # absent or unreadable: measured afresh and rewritten
+    return data if isinstance(data, dict) else {}
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    except OSError:
+        pass  # a read-only cache folder costs a probe next time, nothing more
 
 
 def block_lists(model: nn.Module) -> list[nn.ModuleList]:

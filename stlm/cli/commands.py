@@ -208,7 +208,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is a file; name a folder for the results")
     if args.context and args.stride and args.stride > args.context:
         raise UserError(f"--stride ({args.stride}) must be at most --context ({args.context})")
-    model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+    model = api.load(args.checkpoint, quantize=args.quantize, **flags.given(args, "runtime"))
     reads = [model.path, model.run_dir]
     if args.out is not None:
         ckpt_io.check_output(args.out, reads=reads)
@@ -233,12 +233,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         stride=args.stride,
         max_ids=args.max_ids,
     )
+    weights = "" if model.runtime.quantize == "none" else f"-{model.runtime.quantize}"  # int8 never overwrites fp32
     for name in names:
         result = model.evaluate(name, batch_size=args.batch_size, progress=not args.quiet, **vars(options))
         record, page = model.document(result)
         # Named by task, data, split, settings and step: two evaluations never overwrite each other.
         json_path, md_path = write_results(
-            record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, model.config)}.json"
+            record, page, out_dir / f"{tasks.result_name(name, options, ckpt.name, model.config)}{weights}.json"
         )
         if args.json:
             write_results(record, page, args.json)
@@ -249,7 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from stlm import api
 
-    model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+    model = api.load(args.checkpoint, quantize=args.quantize, **flags.given(args, "runtime"))
     pieces = model.generate(
         args.prompt,
         max_new_tokens=args.max_new_tokens,

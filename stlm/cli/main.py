@@ -165,6 +165,17 @@ def _device_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     return add_config_flags(p, RunConfig(), only=("runtime.device", "runtime.threads"), show_keys=False)
 
 
+def _inference_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    """Where and how a loaded checkpoint runs: device, threads, precision, int8 weights."""
+    p.add_argument(
+        "--quantize",
+        metavar="MODE",
+        help="int8: every Linear's weights in int8 for fast CPU decoding, activations fp32 (default: none)",
+    )
+    only = ("runtime.device", "runtime.threads", "runtime.precision")
+    return add_config_flags(p, RunConfig(), only=only, show_keys=False, choices=CHOICES)
+
+
 def _run_flags(p: argparse.ArgumentParser, what: str, example: str) -> None:
     p.add_argument("--config", type=Path, help=f"{what} recipe (.toml or .json); flags override it")
     add_set_flag(p, example)
@@ -328,7 +339,7 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         type=count(2),
         help="bpb: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)",
     )
-    return _device_flags(p)
+    return _inference_flags(p)
 
 
 def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
@@ -357,7 +368,7 @@ def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument(
         "--num-beams", type=int, default=1, help="beam search over this many beams (encoder-decoders such as T5)"
     )
-    return _device_flags(p)
+    return _inference_flags(p)
 
 
 def hf_import_flags(p: argparse.ArgumentParser) -> dict[str, str]:

@@ -7,7 +7,8 @@ asks which family it holds:
     meets text      the tokenizer "auto" picks and the check a tokenizer must pass,
                     how a prompt and a (prompt, target) pair become ids and tensors
     trains          which objectives fit, the longest window, a hook before the first step
-    generates       streamed sampling and batched greedy decoding with the family's cache
+    generates       streamed sampling and batched greedy decoding with the family's cache,
+                    int8 weights for CPU inference (`quantize`)
     is listed       its shape line in `stlm models` and, where it has one, a breakdown by part
 
 `CausalFamily` holds what every decoder-only family shares (decoder, pooled);
@@ -27,6 +28,7 @@ from torch import nn
 
 from stlm.config import coerce
 from stlm.errors import UserError
+from stlm.generation.quantize import quantize_linear_int8
 from stlm.interop.formats import Exporter
 from stlm.objectives.preference import sequence_logprobs
 from stlm.objectives.prompted import pack_prompted, prompted_loss
@@ -179,6 +181,16 @@ class ModelFamily:
             list(self.stream(model, prompt, eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=0.0))
             for prompt in prompts
         ]
+
+    def quantize(self, model: nn.Module, mode: str) -> nn.Module:
+        """The model for CPU inference with its weights as `mode` says (a value of
+        `stlm.runtime.QUANTIZE`): none returns it as it is; int8 replaces every Linear in
+        place (`stlm.generation.quantize`). Generation and scoring then run as before."""
+        if mode == "none":
+            return model
+        if mode != "int8":
+            raise UserError(f"unknown quantize {mode!r}; use none or int8")
+        return quantize_linear_int8(model)
 
     def __repr__(self) -> str:
         return f"<model family {self.name}>"

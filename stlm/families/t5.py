@@ -127,6 +127,13 @@ class T5Family(ModelFamily):
     ) -> list[list[int]]:
         return generate_seq2seq_batch(model, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id)
 
+    def quantize(self, model: nn.Module, mode: str) -> nn.Module:
+        # The tied head is a bare matmul with the embedding, no Linear to replace: give it one
+        # first, so the model's largest matrix is quantized too.
+        if mode != "none" and isinstance(model, T5Model):
+            model.untie_head()
+        return super().quantize(model, mode)
+
 
 def _pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
     out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)

@@ -164,12 +164,15 @@ def _inference(model: nn.Module) -> Iterator[None]:
 
     Scoped per step rather than around the whole loop: a generator suspended
     inside a `with` would leave inference mode (a thread-local switch) on in
-    the caller's code between tokens.
+    the caller's code between tokens. The mode is only toggled when the model
+    is training: `eval()` and `train()` walk every module, twice per token.
     """
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()

@@ -41,6 +41,7 @@ loops to `stlm.generation.seq2seq`.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +223,24 @@ def _add_mm(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return x + torch.mm(a, b)
 
 
+def _matrix(linear: nn.Module) -> torch.Tensor | Callable[[torch.Tensor], torch.Tensor]:
+    """A decoder matmul for `T5Model._decode_cached`: a plain Linear's weight transposed for `mm`;
+    for a Linear replaced from outside (int8 quantization swaps in its own module), the module's
+    `forward`, called directly: `__call__`'s hook machinery costs ~10 us a call, and a decoding
+    step makes 6 such calls per layer."""
+    return linear.weight.t() if type(linear) is nn.Linear else linear.forward
+
+
+def _call_linear(a: torch.Tensor, linear: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`torch.mm(a, w)` for a replaced linear: its forward applied to the rows a (N, in)."""
+    return linear(a)
+
+
+def _add_linear(x: torch.Tensor, a: torch.Tensor, linear: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`torch.addmm(x, a, w)` for a replaced linear."""
+    return x + linear(a)
+
+
 def _activate(h: torch.Tensor, gated: bool) -> torch.Tensor:
     """FFN input projection (..., F) or (..., 2F) gated -> hidden activations (..., F)."""
     if gated:
@@ -400,6 +419,21 @@ class T5Model(nn.Module):
             if isinstance(module, T5Norm):
                 module.reset_parameters()
 
+    def untie_head(self) -> None:
+        """Give a tied model an output Linear of its own holding embed.weight * d_model**-0.5.
+
+        The same logits (the tied head's input scaling folded into the copy), and a module
+        that inference transforms replacing Linear layers (int8 quantization) reach. For
+        inference only: the copy no longer follows the embedding, and the state dict changes.
+        """
+        if self.head is not None:
+            return
+        head = nn.Linear(self.config.d_model, self.config.vocab_size, bias=False)
+        head.to(device=self.embed.weight.device, dtype=self.embed.weight.dtype)
+        with torch.no_grad():
+            head.weight.copy_(self.embed.weight * self.config.d_model**-0.5)
+        self.head = head
+
     # --- the two stacks -------------------------------------------------------------------------
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -501,14 +535,14 @@ class T5Model(nn.Module):
             cache.weights = [
                 (
                     blk.attn_norm.weight,
-                    blk.attn.qkv.weight.t(),
-                    blk.attn.out.weight.t(),
+                    _matrix(blk.attn.qkv),
+                    _matrix(blk.attn.out),
                     blk.cross_norm.weight,
-                    blk.cross.q.weight.t(),
-                    blk.cross.out.weight.t(),
+                    _matrix(blk.cross.q),
+                    _matrix(blk.cross.out),
                     blk.ff_norm.weight,
-                    blk.ff.wi.weight.t(),
-                    blk.ff.wo.weight.t(),
+                    _matrix(blk.ff.wi),
+                    _matrix(blk.ff.wo),
                 )
                 for blk in self.decoder
             ]
@@ -517,12 +551,14 @@ class T5Model(nn.Module):
         # same bits. bf16: the blocks' ops, so the fp32 residual stream stays fp32 under autocast.
         fp32 = dtype == torch.float32
         norm = _rms_norm_fp32 if fp32 else _rms_norm
-        add_mm = torch.addmm if fp32 else _add_mm
+        mm, add_mm = torch.mm, torch.addmm if fp32 else _add_mm
+        if cache.weights and not isinstance(cache.weights[0][1], torch.Tensor):  # replaced linears (int8)
+            mm, add_mm = _call_linear, _add_linear
         # Per-layer views of the cache, taken per call: `reorder` replaces its tensors.
         cache_k, cache_v = cache.k.unbind(0), cache.v.unbind(0)
         x = self.embed(ids).view(b * t, -1)  # (B*T, D)
         for layer, (n1, w_qkv, w_out, n2, w_q, w_cross_out, n3, w_in, w_ff_out) in enumerate(cache.weights):
-            qkv = torch.mm(norm(x, n1, eps), w_qkv)  # (B*T, 3I)
+            qkv = mm(norm(x, n1, eps), w_qkv)  # (B*T, 3I)
             q, k, v = qkv.view(b, t, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, Dh) each
             keys, values = cache_k[layer], cache_v[layer]  # (B, H, max_len, Dh) each
             keys.narrow(2, start, t).copy_(k)
@@ -532,13 +568,13 @@ class T5Model(nn.Module):
                 k, v = k.to(q.dtype), v.to(q.dtype)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=self_mask, scale=1.0)  # (B, H, T, Dh)
             x = add_mm(x, y.transpose(1, 2).reshape(b * t, -1), w_out)  # (B*T, D)
-            q = torch.mm(norm(x, n2, eps), w_q).view(b, t, n_heads, d_head).transpose(1, 2)  # (B, H, T, Dh)
+            q = mm(norm(x, n2, eps), w_q).view(b, t, n_heads, d_head).transpose(1, 2)  # (B, H, T, Dh)
             k, v = cross_k[layer], cross_v[layer]  # (1 or B, H, S, Dh)
             if k.shape[0] != b:
                 k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask, scale=1.0)  # (B, H, T, Dh)
             x = add_mm(x, y.transpose(1, 2).reshape(b * t, -1), w_cross_out)
-            x = add_mm(x, _activate(torch.mm(norm(x, n3, eps), w_in), gated), w_ff_out)
+            x = add_mm(x, _activate(mm(norm(x, n3, eps), w_in), gated), w_ff_out)
         cache.advance(t)
         x = norm(x, self.decoder_norm.weight, eps)  # (B*T, D)
         if self.head is None:
