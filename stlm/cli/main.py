@@ -24,12 +24,11 @@ from typing import NamedTuple, NoReturn
 from stlm import __version__
 from stlm.cli import commands
 from stlm.cli.flags import HelpFormatter, add_config_flags, add_set_flag
-from stlm.config import OBJECTIVES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, DataConfig, RunConfig
+from stlm.config import OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, DataConfig, RunConfig
 from stlm.errors import UserError
 from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig
 
 CHOICES = {
-    "objective.name": OBJECTIVES,
     "optim.name": OPTIMIZERS,
     "optim.schedule": SCHEDULES,
     "runtime.precision": PRECISIONS,
@@ -48,6 +47,9 @@ NAMES = {
     "task.train_file": "--train",
     "task.val_file": "--val",
     "task.test_file": "--test",
+    "distill.alpha": "--kd-alpha",
+    "distill.temperature": "--kd-temperature",
+    "distill.reverse": "--kd-reverse",
 }
 ALIASES = {"optim.warmup_steps": ("--warmup-steps",), "init": ("--init",)}
 DATA_KEYS = ("data.source", "data.text_field", "data.val_fraction", "data.split_seed", "data.cache_dir")

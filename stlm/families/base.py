@@ -141,6 +141,10 @@ class ModelFamily:
             f"{objective} does not train {self.name} models such as {model_name}; use --objective {self.objectives[0]}"
         )
 
+    def for_objective(self, cfg: Any, objective: str) -> Any:
+        """The model config a new run of `objective` builds (mtp:K adds K-1 heads on causal families)."""
+        return cfg
+
     def before_training(self, model: nn.Module, train_ids: np.ndarray) -> str | None:
         """A hook run once on a new run before its first step; returns a line to print, or None."""
         return None
@@ -228,6 +232,16 @@ class CausalFamily(ModelFamily):
                 "or decodes greedily (num_beams 1)"
             )
         return sampling
+
+    def check_objective(self, objective: str, model_name: str) -> None:
+        # mtp:K (multi-token prediction; K checked by ObjectiveConfig) trains every causal family.
+        if not objective.startswith("mtp:"):
+            super().check_objective(objective, model_name)
+
+    def for_objective(self, cfg: Any, objective: str) -> Any:
+        if not objective.startswith("mtp:"):
+            return cfg
+        return dataclasses.replace(cfg, mtp_heads=int(objective[len("mtp:") :]) - 1)
 
     def _wrong_objective(self, objective: str, model_name: str) -> str:
         if objective == "span-corruption":

@@ -58,7 +58,10 @@ class PooledFamily(CausalFamily):
         repeat = f" x{cfg.repeat_blocks} {cfg.repeat_mode}" if cfg.repeat_blocks > 1 else ""
         shared = " shared-ffn" if cfg.share_ffn else ""
         core = f"core {cfg.d_global}x{cfg.n_global_layers}{repeat}"
-        return f"local {cfg.d_local} {cfg.n_enc_layers}+{cfg.n_dec_layers}, {core}{shared}, patches {cfg.boundary}"
+        heads = f", +{cfg.mtp_heads} mtp heads" if cfg.mtp_heads else ""
+        return (
+            f"local {cfg.d_local} {cfg.n_enc_layers}+{cfg.n_dec_layers}, {core}{shared}, patches {cfg.boundary}{heads}"
+        )
 
     def breakdown(self, cfg: Any) -> dict[str, Any] | None:
         # "options": each sharing option's setting and saving, on or off; "together": what those on remove together.

@@ -91,6 +91,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, pr
     with writer_lock(run_dir):
         check_new_run_dir(run_dir)
         family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
+        family.check_objective(cfg.objective.name, cfg.model)
+        model_cfg = family.for_objective(model_cfg, cfg.objective.name)  # mtp:K: the model gets its K-1 heads
         family.check_fits(model_cfg)  # before the data is prepared: a model too large is refused at once
         cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
         tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
@@ -197,7 +199,7 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     runtime = par.runtime
     seed_everything(cfg.train.seed)
     family.check_objective(cfg.objective.name, cfg.model)
-    objective = build_objective(cfg.objective, cfg.data.seq_len, start.tokenizer)
+    objective = build_objective(cfg.objective, cfg.data.seq_len, start.tokenizer, steps=cfg.train.steps)
     max_len = family.max_len(model_cfg)  # None: relative positions have no length limit; rotary tables do
     if max_len is not None and cfg.data.seq_len > max_len:
         raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
