@@ -212,6 +212,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         num_beams=args.num_beams,
+        speculative=args.speculative,
         stream=True,
     )
     if not model.family.encoder_decoder:  # a decoder continues the prompt (bytes that are not UTF-8 shown as U+FFFD)
@@ -220,6 +221,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    stats = model.speculative_stats
+    if args.speculative and stats is not None:
+        print(
+            f"speculative: {stats.emitted} ids in {stats.rounds} rounds, mean accepted length "
+            f"{stats.mean_accepted:.2f}, {stats.accepted}/{stats.drafted} drafts accepted",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -298,6 +298,12 @@ def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument(
         "--num-beams", type=int, default=1, help="beam search over this many beams (encoder-decoders such as T5)"
     )
+    p.add_argument(
+        "--speculative",
+        action="store_true",
+        help="greedy, drafted by the multi-token heads of an mtp:K model and verified by it: the same text, "
+        "fewer forwards; prints the mean accepted length on stderr",
+    )
     return _device_flags(p)
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from stlm.config import coerce
 from stlm.errors import UserError
+from stlm.generation.speculative import generate_speculative
 from stlm.objectives.prompted import pack_prompted, prompted_loss
 from stlm.runtime import check_model_fits
 from stlm.tokenizers import ByteTokenizer, Tokenizer, load_tokenizer
@@ -168,6 +169,16 @@ class ModelFamily:
             for prompt in prompts
         ]
 
+    def stream_speculative(
+        self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, max_new_tokens: int, stats: Any = None
+    ) -> Iterator[int]:
+        """Greedy new ids drafted by the model's multi-token heads (`stlm.generation.speculative`),
+        the ids `stream(..., temperature=0)` gives; `stats` (a SpeculativeStats) is filled in."""
+        raise UserError(
+            f"speculative decoding drafts with the multi-token heads of decoder-only models; a {self.name} model "
+            "has none: drop --speculative"
+        )
+
     def __repr__(self) -> str:
         return f"<model family {self.name}>"
 
@@ -222,6 +233,22 @@ class CausalFamily(ModelFamily):
 
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         return int((tensors[1] != -100).sum())
+
+    # The model's cache verifies several drafted ids in one forward and rolls back (KVCache.truncate);
+    # False: one id per step (see stlm.generation.speculative).
+    chunked_speculation: ClassVar[bool] = True
+
+    def stream_speculative(
+        self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, max_new_tokens: int, stats: Any = None
+    ) -> Iterator[int]:
+        return generate_speculative(
+            model,
+            prompt_ids,
+            max_new_tokens=max_new_tokens,
+            stop_ids=(eos_id,),
+            chunked=self.chunked_speculation,
+            stats=stats,
+        )
 
     def _sampling(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """`sampling` without num_beams, which a causal model accepts only as 1 (no beam search)."""

@@ -31,6 +31,7 @@ class PooledFamily(CausalFamily):
     config_cls = PooledByteConfig
     model_cls = PooledByteLM
     presets = PRESETS
+    chunked_speculation = False  # the open-patch state takes one byte per step and has no rollback
     arch_keys = (
         "d_local",
         "n_enc_layers",
