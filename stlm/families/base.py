@@ -127,6 +127,10 @@ class ModelFamily:
         """Mean cross-entropy over the target ids of `pair_tensors`."""
         raise NotImplementedError
 
+    def pair_logits(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) of `pair_tensors` and their targets (B, T), -100 where not scored."""
+        raise NotImplementedError
+
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         """Target ids `pair_loss` averages over."""
         raise NotImplementedError
@@ -230,6 +234,10 @@ class CausalFamily(ModelFamily):
     def pair_loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         inputs, labels = tensors
         return prompted_loss(model, inputs, labels)
+
+    def pair_logits(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = tensors
+        return model(inputs), labels  # (B, T, V), (B, T)
 
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         return int((tensors[1] != -100).sum())

@@ -18,7 +18,7 @@ from stlm.errors import UserError
 from stlm.families.base import ModelFamily
 from stlm.generation.seq2seq import generate_seq2seq, generate_seq2seq_batch, stream_seq2seq
 from stlm.models.t5 import PRESETS, T5Config, T5Model, config_from_name, count_params
-from stlm.objectives.seq2seq import seq2seq_loss
+from stlm.objectives.seq2seq import seq2seq_logits, seq2seq_loss
 from stlm.tokenizers import Tokenizer
 
 BYTE_VOCAB_LIMIT = 1024  # below this, "auto" means ByT5's byte vocabulary
@@ -92,6 +92,13 @@ class T5Family(ModelFamily):
         inputs, mask, targets = tensors
         cfg = model.config
         return seq2seq_loss(
+            model, inputs, targets, pad_id=cfg.pad_id, decoder_start_id=cfg.decoder_start_id, attention_mask=mask
+        )
+
+    def pair_logits(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, mask, targets = tensors
+        cfg = model.config
+        return seq2seq_logits(
             model, inputs, targets, pad_id=cfg.pad_id, decoder_start_id=cfg.decoder_start_id, attention_mask=mask
         )
 
