@@ -1,0 +1,51 @@
+#!/bin/bash
+# Multi-token prediction and distillation, measured on pydocs on this CPU (docs/objectives/mtp.md,
+# docs/objectives/distillation.md). Resumable: a piece whose output exists is skipped; rerun to continue.
+# Each piece runs under the shared heavy-job lock (flock $LOCK), so timings are not shared with other jobs.
+#
+#   bash bench/mtpkd_measure.sh [RUNS_DIR]      (default runs/mtpkd; STLM_LOCK=/work/heavy.lock)
+set -euo pipefail
+R=${1:-runs/mtpkd}
+LOCK=${STLM_LOCK:-/work/heavy.lock}
+PY=${PYTHON:-python}
+STLM="$PY -m stlm"
+STEPS=${STEPS:-300}
+COMMON="--data pydocs --seq-len 256 --batch-size 8 --eval-every 0 --save-every 100 --threads 2 --quiet"
+TEACHER_ARCH="--set model.d_model=192 --set model.n_layers=4 --set model.n_heads=6"
+mkdir -p "$R"
+done_run() { [ -f "$1/report.md" ]; }
+locked() { flock "$LOCK" "$@"; }
+
+# 1. plain next-token and mtp:4, the same model, data order and steps.
+if ! done_run "$R/plain" || ! done_run "$R/mtp4"; then locked bash -c "
+  [ -f $R/plain/report.md ] || $STLM train --model decoder-tiny --steps $STEPS $COMMON --out $R/plain
+  [ -f $R/mtp4/report.md ] || $STLM train --model decoder-tiny --objective mtp:4 --mtp-weights 1,0.5,0.5,0.5 \
+      --mtp-curriculum 0.2 --steps $STEPS $COMMON --out $R/mtp4"
+fi
+# 2. the teacher: 4 layers of width 192 (about 2.4x decoder-tiny), more steps.
+done_run "$R/teacher" || locked $STLM train --model decoder-tiny $TEACHER_ARCH --steps $((STEPS * 4 / 3)) $COMMON --out "$R/teacher"
+# 3. the distilled student (same model, data, steps as plain), and mtp:4 for plain's wall-clock.
+EQ_STEPS=$($PY - "$R" "$STEPS" <<'PY'
+import json, sys
+def elapsed(run):
+    rows = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
+    return max(r["elapsed_s"] for r in rows if "elapsed_s" in r)
+r, steps = sys.argv[1], int(sys.argv[2])
+print(max(1, round(steps * elapsed(f"{r}/plain") / elapsed(f"{r}/mtp4"))))
+PY
+)
+if ! done_run "$R/kd" || ! done_run "$R/mtp4-eqtime"; then locked bash -c "
+  [ -f $R/kd/report.md ] || $STLM train --model decoder-tiny --teacher $R/teacher --kd-alpha 0.5 --kd-temperature 2 \
+      --steps $STEPS $COMMON --out $R/kd
+  [ -f $R/mtp4-eqtime/report.md ] || $STLM train --model decoder-tiny --objective mtp:4 --mtp-weights 1,0.5,0.5,0.5 \
+      --mtp-curriculum 0.2 --steps $EQ_STEPS $COMMON --out $R/mtp4-eqtime"
+fi
+# 4. held-out scores: the pydocs validation split and WikiText-2 (valid, first 262144 ids).
+for run in plain mtp4 mtp4-eqtime teacher kd; do
+  [ -f "$R/evals-$run/val.json" ] || locked $STLM evaluate "$R/$run" --task bpb --threads 2 --quiet --json "$R/evals-$run/val.json"
+  [ -f "$R/evals-$run/wikitext2.json" ] || locked $STLM evaluate "$R/$run" --task wikitext2 --max-ids 262144 \
+      --threads 2 --quiet --json "$R/evals-$run/wikitext2.json"
+done
+# 5. speculative decoding against plain greedy on the mtp:4 model.
+[ -f "$R/speculative.json" ] || locked $PY bench/speculative.py "$R/mtp4" --json "$R/speculative.json"
+$PY bench/mtpkd_report.py "$R"
