@@ -94,7 +94,7 @@ def main() -> int:
     for r in rows:
         print(
             f"{r['prompt']!r:<26} {r['plain_s']:8.3f} {r['speculative_s']:8.3f} "
-            f"{r['plain_s'] / r['speculative_s']:7.2f}x {r['mean_accepted']:15.2f} {str(r['identical']):>5}"
+            f"{r['plain_s'] / r['speculative_s']:7.2f}x {r['mean_accepted']:15.2f} {r['identical']!s:>5}"
         )
     print(
         f"total ({emitted} bytes): plain {total_plain:.3f} s, speculative {total_fast:.3f} s, "

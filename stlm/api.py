@@ -38,9 +38,9 @@ from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult
 from stlm.evaluation.record import provenance
 from stlm.evaluation.scoring import ContinuationScore
 from stlm.families import ModelFamily
-from stlm.generation.speculative import SpeculativeStats
 from stlm.finetune.config import FinetuneConfig, load_finetune_config
 from stlm.finetune.loop import finetune as _finetune
+from stlm.generation.speculative import SpeculativeStats
 from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.hf_t5 import load_hf_t5
 from stlm.models.t5 import T5Model

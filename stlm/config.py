@@ -80,7 +80,10 @@ class ObjectiveConfig:
         if not self.name.startswith("mtp:"):
             return 1
         k = self.name[len("mtp:") :]
-        _check(k.isdigit() and int(k) >= 2, f"objective mtp:K needs an integer K >= 2 (heads 1..K ahead), got {self.name!r}")
+        _check(
+            k.isdigit() and int(k) >= 2,
+            f"objective mtp:K needs an integer K >= 2 (heads 1..K ahead), got {self.name!r}",
+        )
         return int(k)
 
     def mtp_loss_weights(self) -> tuple[float, ...]:

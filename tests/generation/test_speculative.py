@@ -65,7 +65,11 @@ def test_speculative_equals_plain_greedy(make, one_thread):
     chunked = make is decoder
     total = SpeculativeStats()
     for seed in range(2):
-        for heads, model in ((1, noisy_heads(make(1, seed))), (3, noisy_heads(make(3, seed))), (3, copy_heads(make(3, seed)))):
+        for heads, model in (
+            (1, noisy_heads(make(1, seed))),
+            (3, noisy_heads(make(3, seed))),
+            (3, copy_heads(make(3, seed))),
+        ):
             for prompt in PROMPTS:
                 plain = list(generate(model, prompt, max_new_tokens=30, temperature=0.0, stop_ids=(EOS_ID,)))
                 stats = SpeculativeStats()

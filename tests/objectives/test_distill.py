@@ -58,7 +58,9 @@ def test_distilled_mixes_hard_and_soft_losses():
     inner = NextTokenObjective(16, ByteTokenizer().byte_lengths())
     window = torch.randint(0, 256, (2, 17))
     hard = inner.loss(student, window)
-    soft = kd_loss(student(window[:, :-1]), teacher(window[:, :-1]), torch.ones(2, 16, dtype=torch.bool), temperature=2.0)
+    soft = kd_loss(
+        student(window[:, :-1]), teacher(window[:, :-1]), torch.ones(2, 16, dtype=torch.bool), temperature=2.0
+    )
     mixed = Distilled(inner, teacher, alpha=0.25, temperature=2.0).loss(student, window)
     torch.testing.assert_close(mixed, 0.75 * hard + 0.25 * soft)
     assert not any(p.grad is not None for p in teacher.parameters())
@@ -66,7 +68,21 @@ def test_distilled_mixes_hard_and_soft_losses():
 
 def test_teacher_with_another_tokenizer_is_one_line_and_writes_nothing(tmp_path, tiny_run, capsys):
     out = tmp_path / "student"
-    code = main(["train", "--model", "t5-debug", "--objective", "span-corruption", "--teacher", str(tiny_run), "--steps", "2", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--model",
+            "t5-debug",
+            "--objective",
+            "span-corruption",
+            "--teacher",
+            str(tiny_run),
+            "--steps",
+            "2",
+            "--out",
+            str(out),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "same tokenizer" in err
     assert not out.exists() or not any(out.iterdir())
@@ -75,7 +91,9 @@ def test_teacher_with_another_tokenizer_is_one_line_and_writes_nothing(tmp_path,
 def test_distilled_resume_equals_uninterrupted(tmp_path, corpus_dir, cache_dir, tiny_run, one_thread):
     """A pooled student of a decoder teacher; resumed weights and losses equal the straight run's."""
     cfg = tiny_config(corpus_dir, cache_dir, steps=4, log_every=1, batch_size=2, eval_tokens=256)
-    cfg = cfg.with_overrides({"model": "pooled-tiny", "data.seq_len": 32, "distill.teacher": str(tiny_run), "distill.alpha": 0.7})
+    cfg = cfg.with_overrides(
+        {"model": "pooled-tiny", "data.seq_len": 32, "distill.teacher": str(tiny_run), "distill.alpha": 0.7}
+    )
     straight = train(cfg, tmp_path / "straight", progress=False)
     assert train(cfg, tmp_path / "resumed", stop_at=2, progress=False).interrupted
     resumed = resume(tmp_path / "resumed", progress=False)

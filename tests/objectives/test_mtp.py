@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from stlm.cli.main import main
 from stlm.config import ObjectiveConfig
 from stlm.errors import UserError
-from stlm.models.byte_decoder import PooledByteConfig, PooledByteLM, count_params as pooled_count
+from stlm.models.byte_decoder import PooledByteConfig, PooledByteLM
+from stlm.models.byte_decoder import count_params as pooled_count
 from stlm.models.byte_decoder.config import param_breakdown
 from stlm.models.decoder import DecoderConfig, DecoderLM, count_params
 from stlm.objectives.mtp import mtp_loss, mtp_targets
@@ -56,8 +57,14 @@ def test_next_byte_head_alone_is_the_next_token_loss():
 def test_heads_are_counted_exactly():
     for heads in (0, 1, 3):
         cfg = DecoderConfig(d_model=64, n_layers=2, n_heads=2, mtp_heads=heads)
-        assert count_params(cfg) == DecoderLM(cfg).num_params() == count_params(DecoderConfig(**{**cfg.to_dict(), "mtp_heads": 0})) + heads * (64 + 3 * 64 * 64)
-        pcfg = PooledByteConfig(d_local=32, local_heads=2, d_global=64, n_global_layers=1, global_heads=2, mtp_heads=heads)
+        assert (
+            count_params(cfg)
+            == DecoderLM(cfg).num_params()
+            == count_params(DecoderConfig(**{**cfg.to_dict(), "mtp_heads": 0})) + heads * (64 + 3 * 64 * 64)
+        )
+        pcfg = PooledByteConfig(
+            d_local=32, local_heads=2, d_global=64, n_global_layers=1, global_heads=2, mtp_heads=heads
+        )
         assert pooled_count(pcfg) == PooledByteLM(pcfg).num_params()
         assert param_breakdown(pcfg).get("mtp_heads", 0) == heads * (32 + 3 * 32 * 32)
 
