@@ -158,6 +158,8 @@ class PooledByteConfig:
         """The constructor arguments as plain data, widths resolved; derived fields left out."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         data["hash_ngrams"] = list(self.hash_ngrams)  # JSON has no tuples
+        if not self.mtp_heads:  # a next-token model's record reads as it did before MTP
+            del data["mtp_heads"]
         return data
 
     @classmethod

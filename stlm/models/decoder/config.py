@@ -71,8 +71,13 @@ class DecoderConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The constructor arguments as plain data, with `d_ff` resolved; derived fields left out."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        """The constructor arguments as plain data, with `d_ff` resolved; derived fields left out.
+
+        `mtp_heads` only when there are some: a next-token model's record reads as it did before MTP."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        if not self.mtp_heads:
+            del data["mtp_heads"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DecoderConfig:
