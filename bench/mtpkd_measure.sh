@@ -9,23 +9,16 @@ R=${1:-runs/mtpkd}
 LOCK=${STLM_LOCK:-/work/heavy.lock}
 PY=${PYTHON:-python}
 STLM="$PY -m stlm"
-STEPS=${STEPS:-300}
+STEPS=${STEPS:-200}
 COMMON="--data pydocs --seq-len 256 --batch-size 8 --eval-every 0 --save-every 100 --threads 2 --quiet"
 TEACHER_ARCH="--set model.d_model=192 --set model.n_layers=4 --set model.n_heads=6"
 mkdir -p "$R"
 done_run() { [ -f "$1/report.md" ]; }
-locked() { flock "$LOCK" "$@"; }
 
-# 1. plain next-token and mtp:4, the same model, data order and steps.
-if ! done_run "$R/plain" || ! done_run "$R/mtp4"; then locked bash -c "
-  [ -f $R/plain/report.md ] || $STLM train --model decoder-tiny --steps $STEPS $COMMON --out $R/plain
-  [ -f $R/mtp4/report.md ] || $STLM train --model decoder-tiny --objective mtp:4 --mtp-weights 1,0.5,0.5,0.5 \
-      --mtp-curriculum 0.2 --steps $STEPS $COMMON --out $R/mtp4"
-fi
-# 2. the teacher: 4 layers of width 192 (about 2.4x decoder-tiny), more steps.
-done_run "$R/teacher" || locked $STLM train --model decoder-tiny $TEACHER_ARCH --steps $((STEPS * 4 / 3)) $COMMON --out "$R/teacher"
-# 3. the distilled student (same model, data, steps as plain), and mtp:4 for plain's wall-clock.
-EQ_STEPS=$($PY - "$R" "$STEPS" <<'PY'
+MTP="--objective mtp:4 --mtp-weights 1,0.5,0.5,0.5 --mtp-curriculum 0.2"
+EVAL="--threads 2 --quiet --max-ids 131072"
+eq_steps() {  # mtp:4 steps that take plain's wall-clock
+  $PY - "$R" "$STEPS" <<'PY'
 import json, sys
 def elapsed(run):
     rows = [json.loads(l) for l in open(f"{run}/metrics.jsonl")]
@@ -33,19 +26,30 @@ def elapsed(run):
 r, steps = sys.argv[1], int(sys.argv[2])
 print(max(1, round(steps * elapsed(f"{r}/plain") / elapsed(f"{r}/mtp4"))))
 PY
-)
-if ! done_run "$R/kd" || ! done_run "$R/mtp4-eqtime"; then locked bash -c "
-  [ -f $R/kd/report.md ] || $STLM train --model decoder-tiny --teacher $R/teacher --kd-alpha 0.5 --kd-temperature 2 \
-      --steps $STEPS $COMMON --out $R/kd
-  [ -f $R/mtp4-eqtime/report.md ] || $STLM train --model decoder-tiny --objective mtp:4 --mtp-weights 1,0.5,0.5,0.5 \
-      --mtp-curriculum 0.2 --steps $EQ_STEPS $COMMON --out $R/mtp4-eqtime"
-fi
-# 4. held-out scores: the pydocs validation split and WikiText-2 (valid, first 262144 ids).
-for run in plain mtp4 mtp4-eqtime teacher kd; do
-  [ -f "$R/evals-$run/val.json" ] || locked $STLM evaluate "$R/$run" --task bpb --threads 2 --quiet --json "$R/evals-$run/val.json"
-  [ -f "$R/evals-$run/wikitext2.json" ] || locked $STLM evaluate "$R/$run" --task wikitext2 --max-ids 262144 \
-      --threads 2 --quiet --json "$R/evals-$run/wikitext2.json"
-done
-# 5. speculative decoding against plain greedy on the mtp:4 model.
-[ -f "$R/speculative.json" ] || locked $PY bench/speculative.py "$R/mtp4" --json "$R/speculative.json"
+}
+# 1. plain next-token and mtp:4: the same model, data order and steps; then mtp:4 for plain's wall-clock.
+piece1() {
+  done_run "$R/plain" || $STLM train --model decoder-tiny --steps $STEPS $COMMON --out "$R/plain"
+  done_run "$R/mtp4" || $STLM train --model decoder-tiny $MTP --steps $STEPS $COMMON --out "$R/mtp4"
+  done_run "$R/mtp4-eqtime" || $STLM train --model decoder-tiny $MTP --steps "$(eq_steps)" $COMMON --out "$R/mtp4-eqtime"
+}
+# 2. the teacher: 4 layers of width 192 (about 2.4x decoder-tiny), a third more steps.
+piece2() {
+  done_run "$R/teacher" || $STLM train --model decoder-tiny $TEACHER_ARCH --steps $((STEPS * 4 / 3)) $COMMON --out "$R/teacher"
+}
+# 3. the distilled student (same model, data, steps as plain); held-out scores (the pydocs validation
+#    split and WikiText-2 valid, first 131072 ids each); speculative decoding on the mtp:4 model.
+piece3() {
+  done_run "$R/kd" || $STLM train --model decoder-tiny --teacher "$R/teacher" --kd-alpha 0.5 --kd-temperature 2 \
+      --steps $STEPS $COMMON --out "$R/kd"
+  for run in plain mtp4 mtp4-eqtime teacher kd; do
+    [ -f "$R/evals-$run/val.json" ] || $STLM evaluate "$R/$run" --task bpb $EVAL --json "$R/evals-$run/val.json"
+    [ -f "$R/evals-$run/wikitext2.json" ] || $STLM evaluate "$R/$run" --task wikitext2 $EVAL \
+        --json "$R/evals-$run/wikitext2.json"
+  done
+  [ -f "$R/speculative.json" ] || $PY bench/speculative.py "$R/mtp4" --max-new 96 --repeats 3 --json "$R/speculative.json"
+}
+export -f piece1 piece2 piece3 done_run eq_steps
+export R PY STLM STEPS COMMON TEACHER_ARCH MTP EVAL
+for piece in piece1 piece2 piece3; do flock "$LOCK" bash -c "$piece"; done
 $PY bench/mtpkd_report.py "$R"
