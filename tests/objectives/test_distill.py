@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from stlm.cli.main import main
+from stlm.errors import UserError
 from stlm.objectives.distill import Distilled, kd_loss
 from stlm.objectives.next_token import NextTokenObjective
 from stlm.tokenizers import ByteTokenizer
@@ -109,3 +110,6 @@ def test_distilled_resume_equals_uninterrupted(tmp_path, corpus_dir, cache_dir, 
     assert losses("straight") == losses("resumed")
     record = json.loads((resumed.checkpoint / "config.json").read_text())
     assert record["distill"]["weights_sha256"]
+    # Another teacher (same tokenizer, other weights) is refused on resume: the run continues against its own.
+    with pytest.raises(UserError, match="not the teacher this run was trained with"):
+        resume(tmp_path / "resumed", overrides={"distill.teacher": str(tmp_path / "straight")}, progress=False)
