@@ -9,14 +9,14 @@ R=${1:-runs/mtpkd}
 LOCK=${STLM_LOCK:-/work/heavy.lock}
 PY=${PYTHON:-python}
 STLM="$PY -m stlm"
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-120}
 COMMON="--data pydocs --seq-len 256 --batch-size 8 --eval-every 0 --save-every 100 --threads 2 --quiet"
 TEACHER_ARCH="--set model.d_model=192 --set model.n_layers=4 --set model.n_heads=6"
 mkdir -p "$R"
 done_run() { [ -f "$1/report.md" ]; }
 
 MTP="--objective mtp:4 --mtp-weights 1,0.5,0.5,0.5 --mtp-curriculum 0.2"
-EVAL="--threads 2 --quiet --max-ids 131072"
+EVAL="--threads 2 --quiet --max-ids 65536"
 eq_steps() {  # mtp:4 steps that take plain's wall-clock
   $PY - "$R" "$STEPS" <<'PY'
 import json, sys
@@ -37,9 +37,9 @@ piece1() {
 piece2() {
   done_run "$R/teacher" || $STLM train --model decoder-tiny $TEACHER_ARCH --steps $((STEPS * 4 / 3)) $COMMON --out "$R/teacher"
 }
-pieces12() { piece1 && piece2; }
+all_pieces() { piece1 && piece2 && piece3; }
 # 3. the distilled student (same model, data, steps as plain); held-out scores (the pydocs validation
-#    split and WikiText-2 valid, first 131072 ids each); speculative decoding on the mtp:4 model.
+#    split and WikiText-2 valid, first 65536 ids each); speculative decoding on the mtp:4 model.
 piece3() {
   done_run "$R/kd" || $STLM train --model decoder-tiny --teacher "$R/teacher" --kd-alpha 0.5 --kd-temperature 2 \
       --steps $STEPS $COMMON --out "$R/kd"
@@ -50,8 +50,8 @@ piece3() {
   done
   [ -f "$R/speculative.json" ] || $PY bench/speculative.py "$R/mtp4" --max-new 96 --repeats 3 --json "$R/speculative.json"
 }
-export -f piece1 piece2 pieces12 piece3 done_run eq_steps
+export -f piece1 piece2 piece3 all_pieces done_run eq_steps
 export R PY STLM STEPS COMMON TEACHER_ARCH MTP EVAL
-# Two holds of the lock (~8 and ~6 minutes on 2 cores): 1+2, then 3.
-for piece in pieces12 piece3; do flock "$LOCK" bash -c "$piece"; done
+# One hold of the lock (~10 minutes on 2 cores); a rerun skips what is done.
+flock "$LOCK" bash -c all_pieces
 $PY bench/mtpkd_report.py "$R"
