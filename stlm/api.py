@@ -45,6 +45,7 @@ from stlm.finetune.config import FinetuneConfig, load_finetune_config
 from stlm.finetune.loop import finetune as _finetune
 from stlm.finetune.spin import SpinConfig, resolve_task
 from stlm.finetune.spin import spin as _spin
+from stlm.generation.speculative import SpeculativeStats
 from stlm.interop.formats import FORMATS
 from stlm.interop.hf_t5 import export_hf_t5 as write_hf_t5
 from stlm.interop.hf_t5 import load_hf_t5
@@ -96,6 +97,7 @@ class Model:
     def __init__(self, loaded: ckpt_io.LoadedRun, runtime: Runtime) -> None:
         self.loaded = loaded
         self.runtime = runtime
+        self.speculative_stats: SpeculativeStats | None = None  # of the last generate(speculative=True)
 
     def __repr__(self) -> str:
         return f"<stlm.Model {self.loaded.record.model_name} ({self.family.name}) step {self.step} from {self.path}>"
@@ -156,6 +158,7 @@ class Model:
         greedy: bool = ...,
         num_beams: int = ...,
         truncate_prompt: bool = ...,
+        speculative: bool = ...,
         stream: Literal[False] = ...,
     ) -> str: ...
 
@@ -173,6 +176,7 @@ class Model:
         greedy: bool = ...,
         num_beams: int = ...,
         truncate_prompt: bool = ...,
+        speculative: bool = ...,
         stream: Literal[True],
     ) -> Iterator[str]: ...
 
@@ -189,6 +193,7 @@ class Model:
         greedy: bool = False,
         num_beams: int = 1,
         truncate_prompt: bool = False,
+        speculative: bool = False,
         stream: bool = False,
     ) -> str | Iterator[str]:
         """The text the model writes after `prompt` (the prompt itself is not repeated).
@@ -199,9 +204,15 @@ class Model:
         num_beams > 1: beam search, for encoder-decoders (T5); the best sequence comes at once.
         truncate_prompt: a prompt too long for the model's context loses its start, keeping room
             for the new tokens (what lm-eval expects); otherwise it is a UserError.
+        speculative: greedy decoding drafted by the multi-token heads of an mtp:K model and
+            verified by the model (docs/objectives/mtp.md): the same text as greedy, fewer forwards.
         stream=True returns an iterator of text pieces as they are decoded (incremental UTF-8).
         """
         n = _max_new(max_new_tokens, max_new_bytes)
+        if speculative and (temperature not in (None, 0) or num_beams != 1):
+            raise UserError("speculative decoding is greedy: it takes no temperature and no beam search")
+        if speculative:
+            greedy = True
         if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
             raise UserError(f"num_beams must be an integer >= 1, got {num_beams!r}")
         if greedy and temperature not in (None, 0):
@@ -215,17 +226,23 @@ class Model:
         if truncate_prompt and max_len is not None:
             ids = ids[-max(1, max_len - min(n, max_len // 2)) :]  # keep room to write
         try:
-            tokens = self.family.stream(
-                self.module,
-                ids,
-                eos_id=self.tokenizer.eos_id,
-                max_new_tokens=n,
-                temperature=temperature,
-                top_k=top_k,
-                top_p=top_p,
-                seed=seed,
-                num_beams=num_beams,
-            )
+            if speculative:
+                self.speculative_stats = SpeculativeStats()  # read it after the text is consumed
+                tokens = self.family.stream_speculative(
+                    self.module, ids, eos_id=self.tokenizer.eos_id, max_new_tokens=n, stats=self.speculative_stats
+                )
+            else:
+                tokens = self.family.stream(
+                    self.module,
+                    ids,
+                    eos_id=self.tokenizer.eos_id,
+                    max_new_tokens=n,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    seed=seed,
+                    num_beams=num_beams,
+                )
         except ValueError as exc:  # bad sampling settings, a prompt longer than the context
             raise UserError(str(exc)) from None
         pieces = _text_pieces(_each_under(self.runtime.autocast, tokens), self.tokenizer)

@@ -57,14 +57,62 @@ class DataConfig:
 
 @dataclass
 class ObjectiveConfig:
-    name: str = "next-token"  # next-token (decoders) | span-corruption (T5)
+    name: str = "next-token"  # next-token (decoders) | span-corruption (T5) | mtp:K (K-byte multi-token prediction)
     noise_density: float = 0.15  # span corruption: share of tokens masked
     mean_span: float = 3.0  # span corruption: mean noise span length (ByT5 uses 20)
+    mtp_weights: str = ""  # mtp:K: comma-separated loss weight of heads 1..K (next byte first); "": all 1
+    mtp_curriculum: float = 0.0  # mtp:K: share of the steps trained on the next-byte head alone first
 
     def __post_init__(self) -> None:
-        _check(self.name in OBJECTIVES, f"objective.name must be one of {', '.join(OBJECTIVES)}, got {self.name!r}")
+        _check(
+            self.name in OBJECTIVES or self.name.startswith("mtp:"),
+            f"objective.name must be one of {', '.join(OBJECTIVES)} or mtp:K, got {self.name!r}",
+        )
         _check(0.0 < self.noise_density < 1.0, "objective.noise_density must be in (0, 1)")
         _check(self.mean_span >= 1.0, "objective.mean_span must be >= 1")
+        _check(0.0 <= self.mtp_curriculum < 1.0, "objective.mtp_curriculum must be in [0, 1)")
+        if self.name.startswith("mtp:"):
+            self.mtp_loss_weights()  # K and the weights checked when the run is configured
+
+    @property
+    def mtp_k(self) -> int:
+        """K of mtp:K (heads predicting 1..K ids ahead); 1 for the other objectives."""
+        if not self.name.startswith("mtp:"):
+            return 1
+        k = self.name[len("mtp:") :]
+        _check(
+            k.isdigit() and int(k) >= 2,
+            f"objective mtp:K needs an integer K >= 2 (heads 1..K ahead), got {self.name!r}",
+        )
+        return int(k)
+
+    def mtp_loss_weights(self) -> tuple[float, ...]:
+        """Loss weight of each of the K heads, the next-byte head first."""
+        k = self.mtp_k
+        if not self.mtp_weights.strip():
+            return (1.0,) * k
+        try:
+            weights = tuple(float(w) for w in self.mtp_weights.split(","))
+        except ValueError:
+            weights = ()
+        _check(
+            len(weights) == k and all(w >= 0 for w in weights) and weights[0] > 0,
+            f"objective.mtp_weights must be {k} comma-separated numbers >= 0 (the first > 0) for {self.name}, "
+            f"got {self.mtp_weights!r}",
+        )
+        return weights
+
+
+@dataclass
+class DistillConfig:
+    teacher: str | None = None  # run or checkpoint folder of a teacher with the same tokenizer; None: no distillation
+    alpha: float = 0.5  # weight of the distillation term; the hard next-token loss gets 1 - alpha
+    temperature: float = 2.0  # softens teacher and student distributions; the term is scaled by T^2
+    reverse: bool = False  # reverse KL(student || teacher) instead of the forward KL(teacher || student)
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.alpha <= 1.0, "distill.alpha (--kd-alpha) must be in [0, 1]")
+        _check(self.temperature > 0, "distill.temperature (--kd-temperature) must be positive")
 
 
 @dataclass
@@ -159,6 +207,7 @@ class RunConfig:
     arch: dict[str, Any] = field(default_factory=dict)  # model.<key> settings changed from the preset
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

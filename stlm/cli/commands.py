@@ -260,6 +260,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         num_beams=args.num_beams,
+        speculative=args.speculative,
         stream=True,
     )
     if not model.family.encoder_decoder:  # a decoder continues the prompt (bytes that are not UTF-8 shown as U+FFFD)
@@ -268,6 +269,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    stats = model.speculative_stats
+    if args.speculative and stats is not None:
+        print(
+            f"speculative: {stats.emitted} ids in {stats.rounds} rounds, mean accepted length "
+            f"{stats.mean_accepted:.2f}, {stats.accepted}/{stats.drafted} drafts accepted",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -276,7 +284,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     sock = serve.listen(args.host, args.port)  # before the model loads: a port in use fails at once
     with sock:
-        model = api.load(args.checkpoint, **flags.given(args, "runtime"))
+        model = api.load(args.checkpoint, quantize=args.quantize, **flags.given(args, "runtime"))
         limits = serve.Limits(max_prompt_tokens=args.max_prompt_tokens, max_tokens_limit=args.max_tokens_limit)
         settings = serve.ServeSettings(
             model_name=args.model_name or model.run_dir.name,

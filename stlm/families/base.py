@@ -29,6 +29,7 @@ from torch import nn
 from stlm.config import coerce
 from stlm.errors import UserError
 from stlm.generation.quantize import quantize_linear_int8
+from stlm.generation.speculative import generate_speculative
 from stlm.interop.formats import Exporter
 from stlm.objectives.preference import sequence_logprobs
 from stlm.objectives.prompted import pack_prompted, prompted_loss
@@ -140,6 +141,10 @@ class ModelFamily:
         """Mean cross-entropy over the target ids of `pair_tensors`."""
         raise NotImplementedError
 
+    def pair_logits(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) of `pair_tensors` and their targets (B, T), -100 where not scored."""
+        raise NotImplementedError
+
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         """Target ids `pair_loss` averages over."""
         raise NotImplementedError
@@ -158,6 +163,10 @@ class ModelFamily:
         return (
             f"{objective} does not train {self.name} models such as {model_name}; use --objective {self.objectives[0]}"
         )
+
+    def for_objective(self, cfg: Any, objective: str) -> Any:
+        """The model config a new run of `objective` builds (mtp:K adds K-1 heads on causal families)."""
+        return cfg
 
     def before_training(self, model: nn.Module, train_ids: np.ndarray) -> str | None:
         """A hook run once on a new run before its first step; returns a line to print, or None."""
@@ -191,6 +200,16 @@ class ModelFamily:
         if mode != "int8":
             raise UserError(f"unknown quantize {mode!r}; use none or int8")
         return quantize_linear_int8(model)
+
+    def stream_speculative(
+        self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, max_new_tokens: int, stats: Any = None
+    ) -> Iterator[int]:
+        """Greedy new ids drafted by the model's multi-token heads (`stlm.generation.speculative`),
+        the ids `stream(..., temperature=0)` gives; `stats` (a SpeculativeStats) is filled in."""
+        raise UserError(
+            f"speculative decoding drafts with the multi-token heads of decoder-only models; a {self.name} model "
+            "has none: drop --speculative"
+        )
 
     def __repr__(self) -> str:
         return f"<model family {self.name}>"
@@ -244,12 +263,32 @@ class CausalFamily(ModelFamily):
         inputs, labels = tensors
         return prompted_loss(model, inputs, labels)
 
+    def pair_logits(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, labels = tensors
+        return model(inputs), labels  # (B, T, V), (B, T)
+
     def n_target_tokens(self, tokenizer: Tokenizer, tensors: tuple[torch.Tensor, ...]) -> int:
         return int((tensors[1] != -100).sum())
 
     def pair_logprobs(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inputs, labels = tensors
         return sequence_logprobs(model(inputs), labels)  # (B, T, V) logits; the prompt's labels are -100
+
+    # The model's cache verifies several drafted ids in one forward and rolls back (KVCache.truncate);
+    # False: one id per step (see stlm.generation.speculative).
+    chunked_speculation: ClassVar[bool] = True
+
+    def stream_speculative(
+        self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, max_new_tokens: int, stats: Any = None
+    ) -> Iterator[int]:
+        return generate_speculative(
+            model,
+            prompt_ids,
+            max_new_tokens=max_new_tokens,
+            stop_ids=(eos_id,),
+            chunked=self.chunked_speculation,
+            stats=stats,
+        )
 
     def _sampling(self, sampling: dict[str, Any]) -> dict[str, Any]:
         """`sampling` without num_beams, which a causal model accepts only as 1 (no beam search)."""
@@ -260,6 +299,16 @@ class CausalFamily(ModelFamily):
                 "or decodes greedily (num_beams 1)"
             )
         return sampling
+
+    def check_objective(self, objective: str, model_name: str) -> None:
+        # mtp:K (multi-token prediction; K checked by ObjectiveConfig) trains every causal family.
+        if not objective.startswith("mtp:"):
+            super().check_objective(objective, model_name)
+
+    def for_objective(self, cfg: Any, objective: str) -> Any:
+        if not objective.startswith("mtp:"):
+            return cfg
+        return dataclasses.replace(cfg, mtp_heads=int(objective[len("mtp:") :]) - 1)
 
     def _wrong_objective(self, objective: str, model_name: str) -> str:
         if objective == "span-corruption":

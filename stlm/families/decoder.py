@@ -26,8 +26,10 @@ class DecoderFamily(CausalFamily):
         return count_params(cfg)
 
     def describe(self, cfg: Any) -> str:
+        heads = f" +{cfg.mtp_heads} mtp heads" if cfg.mtp_heads else ""
         return (
-            f"d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ff={cfg.d_ff} V={cfg.vocab_size} ctx={cfg.max_seq_len}"
+            f"d={cfg.d_model} L={cfg.n_layers} H={cfg.n_heads} ff={cfg.d_ff} V={cfg.vocab_size} "
+            f"ctx={cfg.max_seq_len}{heads}"
         )
 
     def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:

@@ -31,6 +31,7 @@ class PooledFamily(CausalFamily):
     config_cls = PooledByteConfig
     model_cls = PooledByteLM
     presets = PRESETS
+    chunked_speculation = False  # the open-patch state takes one byte per step and has no rollback
     arch_keys = (
         "d_local",
         "n_enc_layers",
@@ -63,7 +64,10 @@ class PooledFamily(CausalFamily):
         repeat = f" x{cfg.repeat_blocks} {cfg.repeat_mode}" if cfg.repeat_blocks > 1 else ""
         shared = " shared-ffn" if cfg.share_ffn else ""
         core = f"core {cfg.d_global}x{cfg.n_global_layers}{repeat}"
-        return f"local {cfg.d_local} {cfg.n_enc_layers}+{cfg.n_dec_layers}, {core}{shared}, patches {cfg.boundary}"
+        heads = f", +{cfg.mtp_heads} mtp heads" if cfg.mtp_heads else ""
+        return (
+            f"local {cfg.d_local} {cfg.n_enc_layers}+{cfg.n_dec_layers}, {core}{shared}, patches {cfg.boundary}{heads}"
+        )
 
     def breakdown(self, cfg: Any) -> dict[str, Any] | None:
         # "options": each sharing option's setting and saving, on or off; "together": what those on remove together.

@@ -22,7 +22,7 @@ from stlm.models.t5 import PRESETS, T5Config, T5Model, config_from_name, count_p
 from stlm.models.t5.model import shift_right
 from stlm.objectives.next_token import IGNORE_INDEX
 from stlm.objectives.preference import sequence_logprobs
-from stlm.objectives.seq2seq import seq2seq_loss
+from stlm.objectives.seq2seq import seq2seq_logits, seq2seq_loss
 from stlm.tokenizers import Tokenizer
 from stlm.tokenizers.sentinels import encode_marked
 
@@ -102,6 +102,13 @@ class T5Family(ModelFamily):
         inputs, mask, targets = tensors
         cfg = model.config
         return seq2seq_loss(
+            model, inputs, targets, pad_id=cfg.pad_id, decoder_start_id=cfg.decoder_start_id, attention_mask=mask
+        )
+
+    def pair_logits(self, model: nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, mask, targets = tensors
+        cfg = model.config
+        return seq2seq_logits(
             model, inputs, targets, pad_id=cfg.pad_id, decoder_start_id=cfg.decoder_start_id, attention_mask=mask
         )
 

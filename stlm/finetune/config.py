@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stlm.config import OptimConfig, RuntimeConfig, apply_overrides, config_from_dict, read_config_file
+from stlm.config import DistillConfig, OptimConfig, RuntimeConfig, apply_overrides, config_from_dict, read_config_file
 from stlm.errors import UserError
 
 KINDS = ("summarization", "qa", "classification")
@@ -112,6 +112,7 @@ class FinetuneConfig:
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="docstring-topic"))
     optim: OptimConfig = field(default_factory=_finetune_optim)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
     def metric(self) -> str:

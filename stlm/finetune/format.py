@@ -71,6 +71,10 @@ class TextToText:
     def loss(self, model: torch.nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         return self.family.pair_loss(model, *tensors)
 
+    def logits_targets(self, model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) and targets (B, T), -100 where not scored (what distillation compares)."""
+        return self.family.pair_logits(model, *tensors)
+
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
         """(target tokens, 0): what the training step counts for throughput (`objectives.base.Objective`)."""
         return self.n_target_tokens(tensors), 0

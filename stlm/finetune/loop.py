@@ -46,6 +46,7 @@ from stlm.finetune.examples import Example, check_labels, load_examples, split_e
 from stlm.finetune.format import TextToText, cut_utf8
 from stlm.runtime import resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
+from stlm.training.distill import distilled, load_teacher
 from stlm.training.logging import MetricsLog
 from stlm.training.optim import lr_at, resolve_warmup
 from stlm.training.step import progress_bar, setup, train_step
@@ -63,6 +64,7 @@ TASK_FILES = ("train_file", "val_file", "test_file")
 # What a resumed fine-tuning run may change: how long it runs, how often it logs and validates,
 # how many checkpoints it keeps, where it runs.
 RESUME_SAFE_KEYS = (
+    "distill.teacher",  # a moved teacher; load_teacher checks it is the recorded one by its weights hash
     "train.steps",
     "train.log_every",
     "train.eval_every",
@@ -165,6 +167,11 @@ def _finetune(
     fmt = TextToText(
         family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len
     )
+    step_objective, teacher_record = fmt, None
+    if cfg.distill.teacher is not None:  # before anything is written: a wrong teacher is refused at once
+        recorded = saved.get("distill") or {} if latest is not None else None
+        teacher, teacher_record = load_teacher(cfg.distill, tokenizer, runtime.device, recorded=recorded)
+        step_objective = distilled(fmt, teacher, cfg.distill)
     if progress:
         print(
             f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True
@@ -198,6 +205,7 @@ def _finetune(
                 "fingerprint": fingerprint,
             },
             "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
+            **({"distill": teacher_record} if teacher_record is not None else {}),
         },
     )
 
@@ -262,7 +270,7 @@ def _finetune(
     while step < cfg.train.steps:
         lr = lr_at(step, cfg.train.steps, cfg.optim)
         examples = [data.train[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
-        result = train_step(trainer, fmt, [fmt.batch(examples)], step=step, lr=lr)
+        result = train_step(trainer, step_objective, [fmt.batch(examples)], step=step, lr=lr)
         step += 1
         bar.update(1)
         if result.applied:

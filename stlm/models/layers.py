@@ -117,6 +117,40 @@ class SwiGLU(nn.Module):
         return self.down(silu_gate(self.gate_up(x)))  # (B, T, 2F) -> (B, T, F) -> (B, T, D)
 
 
+class MultiTokenHeads(nn.Module):
+    """The extra heads of multi-token prediction (Gloeckle et al. 2024) on a trunk's last hidden state.
+
+    Head k (k = 2..K) predicts the id k positions ahead. Each is one residual
+    pre-norm SwiGLU of width D on the shared trunk output; the model then applies
+    its own final norm and its (tied) unembedding to every head, so a head costs
+    3*D*D + D parameters and no vocabulary table (cheap on 264 bytes):
+
+        x (B, T, D) -> x + SwiGLU_k(RMSNorm_k(x)) for each extra head   (B, T, K-1, D)
+
+    The next-id head is the model's own: these heads never change its logits.
+    """
+
+    def __init__(self, d_model: int, n_extra: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.norms = nn.ModuleList(RMSNorm(d_model, eps) for _ in range(n_extra))
+        self.mlps = nn.ModuleList(SwiGLU(d_model, d_model) for _ in range(n_extra))
+
+    @staticmethod
+    def count(d_model: int, n_extra: int) -> int:
+        """Exact parameters of `MultiTokenHeads(d_model, n_extra)`: per head a norm gain and a SwiGLU of width D."""
+        return n_extra * (d_model + 3 * d_model * d_model)
+
+    def reset_parameters(self, std: float, residual_std: float) -> None:
+        for norm, mlp in zip(self.norms, self.mlps):
+            norm.reset_parameters()
+            nn.init.normal_(mlp.gate_up.weight, std=std)
+            nn.init.normal_(mlp.down.weight, std=residual_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, D) -> (B, T, K-1, D), the hidden state each extra head reads out."""
+        return torch.stack([x + mlp(norm(x)) for norm, mlp in zip(self.norms, self.mlps)], dim=2)
+
+
 class RowPositions:
     """Where the new tokens of each row sit when the rows of a batch are at different positions.
 
@@ -204,6 +238,13 @@ class KVCache:
     def advance(self, n: int) -> None:
         """Mark n more positions as filled (after every layer has stored them)."""
         self.length += n
+
+    def truncate(self, length: int) -> None:
+        """Forget positions `length` and later (speculative decoding drops the rejected draft ids);
+        their slots are written again by the next forward call."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate a cache of {self.length} positions to {length}")
+        self.length = length
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep rows `index` (long (B',)) in that order, e.g. the sequences still generating."""

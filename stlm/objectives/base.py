@@ -28,6 +28,7 @@ import torch
 
 from stlm.config import ObjectiveConfig
 from stlm.errors import UserError
+from stlm.objectives.mtp import MultiTokenObjective, curriculum_steps
 from stlm.objectives.next_token import NextTokenObjective
 from stlm.objectives.span_corruption import SpanCorruptionObjective
 
@@ -56,10 +57,21 @@ class WindowObjective(Objective, Protocol):
     ) -> dict[str, float]: ...
 
 
-def build_objective(cfg: ObjectiveConfig, seq_len: int, tokenizer: Any) -> WindowObjective:
-    """The pretraining objective `cfg.name` on windows of `seq_len` ids (encoder inputs for span corruption)."""
-    if cfg.name == "next-token":
+def build_objective(cfg: ObjectiveConfig, seq_len: int, tokenizer: Any, *, steps: int = 0) -> WindowObjective:
+    """The pretraining objective `cfg.name` on windows of `seq_len` ids (encoder inputs for span corruption);
+    `steps`, the run's length, places the mtp:K curriculum."""
+    if cfg.name == "next-token" or cfg.name.startswith("mtp:"):
         if not hasattr(tokenizer, "byte_lengths"):
-            raise UserError(f"next-token training needs a byte or BPE tokenizer, got {tokenizer.name!r}")
-        return NextTokenObjective(seq_len, tokenizer.byte_lengths())
+            raise UserError(f"{cfg.name} training needs a byte or BPE tokenizer, got {tokenizer.name!r}")
+        if cfg.name == "next-token":
+            return NextTokenObjective(seq_len, tokenizer.byte_lengths())
+        return MultiTokenObjective(
+            seq_len,
+            tokenizer.byte_lengths(),
+            k=cfg.mtp_k,
+            weights=cfg.mtp_loss_weights(),
+            curriculum_steps=curriculum_steps(cfg.mtp_curriculum, steps),
+            bos_id=tokenizer.bos_id,
+            name=cfg.name,
+        )
     return SpanCorruptionObjective.create(cfg, seq_len, tokenizer)

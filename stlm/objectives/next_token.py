@@ -74,6 +74,11 @@ class NextTokenObjective:
     def loss(self, model: torch.nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         return model_loss(model, tensors[0])
 
+    def logits_targets(self, model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, T, V) and targets (B, T) of one window (what distillation compares)."""
+        inputs, targets = shift(tensors[0])
+        return model(inputs), targets
+
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
         targets = tensors[0][:, 1:]  # (B, T)
         return targets.numel(), int(self._lengths[targets].sum())

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from stlm.models.t5.model import shift_right
-from stlm.objectives.next_token import next_token_loss
+from stlm.objectives.next_token import IGNORE_INDEX, next_token_loss
 
 
 def seq2seq_loss(
@@ -36,6 +36,22 @@ def seq2seq_loss(
     `attention_mask` (B, S), 1 on real input tokens, is passed on unchanged:
     give it for padded inputs (None means every input token is real).
     """
+    logits, labels = seq2seq_logits(
+        model, inputs, targets, pad_id=pad_id, decoder_start_id=decoder_start_id, attention_mask=attention_mask
+    )
+    return next_token_loss(logits, labels)
+
+
+def seq2seq_logits(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    pad_id: int = 0,
+    decoder_start_id: int = 0,
+    attention_mask: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced logits (B, L, V) and the targets (B, L) with PAD as IGNORE_INDEX (not scored)."""
     decoder_input_ids = shift_right(targets, decoder_start_id, pad_id)  # (B, L)
     logits = model(inputs, decoder_input_ids, attention_mask=attention_mask)  # (B, L, V)
-    return next_token_loss(logits, targets, ignore_id=pad_id)
+    return logits, targets.masked_fill(targets == pad_id, IGNORE_INDEX)

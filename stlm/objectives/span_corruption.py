@@ -40,7 +40,7 @@ import torch
 
 from stlm.config import ObjectiveConfig
 from stlm.errors import UserError
-from stlm.objectives.seq2seq import seq2seq_loss
+from stlm.objectives.seq2seq import seq2seq_logits, seq2seq_loss
 
 if TYPE_CHECKING:  # only a type: objectives take a loader, they need not import the data layer
     from stlm.data.loader import WindowLoader
@@ -299,6 +299,11 @@ class SpanCorruptionObjective:
     def loss(self, model: torch.nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         inputs, targets = tensors
         return seq2seq_loss(model, inputs, targets, pad_id=self.pad_id, decoder_start_id=self.pad_id)
+
+    def logits_targets(self, model: torch.nn.Module, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder logits (B, L, V) and targets (B, L), PAD not scored (what distillation compares)."""
+        inputs, targets = tensors
+        return seq2seq_logits(model, inputs, targets, pad_id=self.pad_id, decoder_start_id=self.pad_id)
 
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
         return sum(t.numel() for t in tensors), 0

@@ -46,6 +46,7 @@ from stlm.families import ModelFamily
 from stlm.objectives.base import build_objective
 from stlm.runtime import Runtime, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
+from stlm.training.distill import distilled, load_teacher
 from stlm.training.logging import MetricsLog, format_header
 from stlm.training.monitor import (
     PEAK_CACHE,
@@ -62,6 +63,7 @@ METRICS = "metrics.jsonl"
 # What a resumed run may change: how long it runs (train.steps; see training/optim.py for what
 # extending does to the schedule), where it runs, and how it reports and checkpoints.
 RESUME_SAFE_KEYS = (
+    "distill.teacher",  # a moved teacher; load_teacher checks it is the recorded one by its weights hash
     "train.steps",
     "train.log_every",
     "train.eval_every",
@@ -97,6 +99,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, pr
     with writer_lock(run_dir):
         check_new_run_dir(run_dir)
         family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
+        family.check_objective(cfg.objective.name, cfg.model)
+        model_cfg = family.for_objective(model_cfg, cfg.objective.name)  # mtp:K: the model gets its K-1 heads
         family.check_fits(model_cfg)  # before the data is prepared: a model too large is refused at once
         cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
         tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
@@ -215,7 +219,14 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     runtime = par.runtime
     seed_everything(cfg.train.seed)
     family.check_objective(cfg.objective.name, cfg.model)
-    objective = build_objective(cfg.objective, cfg.data.seq_len, start.tokenizer)
+    objective = build_objective(cfg.objective, cfg.data.seq_len, start.tokenizer, steps=cfg.train.steps)
+    step_objective, teacher_record = objective, None
+    if cfg.distill.teacher is not None:  # before anything is written: a wrong teacher is refused at once
+        recorded = None
+        if resume_from is not None:
+            recorded = ckpt_io.read_record(resume_from / RUN_CONFIG).sections.get("distill") or {}
+        teacher, teacher_record = load_teacher(cfg.distill, start.tokenizer, runtime.device, recorded=recorded)
+        step_objective = distilled(objective, teacher, cfg.distill)
     max_len = family.max_len(model_cfg)  # None: relative positions have no length limit; rotary tables do
     if max_len is not None and cfg.data.seq_len > max_len:
         raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
@@ -253,6 +264,7 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
         {
             "run": cfg.to_dict(),
             "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta},
+            **({"distill": teacher_record} if teacher_record is not None else {}),
         },
     )
     if resume_from is None:
@@ -352,7 +364,7 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
             if stop_now or (stop.requested and not par.distributed) or (stop_at is not None and step >= stop_at):
                 break
             lr = lr_at(step, total, cfg.optim)
-            result = train_step(trainer, objective, micro_batches(step), step=step, lr=lr, stop=stop.requested)
+            result = train_step(trainer, step_objective, micro_batches(step), step=step, lr=lr, stop=stop.requested)
             stop_now = result.stop
             window_tokens += result.tokens
             window_bytes += result.bytes

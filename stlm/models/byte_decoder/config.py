@@ -73,6 +73,7 @@ class PooledByteConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    mtp_heads: int = 0  # extra multi-token prediction heads on the byte stream (objective mtp:K sets K-1)
 
     # Derived in __post_init__.
     d_head_local: int = field(init=False)
@@ -98,6 +99,8 @@ class PooledByteConfig:
             "max_seq_len",
         ):
             _check_positive_int(name, getattr(self, name))
+        if isinstance(self.mtp_heads, bool) or not isinstance(self.mtp_heads, int) or self.mtp_heads < 0:
+            raise ValueError(f"PooledByteConfig.mtp_heads must be an integer >= 0, got {self.mtp_heads!r}")
         for name in ("pad_id", "bos_id", "eos_id"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
@@ -155,6 +158,8 @@ class PooledByteConfig:
         """The constructor arguments as plain data, widths resolved; derived fields left out."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         data["hash_ngrams"] = list(self.hash_ngrams)  # JSON has no tuples
+        if not self.mtp_heads:  # a next-token model's record reads as it did before MTP
+            del data["mtp_heads"]
         return data
 
     @classmethod
@@ -183,6 +188,7 @@ def param_breakdown(cfg: PooledByteConfig) -> dict[str, Any]:
         core            unique core blocks at Dg (one FFN if shared) + final norm Dg
         local_decoder   n_dec_layers blocks at Dl + final norm Dl
         head            0 when tied to the byte embedding, else V*Dl
+        mtp_heads       (only with mtp_heads > 0) per extra head Dl + 3*Dl*Dl (`MultiTokenHeads`)
     "sharing" gives, for each option, how many parameters it removes compared
     with the same network without that sharing (whether or not it is on here):
         tie_head        V*Dl
@@ -208,6 +214,8 @@ def param_breakdown(cfg: PooledByteConfig) -> dict[str, Any]:
         "local_decoder": cfg.n_dec_layers * _block_params(dl, fl) + dl,
         "head": 0 if cfg.tie_head else v * dl,
     }
+    if cfg.mtp_heads:
+        parts["mtp_heads"] = cfg.mtp_heads * (dl + 3 * dl * dl)
     sharing = {
         "tie_head": v * dl,
         "share_ffn": (n_core - 1) * core_ffn,

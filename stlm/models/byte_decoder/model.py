@@ -10,6 +10,9 @@
                -> local decoder: n_dec_layers blocks, sliding window      (B, T, Dl)
                -> RMSNorm -> byte head tied to the byte embedding         (B, T, V)
 
+With `mtp_heads`, `forward(ids, heads=True)` also reads the bytes 2..K ahead from the
+local decoder's output through `MultiTokenHeads` (shared norm and byte head).
+
 The expensive core runs once per patch (~6 bytes with the space rule), the
 cheap local blocks once per byte: about the FLOPs per byte of a token model,
 without its vocabulary table or tokenizer.
@@ -53,7 +56,7 @@ from stlm.models.byte_decoder.pooling import (
     pool_open_patch,
     unpool,
 )
-from stlm.models.layers import CausalSelfAttention, KVCache, RMSNorm, RotaryEmbedding, SwiGLU
+from stlm.models.layers import CausalSelfAttention, KVCache, MultiTokenHeads, RMSNorm, RotaryEmbedding, SwiGLU
 
 # Polynomial rolling hash for byte n-grams, mod a Mersenne prime: every
 # intermediate stays below 2**62, so int64 never overflows.
@@ -179,6 +182,7 @@ class PooledByteLM(nn.Module):
         self.head = nn.Linear(dl, cfg.vocab_size, bias=False)
         if cfg.tie_head:
             self.head.weight = self.input.embed.weight
+        self.mtp = MultiTokenHeads(dl, cfg.mtp_heads, eps) if cfg.mtp_heads else None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -218,17 +222,31 @@ class PooledByteLM(nn.Module):
         self.local_rotary.reset_parameters()
         self.global_rotary.reset_parameters()
         self.boundaries.reset_parameters()
+        if self.mtp is not None:
+            self.mtp.reset_parameters(std, std / math.sqrt(2))
 
     # --- the network ---------------------------------------------------------------------------
 
-    def forward(self, ids: torch.Tensor, cache: PooledCache | None = None) -> torch.Tensor:
+    def forward(self, ids: torch.Tensor, cache: PooledCache | None = None, *, heads: bool = False) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, V); logits at t depend on ids[:, :t+1] only.
+
+        `heads=True` (a model with `mtp_heads`) gives every multi-token head,
+        (B, T, K, V): [..., 0, :] the usual logits, [..., k-1, :] the byte k ahead.
 
         Without a cache, the ids are one window (positions 0..T-1). With a
         cache, they continue it: an empty cache is filled in one pass (prefill),
         later ids are fed byte by byte. Either way the logits equal those of
         one uncached forward over the whole sequence.
         """
+        x = self._trunk(ids, cache)  # (B, T, Dl)
+        if heads:
+            if self.mtp is None:
+                raise ValueError("this model has no multi-token heads (config.mtp_heads is 0)")
+            x = torch.cat([x[:, :, None], self.mtp(x)], dim=2)  # (B, T, 1, Dl) + (B, T, K-1, Dl) -> (B, T, K, Dl)
+        return self.head(self.norm(x))  # (B, T, [K,] Dl) -> (B, T, [K,] V)
+
+    def _trunk(self, ids: torch.Tensor, cache: PooledCache | None) -> torch.Tensor:
+        """ids (B, T) -> the local decoder's output (B, T, Dl), before the final norm."""
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, bytes), got shape {tuple(ids.shape)}")
         b, t = ids.shape
@@ -243,10 +261,10 @@ class PooledByteLM(nn.Module):
             raise ValueError(f"cache full: {start} cached + {t} new > max_len {cache.max_len}")
         if start == 0:
             return self._forward_window(ids, cache)
-        return torch.cat([self._step(ids[:, i : i + 1], cache) for i in range(t)], dim=1)  # (1, T, V)
+        return torch.cat([self._step(ids[:, i : i + 1], cache) for i in range(t)], dim=1)  # (1, T, Dl)
 
     def _forward_window(self, ids: torch.Tensor, cache: PooledCache | None = None) -> torch.Tensor:
-        """The whole window at once (training, scoring, prefill): no loop over batch or time."""
+        """The whole window at once (training, scoring, prefill) -> (B, T, Dl): no loop over batch or time."""
         cfg = self.config
         b, t = ids.shape
         doc = document_ids(ids, cfg.bos_id)  # (B, T)
@@ -273,7 +291,7 @@ class PooledByteLM(nn.Module):
         if cache is not None:
             cache.local.advance(t)
             self._keep_open_patch(cache, ids, doc, closes, layout, h, read)
-        return self.head(self.norm(x))  # (B, T, V)
+        return x  # (B, T, Dl)
 
     def _core(self, x: torch.Tensor, mask: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
         """x (B, P, Dg) -> (B, P, Dg) through the core schedule (repeats and loops included)."""
@@ -340,7 +358,7 @@ class PooledByteLM(nn.Module):
         cache.read = read[:, -1:]  # (1, 1, Dl)
 
     def _step(self, ids: torch.Tensor, cache: PooledCache) -> torch.Tensor:
-        """One byte (1, 1) after the cached ones -> logits (1, 1, V)."""
+        """One byte (1, 1) after the cached ones -> the local decoder's output (1, 1, Dl)."""
         cfg = self.config
         t = cache.length
         token = int(ids[0, 0])
@@ -390,7 +408,7 @@ class PooledByteLM(nn.Module):
         for i, block in enumerate(self.decoder):
             x = block(x, self.local_rotary, byte_mask, cache.local, n_enc + i)  # (1, 1, Dl)
         cache.local.advance(1)
-        return self.head(self.norm(x))  # (1, 1, V)
+        return x  # (1, 1, Dl)
 
     # --- bookkeeping ---------------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ class DecoderConfig:
     norm_eps: float = 1e-5
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
     init_std: float = 0.02
+    mtp_heads: int = 0  # extra multi-token prediction heads (objective mtp:K sets K-1); 0: next-token only
 
     d_head: int = field(init=False)  # derived: d_model // n_heads
 
@@ -49,6 +50,8 @@ class DecoderConfig:
         if self.d_ff is None:
             self.d_ff = default_d_ff(self.d_model)
         _check_positive_int("d_ff", self.d_ff)
+        if isinstance(self.mtp_heads, bool) or not isinstance(self.mtp_heads, int) or self.mtp_heads < 0:
+            raise ValueError(f"DecoderConfig.mtp_heads must be an integer >= 0, got {self.mtp_heads!r}")
         for name in ("rope_theta", "norm_eps", "init_std"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -68,8 +71,13 @@ class DecoderConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
-        """The constructor arguments as plain data, with `d_ff` resolved; derived fields left out."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        """The constructor arguments as plain data, with `d_ff` resolved; derived fields left out.
+
+        `mtp_heads` only when there are some: a next-token model's record reads as it did before MTP."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        if not self.mtp_heads:
+            del data["mtp_heads"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DecoderConfig:
@@ -84,13 +92,14 @@ def count_params(cfg: DecoderConfig) -> int:
     + per layer: attention 4*D*D (fused qkv 3*D*D + output D*D)
                  + SwiGLU 3*D*F (gate and up 2*D*F + down F*D)
                  + two RMSNorm gains 2*D
-    + final RMSNorm gain D.
+    + final RMSNorm gain D
+    + mtp_heads extra heads of D + 3*D*D each (`MultiTokenHeads`; they share the head).
     """
     d, f, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
     assert f is not None  # resolved in __post_init__
     per_layer = 4 * d * d + 3 * d * f + 2 * d
     embeddings = v * d if cfg.tie_embeddings else 2 * v * d
-    return embeddings + cfg.n_layers * per_layer + d
+    return embeddings + cfg.n_layers * per_layer + d + cfg.mtp_heads * (d + 3 * d * d)
 
 
 def _check_positive_int(name: str, value: Any) -> None:

@@ -6,6 +6,10 @@
                     x = x + SwiGLU(RMSNorm(x))
                -> final RMSNorm -> LM head (tied to the embedding)  (B, T, V)
 
+With `mtp_heads` (multi-token prediction), `forward(ids, heads=True)` also reads the
+ids 2..K positions ahead from the same trunk through `MultiTokenHeads`,
+sharing the final norm and LM head; `forward` is unchanged by them.
+
 Over the byte tokenizer this is the "pooling off" baseline of the pooled byte
 model; over a small BPE vocabulary it is the token-level baseline. The model
 returns logits only: what it is trained to do (and the loss) belongs to the
@@ -20,7 +24,15 @@ import torch
 from torch import nn
 
 from stlm.models.decoder.config import DecoderConfig
-from stlm.models.layers import CausalSelfAttention, KVCache, RMSNorm, RotaryEmbedding, RowPositions, SwiGLU
+from stlm.models.layers import (
+    CausalSelfAttention,
+    KVCache,
+    MultiTokenHeads,
+    RMSNorm,
+    RotaryEmbedding,
+    RowPositions,
+    SwiGLU,
+)
 
 
 class DecoderBlock(nn.Module):
@@ -63,6 +75,7 @@ class DecoderLM(nn.Module):
             # Same Parameter object: one tensor, one gradient, one optimizer state,
             # and `parameters()` yields it once.
             self.head.weight = self.embed.weight
+        self.mtp = MultiTokenHeads(config.d_model, config.mtp_heads, config.norm_eps) if config.mtp_heads else None
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -95,11 +108,23 @@ class DecoderLM(nn.Module):
             block.mlp_norm.reset_parameters()
         self.norm.reset_parameters()
         self.rotary.reset_parameters()
+        if self.mtp is not None:
+            self.mtp.reset_parameters(std, std / math.sqrt(2))
 
     def forward(
-        self, ids: torch.Tensor, cache: KVCache | None = None, positions: torch.Tensor | None = None
+        self,
+        ids: torch.Tensor,
+        cache: KVCache | None = None,
+        positions: torch.Tensor | None = None,
+        *,
+        heads: bool = False,
     ) -> torch.Tensor:
         """ids (B, T) -> logits (B, T, V), in whatever dtype autocast gives the head.
+
+        `heads=True` (a model with `mtp_heads`) gives every multi-token head
+        instead, (B, T, K, V): [..., 0, :] the usual logits, [..., k-1, :] the
+        id k positions ahead. It is a flag of `forward`, not another method, so
+        training reaches it through DDP and torch.compile wrappers.
 
         Without a cache, the T tokens are positions 0..T-1. With a cache, they
         continue it: positions cache.length .. cache.length + T - 1; their keys
@@ -111,6 +136,15 @@ class DecoderLM(nn.Module):
         slots 0 .. its own position: batched generation of prompts of different
         lengths. The cache's length becomes the highest slot written + 1.
         """
+        x = self._trunk(ids, cache, positions)  # (B, T, D)
+        if heads:
+            if self.mtp is None:
+                raise ValueError("this model has no multi-token heads (config.mtp_heads is 0)")
+            x = torch.cat([x[:, :, None], self.mtp(x)], dim=2)  # (B, T, 1, D) + (B, T, K-1, D) -> (B, T, K, D)
+        return self.head(self.norm(x))  # (B, T, [K,] D) -> (B, T, [K,] V)
+
+    def _trunk(self, ids: torch.Tensor, cache: KVCache | None, positions: torch.Tensor | None) -> torch.Tensor:
+        """ids (B, T) -> the last block's output (B, T, D), before the final norm."""
         if ids.ndim != 2:
             raise ValueError(f"ids must be (batch, tokens), got shape {tuple(ids.shape)}")
         b, t = ids.shape
@@ -134,7 +168,7 @@ class DecoderLM(nn.Module):
             cache.length = max(cache.length, rows.end)  # type: ignore[union-attr]
         elif cache is not None:
             cache.advance(t)
-        return self.head(self.norm(x))  # (B, T, D) -> (B, T, V)
+        return x
 
     def new_cache(
         self,
