@@ -154,9 +154,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
 def cmd_spin(args: argparse.Namespace) -> int:
     from stlm import api
+    from stlm.finetune.loop import TASK_FILES
     from stlm.finetune.spin import RESUME_SAFE_KEYS
 
-    settings, progress = _settings(args, RESUME_SAFE_KEYS), not args.quiet
+    settings, progress = _settings(args, RESUME_SAFE_KEYS + tuple(f"task.{k}" for k in TASK_FILES)), not args.quiet
     if args.resume:
         if args.run is not None:
             raise UserError("--resume continues a SPIN run with its recorded settings; pass no RUN with it")

@@ -48,6 +48,7 @@ from stlm.runtime import resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.distill import distilled, load_teacher
 from stlm.training.logging import MetricsLog
+from stlm.training.loop import check_teacher_named
 from stlm.training.optim import lr_at, resolve_warmup
 from stlm.training.step import progress_bar, setup, train_step
 
@@ -143,8 +144,9 @@ def _finetune(
         ckpt_io.read_state(latest, total=cfg.train.steps)  # an impossible step: refused before anything is written
         overrides = dict(overrides or {})
         named = {k: overrides.pop(f"task.{k}") for k in TASK_FILES if f"task.{k}" in overrides}
+        check_teacher_named(cfg.distill.teacher, overrides, out)
         cfg = apply_resume_overrides(cfg, overrides, RESUME_SAFE_KEYS, run_dir=out)
-        cfg = dataclasses.replace(cfg, task=_files_named_again(cfg.task, named, out))
+        cfg = dataclasses.replace(cfg, task=files_named_again(cfg.task, named, out))
     else:
         if (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
             raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
@@ -414,7 +416,7 @@ def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
     return TaskData(kind, train, val, test, labels, files)
 
 
-def _files_named_again(task: Any, named: dict[str, str], out: Path) -> Any:
+def files_named_again(task: Any, named: dict[str, str], out: Path) -> Any:
     """The recorded task with the data files the user named again on resume (see TASK_FILES)."""
     recorded = [k for k in TASK_FILES if getattr(task, k)]
     flag = {"train_file": "--train", "val_file": "--val", "test_file": "--test"}

@@ -50,7 +50,7 @@ from stlm.finetune.config import FinetuneConfig, TaskConfig
 from stlm.finetune.evaluate import evaluate_examples, generate_predictions
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText
-from stlm.finetune.loop import BEST, batch_indices, load_task_data
+from stlm.finetune.loop import BEST, TASK_FILES, batch_indices, files_named_again, load_task_data
 from stlm.finetune.loop import _sample as sample_examples
 from stlm.objectives.preference import implicit_rewards, spin_loss
 from stlm.runtime import resolve_runtime, run_header, seed_everything
@@ -308,6 +308,9 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
             raise UserError(f"{latest} is not a SPIN checkpoint")
         cfg = SpinConfig.from_dict(saved["spin"], source=f"{latest}/config.json")
         task = config_from_dict(TaskConfig, saved["spin_task"], source=f"{latest}/config.json")
+        overrides = dict(overrides)  # the user's own files, named again (a checkpoint names no path stlm reads)
+        named = {k: overrides.pop(f"task.{k}") for k in TASK_FILES if f"task.{k}" in overrides}
+        task = files_named_again(task, named, out)
         ckpt_io.read_state(latest, total=cfg.train.iterations * cfg.train.steps)
         cfg = apply_resume_overrides(cfg, overrides, RESUME_SAFE_KEYS, run_dir=out)
         source = latest

@@ -114,6 +114,16 @@ def writer_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
     return ckpt_io.run_lock(run_dir)
 
 
+def check_teacher_named(recorded: str | None, overrides: dict[str, object], run_dir: Path) -> None:
+    """A distilled run resumes only with its teacher named again (--teacher, where it is now): a checkpoint
+    names no path stlm reads; `load_teacher` then checks it is the recorded teacher by its weights hash."""
+    if recorded is not None and overrides.get("distill.teacher") is None:
+        raise UserError(
+            f"{run_dir} distils from the teacher {recorded}; stlm reads no path a checkpoint names: "
+            f"resume with --teacher {recorded} (or wherever that run is now)"
+        )
+
+
 def check_new_run_dir(run_dir: Path) -> None:
     """A UserError if `run_dir` already holds a run (a config or any checkpoint)."""
     if ckpt_io.list_checkpoints(run_dir) or (run_dir / RUN_CONFIG).exists():
@@ -153,6 +163,7 @@ def resume(
             ckpt_io.read_state(latest, total=saved.train.steps)
         overrides = dict(overrides or {})
         given_source = overrides.pop("data.source", None)
+        check_teacher_named(saved.distill.teacher, overrides, run_dir)
         cfg = apply_resume_overrides(saved, overrides, RESUME_SAFE_KEYS, run_dir=run_dir)
         # Where to write the cache comes from the user, never from the checkpoint.
         data = dataclasses.replace(cfg.data, cache_dir=overrides.get("data.cache_dir"))

@@ -97,7 +97,10 @@ def test_distilled_resume_equals_uninterrupted(tmp_path, corpus_dir, cache_dir, 
     )
     straight = train(cfg, tmp_path / "straight", progress=False)
     assert train(cfg, tmp_path / "resumed", stop_at=2, progress=False).interrupted
-    resumed = resume(tmp_path / "resumed", progress=False)
+    with pytest.raises(UserError, match="stlm reads no path a checkpoint names: resume with --teacher"):
+        resume(tmp_path / "resumed", overrides={"data.source": str(corpus_dir)}, progress=False)
+    again = {"data.source": str(corpus_dir), "distill.teacher": str(tiny_run)}
+    resumed = resume(tmp_path / "resumed", overrides=again, progress=False)
     a = load_file(straight.checkpoint / "model.safetensors")
     b = load_file(resumed.checkpoint / "model.safetensors")
     for key in a:
@@ -112,4 +115,4 @@ def test_distilled_resume_equals_uninterrupted(tmp_path, corpus_dir, cache_dir, 
     assert record["distill"]["weights_sha256"]
     # Another teacher (same tokenizer, other weights) is refused on resume: the run continues against its own.
     with pytest.raises(UserError, match="not the teacher this run was trained with"):
-        resume(tmp_path / "resumed", overrides={"distill.teacher": str(tmp_path / "straight")}, progress=False)
+        resume(tmp_path / "resumed", overrides={**again, "distill.teacher": str(tmp_path / "straight")}, progress=False)

@@ -89,7 +89,7 @@ def test_mtp_resume_equals_uninterrupted(tmp_path, corpus_dir, cache_dir, one_th
     cfg = cfg.with_overrides({"objective.name": "mtp:3", "objective.mtp_curriculum": 0.5, "data.seq_len": 32})
     straight = train(cfg, tmp_path / "straight", progress=False)
     assert train(cfg, tmp_path / "resumed", stop_at=2, progress=False).interrupted
-    resumed = resume(tmp_path / "resumed", progress=False)
+    resumed = resume(tmp_path / "resumed", overrides={"data.source": str(corpus_dir)}, progress=False)
     a = load_file(straight.checkpoint / "model.safetensors")
     b = load_file(resumed.checkpoint / "model.safetensors")
     assert any(key.startswith("mtp.") for key in a) and a.keys() == b.keys()
