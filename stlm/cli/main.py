@@ -408,8 +408,8 @@ def export_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("--out", type=Path, required=True, help="new folder to write, outside the run (required)")
     p.add_argument(
         "--dtype",
-        help="number type: gguf f32 (default), f16, q8_0; hf f32 (default), f16; ct2 int8 (default), float32, "
-        "float16; onnx f32",
+        help="number type: gguf f32, f16, q8_0; hf f32, f16; ct2 int8, float32, float16; onnx f32 "
+        "(default: the first listed for the format)",
     )
     return {}
 

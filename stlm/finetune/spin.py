@@ -265,6 +265,11 @@ def resolve_task(init: str, given: dict[str, Any]) -> TaskConfig:
             "with --task NAME or --train FILE"
         )
     task = FinetuneConfig.from_dict(saved, source=f"{init}/config.json").task
+    if task.train_file:  # its files are paths a checkpoint names: never read, the user names them
+        raise UserError(
+            f"{init} was fine-tuned on your own files; stlm reads no path a checkpoint names: give SPIN its "
+            f"data with --train {task.train_file} (and the task settings it was fine-tuned with), or --task NAME"
+        )
     return apply_overrides(task, given, source="task settings") if given else task
 
 

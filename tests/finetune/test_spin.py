@@ -14,6 +14,7 @@ from stlm import checkpoint as ckpt_io
 from stlm import registry
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
+from stlm.errors import UserError
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText
@@ -87,9 +88,9 @@ def _spin_cfg(run: Path, **train) -> SpinConfig:
     )
 
 
-def test_opponent_is_frozen_while_the_policy_trains(sft_run, one_thread):
+def test_opponent_is_frozen_while_the_policy_trains(sft_run, echo, one_thread):
     loaded = ckpt_io.load(sft_run / "best")
-    task = resolve_task(str(sft_run), {})
+    task = resolve_task(str(sft_run), {"train_file": str(echo), "val_fraction": 0.2})
     fmt = TextToText(
         loaded.family, loaded.tokenizer, task.separator, 64, 16, loaded.family.max_len(loaded.model_config)
     )
@@ -127,16 +128,35 @@ def _cpu_runtime():
 
 
 @pytest.mark.parametrize("sft_run", ["t5-debug"], indirect=True)  # the loop is family-blind; one family keeps it short
-def test_spin_resume_is_exact(sft_run, tmp_path, one_thread):
-    full = spin(_spin_cfg(sft_run), resolve_task(str(sft_run), {}), tmp_path / "full", progress=False)
+def test_spin_reads_no_task_file_the_run_names(sft_run):
+    """The fine-tuned run's own files are paths its checkpoint names: SPIN asks for them by name."""
+    with pytest.raises(UserError, match="stlm reads no path a checkpoint names: give SPIN its data with --train"):
+        resolve_task(str(sft_run), {})
+
+
+def test_spin_resume_is_exact(sft_run, echo, tmp_path, one_thread):
+    full = spin(
+        _spin_cfg(sft_run),
+        resolve_task(str(sft_run), {"train_file": str(echo), "val_fraction": 0.2}),
+        tmp_path / "full",
+        progress=False,
+    )
     assert [row["iteration"] for row in full.results["iterations"]] == [0, 1, 2]
     assert all(0.0 <= row["val_reward_accuracy"] <= 1.0 for row in full.results["iterations"][1:])
     assert (tmp_path / "full" / "opponent" / "iter-2.json").exists()
     # Stopped mid-iteration 2 (step 4 of 6), then resumed: the cached opponent answers carry on.
     part = tmp_path / "part"
-    stopped = spin(_spin_cfg(sft_run), resolve_task(str(sft_run), {}), part, stop_at=4, progress=False)
+    stopped = spin(
+        _spin_cfg(sft_run),
+        resolve_task(str(sft_run), {"train_file": str(echo), "val_fraction": 0.2}),
+        part,
+        stop_at=4,
+        progress=False,
+    )
     assert stopped.step == 4 and not (part / "results.json").exists()
-    resumed = spin(None, None, part, resume=True, progress=False)
+    with pytest.raises(UserError, match="resume with --train"):
+        spin(None, None, part, resume=True, progress=False)
+    resumed = spin(None, None, part, resume=True, overrides={"task.train_file": str(echo)}, progress=False)
     assert resumed.results["iterations"] == full.results["iterations"]
     a, b = ckpt_io.load(full.checkpoint).model.state_dict(), ckpt_io.load(resumed.checkpoint).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
