@@ -77,7 +77,9 @@ def test_t5_untie_head_keeps_the_logits(one_thread):
     torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
 
 
-def test_api_and_cli_quantize_int8_and_reject_unknown_values_in_one_line(tiny_run, one_thread, capsys, tmp_path):
+def test_api_and_cli_quantize_int8_and_reject_unknown_values_in_one_line(
+    tiny_run, corpus_dir, one_thread, capsys, tmp_path
+):
     fp32 = stlm.load(tiny_run, device="cpu", precision="fp32")
     int8 = stlm.load(tiny_run, device="cpu", quantize="int8")
     assert count_int8_linears(int8.module) > 0 and "int8 weights" in int8.runtime.describe()
@@ -97,7 +99,7 @@ def test_api_and_cli_quantize_int8_and_reject_unknown_values_in_one_line(tiny_ru
         assert len(err_text.splitlines()) == 1 and "unknown quantize" in err_text and "Traceback" not in err_text
     assert main(["generate", str(tiny_run), "--quantize", "int8", "--greedy", "--max-new-tokens", "4"]) == 0
     # evaluate --quantize int8 records its own result beside fp32's, never over it.
-    argv = ["evaluate", tiny_run, "--max-ids", 600, "--quiet", "--out", tmp_path]
+    argv = ["evaluate", tiny_run, "--data", corpus_dir, "--max-ids", 600, "--quiet", "--out", tmp_path]
     assert main([str(a) for a in argv]) == 0 and main([str(a) for a in [*argv, "--quantize", "int8"]]) == 0
     plain, int8_file = sorted(tmp_path.glob("*.json"), key=lambda p: len(p.name))
     assert int8_file.name == plain.name.replace(".json", "-int8.json")
