@@ -257,7 +257,9 @@ def spin_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     table = add_config_flags(p, FinetuneConfig(), names=NAMES, choices=CHOICES, only=keys)
     for action in p._actions:
         if action.dest in ("task.name", "task.train_file"):
-            action.help = (action.help or "").split(" (")[0] + " (default: the fine-tuned run's own task)"
+            action.help = (action.help or "").split(" (")[0] + (
+                " (default: the fine-tuned run's own built-in task; a run on your files names them again)"
+            )
     only = [k for k in _keys(SpinConfig()) if k != "init"]
     return table | add_config_flags(p, SpinConfig(), names=NAMES, choices=CHOICES, only=only)
 
