@@ -317,7 +317,7 @@ def train_rung(
     state_path, curve_path = run_dir / "state.pt", run_dir / "curve.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
     if state_path.is_file():
-        saved = torch.load(state_path, weights_only=False)
+        saved = torch.load(state_path, weights_only=True)  # plain tensors and containers: no pickle runs
         plan = saved["plan"]
         model, optimizer, optim_cfg, loader = new_training(rung, plan["lr"], plan["total_steps"], args)
         model.load_state_dict(saved["model"])

@@ -73,7 +73,7 @@ def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
         for stop_at in pieces:
             summary = train_rung(rung, tmp_path / name / "r", 2e-3, 0.0, 5.0, args, steps=6, stop_at=stop_at)
         assert summary == {"rung": "pooled-space", "step": 6, "total_steps": 6, "done": True}
-        state = torch.load(tmp_path / name / "r" / "state.pt", weights_only=False)
+        state = torch.load(tmp_path / name / "r" / "state.pt", weights_only=True)
         curve = [{k: v for k, v in p.items() if k != "wall_s"} for p in read_curve(tmp_path / name / "r")]
         results[name] = (state["model"], curve)
     (whole, curve_whole), (pieces, curve_pieces) = results["whole"], results["pieces"]
