@@ -253,30 +253,50 @@ def step_once(model, optimizer, window: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
-def calibrate(rung: Rung, args: argparse.Namespace) -> dict[str, float]:
-    """FLOPs, bytes and median time of one training step, on a throw-away copy of the model."""
+def calibrate(rungs: list[Rung], args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """FLOPs, bytes and median time of one training step per rung, on throw-away copies of the models.
+
+    The rungs take turns step by step (round-robin), so whatever else the
+    machine does hits all of them alike.
+    """
     from stlm.evaluation.flops import count_flops
     from stlm.objectives.next_token import model_loss
 
-    model, optimizer, _, loader = new_training(rung, 1e-4, 1000, args)
-    lengths = torch.as_tensor(rung.tokenizer.byte_lengths())
-    windows = [loader.next_batch() for _ in range(2 + args.calib_steps)]  # (B, T+1) each
-    flops = [count_flops(lambda w=w: model_loss(model, w).backward()) for w in windows[:2]]
-    optimizer.zero_grad(set_to_none=True)
-    times = []
-    for i, window in enumerate(windows):
-        t0 = time.perf_counter()
-        step_once(model, optimizer, window)
-        if i >= 2:  # after two warm-up steps
-            times.append(time.perf_counter() - t0)
-    return {
-        "flops_per_step": float(np.mean(flops)),
-        "bytes_per_step": float(np.mean([int(lengths[w[:, 1:]].sum()) for w in windows])),
-        "step_s": statistics.median(times),
-    }
+    runs, windows = [], []
+    for rung in rungs:
+        model, optimizer, _, loader = new_training(rung, 1e-4, 1000, args)
+        batches = [loader.next_batch() for _ in range(2 + args.calib_steps)]  # (B, T+1) each
+        flops = [count_flops(lambda w=w: model_loss(model, w).backward()) for w in batches[:2]]
+        optimizer.zero_grad(set_to_none=True)
+        runs.append((model, optimizer, flops))
+        windows.append(batches)
+    times: list[list[float]] = [[] for _ in rungs]
+    for i in range(2 + args.calib_steps):
+        for r, (model, optimizer, _) in enumerate(runs):
+            t0 = time.perf_counter()
+            step_once(model, optimizer, windows[r][i])
+            if i >= 2:  # after two warm-up steps
+                times[r].append(time.perf_counter() - t0)
+    out = {}
+    for r, rung in enumerate(rungs):
+        lengths = torch.as_tensor(rung.tokenizer.byte_lengths())
+        out[rung.spec.name] = {
+            "flops_per_step": float(np.mean(runs[r][2])),
+            "bytes_per_step": float(np.mean([int(lengths[w[:, 1:]].sum()) for w in windows[r]])),
+            "step_s": statistics.median(times[r]),
+            "threads": torch.get_num_threads(),
+        }
+    return out
 
 
-def val_bpb(rung: Rung, model, stream: np.ndarray) -> float:
+def calibration(rung: Rung, args: argparse.Namespace) -> dict[str, float]:
+    """The rung's calibration from OUT/calibration.json (`calibrate` command), else measured now, alone."""
+    path = Path(args.out) / "calibration.json"
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return saved.get(rung.spec.name) or calibrate([rung], args)[rung.spec.name]
+
+
+def val_bpb(rung: Rung, model, stream: np.ndarray, args: argparse.Namespace) -> float:
     from stlm.evaluation.bpb import bits_per_byte
 
     was = model.training
@@ -286,7 +306,7 @@ def val_bpb(rung: Rung, model, stream: np.ndarray) -> float:
             model,
             stream,
             context=rung.seq_len,
-            stride=max(1, rung.seq_len // 2),
+            stride=max(1, round(rung.seq_len * args.eval_stride)),
             batch_size=8,
             byte_lengths=rung.tokenizer.byte_lengths(),
         ).bits_per_byte
@@ -325,7 +345,7 @@ def train_rung(
         loader.load_state_dict(saved["loader"])
         step = saved["step"]
     else:
-        plan = {**calibrate(rung, args), "lr": lr, "tflops": tflops, "params": breakdown(rung.spec)}
+        plan = {**calibration(rung, args), "lr": lr, "tflops": tflops, "params": breakdown(rung.spec)}
         plan["total_steps"] = steps or max(1, round(tflops * 1e12 / plan["flops_per_step"]))
         plan["eval_steps"] = sorted(
             {max(1, round(plan["total_steps"] * (i / args.curve_points) ** 2)) for i in range(1, args.curve_points + 1)}
@@ -345,8 +365,8 @@ def train_rung(
                 "flops": step * plan["flops_per_step"],
                 "wall_s": step * plan["step_s"],  # calibrated: the machine's load does not bend it
                 "train_bytes": step * plan["bytes_per_step"],
-                "val_bpb": val_bpb(rung, model, rung.val),
-                "wikitext_bpb": None if rung.wiki is None else val_bpb(rung, model, rung.wiki),
+                "val_bpb": val_bpb(rung, model, rung.val, args),
+                "wikitext_bpb": None if rung.wiki is None else val_bpb(rung, model, rung.wiki, args),
             }
             with open(curve_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(point) + "\n")
@@ -415,7 +435,11 @@ def cmd_plan(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     spec = next(s for s in rung_specs(args.size, args.view, args.bpe_vocabs) if s.name == args.rung)
-    rung = load_rung(spec, args)
+    run_sweep(load_rung(spec, args), args)
+
+
+def run_sweep(rung: Rung, args: argparse.Namespace) -> None:
+    """Short runs of the rung at each of --lrs (resumable), summarised in OUT/sweep/RUNG.json."""
     results = {}
     for lr in [float(x) for x in args.lrs.split(",")]:
         run_dir = Path(args.out) / "sweep" / f"{args.rung}-lr{lr:g}"
@@ -442,6 +466,70 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(json.dumps(summary))
 
 
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Time every rung of the view side by side, once, into OUT/calibration.json (run it on a quiet machine)."""
+    rungs = [load_rung(spec, args) for spec in rung_specs(args.size, args.view, args.bpe_vocabs)]
+    result = calibrate(rungs, args)
+    path = Path(args.out) / "calibration.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+    for name, c in result.items():
+        print(
+            f"{name:15s} {c['step_s'] * 1e3:8.1f} ms/step  {c['flops_per_step'] / c['step_s'] / 1e9:6.1f} GFLOP/s"
+            f"  {c['bytes_per_step'] / c['step_s']:8.0f} bytes/s"
+        )
+
+
+def best_lr(out: Path, name: str) -> float | None:
+    """The sweep's learning rate with the lowest final validation BPB, None before the sweep is complete."""
+    path = out / "sweep" / f"{name}.json"
+    if not path.is_file():
+        return None
+    results = json.loads(path.read_text(encoding="utf-8"))
+    if not all(r["done"] and r["val_bpb"] is not None for r in results.values()):
+        return None
+    return float(min(results, key=lambda lr: results[lr]["val_bpb"]))
+
+
+def cmd_all(args: argparse.Namespace) -> None:
+    """The whole ladder, resumable: calibrate, sweep every rung, then train all rungs in round-robin pieces.
+
+    Round-robin pieces (--minutes each) keep the rungs' curves advancing
+    together, so a run stopped at any point still compares them over a common
+    range of FLOPs. Run it again to continue; it ends when every rung is done.
+    """
+    out = Path(args.out)
+    specs = rung_specs(args.size, args.view, args.bpe_vocabs)
+    if not (out / "calibration.json").is_file():
+        cmd_calibrate(args)
+    rungs = {spec.name: load_rung(spec, args) for spec in specs}
+    for name, rung in rungs.items():
+        if best_lr(out, name) is None:
+            sweep = argparse.Namespace(
+                **{
+                    **vars(args),
+                    "rung": name,
+                    "tflops": args.sweep_tflops,
+                    "minutes": 1e9,
+                    "curve_points": args.sweep_points,
+                }
+            )
+            run_sweep(rung, sweep)
+    while True:
+        pending = []
+        for name, rung in rungs.items():
+            lr = best_lr(out, name)
+            summary = train_rung(rung, out / name, lr, args.tflops, args.minutes, args)
+            print(json.dumps({**summary, "lr": lr}), flush=True)
+            if not summary["done"]:
+                pending.append(name)
+        if not pending:
+            break
+    cmd_report(args)
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     curves = {
         spec.name: read_curve(Path(args.out) / spec.name) for spec in rung_specs(args.size, args.view, args.bpe_vocabs)
@@ -449,6 +537,13 @@ def cmd_report(args: argparse.Namespace) -> None:
     curves = {name: c for name, c in curves.items() if c}
     if not curves:
         raise SystemExit(f"no curves under {args.out}: run `train` first")
+    calib_path = Path(args.out) / "calibration.json"
+    if calib_path.is_file():  # the time axis from the latest calibration: rerun `calibrate` on a quiet machine
+        calib = json.loads(calib_path.read_text(encoding="utf-8"))
+        for name, c in curves.items():
+            if name in calib:
+                for p in c:
+                    p["wall_s"] = p["step"] * calib[name]["step_s"]
     rows = [
         (
             "rung",
@@ -514,7 +609,7 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["plan", "sweep", "train", "report"])
+    p.add_argument("command", choices=["plan", "calibrate", "sweep", "train", "all", "report"])
     p.add_argument("--size", choices=["tiny", "10m"], default="10m")
     p.add_argument("--view", choices=["equal-params", "equal-core"], default="equal-params")
     p.add_argument("--rung", help="train/sweep: the rung")
@@ -532,14 +627,19 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lrs", default="1e-3,2e-3,4e-3", help="sweep: learning rates")
-    p.add_argument("--tflops", type=float, default=400.0, help="the rung's training budget in TFLOPs")
+    p.add_argument("--tflops", type=float, default=150.0, help="the rung's training budget in TFLOPs")
+    p.add_argument("--sweep-tflops", type=float, default=10.0, help="all: each sweep run's budget in TFLOPs")
     p.add_argument("--minutes", type=float, default=9.0, help="stop this piece after so many minutes (resume later)")
     p.add_argument("--steps", type=int, default=0, help="the rung's training steps (0: from --tflops)")
     p.add_argument("--stop-at", type=int, default=0, help="stop this piece after that step (0: no limit)")
     p.add_argument("--seq-len", type=int, default=512, help="bytes per training window (BPE: the same text)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--val-bytes", type=int, default=131072, help="validation text scored per curve point")
-    p.add_argument("--curve-points", type=int, default=16)
+    p.add_argument(
+        "--eval-stride", type=float, default=0.5, help="validation windows advance by this fraction of the context"
+    )
+    p.add_argument("--curve-points", type=int, default=12)
+    p.add_argument("--sweep-points", type=int, default=3, help="all: curve points of each sweep run")
     p.add_argument("--bpe-train-bytes", type=int, default=16 << 20, help="training text a BPE is fitted on")
     p.add_argument("--calib-steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
@@ -550,7 +650,15 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     torch.set_num_threads(args.threads)
-    {"plan": cmd_plan, "sweep": cmd_sweep, "train": cmd_train, "report": cmd_report}[args.command](args)
+    commands = {
+        "plan": cmd_plan,
+        "calibrate": cmd_calibrate,
+        "sweep": cmd_sweep,
+        "train": cmd_train,
+        "all": cmd_all,
+        "report": cmd_report,
+    }
+    commands[args.command](args)
 
 
 if __name__ == "__main__":
