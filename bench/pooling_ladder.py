@@ -574,7 +574,32 @@ def cmd_report(args: argparse.Namespace) -> None:
         )
     print(f"equal FLOPs at {flops / 1e12:.1f} TFLOP, equal calibrated time at {wall / 60:.1f} min")
     print_table(rows)
+    print_sweeps(Path(args.out), list(curves))
     plot(curves, Path(args.out))
+
+
+def print_sweeps(out: Path, names: list[str]) -> None:
+    """The learning-rate sweep of each rung: final validation BPB per rate, the chosen one starred."""
+    sweeps = {
+        n: json.loads((out / "sweep" / f"{n}.json").read_text())
+        for n in names
+        if (out / "sweep" / f"{n}.json").is_file()
+    }
+    if not sweeps:
+        return
+    lrs = sorted({lr for r in sweeps.values() for lr in r}, key=float)
+    rows = [("rung", "sweep steps", *(f"lr {lr}" for lr in lrs))]
+    for name, results in sweeps.items():
+        chosen = best_lr(out, name)
+        cells = []
+        for lr in lrs:
+            r = results.get(lr)
+            bpb = "-" if r is None or r["val_bpb"] is None else f"{r['val_bpb']:.4f}"
+            cells.append(bpb + (" *" if chosen is not None and float(lr) == chosen else ""))
+        steps = {r["total_steps"] for r in results.values()}
+        rows.append((name, "/".join(str(s) for s in sorted(steps)), *cells))
+    print("learning-rate sweeps (final validation BPB of each short run; * = the rate the rung trains with)")
+    print_table(rows)
 
 
 def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
