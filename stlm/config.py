@@ -24,7 +24,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from stlm.errors import UserError
 
@@ -33,6 +33,26 @@ OPTIMIZERS = ("adamw", "adamw-rms", "adafactor")
 OBJECTIVES = ("next-token", "span-corruption")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 PARALLEL = ("auto", "none", "ddp", "fsdp")
+
+
+_Config = TypeVar("_Config", bound="SectionedConfig")
+
+
+class SectionedConfig:
+    """What every top-level config (a dataclass of plain sections) does with plain data: out with
+    `to_dict`, in with `from_dict` (naming any unknown key or bad value), and `with_overrides`
+    for dotted keys (`optim.lr`). A config with its own rules (RunConfig's [model] table) overrides them."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls: type[_Config], raw: dict[str, Any], *, source: str = "config") -> _Config:
+        return config_from_dict(cls, raw, source=source)
+
+    def with_overrides(self: _Config, overrides: dict[str, Any], *, source: str = "command line") -> _Config:
+        """A copy with dotted keys (`optim.lr`, `model`) replaced."""
+        return apply_overrides(self, overrides, source=source)
 
 
 @dataclass
@@ -191,7 +211,7 @@ class RuntimeConfig:
 
 
 @dataclass
-class RunConfig:
+class RunConfig(SectionedConfig):
     """A whole pretraining run. The model is a preset name plus, optionally, architecture
     settings changed from it (`arch`), written in a recipe as
 
@@ -211,9 +231,6 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> RunConfig:

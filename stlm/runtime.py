@@ -274,15 +274,33 @@ def _probe_seconds(purpose: str, dtype: torch.dtype) -> float:
     g = torch.Generator().manual_seed(0)
     pairs = [(torch.randn(r, i, generator=g), torch.randn(i, o, generator=g)) for r, i, o in PROBE_SHAPES[purpose]]
     autocast = torch.autocast("cpu", dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-    best = float("inf")
+
+    def trial() -> None:
+        for _ in range(PROBE_CALLS[purpose]):
+            for a, b in pairs:
+                a @ b
+
     with torch.inference_mode(), autocast:
-        for trial in range(PROBE_TRIALS + 1):  # the first is a warm-up
-            t0 = time.perf_counter()
-            for _ in range(PROBE_CALLS[purpose]):
-                for a, b in pairs:
-                    a @ b
-            if trial:
-                best = min(best, time.perf_counter() - t0)
+        return fastest_seconds(trial, trials=PROBE_TRIALS, warmups=1)
+
+
+def fastest_seconds(
+    work: Callable[[], object], *, trials: int, warmups: int, sync: Callable[[], object] = lambda: None
+) -> float:
+    """Seconds of the fastest of `trials` timed calls of `work`, after `warmups` untimed ones.
+
+    The fastest, not the median: interference (another job's threads taking the cores) only ever
+    makes a call slower. `sync` runs before and after each call (an accelerator's queue drained,
+    so the clock times the work and not its launch).
+    """
+    best = float("inf")
+    for i in range(warmups + trials):
+        sync()
+        t0 = time.perf_counter()
+        work()
+        sync()
+        if i >= warmups:
+            best = min(best, time.perf_counter() - t0)
     return best
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -53,6 +54,22 @@ def tiny_run(tmp_path_factory, corpus_dir, cache_dir) -> Path:
     return run
 
 
+@pytest.fixture(scope="session")
+def decoder_export_run(tmp_path_factory) -> Path:
+    """The tiny random decoder run the export tests convert (tests/interop/export_runs.py); tests only read it."""
+    from tests.interop.export_runs import decoder_run
+
+    return decoder_run(tmp_path_factory.mktemp("export-runs"))
+
+
+@pytest.fixture(scope="session")
+def t5_export_run(tmp_path_factory) -> Path:
+    """The tiny random byte-T5 run the export tests convert (tests/interop/export_runs.py); tests only read it."""
+    from tests.interop.export_runs import t5_run
+
+    return t5_run(tmp_path_factory.mktemp("export-runs"))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for tiny-model tests.
@@ -79,3 +96,24 @@ def seeded_model(name: str):
     torch.manual_seed(0)
     family, cfg = registry.get_config(name)
     return family, registry.build_model(family, cfg).eval()
+
+
+@pytest.fixture
+def full_disk(monkeypatch):
+    """full_disk(owner, name, on_call=None) makes `owner.name` raise ENOSPC as a full disk does: on
+    every call, or with on_call=N on the N-th only (the others run as before). Returns the original,
+    to put back mid-test with monkeypatch.setattr; undone at the end of the test in any case."""
+
+    def fill(owner, name: str, *, on_call: int | None = None):
+        real, calls = getattr(owner, name), {"n": 0}
+
+        def no_space(*args, **kwargs):
+            calls["n"] += 1
+            if on_call is None or calls["n"] == on_call:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, no_space)
+        return real
+
+    return fill

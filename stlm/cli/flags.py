@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import inspect
 import io
 import textwrap
@@ -55,6 +56,13 @@ def show(value: Any) -> str:
 
 def field_comments(cls: type) -> dict[str, str]:
     """The trailing `# comment` of each field of a dataclass, read from its source: what the setting means."""
+    return dict(_field_comments(cls))
+
+
+@functools.cache
+def _field_comments(cls: type) -> dict[str, str]:
+    # Reading a class's source parses its whole module: once per class and process, not once per
+    # flag table (the parser holds ~40 tables, most sections in several commands).
     try:
         source = textwrap.dedent(inspect.getsource(cls))
     except (OSError, TypeError):  # no source at hand (a frozen app): flags go without help

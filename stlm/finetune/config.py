@@ -17,11 +17,10 @@ the same reader checks names and types (`stlm.config.config_from_dict`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from stlm.config import DistillConfig, OptimConfig, RuntimeConfig, apply_overrides, config_from_dict, read_config_file
+from stlm.config import DistillConfig, OptimConfig, RuntimeConfig, SectionedConfig, read_config_file
 from stlm.errors import UserError
 
 KINDS = ("summarization", "qa", "classification")
@@ -106,7 +105,7 @@ def _finetune_optim() -> OptimConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(SectionedConfig):
     init: str = "decoder-tiny"  # a preset name (random init) or a run / checkpoint directory
     tokenizer: str = "auto"  # presets only: auto | byte | byt5 | spiece:PATH (a checkpoint keeps its own)
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="docstring-topic"))
@@ -120,16 +119,6 @@ class FinetuneConfig:
         if self.train.metric == "auto":
             return DEFAULT_METRIC[self.task.resolved_kind()]
         return self.train.metric
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> FinetuneConfig:
-        return config_from_dict(cls, raw, source=source)
-
-    def with_overrides(self, overrides: dict[str, Any], *, source: str = "command line") -> FinetuneConfig:
-        return apply_overrides(self, overrides, source=source)
 
 
 def load_finetune_config(path: str | Path) -> FinetuneConfig:

@@ -30,7 +30,7 @@ import dataclasses
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from stlm import checkpoint as ckpt_io
 from stlm.config import (
     OptimConfig,
     RuntimeConfig,
+    SectionedConfig,
     apply_overrides,
     apply_resume_overrides,
     config_from_dict,
@@ -96,21 +97,11 @@ def _spin_optim() -> OptimConfig:
 
 
 @dataclass
-class SpinConfig:
+class SpinConfig(SectionedConfig):
     init: str = ""  # the fine-tuned run (its best checkpoint) or a checkpoint SPIN starts from
     optim: OptimConfig = field(default_factory=_spin_optim)
     train: SpinTrainConfig = field(default_factory=SpinTrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> SpinConfig:
-        return config_from_dict(cls, raw, source=source)
-
-    def with_overrides(self, overrides: dict[str, Any], *, source: str = "command line") -> SpinConfig:
-        return apply_overrides(self, overrides, source=source)
 
 
 @dataclass

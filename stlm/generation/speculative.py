@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -87,18 +88,27 @@ def generate_speculative(
     return run(model, prompt, max_new_tokens, frozenset(stop_ids), stats or SpeculativeStats())
 
 
+def _prefill(model: nn.Module, prompt: list[int], max_new: int) -> tuple[torch.device, int, Any, list[int]]:
+    """(device, limit, cache, guess) both loops start from: the prompt fed once into a fresh cache.
+
+    limit: ids to emit at most; as plain greedy, the last new id is never fed and the context ends at
+    max_seq_len. guess (K,): head 1's next id, then the K-1 drafts of heads 2..K.
+    """
+    device = next(model.parameters()).device
+    limit = min(max_new, model.config.max_seq_len - len(prompt) + 1)
+    with _inference(model):
+        cache = model.new_cache(1, len(prompt) + limit - 1, device=device)
+        logits = model(torch.tensor([prompt], device=device), cache, heads=True)[0, -1]  # (K, V)
+        guess = logits.argmax(dim=-1).tolist()  # (K,)
+    return device, limit, cache, guess
+
+
 def _chunked(
     model: nn.Module, prompt: list[int], max_new: int, stops: frozenset[int], stats: SpeculativeStats
 ) -> Iterator[int]:
     if max_new == 0:
         return
-    device = next(model.parameters()).device
-    # As plain greedy: the last new id is never fed, and the context ends at max_seq_len.
-    limit = min(max_new, model.config.max_seq_len - len(prompt) + 1)
-    with _inference(model):
-        cache = model.new_cache(1, len(prompt) + limit - 1, device=device)
-        logits = model(torch.tensor([prompt], device=device), cache, heads=True)[0, -1]  # (K, V)
-        guess = logits.argmax(dim=-1).tolist()  # (K,): the next id, then K-1 drafts
+    device, limit, cache, guess = _prefill(model, prompt, max_new)
     k = len(guess)
     emitted = 0
     while True:
@@ -137,11 +147,7 @@ def _stepwise(
 ) -> Iterator[int]:
     if max_new == 0:
         return
-    device = next(model.parameters()).device
-    limit = min(max_new, model.config.max_seq_len - len(prompt) + 1)
-    with _inference(model):
-        cache = model.new_cache(1, len(prompt) + limit - 1, device=device)
-        guess = model(torch.tensor([prompt], device=device), cache, heads=True)[0, -1].argmax(dim=-1).tolist()
+    device, limit, cache, guess = _prefill(model, prompt, max_new)
     emitted = 0
     pending: list[int] = []  # drafts of the current round not yet checked
     while True:

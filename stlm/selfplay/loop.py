@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from torch import nn
 
 from stlm import checkpoint as ckpt_io
 from stlm import registry
-from stlm.config import OptimConfig, RuntimeConfig, apply_overrides, apply_resume_overrides, config_from_dict
+from stlm.config import OptimConfig, RuntimeConfig, SectionedConfig, apply_resume_overrides
 from stlm.errors import UserError
 from stlm.families import ModelFamily
 from stlm.runtime import resolve_runtime, run_header, seed_everything
@@ -94,7 +94,7 @@ def _selfplay_optim() -> OptimConfig:
 
 
 @dataclass
-class SelfPlayConfig:
+class SelfPlayConfig(SectionedConfig):
     game: str = "tictactoe"  # the game both seats play (tictactoe)
     model: str = "decoder-tiny"  # a decoder-only preset: the policy
     # model settings changed from the preset (as a pretraining run's model.<key>): a narrow policy is plenty here
@@ -102,16 +102,6 @@ class SelfPlayConfig:
     optim: OptimConfig = field(default_factory=_selfplay_optim)
     train: SelfPlayTrainConfig = field(default_factory=SelfPlayTrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> SelfPlayConfig:
-        return config_from_dict(cls, raw, source=source)
-
-    def with_overrides(self, overrides: dict[str, Any], *, source: str = "command line") -> SelfPlayConfig:
-        return apply_overrides(self, overrides, source=source)
 
 
 @dataclass

@@ -25,13 +25,13 @@ N_matmul = parameters in matmuls, the LM head included, the embedding lookup not
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from stlm.evaluation.flops import count_flops  # the one FLOP counter (CPU flash attention included)
+from stlm.runtime import fastest_seconds
 
 # The matmul size of the peak measurement: big enough to reach the kernels'
 # steady state on a CPU, small enough to take well under a second.
@@ -89,15 +89,7 @@ def matmul_peak(
     a = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
     b = torch.randn(size, size, generator=g).to(device=device, dtype=dtype)
     flops = 2 * size**3
-    best = float("inf")
-    for i in range(repeats + 2):  # two warm-up calls
-        _sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        _sync(device)
-        if i >= 2:
-            best = min(best, time.perf_counter() - t0)
-    return flops / best
+    return flops / fastest_seconds(lambda: a @ b, trials=repeats, warmups=2, sync=lambda: _sync(device))
 
 
 def mfu(flops_per_s: float, peak_flops_per_s: float) -> float:

@@ -3,7 +3,7 @@
 The table below is what a hostile new user types: bad flags and ranges, bad
 `--set` values, broken recipes, data files, tokenizer files, fine-tuning files
 and corrupted copies of a real (tiny) run. Every case runs in-process through
-`stlm.cli.main.main` (a few through a subprocess, as the console script) and
+`stlm.cli.main.main` (a few through subprocesses, side by side, as the console script) and
 must end with exit 2, exactly one stderr line `stlm ...: error: ...`, no
 traceback, and every file that was in the test's folder before it unchanged
 (stat per case; bytes compared once at the end). The counts are printed
@@ -544,10 +544,32 @@ def digest(root: Path, names) -> dict[str, str]:
     }
 
 
+@contextlib.contextmanager
+def process_state_kept():
+    """What a command may change in its process and the next case would inherit, put back after it:
+    environment, working folder, torch's thread count, the root logger's handlers and level."""
+    import logging
+
+    import torch
+
+    env, cwd, threads = dict(os.environ), os.getcwd(), torch.get_num_threads()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        torch.set_num_threads(threads)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+
+
 def run_in_process(argv: list[str]) -> tuple[object, str, str | None]:
     """(exit code, stderr, traceback text if an exception escaped main)."""
     err, out = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
+    with process_state_kept(), contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
         try:
             code: object = main(argv)
         except SystemExit as exc:
@@ -557,12 +579,32 @@ def run_in_process(argv: list[str]) -> tuple[object, str, str | None]:
     return code, err.getvalue(), None
 
 
-def run_subprocess(argv: list[str], cwd: Path) -> tuple[object, str, str | None]:
+def start_subprocess(argv: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m stlm ARGV` started (as the console script runs it): finish it with `finish_subprocess`."""
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    proc = subprocess.run(
-        [sys.executable, "-m", "stlm", *argv], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    return subprocess.Popen(
+        [sys.executable, "-m", "stlm", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+        cwd=cwd,
     )
-    return proc.returncode, proc.stderr, None
+
+
+def finish_subprocess(proc: subprocess.Popen) -> tuple[object, str, str | None]:
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+    return proc.returncode, err, None
+
+
+def changed_files(before: dict, after: dict) -> list[str]:
+    return sorted(p for p in before if before[p] != after.get(p))
 
 
 def test_table_has_at_least_150_inputs_across_every_subcommand():
@@ -583,13 +625,27 @@ def test_every_bad_input_is_one_line_exit_2_and_changes_no_file(tmp_path, tiny_r
     bytes_before = digest(tmp_path, before_all)
     counts = {"inputs tried": 0, "tracebacks": 0, "silent accepts": 0, "files changed": 0, "not one line": 0}
     failures = []
+    # The console-script cases run side by side first (each is mostly a fresh interpreter importing
+    # torch); a file any of them changed is charged to each of them. Each also runs in-process below:
+    # the same exit code and stderr show that the in-process path is the console script's.
+    after = before_all
+    started = {name: start_subprocess(fill(t, places), tmp_path) for name, t in CASES if name in SUBPROCESS}
+    ran_apart = {name: finish_subprocess(proc) for name, proc in started.items()}
+    before, after = after, snapshot(tmp_path)
+    changed_apart = changed_files(before, after)
     for name, template in CASES:
         argv = fill(template, places)
-        before = snapshot(tmp_path)
-        code, err, trace = run_subprocess(argv, tmp_path) if name in SUBPROCESS else run_in_process(argv)
+        before = after  # nothing runs between one case's last look and the next case
+        code, err, trace = run_in_process(argv)
+        after = snapshot(tmp_path)
+        changed = changed_files(before, after)
+        problems = []
+        if name in ran_apart:
+            if ran_apart[name] != (code, err, trace):
+                problems.append(f"in-process {(code, err)!r} differs from the console script's {ran_apart[name][:2]!r}")
+            (code, err, trace), changed = ran_apart[name], sorted({*changed, *changed_apart})
         counts["inputs tried"] += 1
         lines = err.strip().splitlines()
-        problems = []
         if trace is not None or "Traceback" in err:
             counts["tracebacks"] += 1
             problems.append("traceback: " + (trace or err).strip().splitlines()[-1])
@@ -601,8 +657,6 @@ def test_every_bad_input_is_one_line_exit_2_and_changes_no_file(tmp_path, tiny_r
         if trace is None and (len(lines) != 1 or not lines[0].startswith("stlm") or ": error: " not in lines[0]):
             counts["not one line"] += 1
             problems.append(f"stderr has {len(lines)} lines: {err.strip()[-300:]!r}")
-        after = snapshot(tmp_path)
-        changed = sorted(p for p in before if before[p] != after.get(p))
         if changed:
             counts["files changed"] += 1
             problems.append(f"changed {changed[:3]}")

@@ -7,7 +7,7 @@ import pytest
 from stlm import api
 from stlm.cli.main import main
 from stlm.tokenizers import ByteTokenizer
-from tests.interop.export_runs import decoder_run, save_run, t5_run
+from tests.interop.export_runs import save_run
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -16,12 +16,11 @@ def _one_thread_for_tiny_models(one_thread):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
+def runs(tmp_path_factory, decoder_export_run, t5_export_run):
     return {
-        "decoder": decoder_run(root),
-        "t5": t5_run(root),
-        "pooled": save_run(root, "pooled-tiny", {}, ByteTokenizer(), std=0.02),
+        "decoder": decoder_export_run,
+        "t5": t5_export_run,
+        "pooled": save_run(tmp_path_factory.mktemp("runs"), "pooled-tiny", {}, ByteTokenizer(), std=0.02),
     }
 
 

@@ -245,26 +245,20 @@ def test_a_full_disk_while_writing_an_evaluation_is_one_line_and_leaves_no_half_
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_full_disk_while_plotting_is_one_line(capsys, monkeypatch, tmp_path, tiny_run):
+def test_a_full_disk_while_plotting_is_one_line(capsys, full_disk, tmp_path, tiny_run):
     import matplotlib.figure
 
-    def full_disk(self, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full_disk)
+    full_disk(matplotlib.figure.Figure, "savefig")
     code, _, err = run(capsys, "plot", tiny_run, "--out", tmp_path / "c.png")
     assert (
         code == 2 and one_line(err) == f"stlm plot: error: cannot write {tmp_path / 'c.png'}: No space left on device"
     )
 
 
-def test_a_full_disk_while_preparing_is_one_line_and_leaves_no_partial_cache(capsys, monkeypatch, tmp_path, corpus_dir):
+def test_a_full_disk_while_preparing_is_one_line_and_leaves_no_partial_cache(capsys, full_disk, tmp_path, corpus_dir):
     from stlm.data import shards
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(shards, "_write_tokens", full_disk)
+    full_disk(shards, "_write_tokens")
     code, _, err = run(capsys, "prepare", "--data", corpus_dir, "--cache-dir", tmp_path / "cache")
     # prepare has no --quiet: its progress bar comes first, then the one line
     assert code == 2 and "Traceback" not in err
@@ -281,7 +275,7 @@ def test_the_console_script_reads_a_non_utf8_argument_as_bytes(tiny_run):
 
 
 def test_a_full_disk_while_training_is_one_line_and_the_previous_checkpoint_resumes(
-    capsys, monkeypatch, tmp_path, corpus_dir, cache_dir, one_thread
+    capsys, monkeypatch, full_disk, tmp_path, corpus_dir, cache_dir, one_thread
 ):
     import json
 
@@ -293,15 +287,7 @@ def test_a_full_disk_while_training_is_one_line_and_the_previous_checkpoint_resu
 
     recipe = tmp_path / "recipe.json"
     recipe.write_text(json.dumps(tiny_config(corpus_dir, cache_dir, steps=4, save_every=2, eval_tokens=512).to_dict()))
-    real_save, saves = torch.save, {"n": 0}
-
-    def disk_fills_up(*args, **kwargs):
-        saves["n"] += 1
-        if saves["n"] == 2:  # the second checkpoint (step 4)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", disk_fills_up)
+    real_save = full_disk(torch, "save", on_call=2)  # the second checkpoint (step 4)
     run_dir = tmp_path / "run"
     code, _, err = run(capsys, "train", "--config", recipe, "--out", run_dir, "--quiet")
     line = err.strip().splitlines()[-1]
@@ -313,13 +299,10 @@ def test_a_full_disk_while_training_is_one_line_and_the_previous_checkpoint_resu
     assert code == 0 and ckpt_io.load(run_dir).step == 4  # and resumes to the end
 
 
-def test_a_full_disk_while_exporting_is_one_line(capsys, monkeypatch, tmp_path):
+def test_a_full_disk_while_exporting_is_one_line(capsys, full_disk, tmp_path):
     import safetensors.torch
 
-    def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    full_disk(safetensors.torch, "save_file")
     t5_run = Path(__file__).resolve().parents[1] / "fixtures" / "old-layout" / "t5"
     code, _, err = run(capsys, "hf-export", t5_run, "--out", tmp_path / "hf")
     line = one_line(err)

@@ -14,15 +14,15 @@ import torch
 from stlm import api
 from stlm.interop.gguf import interleave_rotary
 from stlm.tokenizers import ByteTokenizer
-from tests.interop.export_runs import DECODER, MIXED_TEXT, decoder_run
+from tests.interop.export_runs import DECODER, MIXED_TEXT
 
 TOKENIZER = ByteTokenizer()
 IDS = TOKENIZER.encode(MIXED_TEXT, bos=True)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return decoder_run(tmp_path_factory.mktemp("runs"))
+def run(decoder_export_run):
+    return decoder_export_run
 
 
 @pytest.fixture(scope="module")

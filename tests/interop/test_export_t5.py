@@ -15,14 +15,14 @@ import torch
 
 from stlm import api
 from stlm.tokenizers import ByT5Tokenizer
-from tests.interop.export_runs import MIXED_TEXT, t5_run
+from tests.interop.export_runs import MIXED_TEXT
 
 SOURCE = "The <extra_id_0> walks in <extra_id_1> park. " + MIXED_TEXT
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return t5_run(tmp_path_factory.mktemp("runs"))
+def run(t5_export_run):
+    return t5_export_run
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,3 @@
-import errno
-
 import pytest
 import torch
 
@@ -70,15 +68,11 @@ def test_corrupt_bytes_are_detected(tmp_path):
         ckpt_io.resolve_checkpoint(ckpt)
 
 
-def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
+def test_failed_save_leaves_previous_checkpoint_intact(tmp_path, full_disk):
     model = _model()
     good = _save(tmp_path, 1, model)
     before = {p.name: p.read_bytes() for p in good.iterdir()}
-
-    def disk_full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", disk_full)
+    full_disk(torch, "save")
     with pytest.raises(OSError):
         _save(tmp_path, 2, model)
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == [good.name]  # no temp dir left

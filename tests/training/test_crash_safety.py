@@ -1,6 +1,5 @@
 """Crash safety: SIGKILL at random moments, non-finite losses, a full disk while saving."""
 
-import errno
 import json
 import os
 import random
@@ -127,18 +126,12 @@ def test_nonfinite_loss_too_often_stops_with_a_clear_error(
     assert all(torch.isfinite(t).all() for t in load_file(latest / "model.safetensors").values())
 
 
-def test_full_disk_while_saving_keeps_the_previous_checkpoint(tmp_path, corpus_dir, cache_dir, monkeypatch, one_thread):
+def test_full_disk_while_saving_keeps_the_previous_checkpoint(
+    tmp_path, corpus_dir, cache_dir, monkeypatch, full_disk, one_thread
+):
     cfg = tiny_config(corpus_dir, cache_dir, steps=4, save_every=2, eval_tokens=512)
     straight = train(cfg, tmp_path / "straight", progress=False)
-    real_save, saves = torch.save, {"n": 0}
-
-    def disk_fills_up(*args, **kwargs):
-        saves["n"] += 1
-        if saves["n"] == 2:  # the second checkpoint (step 4)
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_save(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", disk_fills_up)
+    real_save = full_disk(torch, "save", on_call=2)  # the second checkpoint (step 4)
     run = tmp_path / "run"
     with pytest.raises(OSError, match="No space left"):
         train(cfg, run, progress=False)
