@@ -106,20 +106,29 @@ def test_ctranslate2_greedy_equals_stlm(run, hf_dir, source, greedy, tmp_path):
 
 
 FLAX_VERSIONS = {"transformers": "4.57", "jax": "0.4.38", "flax": "0.10.2"}
+TF_VERSIONS = {"transformers": "4.57", "tensorflow": "2.18", "tf-keras": "2.18"}
 
 
-def _flax_route_missing() -> str | None:
-    for package, version in FLAX_VERSIONS.items():
+def _route_missing(route: str, versions: dict[str, str], why: str) -> str | None:
+    for package, version in versions.items():
         try:
             installed = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             installed = None
         if installed is None or not installed.startswith(version):
-            return (
-                f"the JAX/Flax route needs transformers 4.57, jax 0.4.38 and flax 0.10.2 "
-                f"(transformers 5 dropped its Flax classes; newer jax breaks the port): {package} is {installed}"
-            )
+            needs = ", ".join(f"{p} {v}" for p, v in versions.items())
+            return f"the {route} route needs {needs} ({why}): {package} is {installed}"
     return None
+
+
+def _flax_route_missing() -> str | None:
+    return _route_missing(
+        "JAX/Flax", FLAX_VERSIONS, "transformers 5 dropped its Flax classes; newer jax breaks the port"
+    )
+
+
+def _tf_route_missing() -> str | None:
+    return _route_missing("TensorFlow", TF_VERSIONS, "transformers 5 dropped its TensorFlow classes")
 
 
 @pytest.mark.skipif(_flax_route_missing() is not None, reason=str(_flax_route_missing()))
@@ -129,6 +138,18 @@ def test_flax_t5_loads_the_hf_export(model, hf_dir, source, greedy):
     flax_model = transformers.FlaxT5ForConditionalGeneration.from_pretrained(hf_dir, from_pt=True)
     target = [0, *greedy]
     logits = np.asarray(flax_model(input_ids=np.array([source]), decoder_input_ids=np.array([target])).logits[0])
+    with torch.no_grad():
+        reference = model.module(torch.tensor([source]), torch.tensor([target]))[0].numpy()
+    assert np.abs(logits - reference).max() < 1e-4
+
+
+@pytest.mark.skipif(_tf_route_missing() is not None, reason=str(_tf_route_missing()))
+def test_tensorflow_t5_loads_the_hf_export(model, hf_dir, source, greedy):
+    import transformers
+
+    tf_model = transformers.TFT5ForConditionalGeneration.from_pretrained(hf_dir, from_pt=True)
+    target = [0, *greedy]
+    logits = tf_model(input_ids=np.array([source]), decoder_input_ids=np.array([target])).logits.numpy()[0]
     with torch.no_grad():
         reference = model.module(torch.tensor([source]), torch.tensor([target]))[0].numpy()
     assert np.abs(logits - reference).max() < 1e-4
