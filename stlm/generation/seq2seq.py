@@ -6,7 +6,9 @@ self-attention keys and values of earlier steps and the cross-attention keys
 and values projected once from the encoder output. Batch size 1: one source.
 `generate_seq2seq_batch` runs greedy decoding for many sources at once (right-
 padded, masked, rows dropped from the batch as they finish), with each row's
-output equal to its own one-source run.
+output equal to its own one-source run; it drives a `Seq2SeqRows`, the batch
+that a server's rows also join and leave between steps, each at its own
+decoder position.
 Beam search makes the beams the batch and, after every step, reorders the
 cache rows to follow the beams that survived.
 

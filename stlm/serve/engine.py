@@ -98,10 +98,11 @@ class Row:
 
 
 class Engine:
-    """`batched=False` advances every row by its family's own loop even where the family can
-    batch: the one-forward-per-row engine, kept for the bench that compares the two."""
+    """The worker and its queues. `batch` is the family's `RowBatch`, or None (pooled) to advance
+    every row by its family's own loop; setting it to None before `start` forces that per-row
+    engine on any family (bench/serve_batching.py compares the two)."""
 
-    def __init__(self, model: Model, *, max_batch: int, queue_size: int, batched: bool = True) -> None:
+    def __init__(self, model: Model, *, max_batch: int, queue_size: int) -> None:
         self.model = model
         self.max_batch = max_batch
         self.queue_size = queue_size
@@ -111,7 +112,7 @@ class Engine:
         self._paused = False
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.batch: RowBatch | None = model.family.row_batch(model.module) if batched else None
+        self.batch: RowBatch | None = model.family.row_batch(model.module)
         self._members: list[Row] = []  # the rows in `batch`, in its row order
         self.on_tokens: Callable[[int], None] = lambda n: None  # metrics hook: ids generated in a round
 

@@ -50,13 +50,15 @@ def make_row(model, request) -> tuple[Row, Collected]:
     return Row(0, model.family.prompt_ids(model.tokenizer, prompt), sampling, seed, out), out
 
 
-def serve(model, requests, *, staggered: bool) -> tuple[list[tuple], list[int]]:
+def serve(model, requests, *, staggered: bool, per_row: bool = False) -> tuple[list[tuple], list[int]]:
     """(ids, text, finish reason) of each request, and the size of every batched step."""
     engine = Engine(model, max_batch=4, queue_size=16)
     assert engine.batch is not None, "decoder and T5 runs are served by a batch"
     sizes: list[int] = []
     step = engine.batch.step
     engine.batch.step = lambda ids: (sizes.append(len(ids)), step(ids))[1]  # type: ignore[method-assign]
+    if per_row:
+        engine.batch = None  # each row by its family's own loop (the engine before batching)
     engine.start()
     results = []
     try:
@@ -75,7 +77,8 @@ def serve(model, requests, *, staggered: bool) -> tuple[list[tuple], list[int]]:
         deadline = time.monotonic() + 10
         while engine.counts() != (0, 0) and time.monotonic() < deadline:
             time.sleep(0.005)
-        assert engine.counts() == (0, 0) and len(engine.batch) == 0  # every row left, its cache rows freed
+        assert engine.counts() == (0, 0)
+        assert engine.batch is None or len(engine.batch) == 0  # every row left, its cache rows freed
     finally:
         engine.stop()
     return results, sizes
@@ -102,6 +105,7 @@ def check_together_equals_alone(model) -> None:
     alone, alone_sizes = serve(model, REQUESTS, staggered=False)
     assert max(sizes) >= 3 and max(alone_sizes) == 1  # shared steps together; one row at a time alone
     assert together == alone
+    assert serve(model, REQUESTS, staggered=True, per_row=True)[0] == alone  # as the per-row engine serves them
     for request, (ids, _, _) in zip(REQUESTS, alone):
         if not request[4]:  # no stop string: the whole answer is the loop's
             assert ids == loop_ids(model, request)
