@@ -382,7 +382,8 @@ class T5Cache:
         floor = torch.finfo(mine[2].dtype).min
         self.cross_mask = torch.cat([widen(mine[2], 3, s, floor), widen(theirs[2], 3, s, floor).to(mine[2].dtype)])
         self.length = max(self.length, other.length)
-        self.self_mask = None  # its size follows max_len; rebuilt by the next decode call
+        if self.self_mask is not None and self.self_mask.shape[-1] != max_len:
+            self.self_mask = None  # its size follows max_len; rebuilt by the next decode call
 
     def _row_cross(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Cross-attention keys and values per layer, one per row (B, H, S, Dh), and the additive
