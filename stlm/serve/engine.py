@@ -173,7 +173,13 @@ class Engine:
                     joining.append(self._waiting.popleft())
                     self._active.append(joining[-1])
                 rows = list(self._active)
-            stepped = self._batched_round(joining) if self.batch is not None else self._one_by_one(rows)
+            try:
+                stepped = self._batched_round(joining) if self.batch is not None else self._one_by_one(rows)
+            except Exception as exc:  # a bug outside one row's step: fail the live rows, keep serving
+                self._fail(rows, exc)
+                if self.batch is not None:
+                    self._reset()
+                stepped = 0
             self.on_tokens(stepped)
             with self._cond:
                 self._active = [r for r in self._active if not r.done]
