@@ -196,6 +196,11 @@ class DecoderRows:
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         self.last = self.last + 1
         with _inference(self.model):
+            if len(self) == 1:
+                # One row: `generate`'s own step (no per-row mask or scattered cache writes), the
+                # cache's length set to the row's position; slots beyond it are never read.
+                self.cache.length = int(self.last[0])
+                return self.model(ids[:, None], self.cache)[:, -1]  # (1, 1) -> (1, V)
             return self.model(ids[:, None], self.cache, positions=self.last)[:, -1]  # (B, 1) -> (B, V)
 
     def keep(self, rows: list[int]) -> None:

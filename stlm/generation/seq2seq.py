@@ -179,6 +179,9 @@ class Seq2SeqRows:
         model = self.model
         with _inference(model):
             # encoder_out is not read: the cache holds the cross-attention keys of every row.
+            if len(self) == 1:  # one row: the single-source step, the cache's length at the row's position
+                self.cache.length = int(self.last[0])
+                return model.decode(ids[:, None], _NO_SOURCE, cache=self.cache)[:, -1]  # (1, V)
             return model.decode(ids[:, None], _NO_SOURCE, cache=self.cache, positions=self.last)[:, -1]  # (B, V)
 
     def keep(self, rows: list[int]) -> None:
