@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from stlm.generation.sampling import check_max_new_tokens, check_sampling_args, sample_next
+from stlm.models.layers import KVCache
 from stlm.tokenizers.byte import EOS_ID
 
 
@@ -152,7 +153,7 @@ class DecoderRows:
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.device = next(model.parameters()).device
-        self.cache = None
+        self.cache: KVCache | None = None
         self.last = torch.zeros(0, dtype=torch.long, device=self.device)  # (B,) each row's newest position
 
     def __len__(self) -> int:
