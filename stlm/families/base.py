@@ -8,6 +8,7 @@ asks which family it holds:
                     how a prompt and a (prompt, target) pair become ids and tensors
     trains          which objectives fit, the longest window, a hook before the first step
     generates       streamed sampling and batched greedy decoding with the family's cache,
+                    rows that join and leave a running batch (`row_batch`, for servers),
                     int8 weights for CPU inference (`quantize`)
     is listed       its shape line in `stlm models` and, where it has one, a breakdown by part
 
@@ -29,6 +30,7 @@ from torch import nn
 from stlm.config import coerce
 from stlm.errors import UserError
 from stlm.generation.quantize import quantize_linear_int8
+from stlm.generation.rows import RowBatch
 from stlm.generation.speculative import generate_speculative
 from stlm.interop.formats import Exporter
 from stlm.objectives.preference import sequence_logprobs
@@ -190,6 +192,12 @@ class ModelFamily:
             list(self.stream(model, prompt, eos_id=eos_id, max_new_tokens=max_new_tokens, temperature=0.0))
             for prompt in prompts
         ]
+
+    def row_batch(self, model: nn.Module) -> RowBatch | None:
+        """An empty batch that rows join and leave between steps (`stlm.generation.rows`), for a
+        server's continuous batching; None where the family's cache cannot hold rows at different
+        positions, and its rows decode one by one with `stream`."""
+        return None
 
     def quantize(self, model: nn.Module, mode: str) -> nn.Module:
         """The model for CPU inference with its weights as `mode` says (a value of

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 from torch import nn
 
 from stlm.families.base import CausalFamily
-from stlm.generation.decoder import generate, generate_batch
+from stlm.generation.decoder import DecoderRows, generate, generate_batch
 from stlm.interop.formats import CT2_DECODER, GGUF, HF_LLAMA, ONNX_DECODER, Exporter
 from stlm.models.decoder import PRESETS, DecoderConfig, DecoderLM, count_params
 
@@ -40,3 +40,6 @@ class DecoderFamily(CausalFamily):
     ) -> list[list[int]]:
         # One batch: prompts right-padded, each row at its own rotary position (decoder.generate_batch).
         return generate_batch(model, prompts, max_new_tokens=max_new_tokens, stop_ids=(eos_id,))
+
+    def row_batch(self, model: nn.Module) -> DecoderRows:
+        return DecoderRows(model)

@@ -89,6 +89,8 @@ class PooledFamily(CausalFamily):
         mean_patch = model.fit_boundaries(sample)
         return f"entropy boundaries fitted on {len(sample):,} ids: {mean_patch:.2f} ids per patch"
 
+    # No `row_batch`: the cache is one sequence's open patch and the core steps only where that
+    # sequence closes a patch, so a server advances pooled rows one by one (docs/serve.md).
     def stream(self, model: nn.Module, prompt_ids: list[int], *, eos_id: int, **sampling: Any) -> Iterator[int]:
         # Patch state is per sequence, so greedy batches loop over prompts (the base class does).
         return generate(model, prompt_ids, stop_ids=(eos_id,), **self._sampling(sampling))

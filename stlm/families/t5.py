@@ -16,7 +16,7 @@ from torch import nn
 
 from stlm.errors import UserError
 from stlm.families.base import ModelFamily
-from stlm.generation.seq2seq import generate_seq2seq, generate_seq2seq_batch, stream_seq2seq
+from stlm.generation.seq2seq import Seq2SeqRows, generate_seq2seq, generate_seq2seq_batch, stream_seq2seq
 from stlm.interop.formats import CT2_T5, HF_T5, ONNX_T5, Exporter
 from stlm.models.t5 import PRESETS, T5Config, T5Model, config_from_name, count_params
 from stlm.models.t5.model import shift_right
@@ -133,6 +133,9 @@ class T5Family(ModelFamily):
         self, model: nn.Module, prompts: list[list[int]], *, eos_id: int, max_new_tokens: int
     ) -> list[list[int]]:
         return generate_seq2seq_batch(model, prompts, max_new_tokens=max_new_tokens, eos_id=eos_id)
+
+    def row_batch(self, model: nn.Module) -> Seq2SeqRows:
+        return Seq2SeqRows(model)
 
     def quantize(self, model: nn.Module, mode: str) -> nn.Module:
         # The tied head is a bare matmul with the embedding, no Linear to replace: give it one

@@ -4,6 +4,8 @@
     decoder.py    cached decoding of decoder-only models, one sequence or a greedy batch
     pooled.py     the same loop for pooled byte models (per-sequence patch state)
     seq2seq.py    encoder-decoders: encode once, decode with a self/cross-attention cache; beams
+    rows.py       what a batch of rows that join and leave between steps offers (continuous
+                  batching for a server): decoder.DecoderRows, seq2seq.Seq2SeqRows
 
 Which loop a model uses is its family's choice (`stlm.registry` rows' `stream`
 and `generate_greedy`).

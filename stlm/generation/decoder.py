@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from stlm.generation.sampling import check_max_new_tokens, check_sampling_args, sample_next
+from stlm.models.layers import KVCache
 from stlm.tokenizers.byte import EOS_ID
 
 
@@ -104,58 +105,113 @@ def generate_batch(
 ) -> list[list[int]]:
     """Greedy continuations of several prompts, each equal to `generate(..., temperature=0)` on it alone.
 
-    The model needs what `generate` needs plus `forward(ids, cache, positions)`
-    (a `DecoderLM`). Prompts are right-padded and prefilled in one causal pass:
-    a real token never sees the padding after it. Then every step feeds each
-    row's newest token at that row's own position (`positions`), so rows of
-    different lengths share a step while keeping their rotary positions and
-    cache slots. A row ends as `generate` ends it (a stop id, max_new_tokens,
-    or its context full) and leaves the batch with its cache rows.
+    The prompts join one `DecoderRows` together and step as one batch; a row
+    ends as `generate` ends it (a stop id, max_new_tokens, or its context
+    full) and leaves the batch with its cache rows.
     """
     check_max_new_tokens(max_new_tokens)
     rows = [list(prompt) for prompt in prompts]
-    max_seq_len = model.config.max_seq_len
-    for row in rows:
-        if not row:
-            raise ValueError("a prompt is empty: start it with at least one token (e.g. BOS)")
-        if len(row) > max_seq_len:
-            raise ValueError(
-                f"prompt of {len(row)} tokens is longer than the model's max_seq_len {max_seq_len}; shorten it"
-            )
+    batch = DecoderRows(model)
     outputs: list[list[int]] = [[] for _ in rows]
     if not rows or max_new_tokens == 0:
+        for row in rows:
+            batch.check(row)
         return outputs
     stops = frozenset(stop_ids)
-    device = next(model.parameters()).device
-    lengths = [len(row) for row in rows]
-    # The tokens row i may write: generate stops once its cache (prompt + new - 1) is full.
-    limits = [min(max_new_tokens, max_seq_len - n + 1) for n in lengths]
-    width = max(lengths)
-    prompt = torch.zeros((len(rows), width), dtype=torch.long, device=device)  # (B, P), right-padded
-    for i, row in enumerate(rows):
-        prompt[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    limits = [batch.limit(row, max_new_tokens) for row in rows]
     live = list(range(len(rows)))  # which prompt each batch row belongs to
-    last = torch.tensor(lengths, device=device) - 1  # (B,) each row's newest position
-    with _inference(model):
+    chosen = batch.join(rows, limits).argmax(dim=-1)  # (B,)
+    while True:
+        keep = []
+        for i, (row, token) in enumerate(zip(live, chosen.tolist())):
+            outputs[row].append(token)
+            if token not in stops and len(outputs[row]) < limits[row]:
+                keep.append(i)
+        if not keep:
+            return outputs
+        if len(keep) < len(live):
+            batch.keep(keep)
+            chosen = chosen[keep]
+            live = [live[i] for i in keep]
+        chosen = batch.step(chosen).argmax(dim=-1)  # (b,)
+
+
+class DecoderRows:
+    """Rows of a decoder-only model decoding as one batch, joining and leaving between steps
+    (`stlm.generation.rows.RowBatch`).
+
+    The model needs what `generate` needs plus `forward(ids, cache, positions)`
+    (a `DecoderLM`). Joining prompts are right-padded and prefilled in one
+    causal pass (a real token never sees the padding after it) into a cache of
+    their own, which is then appended to the running one (`KVCache.extend`).
+    Every step feeds each row's newest id at that row's own position, so rows
+    of different lengths share a step while keeping their rotary positions and
+    cache slots; attention reads slots up to the furthest row's position, the
+    others' later slots masked.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.cache: KVCache | None = None
+        self.last = torch.zeros(0, dtype=torch.long, device=self.device)  # (B,) each row's newest position
+
+    def __len__(self) -> int:
+        return len(self.last)
+
+    def check(self, prompt: list[int]) -> None:
+        if not prompt:
+            raise ValueError("a prompt is empty: start it with at least one token (e.g. BOS)")
+        max_seq_len = self.model.config.max_seq_len
+        if len(prompt) > max_seq_len:
+            raise ValueError(
+                f"prompt of {len(prompt)} tokens is longer than the model's max_seq_len {max_seq_len}; shorten it"
+            )
+
+    def limit(self, prompt: list[int], max_new_tokens: int) -> int:
+        # generate stops once its cache (prompt + new - 1 positions) fills the context.
+        return min(max_new_tokens, self.model.config.max_seq_len - len(prompt) + 1)
+
+    def join(self, prompts: list[list[int]], limits: list[int]) -> torch.Tensor:
+        for prompt in prompts:
+            self.check(prompt)
+        model, device = self.model, self.device
+        lengths = [len(p) for p in prompts]
+        width = max(lengths)
+        ids = torch.zeros((len(prompts), width), dtype=torch.long, device=device)  # (n, P), right-padded
+        for i, prompt in enumerate(prompts):
+            ids[i, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        last = torch.tensor(lengths, device=device) - 1  # (n,)
+        # The last new id is never fed back: a row needs prompt + limit - 1 slots.
         slots = max(width, max(n + k - 1 for n, k in zip(lengths, limits)))
-        cache = model.new_cache(len(rows), slots, device=device)
-        logits = model(prompt, cache)  # prefill: (B, P) -> (B, P, V)
-        chosen = logits[torch.arange(len(rows), device=device), last].argmax(dim=-1)  # (B,)
-        while True:
-            keep = []
-            for i, (row, token) in enumerate(zip(live, chosen.tolist())):
-                outputs[row].append(token)
-                if token not in stops and len(outputs[row]) < limits[row]:
-                    keep.append(i)
-            if not keep:
-                return outputs
-            if len(keep) < len(live):
-                index = torch.tensor(keep, device=device)
-                cache.reorder(index)
-                chosen, last = chosen[index], last[index]
-                live = [live[i] for i in keep]
-            last = last + 1
-            chosen = model(chosen[:, None], cache, positions=last)[:, -1].argmax(dim=-1)  # (b, 1) -> (b,)
+        with _inference(model):
+            cache = model.new_cache(len(prompts), slots, device=device)
+            logits = model(ids, cache)  # prefill: (n, P) -> (n, P, V)
+            if self.cache is None or len(self) == 0:
+                self.cache = cache
+            else:
+                self.cache.extend(cache)
+            self.last = torch.cat([self.last, last])
+            return logits[torch.arange(len(prompts), device=device), last]  # (n, V)
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        self.last = self.last + 1
+        with _inference(self.model):
+            if len(self) == 1:
+                # One row: `generate`'s own step (no per-row mask or scattered cache writes), the
+                # cache's length set to the row's position; slots beyond it are never read.
+                self.cache.length = int(self.last[0])
+                return self.model(ids[:, None], self.cache)[:, -1]  # (1, 1) -> (1, V)
+            return self.model(ids[:, None], self.cache, positions=self.last)[:, -1]  # (B, 1) -> (B, V)
+
+    def keep(self, rows: list[int]) -> None:
+        if len(rows) == len(self):
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.last = self.last[index]
+        if self.cache is not None:
+            with _inference(self.model):
+                self.cache.reorder(index)
 
 
 @contextmanager

@@ -6,7 +6,9 @@ self-attention keys and values of earlier steps and the cross-attention keys
 and values projected once from the encoder output. Batch size 1: one source.
 `generate_seq2seq_batch` runs greedy decoding for many sources at once (right-
 padded, masked, rows dropped from the batch as they finish), with each row's
-output equal to its own one-source run.
+output equal to its own one-source run; it drives a `Seq2SeqRows`, the batch
+that a server's rows also join and leave between steps, each at its own
+decoder position.
 Beam search makes the beams the batch and, after every step, reorders the
 cache rows to follow the beams that survived.
 
@@ -32,11 +34,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from stlm.generation.sampling import check_max_new_tokens, check_sampling_args, sample_next
-from stlm.models.t5 import T5Model
+from stlm.models.t5 import T5Cache, T5Model
 
 # What "never" scores, as in the reference: large enough to lose every comparison,
 # finite so that adding log-probabilities to it stays ordered.
 _NEVER = -1.0e9
+# What `decode` gets for the encoder output once the cache holds the cross-attention keys.
+_NO_SOURCE = torch.empty(0)
 
 
 def generate_seq2seq(
@@ -88,13 +92,10 @@ def generate_seq2seq_batch(
 ) -> list[list[int]]:
     """Greedy outputs for several sources, each the same as `generate_seq2seq` on that source alone.
 
-    Sources are right-padded with a source mask and encoded in one pass; the
-    decoder then runs all rows in one cache. A row that writes EOS is done:
-    its output keeps the EOS, and it leaves the batch (its cache rows with it),
-    so finished rows cost nothing. Stops when every row is done or after
-    max_new_tokens. Padded keys get the dtype's minimum score, whose softmax
-    weight is exactly 0, so a row's numbers are its unbatched ones up to the
-    summation order of the kernels (tests check the tokens match).
+    The sources join one `Seq2SeqRows` together and decode as one batch. A row
+    that writes EOS is done: its output keeps the EOS, and it leaves the batch
+    (its cache rows with it), so finished rows cost nothing. Stops when every
+    row is done or after max_new_tokens.
     """
     check_max_new_tokens(max_new_tokens)
     eos = model.config.eos_id if eos_id is None else eos_id
@@ -104,33 +105,93 @@ def generate_seq2seq_batch(
     outputs: list[list[int]] = [[] for _ in rows]
     if not rows or max_new_tokens == 0:
         return outputs
-    device = model.embed.weight.device
-    width = max(len(row) for row in rows)
-    source = torch.full((len(rows), width), model.config.pad_id, dtype=torch.long, device=device)  # (B, S)
-    for i, row in enumerate(rows):
-        source[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    lengths = torch.tensor([len(row) for row in rows], device=device)  # (B,)
-    attention_mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (B, S)
+    batch = Seq2SeqRows(model)
     live = list(range(len(rows)))  # which source each batch row belongs to
-    with _inference(model):
-        encoder_out = model.encode(source, attention_mask)  # (B, S, D)
-        cache = model.new_cache(len(rows), max_new_tokens)
-        step = torch.full((len(rows), 1), model.config.decoder_start_id, dtype=torch.long, device=device)  # (B, 1)
-        for _ in range(max_new_tokens):
-            logits = model.decode(step, encoder_out, attention_mask, cache=cache)  # (b, 1, V)
-            chosen = logits[:, -1].argmax(dim=-1)  # (b,)
-            done = chosen == eos  # (b,)
-            for row, token in zip(live, chosen.tolist()):
-                outputs[row].append(token)
-            if bool(done.all()):
-                break
-            if bool(done.any()):
-                keep = (~done).nonzero().squeeze(1)  # (b',)
-                cache.reorder(keep)
-                chosen = chosen[keep]
-                live = [live[i] for i in keep.tolist()]
-            step = chosen[:, None]  # (b, 1)
+    chosen = batch.join(rows, [max_new_tokens] * len(rows)).argmax(dim=-1)  # (B,)
+    for n in range(1, max_new_tokens + 1):
+        keep = []
+        for i, (row, token) in enumerate(zip(live, chosen.tolist())):
+            outputs[row].append(token)
+            if token != eos:
+                keep.append(i)
+        if not keep or n == max_new_tokens:
+            break
+        if len(keep) < len(live):
+            batch.keep(keep)
+            chosen = chosen[keep]
+            live = [live[i] for i in keep]
+        chosen = batch.step(chosen).argmax(dim=-1)  # (b,)
     return outputs
+
+
+class Seq2SeqRows:
+    """Rows of an encoder-decoder decoding as one batch, joining and leaving between steps
+    (`stlm.generation.rows.RowBatch`).
+
+    Joining sources are right-padded with a source mask and encoded in one
+    pass; their first decoder step (the start id) runs in a cache of their own,
+    which fills its cross-attention keys, and that cache is appended to the
+    running one (`T5Cache.extend`: source keys padded to the longest source,
+    the padding masked). Every step feeds each row's newest id at that row's own
+    decoder position (`T5Model.decode(..., positions=)`). Padded keys get the
+    dtype's minimum score, whose softmax weight is exactly 0, so a row's numbers
+    are its unbatched ones up to the summation order of the kernels.
+    """
+
+    def __init__(self, model: T5Model) -> None:
+        self.model = model
+        self.device = model.embed.weight.device
+        self.cache: T5Cache | None = None
+        self.last = torch.zeros(0, dtype=torch.long, device=self.device)  # (B,) each row's newest decoder position
+
+    def __len__(self) -> int:
+        return len(self.last)
+
+    def limit(self, prompt: list[int], max_new_tokens: int) -> int:
+        return max_new_tokens  # relative positions: the decoder has no context limit of its own
+
+    def join(self, prompts: list[list[int]], limits: list[int]) -> torch.Tensor:
+        if any(not p for p in prompts):
+            raise ValueError("a source is empty: each needs at least one token (usually ending in EOS)")
+        model, device = self.model, self.device
+        width = max(len(p) for p in prompts)
+        source = torch.full((len(prompts), width), model.config.pad_id, dtype=torch.long, device=device)  # (n, S)
+        for i, prompt in enumerate(prompts):
+            source[i, : len(prompt)] = torch.tensor(prompt, dtype=torch.long)
+        lengths = torch.tensor([len(p) for p in prompts], device=device)  # (n,)
+        attention_mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (n, S)
+        start = torch.full((len(prompts), 1), model.config.decoder_start_id, dtype=torch.long, device=device)
+        with _inference(model):
+            encoder_out = model.encode(source, attention_mask)  # (n, S, D)
+            # The last new id is never fed back: the start id and limit - 1 more fill `limit` slots.
+            cache = model.new_cache(len(prompts), max(1, *limits))
+            logits = model.decode(start, encoder_out, attention_mask, cache=cache)[:, -1]  # (n, 1, V) -> (n, V)
+            if self.cache is None or len(self) == 0:
+                self.cache = cache
+            else:
+                self.cache.extend(cache)
+            self.last = torch.cat([self.last, torch.zeros(len(prompts), dtype=torch.long, device=device)])
+            return logits
+
+    def step(self, ids: torch.Tensor) -> torch.Tensor:
+        assert self.cache is not None, "step before join"
+        self.last = self.last + 1
+        model = self.model
+        with _inference(model):
+            # encoder_out is not read: the cache holds the cross-attention keys of every row.
+            if len(self) == 1:  # one row: the single-source step, the cache's length at the row's position
+                self.cache.length = int(self.last[0])
+                return model.decode(ids[:, None], _NO_SOURCE, cache=self.cache)[:, -1]  # (1, V)
+            return model.decode(ids[:, None], _NO_SOURCE, cache=self.cache, positions=self.last)[:, -1]  # (B, V)
+
+    def keep(self, rows: list[int]) -> None:
+        if len(rows) == len(self):
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.last = self.last[index]
+        if self.cache is not None:
+            with _inference(self.model):
+                self.cache.reorder(index)
 
 
 def stream_seq2seq(

@@ -173,6 +173,17 @@ class RowPositions:
         self.mask = (keys[None, None, :] <= self.slots[:, :, None])[:, None]  # (B, 1, T, end)
 
 
+def widen(x: torch.Tensor, dim: int, size: int, value: float = 0.0) -> torch.Tensor:
+    """x with dimension `dim` padded at its end to `size` with `value` (x itself when already that wide):
+    caches of rows that join a batch, each sized for its own rows, made one size."""
+    missing = size - x.shape[dim]
+    if missing <= 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = missing
+    return torch.cat([x, x.new_full(shape, value)], dim=dim)
+
+
 class KVCache:
     """Keys and values of every layer, preallocated for `max_len` positions.
 
@@ -250,6 +261,18 @@ class KVCache:
         """Keep rows `index` (long (B',)) in that order, e.g. the sequences still generating."""
         self.k = [k.index_select(0, index) for k in self.k]
         self.v = [v.index_select(0, index) for v in self.v]
+
+    def extend(self, other: KVCache) -> None:
+        """Append the rows of `other` after these (sequences joining a running batch).
+
+        The shorter of the two is widened to the other's max_len with empty
+        slots; each row keeps its slot numbers, so rows stepped with per-row
+        positions (`RowPositions`) go on as before. `length` becomes the larger.
+        """
+        max_len = max(self.max_len, other.max_len)
+        self.k = [torch.cat([widen(a, 2, max_len), widen(b, 2, max_len)]) for a, b in zip(self.k, other.k)]
+        self.v = [torch.cat([widen(a, 2, max_len), widen(b, 2, max_len)]) for a, b in zip(self.v, other.v)]
+        self.length = max(self.length, other.length)
 
     def reset(self) -> None:
         """Forget the cached positions; the buffers are reused as they are."""

@@ -1,7 +1,7 @@
 """`stlm serve`: an OpenAI-compatible HTTP server for one checkpoint, with a browser playground.
 
     protocol.py   request bodies checked into typed requests; OpenAI-shaped errors
-    engine.py     the worker thread that owns the model and steps every live choice
+    engine.py     the worker thread that owns the model: continuous batching of every live choice
     app.py        FastAPI routes, server-sent events, API key, Prometheus metrics
     static/       the playground page served at / (plain HTML, CSS and JS; no build step)
 

@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stlm.models.layers import widen
 from stlm.models.t5.config import T5Config
 
 
@@ -360,6 +361,42 @@ class T5Cache:
             if self.cross_mask is not None:
                 self.cross_mask = self.cross_mask.index_select(0, index)
 
+    def extend(self, other: T5Cache) -> None:
+        """Append the rows of `other` (sources joining a running batch) after these.
+
+        Both caches must have been through a `decode` call (their cross-attention
+        keys are filled). Decoder slots widen to the larger max_len and source
+        keys to the longer source, the padded keys masked with the dtype's
+        minimum as padding is in `decode`; each row keeps its slot numbers, so
+        rows stepped with per-row positions go on as before.
+        """
+        if self.cross_k is None or other.cross_k is None or self.cross_v is None or other.cross_v is None:
+            raise ValueError("extend joins caches that have decoded a step (their cross-attention keys are filled)")
+        mine, theirs = self._row_cross(), other._row_cross()
+        max_len = max(self.max_len, other.max_len)
+        self.k = torch.cat([widen(self.k, 3, max_len), widen(other.k, 3, max_len)], dim=1)
+        self.v = torch.cat([widen(self.v, 3, max_len), widen(other.v, 3, max_len)], dim=1)
+        s = max(mine[0][0].shape[2], theirs[0][0].shape[2])
+        self.cross_k = [torch.cat([widen(a, 2, s), widen(b, 2, s)]) for a, b in zip(mine[0], theirs[0])]
+        self.cross_v = [torch.cat([widen(a, 2, s), widen(b, 2, s)]) for a, b in zip(mine[1], theirs[1])]
+        floor = torch.finfo(mine[2].dtype).min
+        self.cross_mask = torch.cat([widen(mine[2], 3, s, floor), widen(theirs[2], 3, s, floor).to(mine[2].dtype)])
+        self.length = max(self.length, other.length)
+        if self.self_mask is not None and self.self_mask.shape[-1] != max_len:
+            self.self_mask = None  # its size follows max_len; rebuilt by the next decode call
+
+    def _row_cross(self) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Cross-attention keys and values per layer, one per row (B, H, S, Dh), and the additive
+        source mask (B, 1, 1, S), zeros where the cache had none."""
+        assert self.cross_k is not None and self.cross_v is not None
+        b = self.batch_size
+        keys = [k.expand(b, -1, -1, -1) for k in self.cross_k]  # a shared source (beams) becomes one per row
+        values = [v.expand(b, -1, -1, -1) for v in self.cross_v]
+        mask = self.cross_mask
+        if mask is None:
+            mask = keys[0].new_zeros((b, 1, 1, keys[0].shape[2]))  # (B, 1, 1, S): no padding
+        return keys, values, mask.expand(b, -1, -1, -1)
+
 
 class T5Model(nn.Module):
     """Encoder-decoder: source ids (B, S) and decoder input ids (B, L) -> logits (B, L, V)."""
@@ -459,6 +496,7 @@ class T5Model(nn.Module):
         encoder_out: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         cache: T5Cache | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decoder input ids (B, L) and encoder output (B, S, D) -> logits (B, L, V).
 
@@ -468,6 +506,12 @@ class T5Model(nn.Module):
         with a cache also fills its cross-attention keys and values from
         `encoder_out`, which later calls ignore. Prefill plus single-token steps
         give the same logits as one full call.
+
+        `positions` (long (B,), with a filled cache and no gradient: generation)
+        starts each row at its own decoder position instead, writing the cache
+        slots of those numbers and seeing slots 0 .. its own position: rows that
+        joined a running batch at different times step together. The cache's
+        length becomes the highest slot written + 1.
         """
         _check_ids("decoder_input_ids", decoder_input_ids)
         b, t = decoder_input_ids.shape
@@ -483,7 +527,9 @@ class T5Model(nn.Module):
                 cache.cross_k, cache.cross_v, cache.cross_mask = cross_k, cross_v, cross_mask
         assert cross_v is not None
         if cache is not None and not torch.is_grad_enabled() and not (self.training and self.config.dropout):
-            return self._decode_cached(decoder_input_ids, cache, cross_k, cross_v, cross_mask, dtype)
+            return self._decode_cached(decoder_input_ids, cache, cross_k, cross_v, cross_mask, dtype, positions)
+        if positions is not None:
+            raise ValueError("per-row positions are for generation: a cache, no gradient, no dropout")
         self_mask = self._causal_mask(t, offset, dtype)  # (1, H, T, offset + T)
 
         x = _dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)  # (B, L, D)
@@ -514,6 +560,7 @@ class T5Model(nn.Module):
         cross_v: list[torch.Tensor],
         cross_mask: torch.Tensor | None,
         dtype: torch.dtype,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`decode` with a cache and no gradient (generation): decoder ids (B, T) -> logits (B, T, V).
 
@@ -521,16 +568,30 @@ class T5Model(nn.Module):
         at one token per step the model's matmuls are small, and module calls,
         weight lookups and mask building per layer cost as much as they do.
         Rows are flattened to (B*T, D), which is what `F.linear` does inside.
+        With `positions` (B,) each row writes and reads at its own slots.
         """
         cfg = self.config
         b, t = ids.shape
         n_heads, d_head, eps = cfg.n_heads, cfg.d_head, cfg.norm_eps
         start, end = cache.length, cache.length + t
+        slots = None
+        if positions is not None:
+            if tuple(positions.shape) != (b,):
+                raise ValueError(f"positions must have shape ({b},) like the decoder ids, got {tuple(positions.shape)}")
+            slots = positions[:, None] + torch.arange(t, device=positions.device)  # (B, T)
+            end = int(slots.max()) + 1
         if end > cache.max_len:
             raise ValueError(f"decoder cache full: {start} cached + {t} new > max_len {cache.max_len}")
         if cache.self_mask is None or cache.self_mask.dtype != dtype:
             cache.self_mask = self._causal_mask(cache.max_len, 0, dtype)  # (1, H, max_len, max_len)
-        self_mask = cache.self_mask[:, :, start:end, :end]  # (1, H, T, end)
+        if slots is None:
+            self_mask = cache.self_mask[:, :, start:end, :end]  # (1, H, T, end)
+        else:
+            # Each query's own row of the causal table: its bias over keys 0..its slot, later keys
+            # (another row's future, or nothing written) at the dtype's minimum.
+            rows = cache.self_mask[0, :, :, :end].index_select(1, slots.reshape(-1))  # (H, B*T, end)
+            self_mask = rows.view(n_heads, b, t, end).transpose(0, 1)  # (B, H, T, end)
+            batch_index = torch.arange(b, device=slots.device)[:, None]  # (B, 1), with slots (B, T)
         if cache.weights is None:
             cache.weights = [
                 (
@@ -561,8 +622,12 @@ class T5Model(nn.Module):
             qkv = mm(norm(x, n1, eps), w_qkv)  # (B*T, 3I)
             q, k, v = qkv.view(b, t, 3, n_heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)  # (B, H, T, Dh) each
             keys, values = cache_k[layer], cache_v[layer]  # (B, H, max_len, Dh) each
-            keys.narrow(2, start, t).copy_(k)
-            values.narrow(2, start, t).copy_(v)
+            if slots is None:
+                keys.narrow(2, start, t).copy_(k)
+                values.narrow(2, start, t).copy_(v)
+            else:  # indexing (B, T) rows and slots around the heads picks (B, T, H, Dh)
+                keys[batch_index, :, slots] = k.transpose(1, 2).to(keys.dtype)
+                values[batch_index, :, slots] = v.transpose(1, 2).to(values.dtype)
             k, v = keys.narrow(2, 0, end), values.narrow(2, 0, end)  # (B, H, end, Dh) each
             if k.dtype != q.dtype:  # an fp32 cache under bf16 autocast: works, just slower
                 k, v = k.to(q.dtype), v.to(q.dtype)
@@ -575,7 +640,10 @@ class T5Model(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=cross_mask, scale=1.0)  # (B, H, T, Dh)
             x = add_mm(x, y.transpose(1, 2).reshape(b * t, -1), w_cross_out)
             x = add_mm(x, _activate(mm(norm(x, n3, eps), w_in), gated), w_ff_out)
-        cache.advance(t)
+        if slots is None:
+            cache.advance(t)
+        else:
+            cache.length = max(cache.length, end)
         x = norm(x, self.decoder_norm.weight, eps)  # (B*T, D)
         if self.head is None:
             return F.linear(x * cfg.d_model**-0.5, self.embed.weight).view(b, t, -1)  # (B, T, V)
