@@ -8,6 +8,8 @@ is an illegal move, which ends the game and is penalised (loop.py).
 
     tic-tac-toe prompt   "X|XO.|.X.|..O>"    the mover's mark, the rows, ">"
                          (X moves first; cells: X, O, or "." for empty)
+    tictactoe-digits     "X|XO3|4X6|78O>"    the same game, an empty cell shown as its own action
+                         byte: a legal move is a byte the prompt holds (a copy), not a lookup
 
 Adding a game: a class with the members of `Game` and a row in `GAMES`.
 """
@@ -85,7 +87,18 @@ class TicTacToe:
         return f"{MARKS[1 + self.to_move(state)]}|{'|'.join(rows)}>"
 
 
-GAMES: dict[str, type] = {"tictactoe": TicTacToe}
+class TicTacToeDigits(TicTacToe):
+    """Tic-tac-toe whose prompt shows an empty cell as its action byte ("1".."9"), not "."."""
+
+    name = "tictactoe-digits"
+
+    def prompt(self, state: tuple) -> str:
+        cells = [MARKS[v] if v else self.actions[i] for i, v in enumerate(state)]
+        rows = ["".join(cells[r : r + 3]) for r in (0, 3, 6)]
+        return f"{MARKS[1 + self.to_move(state)]}|{'|'.join(rows)}>"
+
+
+GAMES: dict[str, type] = {"tictactoe": TicTacToe, "tictactoe-digits": TicTacToeDigits}
 
 
 def get_game(name: str) -> Game:

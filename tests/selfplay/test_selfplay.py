@@ -13,7 +13,7 @@ from stlm import checkpoint as ckpt_io
 from stlm import registry
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
-from stlm.selfplay.games import TicTacToe, outcome, reachable_states
+from stlm.selfplay.games import TicTacToe, get_game, outcome, reachable_states
 from stlm.selfplay.loop import Policy, SelfPlayConfig, SelfPlayTrainConfig, play_training_games, selfplay
 from stlm.selfplay.players import Minimax
 
@@ -210,3 +210,14 @@ def test_a_drawn_game_returns_the_draw_reward_to_both_seats():
     assert [r for r, s in zip(moves.returns, moves.seats) if s == 0] == expected[0]
     assert [r for r, s in zip(moves.returns, moves.seats) if s == 1] == expected[1]
     assert moves.results == [0.0, 0.0]  # the recorded results stay the game's (a draw)
+
+
+def test_the_digits_prompt_shows_each_empty_cell_as_its_move():
+    plain, digits = TicTacToe(), get_game("tictactoe-digits")
+    for state in reachable_states(plain):
+        prompt = digits.prompt(state)
+        assert prompt.translate(str.maketrans("123456789", "." * 9)) == plain.prompt(state)
+        free = [c for c in prompt if c.isdigit()]
+        assert free == [digits.actions[i] for i, v in enumerate(state) if v == 0]
+        if digits.winner(state) is None:
+            assert free == [digits.actions[a] for a in digits.legal(state)]
