@@ -7,7 +7,7 @@
 set -euo pipefail
 OUT=${1:-runs/bench-selfplay}
 PY=${PY:-.venv/bin/python}
-RECIPE=${RECIPE:---game tictactoe-digits --updates 600 --games 256 --lr 3e-3 --schedule cosine --gamma 0.6 --entropy 0.05
+RECIPE=${RECIPE:---game tictactoe --board digits --updates 600 --games 256 --lr 3e-3 --schedule cosine --gamma 0.6 --entropy 0.05
   --snapshot-prob 0.7 --snapshot-every 25 --draw-reward 0.5 --eval-every 50}
 if [ ! -f "$OUT/config.json" ]; then
   timeout 590 "$PY" -m stlm selfplay $RECIPE --threads 1 --device cpu --out "$OUT" --quiet || true   # a timeout leaves a checkpoint every 50 updates

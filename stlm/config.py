@@ -112,9 +112,8 @@ class DistillConfig:
     alpha: float = 0.5  # weight of the distillation term; the hard next-token loss gets 1 - alpha
     temperature: float = 2.0  # softens teacher and student distributions; the term is scaled by T^2
     reverse: bool = False  # reverse KL(student || teacher) instead of the forward KL(teacher || student)
-    # folder for the teacher's outputs: computed once, read back on later epochs (every epoch then cuts the
-    # same windows, in a new order); None: the teacher runs every step
-    cache: str | None = None
+    # (with a cache every epoch cuts the same windows, in a new order: a stored output fits only its window)
+    cache: str | None = None  # folder for the teacher's outputs: computed once, read back on later epochs
     cache_topk: int = 0  # with --kd-cache: keep the K most likely ids per position, the rest spread evenly; 0: all
     cache_dtype: str = "fp16"  # with --kd-cache: fp16 (half the size) | fp32 (the live teacher's values exactly)
 

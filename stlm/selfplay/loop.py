@@ -97,6 +97,7 @@ def _selfplay_optim() -> OptimConfig:
 @dataclass
 class SelfPlayConfig:
     game: str = "tictactoe"  # the game both seats play (tictactoe)
+    board: str = "dots"  # how the prompt shows an empty cell: dots (".") | digits (its move byte, a copy to learn)
     model: str = "decoder-tiny"  # a decoder-only preset: the policy
     # model settings changed from the preset (as a pretraining run's model.<key>): a narrow policy is plenty here
     arch: dict[str, Any] = field(default_factory=lambda: {"d_model": 64, "n_layers": 2, "n_heads": 2})
@@ -338,7 +339,7 @@ def selfplay(
         out = ckpt_io.resume_target(out)
     else:
         cfg = cfg.with_overrides(overrides)  # a bad setting is refused before anything is written
-        get_game(cfg.game)  # an unknown game is refused before anything is written
+        get_game(cfg.game, cfg.board)  # an unknown game is refused before anything is written
         ckpt_io.check_output(Path(out))
     with ckpt_io.run_lock(Path(out)):
         return _selfplay(cfg, Path(out), resume=resume, overrides=overrides, stop_at=stop_at, progress=progress)
@@ -358,7 +359,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     elif (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
         raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
     train = cfg.train
-    game = get_game(cfg.game)
+    game = get_game(cfg.game, cfg.board)
     family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
     if family.encoder_decoder:
         raise UserError(f"self-play trains a decoder-only policy; {cfg.model} is an encoder-decoder")

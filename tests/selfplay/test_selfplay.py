@@ -213,7 +213,7 @@ def test_a_drawn_game_returns_the_draw_reward_to_both_seats():
 
 
 def test_the_digits_prompt_shows_each_empty_cell_as_its_move():
-    plain, digits = TicTacToe(), get_game("tictactoe-digits")
+    plain, digits = TicTacToe(), get_game("tictactoe", board="digits")
     for state in reachable_states(plain):
         prompt = digits.prompt(state)
         assert prompt.translate(str.maketrans("123456789", "." * 9)) == plain.prompt(state)
