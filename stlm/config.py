@@ -123,16 +123,32 @@ class ObjectiveConfig:
         return weights
 
 
+KD_CACHE_DTYPES = ("fp16", "fp32")
+
+
 @dataclass
 class DistillConfig:
     teacher: str | None = None  # run or checkpoint folder of a teacher with the same tokenizer; None: no distillation
     alpha: float = 0.5  # weight of the distillation term; the hard next-token loss gets 1 - alpha
     temperature: float = 2.0  # softens teacher and student distributions; the term is scaled by T^2
     reverse: bool = False  # reverse KL(student || teacher) instead of the forward KL(teacher || student)
+    # (with a cache every epoch cuts the same windows, in a new order: a stored output fits only its window)
+    cache: str | None = None  # folder for the teacher's outputs: computed once, read back on later epochs
+    cache_topk: int = 0  # with --kd-cache: keep the K most likely ids per position, the rest spread evenly; 0: all
+    cache_dtype: str = "fp16"  # with --kd-cache: fp16 (half the size) | fp32 (the live teacher's values exactly)
 
     def __post_init__(self) -> None:
         _check(0.0 <= self.alpha <= 1.0, "distill.alpha (--kd-alpha) must be in [0, 1]")
         _check(self.temperature > 0, "distill.temperature (--kd-temperature) must be positive")
+        _check(self.cache_topk >= 0, "distill.cache_topk (--kd-topk) must be >= 0 (0 keeps every id)")
+        _check(
+            self.cache_dtype in KD_CACHE_DTYPES,
+            f"distill.cache_dtype (--kd-cache-dtype) must be one of {', '.join(KD_CACHE_DTYPES)}",
+        )
+        _check(
+            self.cache is None or self.teacher is not None,
+            "--kd-cache stores a teacher's outputs: name the teacher with --teacher",
+        )
 
 
 @dataclass

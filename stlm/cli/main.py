@@ -25,7 +25,7 @@ from typing import NamedTuple, NoReturn
 from stlm import __version__
 from stlm.cli import commands
 from stlm.cli.flags import HelpFormatter, add_config_flags, add_set_flag
-from stlm.config import OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, DataConfig, RunConfig
+from stlm.config import KD_CACHE_DTYPES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, DataConfig, RunConfig
 from stlm.errors import UserError
 from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig, TaskConfig
 from stlm.finetune.spin import SpinConfig
@@ -38,6 +38,7 @@ CHOICES = {
     "runtime.parallel": PARALLEL,
     "task.name": tuple(BUILTIN_TASKS),
     "task.kind": KINDS,
+    "distill.cache_dtype": KD_CACHE_DTYPES,
 }
 # Flags named other than their field (the README's spellings), and other spellings kept working.
 NAMES = {
@@ -53,6 +54,9 @@ NAMES = {
     "distill.alpha": "--kd-alpha",
     "distill.temperature": "--kd-temperature",
     "distill.reverse": "--kd-reverse",
+    "distill.cache": "--kd-cache",
+    "distill.cache_topk": "--kd-topk",
+    "distill.cache_dtype": "--kd-cache-dtype",
 }
 ALIASES = {"optim.warmup_steps": ("--warmup-steps",), "init": ("--init",)}
 DATA_KEYS = ("data.source", "data.text_field", "data.val_fraction", "data.split_seed", "data.cache_dir")

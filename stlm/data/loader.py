@@ -39,6 +39,7 @@ class WindowLoader:
         *,
         rank: int = 0,
         world_size: int = 1,
+        fixed_offset: bool = False,
     ) -> None:
         if seq_len < 1 or batch_size < 1:
             raise UserError(f"seq_len and batch_size must be at least 1, got {seq_len} and {batch_size}")
@@ -52,6 +53,7 @@ class WindowLoader:
         self.seed = int(seed)
         self.rank = rank
         self.world_size = world_size
+        self.fixed_offset = fixed_offset  # every epoch cuts epoch 0's windows (in a new order)
         self._span = self.seq_len + 1  # tokens per window (T + 1): inputs and shifted targets
         # The largest offset, seq_len - 1, leaves the fewest windows; every
         # epoch must still fill one step on every rank.
@@ -127,6 +129,8 @@ class WindowLoader:
         if self._plan is None or self._plan[0] != (self.seed, self.epoch):
             rng = np.random.default_rng([self.seed, self.epoch])
             offset = int(rng.integers(0, self.seq_len))
+            if self.fixed_offset:  # the same draws either way: only the offset differs
+                offset = int(np.random.default_rng([self.seed, 0]).integers(0, self.seq_len))
             n_windows = (len(self.tokens) - offset) // self._span
             self._plan = ((self.seed, self.epoch), offset, rng.permutation(n_windows))
         return self._plan[1], self._plan[2]

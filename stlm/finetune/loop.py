@@ -46,7 +46,7 @@ from stlm.finetune.examples import Example, check_labels, load_examples, split_e
 from stlm.finetune.format import TextToText, cut_utf8
 from stlm.runtime import resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
-from stlm.training.distill import distilled, load_teacher
+from stlm.training.distill import check_cache_named, distilled, load_teacher
 from stlm.training.logging import MetricsLog
 from stlm.training.loop import check_teacher_named
 from stlm.training.optim import lr_at, resolve_warmup
@@ -66,6 +66,7 @@ TASK_FILES = ("train_file", "val_file", "test_file")
 # how many checkpoints it keeps, where it runs.
 RESUME_SAFE_KEYS = (
     "distill.teacher",  # a moved teacher; load_teacher checks it is the recorded one by its weights hash
+    "distill.cache",  # named again on resume, anywhere (check_cache_named): a cache, not the run's state
     "train.steps",
     "train.log_every",
     "train.eval_every",
@@ -145,6 +146,7 @@ def _finetune(
         overrides = dict(overrides or {})
         named = {k: overrides.pop(f"task.{k}") for k in TASK_FILES if f"task.{k}" in overrides}
         check_teacher_named(cfg.distill.teacher, overrides, out)
+        check_cache_named(cfg.distill.cache, overrides, out)
         cfg = apply_resume_overrides(cfg, overrides, RESUME_SAFE_KEYS, run_dir=out)
         cfg = dataclasses.replace(cfg, task=files_named_again(cfg.task, named, out))
     else:
@@ -169,11 +171,15 @@ def _finetune(
     fmt = TextToText(
         family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len
     )
+    kd_cache = None  # the teacher's outputs on disk (--kd-cache)
     step_objective, teacher_record = fmt, None
     if cfg.distill.teacher is not None:  # before anything is written: a wrong teacher is refused at once
         recorded = saved.get("distill") or {} if latest is not None else None
         teacher, teacher_record = load_teacher(cfg.distill, tokenizer, runtime.device, recorded=recorded)
-        step_objective = distilled(fmt, teacher, cfg.distill)
+        step_objective = distilled(
+            fmt, teacher, cfg.distill, teacher_record=teacher_record, tokenizer=tokenizer, progress=progress
+        )
+        kd_cache = step_objective.cache
     if progress:
         print(
             f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True
@@ -303,6 +309,8 @@ def _finetune(
             if state["stopped_early"]:
                 break
     bar.close()
+    if kd_cache is not None and progress:
+        print(f"  {kd_cache.describe()}", file=sys.stderr)
 
     best_ckpt = ckpt_io.latest_checkpoint(out / BEST)
     ckpt_io.load_weights(model, best_ckpt)

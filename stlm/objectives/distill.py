@@ -17,6 +17,8 @@ objective that can give its logits and targets (`logits_targets`):
 next-token windows, span corruption, fine-tuning pairs. The teacher runs
 under `torch.no_grad()` in eval mode (its logits enter the student's graph
 as constants; `inference_mode` tensors could not be saved for backward).
+With a `TeacherCache` (--kd-cache) the teacher's outputs are stored per row
+on the first epoch and read back on later ones (kd_cache.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stlm.objectives.kd_cache import TeacherCache
 from stlm.objectives.next_token import IGNORE_INDEX, next_token_loss
 
 # Tokenizer record fields that say where a file lies, not which ids it gives.
@@ -48,8 +51,21 @@ def kd_loss(
     reverse: bool = False,
 ) -> torch.Tensor:
     """T^2 * mean KL over scored positions; student, teacher (..., V) logits, scored (...) bool."""
+    return kd_loss_logprobs(
+        student, teacher_logprobs(teacher, temperature), scored, temperature=temperature, reverse=reverse
+    )
+
+
+def teacher_logprobs(teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The teacher's softened log-probabilities, (..., V) logits -> (..., V) fp32."""
+    return F.log_softmax(teacher.float() / temperature, dim=-1)
+
+
+def kd_loss_logprobs(
+    student: torch.Tensor, t: torch.Tensor, scored: torch.Tensor, *, temperature: float, reverse: bool = False
+) -> torch.Tensor:
+    """`kd_loss` from the teacher's log-probs at the temperature, t (..., V) (what the teacher cache holds)."""
     s = F.log_softmax(student.float() / temperature, dim=-1)  # (..., V)
-    t = F.log_softmax(teacher.float() / temperature, dim=-1)  # (..., V)
     kl = (s.exp() * (s - t)).sum(-1) if reverse else (t.exp() * (t - s)).sum(-1)  # (...)
     weight = scored.float()
     return (kl * weight).sum() / weight.sum().clamp(min=1.0) * temperature**2
@@ -68,18 +84,26 @@ class Distilled:
     alpha: float
     temperature: float
     reverse: bool = False
+    cache: TeacherCache | None = None  # the teacher's outputs on disk (--kd-cache): read back on later epochs
 
     def loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         logits, targets = self.inner.logits_targets(model, *tensors)  # (B, T, V), (B, T)
-        with torch.no_grad():
-            teacher_logits, _ = self.inner.logits_targets(self.teacher, *tensors)  # (B, T, V)
         hard = next_token_loss(logits, targets)
         if self.alpha == 0:
             return hard
-        soft = kd_loss(
-            logits, teacher_logits, targets != IGNORE_INDEX, temperature=self.temperature, reverse=self.reverse
-        )
+        scored = targets != IGNORE_INDEX  # (B, T)
+        if self.cache is None:
+            t = self.teacher_logprobs(tensors)
+        else:
+            t = self.cache.teacher_logprobs(tensors, scored, lambda: self.teacher_logprobs(tensors))
+        soft = kd_loss_logprobs(logits, t, scored, temperature=self.temperature, reverse=self.reverse)
         return (1 - self.alpha) * hard + self.alpha * soft
+
+    def teacher_logprobs(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The live teacher's log-probs at the temperature, (B, T, V) fp32."""
+        with torch.no_grad():
+            teacher_logits, _ = self.inner.logits_targets(self.teacher, *tensors)  # (B, T, V)
+        return teacher_logprobs(teacher_logits, self.temperature)
 
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
         return self.inner.counts(tensors)

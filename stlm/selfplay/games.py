@@ -8,8 +8,10 @@ is an illegal move, which ends the game and is penalised (loop.py).
 
     tic-tac-toe prompt   "X|XO.|.X.|..O>"    the mover's mark, the rows, ">"
                          (X moves first; cells: X, O, or "." for empty)
+    --board digits       "X|XO3|4X6|78O>"    an empty cell shown as its own action byte: a legal
+                         move is a byte the prompt holds (a copy), not a lookup
 
-Adding a game: a class with the members of `Game` and a row in `GAMES`.
+Adding a game: a class with the members of `Game`, built as cls(board=...), and a row in `GAMES`.
 """
 
 from __future__ import annotations
@@ -80,19 +82,28 @@ class TicTacToe:
                 return state[a] - 1
         return -1 if 0 not in state else None
 
+    def __init__(self, board: str = "dots") -> None:
+        self.board = board
+
     def prompt(self, state: tuple) -> str:
-        rows = ["".join(MARKS[v] for v in state[r : r + 3]) for r in (0, 3, 6)]
+        digits = self.board == "digits"
+        cells = [MARKS[v] if v or not digits else self.actions[i] for i, v in enumerate(state)]
+        rows = ["".join(cells[r : r + 3]) for r in (0, 3, 6)]
         return f"{MARKS[1 + self.to_move(state)]}|{'|'.join(rows)}>"
 
 
 GAMES: dict[str, type] = {"tictactoe": TicTacToe}
+BOARDS = ("dots", "digits")  # how a prompt shows an empty cell: "." or its own action byte
 
 
-def get_game(name: str) -> Game:
-    """The game called `name`; a UserError naming the known ones otherwise."""
+def get_game(name: str, board: str = "dots") -> Game:
+    """The game called `name`, its prompt showing empty cells as `board` says; a UserError naming the known
+    ones otherwise."""
     if name not in GAMES:
         raise UserError(f"unknown game {name!r}; known: {', '.join(GAMES)}")
-    return GAMES[name]()
+    if board not in BOARDS:
+        raise UserError(f"unknown board {board!r}; known: {', '.join(BOARDS)}")
+    return GAMES[name](board=board)
 
 
 def outcome(game: Game, state: tuple, seat: int) -> float:

@@ -4,8 +4,8 @@
       play `games` games at once; in most the current policy holds both seats, in `snapshot_prob`
       of them one seat (chosen at random) is held by a past snapshot of the policy
       every move of the current policy gets its seat's return G: the game's result for that seat
-      (1 win, 0 draw, -1 loss; `illegal_reward` for an illegal move, which ends the game, the other
-      seat getting 0), discounted by `gamma` per later own move, so a quicker win earns more
+      (1 win, `draw_reward` (0) draw, -1 loss; `illegal_reward` for an illegal move, which ends the
+      game, the other seat getting 0), discounted by `gamma` per later own move, so a quicker win earns more
       advantage  A = G - b[seat]      b: a per-seat (per-role) moving average of G (`baseline_momentum`),
                                       divided by the update's standard deviation of A (`scale_advantages`)
       loss       -mean(A * log pi(move | prompt)) - entropy * mean(H(pi( . | prompt)))
@@ -72,6 +72,7 @@ class SelfPlayTrainConfig:
     scale_advantages: bool = True  # divide the update's advantages by their standard deviation (a steadier step)
     gamma: float = 0.9  # return discount per later own move (a quicker win is worth more)
     illegal_reward: float = -1.0  # return of an illegal move, which ends the game
+    draw_reward: float = 0.0  # return of a drawn game for both seats (a win is 1, a loss -1)
     eval_every: int = 25  # updates between evaluations (and at the end)
     eval_games: int = 200  # games against the random player from each seat
     log_every: int = 5  # updates between training records in metrics.jsonl
@@ -96,6 +97,7 @@ def _selfplay_optim() -> OptimConfig:
 @dataclass
 class SelfPlayConfig(SectionedConfig):
     game: str = "tictactoe"  # the game both seats play (tictactoe)
+    board: str = "dots"  # how the prompt shows an empty cell: dots (".") | digits (its move byte, a copy to learn)
     model: str = "decoder-tiny"  # a decoder-only preset: the policy
     # model settings changed from the preset (as a pretraining run's model.<key>): a narrow policy is plenty here
     arch: dict[str, Any] = field(default_factory=lambda: {"d_model": 64, "n_layers": 2, "n_heads": 2})
@@ -196,12 +198,14 @@ def play_training_games(
     illegal_reward: float,
     generator: torch.Generator,
     device,
+    draw_reward: float = 0.0,
 ) -> Moves:
     """Play the games (moves sampled from each holder's policy) and return the current policy's moves."""
     n = len(holders)
     states = [game.initial()] * n
     done = [False] * n
-    rewards = np.zeros((n, 2))
+    rewards = np.zeros((n, 2))  # each seat's result: 1 win, 0 draw, -1 loss, or illegal_reward
+    drawn = [False] * n  # played to a draw (not ended by an illegal move)
     history: list[list[int]] = [[] for _ in range(2 * n)]  # (game, seat) -> indexes into moves
     out = Moves()
     while not all(done):
@@ -228,12 +232,14 @@ def play_training_games(
                 states[g] = game.play(states[g], action)
                 if game.winner(states[g]) is not None:
                     rewards[g] = [outcome(game, states[g], 0), outcome(game, states[g], 1)]
+                    drawn[g] = not rewards[g].any()
                     done[g] = True
     out.returns = [0.0] * len(out.actions)
     for key, moves in enumerate(history):
         g, seat = divmod(key, 2)
+        reward = draw_reward if drawn[g] else rewards[g, seat]
         for k, i in enumerate(moves):
-            out.returns[i] = rewards[g, seat] * gamma ** (len(moves) - 1 - k)
+            out.returns[i] = reward * gamma ** (len(moves) - 1 - k)
         if holders[g, seat] == 0:
             out.results.append(rewards[g, seat])
     return out
@@ -323,7 +329,7 @@ def selfplay(
         out = ckpt_io.resume_target(out)
     else:
         cfg = cfg.with_overrides(overrides)  # a bad setting is refused before anything is written
-        get_game(cfg.game)  # an unknown game is refused before anything is written
+        get_game(cfg.game, cfg.board)  # an unknown game is refused before anything is written
         ckpt_io.check_output(Path(out))
     with ckpt_io.run_lock(Path(out)):
         return _selfplay(cfg, Path(out), resume=resume, overrides=overrides, stop_at=stop_at, progress=progress)
@@ -343,7 +349,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     elif (out / "config.json").exists() or ckpt_io.list_checkpoints(out):
         raise UserError(f"{out} already holds a run; resume it with --resume {out} or choose another --out")
     train = cfg.train
-    game = get_game(cfg.game)
+    game = get_game(cfg.game, cfg.board)
     family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
     if family.encoder_decoder:
         raise UserError(f"self-play trains a decoder-only policy; {cfg.model} is an encoder-decoder")
@@ -417,6 +423,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
                 holders,
                 gamma=train.gamma,
                 illegal_reward=train.illegal_reward,
+                draw_reward=train.draw_reward,
                 generator=generator,
                 device=device,
             )

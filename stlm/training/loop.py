@@ -46,7 +46,7 @@ from stlm.families import ModelFamily
 from stlm.objectives.base import build_objective
 from stlm.runtime import Runtime, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
-from stlm.training.distill import distilled, load_teacher
+from stlm.training.distill import check_cache_named, distilled, load_teacher
 from stlm.training.logging import MetricsLog, format_header
 from stlm.training.monitor import (
     PEAK_CACHE,
@@ -64,6 +64,7 @@ METRICS = "metrics.jsonl"
 # extending does to the schedule), where it runs, and how it reports and checkpoints.
 RESUME_SAFE_KEYS = (
     "distill.teacher",  # a moved teacher; load_teacher checks it is the recorded one by its weights hash
+    "distill.cache",  # named again on resume, anywhere (check_cache_named): a cache, not the run's state
     "train.steps",
     "train.log_every",
     "train.eval_every",
@@ -164,6 +165,7 @@ def resume(
         overrides = dict(overrides or {})
         given_source = overrides.pop("data.source", None)
         check_teacher_named(saved.distill.teacher, overrides, run_dir)
+        check_cache_named(saved.distill.cache, overrides, run_dir)
         cfg = apply_resume_overrides(saved, overrides, RESUME_SAFE_KEYS, run_dir=run_dir)
         # Where to write the cache comes from the user, never from the checkpoint.
         data = dataclasses.replace(cfg.data, cache_dir=overrides.get("data.cache_dir"))
@@ -231,13 +233,17 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
     seed_everything(cfg.train.seed)
     family.check_objective(cfg.objective.name, cfg.model)
     objective = build_objective(cfg.objective, cfg.data.seq_len, start.tokenizer, steps=cfg.train.steps)
+    kd_cache = None  # the teacher's outputs on disk (--kd-cache)
     step_objective, teacher_record = objective, None
     if cfg.distill.teacher is not None:  # before anything is written: a wrong teacher is refused at once
         recorded = None
         if resume_from is not None:
             recorded = ckpt_io.read_record(resume_from / RUN_CONFIG).sections.get("distill") or {}
         teacher, teacher_record = load_teacher(cfg.distill, start.tokenizer, runtime.device, recorded=recorded)
-        step_objective = distilled(objective, teacher, cfg.distill)
+        step_objective = distilled(
+            objective, teacher, cfg.distill, teacher_record=teacher_record, tokenizer=start.tokenizer, progress=progress
+        )
+        kd_cache = step_objective.cache
     max_len = family.max_len(model_cfg)  # None: relative positions have no length limit; rotary tables do
     if max_len is not None and cfg.data.seq_len > max_len:
         raise UserError(f"data.seq_len {cfg.data.seq_len} exceeds the model's max_seq_len {max_len}")
@@ -267,6 +273,7 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
         cfg.train.seed,
         rank=par.rank,
         world_size=par.world_size,
+        fixed_offset=cfg.distill.cache is not None,  # stored teacher outputs fit only the same windows
     )
     record = ckpt_io.RunRecord(
         family,
@@ -413,6 +420,8 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
                 checkpoint = save(step, elapsed_before + time.perf_counter() - t0)
             window_t0 += time.perf_counter() - pause_t0  # evaluating and saving are not training throughput
     bar.close()
+    if kd_cache is not None and progress:
+        print(f"  {kd_cache.describe()}", file=sys.stderr)
     interrupted = step < total
     if not interrupted:
         val = evaluate()

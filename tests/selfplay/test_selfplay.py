@@ -13,7 +13,7 @@ from stlm import checkpoint as ckpt_io
 from stlm import registry
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
-from stlm.selfplay.games import TicTacToe, outcome, reachable_states
+from stlm.selfplay.games import TicTacToe, get_game, outcome, reachable_states
 from stlm.selfplay.loop import Policy, SelfPlayConfig, SelfPlayTrainConfig, play_training_games, selfplay
 from stlm.selfplay.players import Minimax
 
@@ -166,3 +166,58 @@ def test_unknown_game_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "stlm selfplay: error: unknown game 'chess'; known: tictactoe"
     assert not (tmp_path / "x").exists()
+
+
+class FirstFree(nn.Module):
+    """A stand-in policy model that answers the first free cell in `ORDER` (both seats: a drawn game)."""
+
+    ORDER = (0, 1, 2, 3, 4, 6, 5, 8, 7)
+
+    def __init__(self, action_ids: list[int], vocab: int):
+        super().__init__()
+        self.action_ids, self.vocab = action_ids, vocab
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(*ids.shape, self.vocab)
+        for row, seq in enumerate(ids.tolist()):
+            text = bytes(i for i in seq if i < 256).decode()
+            board = text[text.index("|") + 1 : text.index(">")].replace("|", "")  # 9 cells, "." empty
+            cell = next(c for c in self.ORDER if board[c] == ".")
+            logits[row, :, self.action_ids[cell]] = 100.0
+        return logits
+
+
+def test_a_drawn_game_returns_the_draw_reward_to_both_seats():
+    game = TicTacToe()
+    family, cfg = registry.resolve_model("decoder-tiny")
+    tokenizer = family.resolve_tokenizer("auto", cfg)
+    policy = Policy(game, family, tokenizer)
+    model = FirstFree([tokenizer.encode(a)[0] for a in game.actions], cfg.vocab_size)
+    moves = play_training_games(
+        game,
+        policy,
+        [model],
+        np.zeros((1, 2), dtype=np.int64),
+        gamma=0.5,
+        illegal_reward=-1.0,
+        draw_reward=0.25,
+        generator=torch.Generator().manual_seed(0),
+        device="cpu",
+    )
+    assert moves.actions == list(FirstFree.ORDER) and moves.illegal == 0
+    # X made 5 moves, O 4: each move's return is the draw reward discounted per later own move.
+    expected = {0: [0.25 * 0.5**k for k in (4, 3, 2, 1, 0)], 1: [0.25 * 0.5**k for k in (3, 2, 1, 0)]}
+    assert [r for r, s in zip(moves.returns, moves.seats) if s == 0] == expected[0]
+    assert [r for r, s in zip(moves.returns, moves.seats) if s == 1] == expected[1]
+    assert moves.results == [0.0, 0.0]  # the recorded results stay the game's (a draw)
+
+
+def test_the_digits_prompt_shows_each_empty_cell_as_its_move():
+    plain, digits = TicTacToe(), get_game("tictactoe", board="digits")
+    for state in reachable_states(plain):
+        prompt = digits.prompt(state)
+        assert prompt.translate(str.maketrans("123456789", "." * 9)) == plain.prompt(state)
+        free = [c for c in prompt if c.isdigit()]
+        assert free == [digits.actions[i] for i, v in enumerate(state) if v == 0]
+        if digits.winner(state) is None:
+            assert free == [digits.actions[a] for a in digits.legal(state)]
