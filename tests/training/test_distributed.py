@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from stlm import checkpoint as ckpt_io
+from stlm.config import RunConfig
 from stlm.training.loop import train
 
 from ..conftest import tiny_config
@@ -45,6 +46,7 @@ def _torchrun(*args: str, cwd: Path) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, corpus_dir, cache_dir):
     root = tmp_path_factory.mktemp("dist")
+    single = train(_config(corpus_dir, cache_dir), root / "single", progress=False)  # also the teacher below
     ddp, fsdp = _config(corpus_dir, cache_dir, "ddp").to_dict(), _config(corpus_dir, cache_dir, "fsdp").to_dict()
     plan = [
         {"cfg": ddp, "out": str(root / "ddp")},
@@ -57,12 +59,20 @@ def runs(tmp_path_factory, corpus_dir, cache_dir):
             "cli": ["train", "--resume", str(root / "fsdp-stop"), "--data", str(corpus_dir), "--quiet"],
             "cli_log": str(root),
         },
+        {"cfg": _distilled(ddp, root, "kd-cache-ddp"), "out": str(root / "kd-ddp")},
     ]
     (root / "plan.json").write_text(json.dumps(plan))
     _torchrun(str(WORKER), str(root / "plan.json"), cwd=root)
     assert [json.loads((root / f"rank-{r}.json").read_text()) for r in (0, 1)] == [{"exit": 0}] * 2
-    single = train(_config(corpus_dir, cache_dir), root / "single", progress=False)
+    kd = _distilled(_config(corpus_dir, cache_dir).to_dict(), root, "kd-cache-single")
+    train(RunConfig.from_dict(kd), root / "kd-single", progress=False)
     return root, single
+
+
+def _distilled(cfg: dict, root: Path, cache: str) -> dict:
+    """`cfg` distilled from the single-process run, the teacher's outputs cached (fp32: exact) in root/cache."""
+    distill = {"teacher": str(root / "single"), "cache": str(root / cache), "cache_dtype": "fp32"}
+    return {**cfg, "distill": {**cfg["distill"], **distill}}
 
 
 def _weights(run: Path) -> dict[str, torch.Tensor]:
@@ -115,3 +125,21 @@ def test_stopped_fsdp_run_resumed_from_the_cli_equals_an_uninterrupted_one(runs)
     for key in a:
         assert torch.equal(a[key], b[key]), key
     assert _losses(root / "fsdp-stop") == _losses(root / "fsdp")
+
+
+def test_distillation_with_a_teacher_cache_under_torchrun_matches_one_process(runs):
+    """Both ranks load the teacher and share one cache folder (files named by content, not by rank)."""
+    root, _ = runs
+    one, two = _losses(root / "kd-single"), _losses(root / "kd-ddp")
+    assert len(one) == len(two) == STEPS
+    torch.testing.assert_close(torch.tensor(two), torch.tensor(one), rtol=1e-4, atol=1e-5)
+    assert one != _losses(root / "single")  # the teacher's term is in the loss
+    a, b = _weights(root / "kd-single"), _weights(root / "kd-ddp")
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-3, atol=1e-4)
+    ddp_files, single_files = _files(root / "kd-cache-ddp"), _files(root / "kd-cache-single")
+    assert ddp_files and ddp_files == single_files
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p.relative_to(folder) for p in folder.rglob("*") if p.is_file())
