@@ -506,16 +506,10 @@ def cmd_all(args: argparse.Namespace) -> None:
         cmd_calibrate(args)
     rungs = {spec.name: load_rung(spec, args) for spec in specs}
     for name, rung in rungs.items():
-        if best_lr(out, name) is None:
-            sweep = argparse.Namespace(
-                **{
-                    **vars(args),
-                    "rung": name,
-                    "tflops": args.sweep_tflops,
-                    "minutes": 1e9,
-                    "curve_points": args.sweep_points,
-                }
-            )
+        sweep = argparse.Namespace(
+            **{**vars(args), "rung": name, "tflops": args.sweep_tflops, "curve_points": args.sweep_points}
+        )
+        while best_lr(out, name) is None:  # each sweep run in --minutes pieces too: a kill loses one piece
             run_sweep(rung, sweep)
     while True:
         pending = []
