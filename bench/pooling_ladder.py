@@ -646,8 +646,13 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lrs", default="1e-3,2e-3,4e-3", help="sweep: learning rates")
-    p.add_argument("--tflops", type=float, default=150.0, help="the rung's training budget in TFLOPs")
-    p.add_argument("--sweep-tflops", type=float, default=10.0, help="all: each sweep run's budget in TFLOPs")
+    p.add_argument(
+        "--tflops",
+        type=float,
+        default=240.0,
+        help="the rung's training budget in TFLOPs (~30 min a rung on 2 quiet cores)",
+    )
+    p.add_argument("--sweep-tflops", type=float, default=12.0, help="all: each sweep run's budget in TFLOPs")
     p.add_argument("--minutes", type=float, default=9.0, help="stop this piece after so many minutes (resume later)")
     p.add_argument("--steps", type=int, default=0, help="the rung's training steps (0: from --tflops)")
     p.add_argument("--stop-at", type=int, default=0, help="stop this piece after that step (0: no limit)")
