@@ -226,7 +226,7 @@ def cpu_auto_precision(
     if purpose not in PROBE_SHAPES:
         raise ValueError(f"probe purpose must be one of {', '.join(PROBE_SHAPES)}, got {purpose!r}")
     key = key or machine_key()
-    cached = (_read_json(cache_file).get(key) or {}).get(purpose) if cache_file is not None else None
+    cached = (read_json_cache(cache_file).get(key) or {}).get(purpose) if cache_file is not None else None
     try:
         fp32_s, bf16_s, date = float(cached["fp32_s"]), float(cached["bf16_s"]), str(cached["measured"])
         source = f"probe cached {date}"
@@ -235,11 +235,11 @@ def cpu_auto_precision(
         fp32_s, bf16_s = measure(purpose, torch.float32), measure(purpose, torch.bfloat16)
         date, source = today or datetime.date.today().isoformat(), "probe measured now"
         if cache_file is not None:
-            data = _read_json(cache_file)
+            data = read_json_cache(cache_file)
             entry = data.get(key) if isinstance(data.get(key), dict) else {}
             entry[purpose] = {"fp32_s": fp32_s, "bf16_s": bf16_s, "measured": date}
             data[key] = entry
-            _write_json(cache_file, data)
+            write_json_cache(cache_file, data)
     speed = fp32_s / bf16_s if bf16_s > 0 else 0.0
     return choose_precision(fp32_s, bf16_s), f"auto: bf16 matmuls {speed:.2f}x fp32's speed, {source}"
 
@@ -304,7 +304,8 @@ def fastest_seconds(
     return best
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_cache(path: Path) -> dict[str, Any]:
+    """A per-machine measurement cache (a JSON object); {} when absent or unreadable."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -312,14 +313,15 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json_cache(path: Path, data: dict[str, Any]) -> None:
+    """Replace a measurement cache atomically; a read-only folder only costs a measurement next time."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
         tmp.replace(path)
     except OSError:
-        pass  # a read-only cache folder costs a probe next time, nothing more
+        pass  # a read-only cache folder costs a measurement next time, nothing more
 
 
 def block_lists(model: nn.Module) -> list[nn.ModuleList]:

@@ -26,8 +26,6 @@ clamped silently.
 from __future__ import annotations
 
 import datetime
-import json
-import os
 import platform
 import resource
 import sys
@@ -40,6 +38,7 @@ from typing import Any
 import torch
 
 from stlm.errors import UserError
+from stlm.runtime import read_json_cache, write_json_cache
 from stlm.training.flops import matmul_peak, training_step_flops
 
 PEAK_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -76,7 +75,7 @@ def device_peak(
     now = measure()
     candidates = [MatmulPeak(now, "measured now")]
     key = _machine_key(device, precision)
-    cached = _read_cache(cache_file).get(key) if cache_file is not None else None
+    cached = read_json_cache(cache_file).get(key) if cache_file is not None else None
     if cached:
         candidates.append(MatmulPeak(float(cached["flops_per_s"]), f"cached from {cached['measured']}"))
     if saved and saved.get("device") == str(device) and saved.get("precision") == precision:
@@ -97,24 +96,10 @@ def _machine_key(device: torch.device, precision: str) -> str:
     return f"{platform.node()} | {device.type} {name} | {precision} | {torch.get_num_threads()} threads"
 
 
-def _read_cache(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # absent or unreadable: measured afresh and rewritten
-    return data if isinstance(data, dict) else {}
-
-
 def _write_cache(path: Path, key: str, flops_per_s: float, date: str) -> None:
-    data = _read_cache(path)
+    data = read_json_cache(path)
     data[key] = {"flops_per_s": flops_per_s, "measured": date}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    except OSError:
-        pass  # a read-only cache folder costs a measurement next time, nothing more
+    write_json_cache(path, data)
 
 
 def step_flops_per_token(model, objective, window: torch.Tensor, runtime, build_meta) -> float:
