@@ -13,11 +13,11 @@ drop the start of the context and re-encode it; stopping is honest and cheap.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from stlm.generation.rows import CachedRows, inference_step
 from stlm.generation.sampling import check_max_new_tokens, check_sampling_args, sample_next
 from stlm.models.layers import KVCache
 from stlm.tokenizers.byte import EOS_ID
@@ -86,7 +86,7 @@ def _generate(
     # The last new token is never fed back, so the cache needs prompt + max_new - 1
     # positions; it cannot exceed the rotary tables either.
     cache_len = min(model.config.max_seq_len, len(prompt) + max_new_tokens - 1)
-    with _inference(model):
+    with inference_step(model):
         cache = model.new_cache(1, max(cache_len, len(prompt)), device=device)
         prompt_t = torch.tensor([prompt], dtype=torch.long, device=device)  # (1, T)
         token = choose(model(prompt_t, cache))  # prefill: (1, T) -> logits (1, T, V)
@@ -95,7 +95,7 @@ def _generate(
         yield token
         if token in stop_ids or n == max_new_tokens or cache.length >= cache.max_len:
             return
-        with _inference(model):
+        with inference_step(model):
             step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
             token = choose(model(step, cache))  # (1, 1) -> logits (1, 1, V)
 
@@ -136,7 +136,7 @@ def generate_batch(
         chosen = batch.step(chosen).argmax(dim=-1)  # (b,)
 
 
-class DecoderRows:
+class DecoderRows(CachedRows):
     """Rows of a decoder-only model decoding as one batch, joining and leaving between steps
     (`stlm.generation.rows.RowBatch`).
 
@@ -155,9 +155,6 @@ class DecoderRows:
         self.device = next(model.parameters()).device
         self.cache: KVCache | None = None
         self.last = torch.zeros(0, dtype=torch.long, device=self.device)  # (B,) each row's newest position
-
-    def __len__(self) -> int:
-        return len(self.last)
 
     def check(self, prompt: list[int]) -> None:
         if not prompt:
@@ -184,7 +181,7 @@ class DecoderRows:
         last = torch.tensor(lengths, device=device) - 1  # (n,)
         # The last new id is never fed back: a row needs prompt + limit - 1 slots.
         slots = max(width, max(n + k - 1 for n, k in zip(lengths, limits)))
-        with _inference(model):
+        with inference_step(model):
             cache = model.new_cache(len(prompts), slots, device=device)
             logits = model(ids, cache)  # prefill: (n, P) -> (n, P, V)
             if self.cache is None or len(self) == 0:
@@ -196,39 +193,10 @@ class DecoderRows:
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         self.last = self.last + 1
-        with _inference(self.model):
+        with inference_step(self.model):
             if len(self) == 1:
                 # One row: `generate`'s own step (no per-row mask or scattered cache writes), the
                 # cache's length set to the row's position; slots beyond it are never read.
                 self.cache.length = int(self.last[0])
                 return self.model(ids[:, None], self.cache)[:, -1]  # (1, 1) -> (1, V)
             return self.model(ids[:, None], self.cache, positions=self.last)[:, -1]  # (B, 1) -> (B, V)
-
-    def keep(self, rows: list[int]) -> None:
-        if len(rows) == len(self):
-            return
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.last = self.last[index]
-        if self.cache is not None:
-            with _inference(self.model):
-                self.cache.reorder(index)
-
-
-@contextmanager
-def _inference(model: nn.Module) -> Iterator[None]:
-    """Eval mode and inference mode for one step, the model's mode restored after.
-
-    Scoped per step rather than around the whole loop: a generator suspended
-    inside a `with` would leave inference mode (a thread-local switch) on in
-    the caller's code between tokens. The mode is only toggled when the model
-    is training: `eval()` and `train()` walk every module, twice per token.
-    """
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if was_training:
-            model.train()

@@ -17,9 +17,12 @@ implement it; a family whose cache cannot hold rows at different positions
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 
 class RowBatch(Protocol):
@@ -45,3 +48,46 @@ class RowBatch(Protocol):
     def keep(self, rows: list[int]) -> None:
         """Keep these rows, in this order; the others leave."""
         ...
+
+
+class CachedRows:
+    """What both row batches share: the rows are their newest positions, and rows leave by
+    reordering the cache (subclasses set `model`, `device`, `cache` and `last` (B,))."""
+
+    model: nn.Module
+    device: torch.device
+    cache: Any
+    last: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.last)
+
+    def keep(self, rows: list[int]) -> None:
+        if len(rows) == len(self):
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        self.last = self.last[index]
+        if self.cache is not None:
+            with inference_step(self.model):
+                self.cache.reorder(index)
+
+
+@contextmanager
+def inference_step(model: nn.Module) -> Iterator[None]:
+    """Eval mode and inference mode for one step, the model's mode restored after.
+
+    Scoped per step rather than around the whole loop: a generator suspended
+    inside a `with` would leave inference mode (a thread-local switch) on in
+    the caller's code between tokens. The mode is only toggled when the model
+    is training: `eval()` and `train()` walk every module, which for a deep
+    model costs more than a step's non-matmul work.
+    """
+    was_training = model.training
+    if was_training:
+        model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        if was_training:
+            model.train()

@@ -27,12 +27,11 @@ its defaults (early_stopping=False), so the two pick the same sequence:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from stlm.generation.rows import CachedRows, inference_step
 from stlm.generation.sampling import check_max_new_tokens, check_sampling_args, sample_next
 from stlm.models.t5 import T5Cache, T5Model
 
@@ -83,7 +82,7 @@ def generate_seq2seq(
     source, eos = _prepare(model, input_ids, max_new_tokens, eos_id)
     if max_new_tokens == 0:
         return []
-    with _inference(model):
+    with inference_step(model):
         return _beam_search(model, source, num_beams, max_new_tokens, float(length_penalty), eos)
 
 
@@ -124,7 +123,7 @@ def generate_seq2seq_batch(
     return outputs
 
 
-class Seq2SeqRows:
+class Seq2SeqRows(CachedRows):
     """Rows of an encoder-decoder decoding as one batch, joining and leaving between steps
     (`stlm.generation.rows.RowBatch`).
 
@@ -144,9 +143,6 @@ class Seq2SeqRows:
         self.cache: T5Cache | None = None
         self.last = torch.zeros(0, dtype=torch.long, device=self.device)  # (B,) each row's newest decoder position
 
-    def __len__(self) -> int:
-        return len(self.last)
-
     def limit(self, prompt: list[int], max_new_tokens: int) -> int:
         return max_new_tokens  # relative positions: the decoder has no context limit of its own
 
@@ -161,7 +157,7 @@ class Seq2SeqRows:
         lengths = torch.tensor([len(p) for p in prompts], device=device)  # (n,)
         attention_mask = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (n, S)
         start = torch.full((len(prompts), 1), model.config.decoder_start_id, dtype=torch.long, device=device)
-        with _inference(model):
+        with inference_step(model):
             encoder_out = model.encode(source, attention_mask)  # (n, S, D)
             # The last new id is never fed back: the start id and limit - 1 more fill `limit` slots.
             cache = model.new_cache(len(prompts), max(1, *limits))
@@ -177,21 +173,12 @@ class Seq2SeqRows:
         assert self.cache is not None, "step before join"
         self.last = self.last + 1
         model = self.model
-        with _inference(model):
+        with inference_step(model):
             # encoder_out is not read: the cache holds the cross-attention keys of every row.
             if len(self) == 1:  # one row: the single-source step, the cache's length at the row's position
                 self.cache.length = int(self.last[0])
                 return model.decode(ids[:, None], _NO_SOURCE, cache=self.cache)[:, -1]  # (1, V)
             return model.decode(ids[:, None], _NO_SOURCE, cache=self.cache, positions=self.last)[:, -1]  # (B, V)
-
-    def keep(self, rows: list[int]) -> None:
-        if len(rows) == len(self):
-            return
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        self.last = self.last[index]
-        if self.cache is not None:
-            with _inference(self.model):
-                self.cache.reorder(index)
 
 
 def stream_seq2seq(
@@ -246,12 +233,12 @@ def _stream(
         return
     device = source.device
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None and temperature > 0 else None
-    with _inference(model):
+    with inference_step(model):
         encoder_out = model.encode(source)  # (1, S, D), once
         cache = model.new_cache(1, max_new_tokens)
     token = model.config.decoder_start_id
     for _ in range(max_new_tokens):
-        with _inference(model):
+        with inference_step(model):
             step = torch.tensor([[token]], dtype=torch.long, device=device)  # (1, 1)
             logits = model.decode(step, encoder_out, cache=cache)  # (1, 1, V)
             token = int(
@@ -307,24 +294,3 @@ def _beam_search(
         if len(finished) == n_beams and float(running[0]) / length**length_penalty <= finished[-1][0]:
             break
     return finished[0][1]
-
-
-@contextmanager
-def _inference(model: nn.Module) -> Iterator[None]:
-    """Eval mode and inference mode for one step, the model's mode restored after.
-
-    Scoped per step so that nothing leaks into the caller's code between
-    yielded tokens (inference mode is a thread-local switch). The mode is only
-    toggled when the model is training: `eval()` and `train()` walk every
-    module, which for a 32 + 32 layer model costs more than the step's
-    non-matmul work.
-    """
-    was_training = model.training
-    if was_training:
-        model.eval()
-    try:
-        with torch.inference_mode():
-            yield
-    finally:
-        if was_training:
-            model.train()

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from stlm.generation.decoder import _inference
+from stlm.generation.rows import inference_step
 from stlm.generation.sampling import check_max_new_tokens
 from stlm.tokenizers.byte import EOS_ID
 
@@ -96,7 +96,7 @@ def _prefill(model: nn.Module, prompt: list[int], max_new: int) -> tuple[torch.d
     """
     device = next(model.parameters()).device
     limit = min(max_new, model.config.max_seq_len - len(prompt) + 1)
-    with _inference(model):
+    with inference_step(model):
         cache = model.new_cache(1, len(prompt) + limit - 1, device=device)
         logits = model(torch.tensor([prompt], device=device), cache, heads=True)[0, -1]  # (K, V)
         guess = logits.argmax(dim=-1).tolist()  # (K,)
@@ -121,7 +121,7 @@ def _chunked(
             return
         drafts = drafts[: min(k - 1, limit - emitted - 1)]  # room for the drafts and the id after them
         start = cache.length
-        with _inference(model):
+        with inference_step(model):
             feed = torch.tensor([[token, *drafts]], device=device)  # (1, 1 + d)
             out = model(feed, cache, heads=True)[0]  # (1 + d, K, V)
             best = out.argmax(dim=-1)  # (1 + d, K): per fed position, head 1's id and the next drafts
@@ -165,6 +165,6 @@ def _stepwise(
         stats.emitted += 1
         if token in stops or emitted == limit:
             return
-        with _inference(model):
+        with inference_step(model):
             guess = model(torch.tensor([[token]], device=device), cache, heads=True)[0, -1].argmax(dim=-1).tolist()
         stats.forwards += 1
