@@ -27,19 +27,12 @@ concurrency 1, 4, 16) runs when `stlm serve` exists.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import json
 import os
-import re
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from bench.serve_load import load, server_process
 from bench.timing import interleaved_many
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -383,84 +377,27 @@ def server_section(tmp: Path, args: argparse.Namespace) -> dict[str, object]:
     results: dict[str, object] = {}
     threads = max(int(t) for t in args.threads.split(","))
     with _server(run_dir, threads, args.serve_quantize) as url:
+        load(url, 1, ["The "], 1, n)  # warm-up: the first request pays the server's lazy start-up
         print(
             f"  {'concurrency':>11}{'requests':>10}{'requests/s':>12}{'tokens/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}"
         )
         for level in levels:
             n_requests = max(8, 2 * level) if not args.quick else level
-            rows = _load(url, level, n_requests, n)
-            wall = rows["wall_s"]
-            ttft = sorted(rows["ttft_s"])
-            p50, p95 = statistics.median(ttft), ttft[min(len(ttft) - 1, round(0.95 * (len(ttft) - 1)))]
+            rows = load(url, level, ["The "], n_requests, n)
             print(
-                f"  {level:>11}{n_requests:>10}{n_requests / wall:>12.2f}{rows['tokens'] / wall:>10.1f}"
-                f"{p50 * 1000:>8.0f}ms{p95 * 1000:>8.0f}ms"
+                f"  {level:>11}{n_requests:>10}{rows['requests_per_s']:>12.2f}{rows['tokens_per_s']:>10.1f}"
+                f"{rows['ttft_p50_s'] * 1000:>8.0f}ms{rows['ttft_p95_s'] * 1000:>8.0f}ms"
             )
-            results[str(level)] = {
-                "requests_per_s": n_requests / wall,
-                "tokens_per_s": rows["tokens"] / wall,
-                "ttft_p50_s": p50,
-                "ttft_p95_s": p95,
-            }
+            results[str(level)] = rows
     print()
     return results
 
 
-@contextlib.contextmanager
 def _server(run_dir: Path, threads: int, quantize: str):
     """`stlm serve RUN` on a free loopback port, as a user starts it; stopped on exit."""
     command = [sys.executable, "-m", "stlm", "serve", str(run_dir), "--port", "0", "--threads", str(threads)]
     command += ["--log-level", "warning"] + (["--quantize", quantize] if quantize != "none" else [])
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"http://(\S+?)/", line)
-        if not match:
-            raise RuntimeError(f"stlm serve did not start: {line}{proc.stdout.read() if proc.poll() else ''}")
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its pipe drained
-        yield f"http://{match.group(1)}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _load(url: str, concurrency: int, n_requests: int, n: int) -> dict[str, object]:
-    """`n_requests` streamed greedy completions, `concurrency` at a time; time to first text and tokens."""
-    import httpx
-
-    body = {
-        "model": "",  # the served model's name, asked below
-        "prompt": "The ",
-        "max_tokens": n,
-        "temperature": 0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
-
-    body["model"] = httpx.get(f"{url}/v1/models", timeout=60).json()["data"][0]["id"]
-
-    def one(_: int) -> tuple[float, int]:
-        t0 = time.perf_counter()
-        first, tokens = None, 0
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=300) as response:
-            response.raise_for_status()
-            for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if first is None and any(c.get("text") for c in chunk.get("choices", [])):
-                    first = time.perf_counter() - t0
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-        return (first if first is not None else time.perf_counter() - t0), tokens
-
-    one(0)  # warm-up: the first request pays the server's lazy start-up
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        done = list(pool.map(one, range(n_requests)))
-    return {"wall_s": time.perf_counter() - t0, "ttft_s": [d[0] for d in done], "tokens": sum(d[1] for d in done)}
+    return server_process(command, "stlm serve")
 
 
 if __name__ == "__main__":

@@ -25,19 +25,16 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench.serve_load import load, server_process  # noqa: E402
 
 MODEL = "decoder-10m"
 ENGINES = ("interleaved", "batched")
@@ -88,12 +85,12 @@ def main() -> None:
         with contextlib.ExitStack() as stack:
             urls = {e: stack.enter_context(_server(run_dir, e, args)) for e in ENGINES}
             for engine in ENGINES:
-                _load(urls[engine], 1, 1, args.new_tokens)  # warm-up: lazy start-up, first allocations
+                load(urls[engine], 1, PROMPTS, 1, args.new_tokens)  # warm-up: lazy start-up, first allocations
             for level in levels:
                 n_requests = max(8, 2 * level) if not args.quick else max(4, level)
                 for engine in order:
                     results[engine].setdefault(str(level), []).append(
-                        _load(urls[engine], level, n_requests, args.new_tokens)
+                        load(urls[engine], level, PROMPTS, n_requests, args.new_tokens)
                     )
     summary = _table(results, levels)
     if args.json:
@@ -120,63 +117,9 @@ def child(args: argparse.Namespace) -> None:
     uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2)).run(sockets=[sock])
 
 
-@contextlib.contextmanager
 def _server(run_dir: Path, engine: str, args: argparse.Namespace):
     command = [sys.executable, __file__, "--child", str(run_dir), "--engine", engine, "--threads", str(args.threads)]
-    command += ["--max-batch", str(args.max_batch)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"http://(\S+?)/", line)
-        if not match:
-            raise RuntimeError(f"the {engine} server did not start: {line}{proc.stdout.read() if proc.poll() else ''}")
-        threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep its pipe drained
-        yield f"http://{match.group(1)}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _load(url: str, concurrency: int, n_requests: int, n: int) -> dict[str, float]:
-    """`n_requests` streamed greedy completions, `concurrency` at a time."""
-    import httpx
-
-    def one(i: int) -> tuple[float, int]:
-        body = {
-            "model": "bench",
-            "prompt": PROMPTS[i % len(PROMPTS)],
-            "max_tokens": n,
-            "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        t0 = time.perf_counter()
-        first, tokens = None, 0
-        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=600) as response:
-            response.raise_for_status()
-            for line in response.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                chunk = json.loads(line[6:])
-                if first is None and any(c.get("text") for c in chunk.get("choices", [])):
-                    first = time.perf_counter() - t0
-                if chunk.get("usage"):
-                    tokens = chunk["usage"]["completion_tokens"]
-        return (first if first is not None else time.perf_counter() - t0), tokens
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        done = list(pool.map(one, range(n_requests)))
-    wall = time.perf_counter() - t0
-    ttft = sorted(d[0] for d in done)
-    return {
-        "requests_per_s": n_requests / wall,
-        "tokens_per_s": sum(d[1] for d in done) / wall,
-        "ttft_p50_s": statistics.median(ttft),
-        "ttft_p95_s": ttft[min(len(ttft) - 1, round(0.95 * (len(ttft) - 1)))],
-    }
+    return server_process(command + ["--max-batch", str(args.max_batch)], f"the {engine} server")
 
 
 def _table(results: dict[str, dict[str, list[dict[str, float]]]], levels: tuple[int, ...]) -> dict[str, object]:
