@@ -29,7 +29,7 @@ from stlm.config import KD_CACHE_DTYPES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHED
 from stlm.errors import UserError
 from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig, TaskConfig
 from stlm.finetune.spin import SpinConfig
-from stlm.selfplay.loop import SelfPlayConfig
+from stlm.selfplay.loop import BASELINES, SelfPlayConfig
 
 CHOICES = {
     "optim.name": OPTIMIZERS,
@@ -39,6 +39,7 @@ CHOICES = {
     "task.name": tuple(BUILTIN_TASKS),
     "task.kind": KINDS,
     "distill.cache_dtype": KD_CACHE_DTYPES,
+    "train.baseline": BASELINES,
 }
 # Flags named other than their field (the README's spellings), and other spellings kept working.
 NAMES = {

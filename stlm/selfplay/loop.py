@@ -6,8 +6,10 @@
       every move of the current policy gets its seat's return G: the game's result for that seat
       (1 win, `draw_reward` (0) draw, -1 loss; `illegal_reward` for an illegal move, which ends the
       game, the other seat getting 0), discounted by `gamma` per later own move, so a quicker win earns more
-      advantage  A = G - b[seat]      b: a per-seat (per-role) moving average of G (`baseline_momentum`),
-                                      divided by the update's standard deviation of A (`scale_advantages`)
+      advantage  A = G - b            b (`baseline`): "seat", a per-seat (per-role) moving average of G, or
+                                      "state", a moving average of G per position seen (the seat's until a
+                                      position is first seen), each with `baseline_momentum`; A is then
+                                      divided by the update's standard deviation (`scale_advantages`)
       loss       -mean(A * log pi(move | prompt)) - entropy * mean(H(pi( . | prompt)))
       one optimizer step of the shared training step (stlm/training/step.py)
     every `eval_every` updates: the greedy policy against a uniformly random player (`eval_games` games
@@ -57,6 +59,7 @@ from stlm.training.step import StopSignal, progress_bar, setup, train_step
 RESULTS = "results.json"
 CURVE = "curve.png"
 SNAPSHOTS = "snapshots"
+BASELINES = ("seat", "state")
 RESUME_SAFE_KEYS = ("train.log_every", "runtime.device", "runtime.threads")
 
 
@@ -68,7 +71,8 @@ class SelfPlayTrainConfig:
     snapshot_every: int = 25  # updates between snapshots of the policy kept as opponents
     snapshots: int = 8  # past snapshots kept (the oldest dropped)
     entropy: float = 0.01  # weight of the entropy bonus
-    baseline_momentum: float = 0.9  # per-seat baseline: b <- m * b + (1 - m) * mean return of the update
+    baseline: str = "seat"  # what a move's return is compared with: seat (per-role mean) | state (per-position mean)
+    baseline_momentum: float = 0.9  # baselines: b <- m * b + (1 - m) * mean return of the update
     scale_advantages: bool = True  # divide the update's advantages by their standard deviation (a steadier step)
     gamma: float = 0.9  # return discount per later own move (a quicker win is worth more)
     illegal_reward: float = -1.0  # return of an illegal move, which ends the game
@@ -83,6 +87,7 @@ class SelfPlayTrainConfig:
         for name in ("updates", "games", "snapshot_every", "snapshots", "eval_every", "eval_games", "log_every"):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         _check(0.0 <= self.snapshot_prob <= 1.0, "train.snapshot_prob must be in [0, 1]")
+        _check(self.baseline in BASELINES, f"train.baseline must be one of {', '.join(BASELINES)}")
         _check(0.0 <= self.baseline_momentum < 1.0, "train.baseline_momentum must be in [0, 1)")
         _check(0.0 < self.gamma <= 1.0, "train.gamma must be in (0, 1]")
         _check(self.entropy >= 0, "train.entropy must be >= 0")
@@ -245,6 +250,31 @@ def play_training_games(
     return out
 
 
+def advantages_of(moves: Moves, game: Game, state: dict[str, Any], train: SelfPlayTrainConfig) -> np.ndarray:
+    """Each move's advantage (its return less its baseline, scaled), then the baselines moved towards this
+    update's mean returns (state["baselines"] per seat, state["values"] per position with baseline=state)."""
+    returns, seats = np.array(moves.returns), np.array(moves.seats)
+    baselines = np.array(state["baselines"])[seats]
+    keys = [game.prompt(s) for s in moves.states] if train.baseline == "state" else []
+    if keys:
+        values = state["values"]
+        baselines = np.array([values.get(k, b) for k, b in zip(keys, baselines)])
+    advantages = returns - baselines
+    if train.scale_advantages and len(advantages) > 1:
+        advantages = advantages / (advantages.std() + 1e-6)
+    m = train.baseline_momentum
+    for seat in (0, 1):  # the per-role baselines follow each seat's mean return
+        if (seats == seat).any():
+            state["baselines"][seat] = m * state["baselines"][seat] + (1 - m) * float(returns[seats == seat].mean())
+    seen: dict[str, list[float]] = {}
+    for key, g in zip(keys, returns):
+        seen.setdefault(key, []).append(float(g))
+    for key, gs in seen.items():  # a position's first visit sets its value to its mean return
+        mean = sum(gs) / len(gs)
+        state["values"][key] = m * state["values"][key] + (1 - m) * mean if key in state["values"] else mean
+    return advantages
+
+
 # --- evaluation ------------------------------------------------------------------------------
 
 
@@ -374,12 +404,13 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     )
     device = runtime.device
     minimax = Minimax(game)
-    state: dict[str, Any] = {"baselines": [0.0, 0.0], "snapshots": [], "last_eval": None}
+    # baselines: per seat; values: per position (its prompt text), with --baseline state
+    state: dict[str, Any] = {"baselines": [0.0, 0.0], "values": {}, "snapshots": [], "last_eval": None}
     step = 0
     if latest is not None:
         saved_state = trainer.restore(latest)
         step = int(saved_state["step"])
-        state.update({k: saved_state[k] for k in state})
+        state.update({k: saved_state[k] for k in state if k in saved_state})
     else:
         out.mkdir(parents=True, exist_ok=True)
         ckpt_io.write_run_config(out, {**record.to_dict(), "header": run_header(runtime.describe())})
@@ -428,15 +459,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
                 device=device,
             )
             plain.train(was_training)
-            returns, seats_arr = np.array(moves.returns), np.array(moves.seats)
-            advantages = returns - np.array(state["baselines"])[seats_arr]
-            if train.scale_advantages and len(advantages) > 1:
-                advantages = advantages / (advantages.std() + 1e-6)
-            for seat in (0, 1):  # the per-role baselines follow each seat's mean return
-                if (seats_arr == seat).any():
-                    mean = float(returns[seats_arr == seat].mean())
-                    b = state["baselines"][seat]
-                    state["baselines"][seat] = train.baseline_momentum * b + (1 - train.baseline_momentum) * mean
+            advantages = advantages_of(moves, game, state, train)
             ids, last = policy.encode(moves.states)
             tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32))
             result = train_step(trainer, objective, [tensors], step=step, lr=lr_at(step, train.updates, cfg.optim))

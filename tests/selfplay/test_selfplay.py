@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -14,7 +15,15 @@ from stlm import registry
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
 from stlm.selfplay.games import TicTacToe, get_game, outcome, reachable_states
-from stlm.selfplay.loop import Policy, SelfPlayConfig, SelfPlayTrainConfig, play_training_games, selfplay
+from stlm.selfplay.loop import (
+    Moves,
+    Policy,
+    SelfPlayConfig,
+    SelfPlayTrainConfig,
+    advantages_of,
+    play_training_games,
+    selfplay,
+)
 from stlm.selfplay.players import Minimax
 
 
@@ -146,11 +155,12 @@ def _cfg(**train) -> SelfPlayConfig:
     )
 
 
-def test_selfplay_resume_is_exact(tmp_path, one_thread):
-    full = selfplay(_cfg(), tmp_path / "full", progress=False)
+@pytest.mark.parametrize("baseline", ["seat", "state"])
+def test_selfplay_resume_is_exact(tmp_path, one_thread, baseline):
+    full = selfplay(_cfg(baseline=baseline), tmp_path / "full", progress=False)
     assert full.finished and (tmp_path / "full" / "curve.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "full" / "snapshots").iterdir()) == ["step-2.pt", "step-4.pt"]
-    stopped = selfplay(_cfg(), tmp_path / "part", stop_at=3, progress=False)
+    stopped = selfplay(_cfg(baseline=baseline), tmp_path / "part", stop_at=3, progress=False)
     assert stopped.step == 3 and not stopped.finished
     resumed = selfplay(None, tmp_path / "part", resume=True, progress=False)
     assert resumed.finished and resumed.results == full.results
@@ -221,3 +231,26 @@ def test_the_digits_prompt_shows_each_empty_cell_as_its_move():
         assert free == [digits.actions[i] for i, v in enumerate(state) if v == 0]
         if digits.winner(state) is None:
             assert free == [digits.actions[a] for a in digits.legal(state)]
+
+
+def test_the_state_baseline_is_a_running_mean_return_per_position():
+    game = get_game("tictactoe")
+    start, corner = game.initial(), game.play(game.initial(), 0)
+    moves = Moves(states=[start, start, corner], actions=[0, 4, 4], seats=[0, 0, 1], returns=[1.0, 0.0, -1.0])
+    train = SelfPlayTrainConfig(baseline="state", baseline_momentum=0.5, scale_advantages=False)
+    state = {"baselines": [0.2, -0.4], "values": {}}
+    # first visits: compared with their seat's baseline; each position's value is then its mean return
+    assert advantages_of(moves, game, state, train).tolist() == pytest.approx([0.8, -0.2, -0.6])
+    assert state["values"] == {game.prompt(start): 0.5, game.prompt(corner): -1.0}
+    assert state["baselines"] == pytest.approx([0.5 * 0.2 + 0.5 * 0.5, 0.5 * -0.4 + 0.5 * -1.0])
+    # later visits: compared with the position's value, which moves by the momentum
+    again = Moves(states=[corner], actions=[2], seats=[1], returns=[1.0])
+    assert advantages_of(again, game, state, train).tolist() == pytest.approx([2.0])
+    assert state["values"][game.prompt(corner)] == pytest.approx(0.0)
+    # the seat baseline ignores positions
+    seat = {"baselines": [0.2, -0.4], "values": {}}
+    plain = SelfPlayTrainConfig(baseline="seat", scale_advantages=False)
+    assert advantages_of(moves, game, seat, plain).tolist() == pytest.approx([0.8, -0.2, -0.6])
+    expected = 1.0 - seat["baselines"][1]
+    assert advantages_of(again, game, seat, plain).tolist() == pytest.approx([expected])
+    assert seat["values"] == {}
