@@ -66,4 +66,4 @@ both() { "$1" & local a=$!; "$2" & local b=$!; wait $a; wait $b; }
 export -f chain_a chain_b chain_c chain_d both train scores done_run eq_steps
 export R PY STLM STEPS COMMON TEACHER_ARCH MTP KD EVAL
 flock "$LOCK" bash -c 'set -e; both chain_a chain_b && both chain_c chain_d && scores plain-kdtime'
-$PY bench/mtpkd_report.py "$R"
+$PY bench/mtpkd_report.py "$R" --png "$R/curves.png"

@@ -32,6 +32,7 @@ the next `train` continues it exactly, until the rung's budget is spent.
     python bench/pooling_ladder.py sweep --rung bpe-16k --lrs 1e-3,2e-3,4e-3 --tflops 20 --out runs/ladder
     python bench/pooling_ladder.py train --out runs/ladder --rung pooled-space --lr 2e-3 --tflops 400 --minutes 9
     python bench/pooling_ladder.py report --out runs/ladder            # tables + PNG curves in OUT/
+    python bench/pooling_ladder.py all --out runs/ladder [--rungs a,b]  # calibrate, sweep, train; resumable
 """
 
 from __future__ import annotations
@@ -504,6 +505,11 @@ def cmd_all(args: argparse.Namespace) -> None:
     specs = rung_specs(args.size, args.view, args.bpe_vocabs)
     if not (out / "calibration.json").is_file():
         cmd_calibrate(args)
+    if args.rungs:  # a share of the ladder: two processes with one thread each use 2 cores best
+        unknown = set(args.rungs) - {spec.name for spec in specs}
+        if unknown:
+            sys.exit(f"pooling_ladder: unknown rung(s) {', '.join(sorted(unknown))}; see `plan`")
+        specs = [spec for spec in specs if spec.name in args.rungs]
     rungs = {spec.name: load_rung(spec, args) for spec in specs}
     for name, rung in rungs.items():
         sweep = argparse.Namespace(
@@ -632,6 +638,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--size", choices=["tiny", "10m"], default="10m")
     p.add_argument("--view", choices=["equal-params", "equal-core"], default="equal-params")
     p.add_argument("--rung", help="train/sweep: the rung")
+    p.add_argument(
+        "--rungs",
+        type=lambda text: tuple(text.split(",")),
+        default=(),
+        help="all: only these rungs (comma-separated; default every rung of the view)",
+    )
     p.add_argument(
         "--out", default="runs/ladder", help="one folder per rung (state.pt, curve.jsonl), plots, tokenizers"
     )
