@@ -10,7 +10,7 @@
                                       "state", a moving average of G per position seen (the seat's until a
                                       position is first seen), each with `baseline_momentum`; A is then
                                       divided by the update's standard deviation (`scale_advantages`)
-      loss       -mean(A * log pi(move | prompt)) - entropy * mean(H(pi( . | prompt)))
+      loss       -mean(A * log pi(move | prompt)) - entropy * mean(H(pi( . | prompt, legal moves only)))
       one optimizer step of the shared training step (stlm/training/step.py)
     every `eval_every` updates: the greedy policy against a uniformly random player (`eval_games` games
       from each seat) and against a perfect minimax player from each seat, following every game a
@@ -161,16 +161,22 @@ class Policy:
 
 @dataclass
 class ReinforceObjective:
-    """REINFORCE with an entropy bonus as an `Objective`: tensors = ids (N, T), last (N,), moves (N,), advantages (N,)."""
+    """REINFORCE with an entropy bonus as an `Objective`: tensors = ids (N, T), last (N,), moves (N,),
+    advantages (N,), legal (N, A) bool.
+
+    The bonus is the entropy of the policy restricted to the legal moves (renormalised over them): a bonus
+    over every action would pay the policy to keep mass on occupied cells, against the illegal-move penalty.
+    """
 
     policy: Policy
     entropy: float
 
     def loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
-        ids, last, moves, advantages = tensors
-        logp = F.log_softmax(self.policy.logits(model, ids, last), dim=-1)  # (N, A)
-        chosen = logp.gather(1, moves[:, None])[:, 0]  # (N,)
-        entropy = -(logp.exp() * logp).sum(-1)  # (N,)
+        ids, last, moves, advantages, legal = tensors
+        logits = self.policy.logits(model, ids, last)  # (N, A)
+        chosen = F.log_softmax(logits, dim=-1).gather(1, moves[:, None])[:, 0]  # (N,)
+        among_legal = F.log_softmax(logits.masked_fill(~legal, float("-inf")), dim=-1)  # (N, A), -inf off legal
+        entropy = -(among_legal.exp() * among_legal.masked_fill(~legal, 0.0)).sum(-1)  # (N,)
         return -(advantages * chosen).mean() - self.entropy * entropy.mean()
 
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
@@ -461,7 +467,10 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
             plain.train(was_training)
             advantages = advantages_of(moves, game, state, train)
             ids, last = policy.encode(moves.states)
-            tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32))
+            legal = torch.zeros((len(moves.states), len(game.actions)), dtype=torch.bool)  # (N, A)
+            for i, position in enumerate(moves.states):
+                legal[i, game.legal(position)] = True
+            tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32), legal)
             result = train_step(trainer, objective, [tensors], step=step, lr=lr_at(step, train.updates, cfg.optim))
             step += 1
             bar.update(1)

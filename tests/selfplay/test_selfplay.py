@@ -18,6 +18,7 @@ from stlm.selfplay.games import TicTacToe, get_game, outcome, reachable_states
 from stlm.selfplay.loop import (
     Moves,
     Policy,
+    ReinforceObjective,
     SelfPlayConfig,
     SelfPlayTrainConfig,
     advantages_of,
@@ -254,3 +255,35 @@ def test_the_state_baseline_is_a_running_mean_return_per_position():
     expected = 1.0 - seat["baselines"][1]
     assert advantages_of(again, game, seat, plain).tolist() == pytest.approx([expected])
     assert seat["values"] == {}
+
+
+class FixedLogits(nn.Module):
+    """A stand-in policy model whose logits at every position are one learnable vector."""
+
+    def __init__(self, logits: torch.Tensor):
+        super().__init__()
+        self.logits = nn.Parameter(logits.clone())
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.logits.expand(*ids.shape, -1)
+
+
+def test_the_entropy_bonus_counts_only_the_legal_moves():
+    game = TicTacToe()
+    family, cfg = registry.resolve_model("decoder-tiny")
+    tokenizer = family.resolve_tokenizer("auto", cfg)
+    policy = Policy(game, family, tokenizer)
+    action_ids = policy.action_ids
+    vocab = torch.zeros(cfg.vocab_size)
+    vocab[action_ids] = torch.tensor([2.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # cell 1 most likely
+    model = FixedLogits(vocab)
+    state = (1, 0, 0, 0, 0, 0, 0, 0, 0)  # cell 1 taken: eight legal moves
+    ids, last = policy.encode([state])
+    legal = torch.ones(1, 9, dtype=torch.bool)
+    legal[0, 0] = False
+    objective = ReinforceObjective(policy, entropy=1.0)
+    loss = objective.loss(model, ids, last, torch.tensor([3]), torch.zeros(1), legal)
+    p = torch.softmax(torch.tensor([1.0, 0, 0, 0, 0, 0, 0, 0]), 0)  # the eight legal moves, renormalised
+    assert loss.item() == pytest.approx(float((p * p.log()).sum()), abs=1e-6)  # -H of the legal moves
+    loss.backward()
+    assert model.logits.grad[action_ids[0]].abs().item() < 1e-9  # the taken cell's logit gets no entropy push
