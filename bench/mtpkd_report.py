@@ -4,7 +4,7 @@
 
 Per run: parameters, steps, training wall-clock (metrics.jsonl), held-out BPB (the pydocs validation split and
 WikiText-2, from `stlm evaluate`); then each speculative bench. The plot draws the in-training validation BPB
-(every half epoch) against steps and against wall-clock.
+(every half epoch) against steps.
 """
 
 from __future__ import annotations
@@ -30,12 +30,10 @@ def metrics(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
-def curve(rows: list[dict]) -> tuple[list[int], list[float], list[float]]:
-    """(steps, elapsed seconds, val BPB) of the in-training evaluations; elapsed from the nearest training row."""
-    timed = {r["step"]: r["elapsed_s"] for r in rows if "elapsed_s" in r}
-    points = [(r["step"], timed.get(r["step"]), r["val_bpb"]) for r in rows if "val_bpb" in r]
-    points = [p for p in points if p[1] is not None]
-    return [p[0] for p in points], [p[1] for p in points], [p[2] for p in points]
+def curve(rows: list[dict]) -> tuple[list[int], list[float]]:
+    """(steps, val BPB) of the in-training evaluations."""
+    points = [(r["step"], r["val_bpb"]) for r in rows if "val_bpb" in r]
+    return [p[0] for p in points], [p[1] for p in points]
 
 
 def main() -> None:
@@ -77,25 +75,22 @@ def main() -> None:
         print(f"\nplot: {args.png}")
 
 
-def plot(curves: dict[str, tuple[list[int], list[float], list[float]]], png: Path) -> None:
+def plot(curves: dict[str, tuple[list[int], list[float]]], png: Path) -> None:
+    """Validation BPB against steps (wall-clock is in the table: the runs shared the cores differently)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    for run, (steps, seconds, bpb) in curves.items():
-        if not bpb:
-            continue
-        by_step.plot(steps, bpb, marker=".", label=RUNS[run])
-        by_time.plot([s / 60 for s in seconds], bpb, marker=".", label=RUNS[run])
-    by_step.set_xlabel("step (1,150 steps = one pydocs epoch)")
-    by_time.set_xlabel("training wall-clock, minutes (1 thread)")
-    by_step.set_ylabel("pydocs validation BPB (next byte)")
-    by_step.legend(fontsize=7)
-    for ax in (by_step, by_time):
-        ax.grid(alpha=0.3)
-    fig.suptitle("decoder-tiny on pydocs: plain next-token, multi-token prediction, distillation")
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for run, (steps, bpb) in curves.items():
+        if bpb:
+            ax.plot(steps, bpb, marker=".", label=RUNS[run])
+    ax.set_xlabel("step (1,150 steps = one pydocs epoch of 8 x 256 bytes)")
+    ax.set_ylabel("pydocs validation BPB (next byte, in training)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax.set_title("decoder-tiny on pydocs: next-token, multi-token prediction, distillation", fontsize=10)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
