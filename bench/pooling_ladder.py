@@ -13,6 +13,9 @@ Two views of the ladder (`--view`):
                         core = the pooled total: a large vocabulary leaves a small core
   equal-core (the earlier view): one global core for all; pooled-space, pooled-fixed4,
       pooled-fixed6, unpooled, and bpe-<size> (4,096 ids, whose transformer is that core).
+  variants: candidate pooled presets at the same total parameters (VARIANTS: a leaner local
+      stack, fewer hash rows, ...; each core re-sized to the total), beside pooled-space, whose
+      run (same folder, same config) the equal-params view shares.
 
 Every rung trains on the same corpus (default `offline-mix`) with the same
 recipe (AdamW, warm-up then cosine over the rung's planned steps, batch, text
@@ -33,6 +36,7 @@ the next `train` continues it exactly, until the rung's budget is spent.
     python bench/pooling_ladder.py train --out runs/ladder --rung pooled-space --lr 2e-3 --tflops 400 --minutes 9
     python bench/pooling_ladder.py report --out runs/ladder            # tables + PNG curves in OUT/
     python bench/pooling_ladder.py all --out runs/ladder [--rungs a,b]  # calibrate, sweep, train; resumable
+    python bench/pooling_ladder.py calibrate --out runs/ladder --view variants --rungs pooled-lean-local
 """
 
 from __future__ import annotations
@@ -64,6 +68,16 @@ BOUNDARY = {
     "unpooled": "fixed:1",
 }
 BPE_VOCABS = (4096, 16384, 32768)
+# Candidate pooled presets (view `variants`): each changes the byte-level side of pooled-<size> and
+# spends what it frees (or pays what it adds) in the core, re-sized to the same total parameters.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # a narrower, shallower local stack: the bytes cost fewer FLOPs, the core gets the parameters
+    "lean-local": {"d_local": 128, "local_heads": 2, "n_dec_layers": 1},
+    # half the hashed n-gram rows (lookups cost no FLOPs, but they hold ~10% of the parameters)
+    "half-hash": {"hash_buckets": 1024},
+    # both
+    "lean-local-half-hash": {"d_local": 128, "local_heads": 2, "n_dec_layers": 1, "hash_buckets": 1024},
+}
 TOLERANCE = 0.02  # equal-params rungs: |total - target| / target at most this
 
 
@@ -92,8 +106,13 @@ def rung_specs(size: str, view: str = "equal-params", bpe_vocabs: tuple[int, ...
     _, bpe_ref = registry.get_config(f"bpe-{size}")
     specs = []
     vocabs = {bpe_name(v): v for v in bpe_vocabs}
-    names = (*EQUAL_PARAMS, *vocabs) if view == "equal-params" else EQUAL_CORE
+    names = {"equal-params": (*EQUAL_PARAMS, *vocabs), "equal-core": EQUAL_CORE}.get(view)
     target = registry.count_params(family, pooled)
+    if names is None:  # variants: pooled-space, then each candidate re-sized to its total
+        sized = [sized_pooled(dataclasses.replace(pooled, **VARIANTS[v]), target, pooled) for v in VARIANTS]
+        return [RungSpec("pooled-space", family, pooled)] + [
+            RungSpec(f"pooled-{v}", family, cfg) for v, cfg in zip(VARIANTS, sized)
+        ]
     for name in names:
         if name in BOUNDARY:
             specs.append(RungSpec(name, family, dataclasses.replace(pooled, boundary=BOUNDARY[name])))
@@ -136,6 +155,33 @@ def sized_decoder(vocab: int, target: int, ref: Any, tolerance: float = TOLERANC
                     best = key
     if best is None:
         raise UserError(f"no decoder over {vocab} ids fits {target:,} parameters within {tolerance:.0%}")
+    return best[2]
+
+
+def sized_pooled(cfg: Any, target: int, ref: Any, tolerance: float = TOLERANCE) -> Any:
+    """`cfg` with its core (width, depth) re-chosen so the total parameters are within `tolerance` of `target`.
+
+    Widths are multiples of the reference's core head width; the feed-forward
+    width follows the default rule; of the (width, depth) pairs within
+    tolerance the one closest (log scale) to the reference's width per layer wins.
+    """
+    from stlm import registry
+    from stlm.errors import UserError
+
+    aspect, head = ref.d_global / ref.n_global_layers, ref.d_head_global
+    best: tuple[float, float, Any] | None = None
+    for d_global in range(2 * head, 3 * ref.d_global + 1, head):
+        for n_layers in range(1, 49):
+            candidate = dataclasses.replace(
+                cfg, d_global=d_global, global_heads=d_global // head, n_global_layers=n_layers, d_ff_global=None
+            )
+            error = abs(registry.count_params("pooled", candidate) - target) / target
+            if error <= tolerance:
+                key = (abs(math.log((d_global / n_layers) / aspect)), error, candidate)
+                if best is None or key[:2] < best[:2]:
+                    best = key
+    if best is None:
+        raise UserError(f"no core fits {target:,} parameters within {tolerance:.0%} for {cfg}")
     return best[2]
 
 
@@ -239,6 +285,9 @@ def new_training(rung: Rung, lr: float, total_steps: int, args: argparse.Namespa
 
     torch.manual_seed(args.seed)
     model = registry.build_model(rung.spec.family, rung.spec.config).train()
+    # What `stlm train` does before step 0: the entropy rule's table and threshold are fitted to the
+    # training text (deterministic, buffers in the state, so a resumed rung loads the same fit).
+    registry.get_family(rung.spec.family).before_training(model, rung.train)
     optim_cfg = OptimConfig(lr=lr, warmup_steps=min(200, max(1, total_steps // 20)))
     optimizer = build_optimizer(model, optim_cfg, torch.device("cpu"))
     loader = WindowLoader(rung.train, rung.seq_len, args.batch, seed=args.seed)
@@ -469,12 +518,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Time every rung of the view side by side, once, into OUT/calibration.json (run it on a quiet machine)."""
-    rungs = [load_rung(spec, args) for spec in rung_specs(args.size, args.view, args.bpe_vocabs)]
+    specs = rung_specs(args.size, args.view, args.bpe_vocabs)
+    rungs = [load_rung(spec, args) for spec in specs if not args.rungs or spec.name in args.rungs]
     result = calibrate(rungs, args)
     path = Path(args.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
+    saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     tmp = path.with_suffix(".part")
-    tmp.write_text(json.dumps(result, indent=1), encoding="utf-8")
+    tmp.write_text(json.dumps({**saved, **result}, indent=1), encoding="utf-8")  # --rungs: the others kept
     os.replace(tmp, path)
     for name, c in result.items():
         print(
@@ -636,13 +687,13 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["plan", "calibrate", "sweep", "train", "all", "report"])
     p.add_argument("--size", choices=["tiny", "10m"], default="10m")
-    p.add_argument("--view", choices=["equal-params", "equal-core"], default="equal-params")
+    p.add_argument("--view", choices=["equal-params", "equal-core", "variants"], default="equal-params")
     p.add_argument("--rung", help="train/sweep: the rung")
     p.add_argument(
         "--rungs",
         type=lambda text: tuple(text.split(",")),
         default=(),
-        help="all: only these rungs (comma-separated; default every rung of the view)",
+        help="all, calibrate: only these rungs (comma-separated; default every rung of the view)",
     )
     p.add_argument(
         "--out", default="runs/ladder", help="one folder per rung (state.pt, curve.jsonl), plots, tokenizers"

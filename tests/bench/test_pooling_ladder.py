@@ -7,7 +7,17 @@ import random
 
 import torch
 
-from bench.pooling_ladder import TOLERANCE, breakdown, load_rung, parser, read_curve, rung_specs, train_rung
+from bench.pooling_ladder import (
+    TOLERANCE,
+    VARIANTS,
+    breakdown,
+    load_rung,
+    new_training,
+    parser,
+    read_curve,
+    rung_specs,
+    train_rung,
+)
 from stlm import registry
 
 
@@ -36,12 +46,34 @@ def test_equal_params_rungs_are_within_2_percent_with_exact_accounting():
     assert cores == sorted(cores, reverse=True)
 
 
+def test_variant_rungs_are_within_2_percent_and_change_only_what_they_name():
+    specs = rung_specs("10m", "variants")
+    assert [s.name for s in specs] == ["pooled-space", *(f"pooled-{v}" for v in VARIANTS)]
+    base = specs[0].config
+    for spec in specs[1:]:
+        parts = breakdown(spec)
+        assert parts["total"] == _unique_params(registry.build_model(spec.family, spec.config))
+        assert abs(parts["total"] - breakdown(specs[0])["total"]) / parts["total"] <= TOLERANCE
+        for key, value in VARIANTS[spec.name.removeprefix("pooled-")].items():
+            assert getattr(spec.config, key) == value != getattr(base, key)
+        assert spec.config.boundary == base.boundary and spec.config.hash_ngrams == base.hash_ngrams
+
+
+def test_entropy_rung_is_fitted_before_training(tmp_path, one_thread):
+    # An unfitted entropy rule closes a patch only at the cap: the rung would be a fixed-length one.
+    args = parser().parse_args(["train", "--out", str(tmp_path / "out"), *_corpus_args(tmp_path)])
+    spec = next(s for s in rung_specs("tiny", "equal-params", ()) if s.name == "pooled-entropy")
+    model = new_training(load_rung(spec, args), 1e-3, 10, args)[0]
+    assert model.boundaries.fitted and torch.isfinite(model.boundaries.threshold)
+
+
 def test_equal_core_view_keeps_one_core():
     cores = {breakdown(s)["core"] for s in rung_specs("10m", "equal-core")}
     assert len(cores) == 1
 
 
-def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
+def _corpus_args(tmp_path) -> list[str]:
+    """A small word corpus on disk and the ladder flags that train on it."""
     rng = random.Random(0)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -65,6 +97,11 @@ def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
         (corpus / f"{i:02d}.txt").write_text(" ".join(rng.choices(words, k=300)) + "\n", encoding="utf-8")
     common = ["--size", "tiny", "--data", str(corpus), "--cache-dir", str(tmp_path / "cache"), "--wikitext", "none"]
     common += ["--seq-len", "64", "--batch", "2", "--val-bytes", "2048", "--curve-points", "3", "--calib-steps", "1"]
+    return common
+
+
+def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
+    common = _corpus_args(tmp_path)
     spec = rung_specs("tiny", "equal-params", ())[0]
     results = {}
     for name, pieces in (("whole", [0]), ("pieces", [2, 4, 0])):
