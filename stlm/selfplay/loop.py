@@ -11,6 +11,7 @@
                                       position is first seen), each with `baseline_momentum`; A is then
                                       divided by the update's standard deviation (`scale_advantages`)
       loss       -mean(A * log pi(move | prompt)) - entropy * mean(H(pi( . | prompt, legal moves only)))
+                 + legal_loss * mean(-log pi(legal moves | prompt))   (the rules as a dense term; 0: off)
       one optimizer step of the shared training step (stlm/training/step.py)
     every `eval_every` updates: the greedy policy against a uniformly random player (`eval_games` games
       from each seat) and against a perfect minimax player from each seat, following every game a
@@ -71,6 +72,7 @@ class SelfPlayTrainConfig:
     snapshot_every: int = 25  # updates between snapshots of the policy kept as opponents
     snapshots: int = 8  # past snapshots kept (the oldest dropped)
     entropy: float = 0.01  # weight of the entropy bonus
+    legal_loss: float = 0.0  # weight of -log P(any legal move) at every position the policy moved in (0: off)
     baseline: str = "seat"  # what a move's return is compared with: seat (per-role mean) | state (per-position mean)
     baseline_momentum: float = 0.9  # baselines: b <- m * b + (1 - m) * mean return of the update
     scale_advantages: bool = True  # divide the update's advantages by their standard deviation (a steadier step)
@@ -91,6 +93,7 @@ class SelfPlayTrainConfig:
         _check(0.0 <= self.baseline_momentum < 1.0, "train.baseline_momentum must be in [0, 1)")
         _check(0.0 < self.gamma <= 1.0, "train.gamma must be in (0, 1]")
         _check(self.entropy >= 0, "train.entropy must be >= 0")
+        _check(self.legal_loss >= 0, "train.legal_loss must be >= 0")
         _check(self.nonfinite_skips >= 0, "train.nonfinite_skips must be >= 0")
         _check(0 <= self.seed < 2**63, "train.seed must be in [0, 2**63)")
 
@@ -166,10 +169,13 @@ class ReinforceObjective:
 
     The bonus is the entropy of the policy restricted to the legal moves (renormalised over them): a bonus
     over every action would pay the policy to keep mass on occupied cells, against the illegal-move penalty.
+    `legal_loss` weighs -log P(legal) at every position, whatever move was sampled: the sampled penalty
+    reaches an illegal move only where the policy happens to try it, this term teaches the rules everywhere.
     """
 
     policy: Policy
     entropy: float
+    legal_loss: float = 0.0
 
     def loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         ids, last, moves, advantages, legal = tensors
@@ -177,7 +183,11 @@ class ReinforceObjective:
         chosen = F.log_softmax(logits, dim=-1).gather(1, moves[:, None])[:, 0]  # (N,)
         among_legal = F.log_softmax(logits.masked_fill(~legal, float("-inf")), dim=-1)  # (N, A), -inf off legal
         entropy = -(among_legal.exp() * among_legal.masked_fill(~legal, 0.0)).sum(-1)  # (N,)
-        return -(advantages * chosen).mean() - self.entropy * entropy.mean()
+        loss = -(advantages * chosen).mean() - self.entropy * entropy.mean()
+        if self.legal_loss:
+            log_p_legal = torch.logsumexp(logits.masked_fill(~legal, float("-inf")), -1) - torch.logsumexp(logits, -1)
+            loss = loss - self.legal_loss * log_p_legal.mean()  # (N,) -> scalar
+        return loss
 
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
         return int(tensors[0].numel()), 0
@@ -397,7 +407,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
         ckpt_io.load_weights(model, latest)
     tokenizer = family.resolve_tokenizer("auto", model_cfg)
     policy = Policy(game, family, tokenizer)
-    objective = ReinforceObjective(policy, train.entropy)
+    objective = ReinforceObjective(policy, train.entropy, train.legal_loss)
     record = ckpt_io.RunRecord(family, model_cfg, tokenizer.to_dict(), {"selfplay": cfg.to_dict()})
     trainer = setup(
         model,

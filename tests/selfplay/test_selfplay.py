@@ -4,6 +4,7 @@ minimax, the illegal-move penalty, exact resume, and the one-line error for an u
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -287,3 +288,23 @@ def test_the_entropy_bonus_counts_only_the_legal_moves():
     assert loss.item() == pytest.approx(float((p * p.log()).sum()), abs=1e-6)  # -H of the legal moves
     loss.backward()
     assert model.logits.grad[action_ids[0]].abs().item() < 1e-9  # the taken cell's logit gets no entropy push
+
+
+def test_the_legal_loss_is_minus_log_the_legal_mass_and_pushes_only_taken_cells_down():
+    game = TicTacToe()
+    family, cfg = registry.resolve_model("decoder-tiny")
+    policy = Policy(game, family, family.resolve_tokenizer("auto", cfg))
+    vocab = torch.zeros(cfg.vocab_size)
+    vocab[policy.action_ids] = torch.tensor([2.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    model = FixedLogits(vocab)
+    ids, last = policy.encode([(1, 0, 0, 0, 0, 0, 0, 0, 0)])  # cell 1 taken
+    legal = torch.ones(1, 9, dtype=torch.bool)
+    legal[0, 0] = False
+    objective = ReinforceObjective(policy, entropy=0.0, legal_loss=0.5)
+    loss = objective.loss(model, ids, last, torch.tensor([3]), torch.zeros(1), legal)  # zero advantage
+    p = torch.softmax(torch.tensor([2.0, 0, 0, 1, 0, 0, 0, 0, 0]), 0)
+    assert loss.item() == pytest.approx(-0.5 * math.log(1 - p[0].item()), abs=1e-6)
+    loss.backward()
+    grad = model.logits.grad[policy.action_ids]
+    assert grad[0] > 0 and (grad[1:] < 0).all()  # descent lowers the taken cell, raises every legal one
+    assert ReinforceObjective(policy, entropy=0.0).loss(model, ids, last, torch.tensor([3]), torch.zeros(1), legal) == 0
