@@ -659,15 +659,20 @@ def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    sets = (("val_bpb", "validation split"), ("wikitext_bpb", "WikiText-2 validation"))
     for axis, label, scale in (("flops", "training TFLOPs", 1e12), ("wall_s", "calibrated training minutes", 60.0)):
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        for name, c in curves.items():
-            ax.plot([p[axis] / scale for p in c], [p["val_bpb"] for p in c], marker="o", ms=3, label=name)
-        ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("validation bits per byte")
-        ax.grid(alpha=0.3)
-        ax.legend()
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+        for ax, (key, title) in zip(axes, sets):
+            for name, c in curves.items():
+                points = [(p[axis] / scale, p[key]) for p in c if p.get(key) is not None]
+                if points:
+                    ax.plot(*zip(*points), marker="o", ms=3, label=name)
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.set_ylabel("bits per byte")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+            ax.legend()
         fig.tight_layout()
         fig.savefig(out / f"ladder-{axis}.png", dpi=120)
         plt.close(fig)
