@@ -8,8 +8,9 @@
       game, the other seat getting 0), discounted by `gamma` per later own move, so a quicker win earns more
       advantage  A = G - b            b (`baseline`): "seat", a per-seat (per-role) moving average of G, or
                                       "state", a moving average of G per position seen (the seat's until a
-                                      position is first seen), each with `baseline_momentum`; A is then
-                                      divided by the update's standard deviation (`scale_advantages`)
+                                      position is first seen), each with `baseline_momentum`; or "critic",
+                                      A = Q(position, move) - V(position), both running means of G; A is
+                                      then divided by the update's standard deviation (`scale_advantages`)
       loss       -mean(A * log pi(move | prompt)) - entropy * mean(H(pi( . | prompt, legal moves only)))
                  + legal_loss * mean(-log pi(legal moves | prompt))   (the rules as a dense term; 0: off)
       one optimizer step of the shared training step (stlm/training/step.py)
@@ -60,7 +61,7 @@ from stlm.training.step import StopSignal, progress_bar, setup, train_step
 RESULTS = "results.json"
 CURVE = "curve.png"
 SNAPSHOTS = "snapshots"
-BASELINES = ("seat", "state")
+BASELINES = ("seat", "state", "critic")
 RESUME_SAFE_KEYS = ("train.log_every", "runtime.device", "runtime.threads")
 
 
@@ -73,7 +74,7 @@ class SelfPlayTrainConfig:
     snapshots: int = 8  # past snapshots kept (the oldest dropped)
     entropy: float = 0.01  # weight of the entropy bonus
     legal_loss: float = 0.0  # weight of -log P(any legal move) at every position the policy moved in (0: off)
-    baseline: str = "seat"  # what a move's return is compared with: seat (per-role mean) | state (per-position mean)
+    baseline: str = "seat"  # seat (per-role mean return) | state (per-position mean) | critic (Q - V means)
     baseline_momentum: float = 0.9  # baselines: b <- m * b + (1 - m) * mean return of the update
     scale_advantages: bool = True  # divide the update's advantages by their standard deviation (a steadier step)
     gamma: float = 0.9  # return discount per later own move (a quicker win is worth more)
@@ -267,28 +268,45 @@ def play_training_games(
 
 
 def advantages_of(moves: Moves, game: Game, state: dict[str, Any], train: SelfPlayTrainConfig) -> np.ndarray:
-    """Each move's advantage (its return less its baseline, scaled), then the baselines moved towards this
-    update's mean returns (state["baselines"] per seat, state["values"] per position with baseline=state)."""
+    """Each move's advantage, scaled, with the running means it uses moved towards this update's returns.
+
+    seat:   A = G - b(seat), then b(seat) moves (state["baselines"]);
+    state:  A = G - V(position), V the running mean return per position (state["values"]; a position not
+            seen before is compared with its seat's b), then V moves;
+    critic: V and Q (the running mean return per (position, move), state["q"]) move first, then
+            A = Q(position, move) - V(position): the sampled game outcome enters only through these means,
+            so one lucky or unlucky game moves the policy far less (an actor-critic with tabular critics).
+    """
     returns, seats = np.array(moves.returns), np.array(moves.seats)
     baselines = np.array(state["baselines"])[seats]
-    keys = [game.prompt(s) for s in moves.states] if train.baseline == "state" else []
-    if keys:
+    keys = [game.prompt(s) for s in moves.states] if train.baseline != "seat" else []
+    m = train.baseline_momentum
+    if train.baseline == "state":
         values = state["values"]
         baselines = np.array([values.get(k, b) for k, b in zip(keys, baselines)])
-    advantages = returns - baselines
-    if train.scale_advantages and len(advantages) > 1:
-        advantages = advantages / (advantages.std() + 1e-6)
-    m = train.baseline_momentum
     for seat in (0, 1):  # the per-role baselines follow each seat's mean return
         if (seats == seat).any():
             state["baselines"][seat] = m * state["baselines"][seat] + (1 - m) * float(returns[seats == seat].mean())
+    _running_means(state["values"], keys, returns, m)
+    if train.baseline == "critic":
+        pairs = [f"{k}\x00{a}" for k, a in zip(keys, moves.actions)]
+        _running_means(state["q"], pairs, returns, m)
+        advantages = np.array([state["q"][p] - state["values"][k] for p, k in zip(pairs, keys)])
+    else:
+        advantages = returns - baselines
+    if train.scale_advantages and len(advantages) > 1:
+        advantages = advantages / (advantages.std() + 1e-6)
+    return advantages
+
+
+def _running_means(table: dict[str, float], keys: list[str], returns: np.ndarray, m: float) -> None:
+    """Move table[key] towards the mean of this update's returns under that key (a first visit sets it)."""
     seen: dict[str, list[float]] = {}
     for key, g in zip(keys, returns):
         seen.setdefault(key, []).append(float(g))
-    for key, gs in seen.items():  # a position's first visit sets its value to its mean return
+    for key, gs in seen.items():
         mean = sum(gs) / len(gs)
-        state["values"][key] = m * state["values"][key] + (1 - m) * mean if key in state["values"] else mean
-    return advantages
+        table[key] = m * table[key] + (1 - m) * mean if key in table else mean
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -421,7 +439,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     device = runtime.device
     minimax = Minimax(game)
     # baselines: per seat; values: per position (its prompt text), with --baseline state
-    state: dict[str, Any] = {"baselines": [0.0, 0.0], "values": {}, "snapshots": [], "last_eval": None}
+    state: dict[str, Any] = {"baselines": [0.0, 0.0], "values": {}, "q": {}, "snapshots": [], "last_eval": None}
     step = 0
     if latest is not None:
         saved_state = trainer.restore(latest)

@@ -157,7 +157,7 @@ def _cfg(**train) -> SelfPlayConfig:
     )
 
 
-@pytest.mark.parametrize("baseline", ["seat", "state"])
+@pytest.mark.parametrize("baseline", ["seat", "state", "critic"])
 def test_selfplay_resume_is_exact(tmp_path, one_thread, baseline):
     full = selfplay(_cfg(baseline=baseline), tmp_path / "full", progress=False)
     assert full.finished and (tmp_path / "full" / "curve.png").stat().st_size > 0
@@ -308,3 +308,19 @@ def test_the_legal_loss_is_minus_log_the_legal_mass_and_pushes_only_taken_cells_
     grad = model.logits.grad[policy.action_ids]
     assert grad[0] > 0 and (grad[1:] < 0).all()  # descent lowers the taken cell, raises every legal one
     assert ReinforceObjective(policy, entropy=0.0).loss(model, ids, last, torch.tensor([3]), torch.zeros(1), legal) == 0
+
+
+def test_the_critic_advantage_is_the_move_mean_less_the_position_mean():
+    game = get_game("tictactoe")
+    start = game.initial()
+    train = SelfPlayTrainConfig(baseline="critic", baseline_momentum=0.5, scale_advantages=False)
+    state = {"baselines": [0.0, 0.0], "values": {}, "q": {}}
+    # from the start: move 0 won once and lost once, move 4 won: V = 1/3, Q(0) = 0, Q(4) = 1
+    moves = Moves(states=[start] * 3, actions=[0, 0, 4], seats=[0, 0, 0], returns=[1.0, -1.0, 1.0])
+    assert advantages_of(moves, game, state, train).tolist() == pytest.approx([-1 / 3, -1 / 3, 2 / 3])
+    # the means move by the momentum before they are used: V = (1/3 + 1) / 2, Q(4) = (1 + 1) / 2
+    again = Moves(states=[start], actions=[4], seats=[0], returns=[1.0])
+    assert advantages_of(again, game, state, train).tolist() == pytest.approx([1.0 - 2 / 3])
+    # the sampled outcome of a well-known move barely matters: a loss now moves Q(4) only half-way
+    loss = Moves(states=[start], actions=[4], seats=[0], returns=[-1.0])
+    assert advantages_of(loss, game, state, train).tolist() == pytest.approx([0.0 - (2 / 3 - 1) / 2])
