@@ -46,6 +46,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -249,12 +250,21 @@ def load_rung(spec: RungSpec, args: argparse.Namespace) -> Rung:
         return np.concatenate(chosen).astype(np.int64)
 
     wiki = None
-    if args.wikitext != "none":
-        wiki = stream([Path(args.wikitext).read_text(encoding="utf-8")]) if args.wikitext else _hub_wikitext(stream)
+    if args.wikitext != "none":  # whole articles, like the validation documents, until --val-bytes
+        if args.wikitext:
+            wiki = stream(wikitext_articles(Path(args.wikitext).read_text(encoding="utf-8")))
+        else:
+            wiki = _hub_wikitext(stream)
     seq_len = args.seq_len
     if spec.bpe_vocab:  # about the same text per window as the byte models
         seq_len = max(8, round(args.seq_len * data.meta["train"]["tokens"] / data.meta["train"]["bytes"]))
     return Rung(spec, tok, data.train, stream(val_docs), wiki, seq_len)
+
+
+def wikitext_articles(text: str) -> list[str]:
+    """WikiText's text cut into its articles (each starts at a ` = Title = ` line), in order."""
+    starts = [m.start() for m in re.finditer(r"^ = [^=].* = $", text, flags=re.M)] or [0]
+    return [text[a:b] for a, b in zip([0, *starts[1:]], [*starts[1:], len(text)])]
 
 
 def _hub_wikitext(stream) -> np.ndarray | None:
@@ -265,9 +275,9 @@ def _hub_wikitext(stream) -> np.ndarray | None:
 
     folder = resolve_data_dir(None, os.environ.get("STLM_DATA_DIR"), Path.cwd())
     if folder is not None and (folder / "wikitext-2" / "valid.txt").is_file():
-        return stream([(folder / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")])
+        return stream(wikitext_articles((folder / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")))
     try:
-        return stream(["".join(str(r["text"]) for r in load_rows(WIKITEXT2, "validation").rows)])
+        return stream(wikitext_articles("".join(str(r["text"]) for r in load_rows(WIKITEXT2, "validation").rows)))
     except UserError as exc:
         print(f"no WikiText-2 curve: {exc}", file=sys.stderr)
         return None
@@ -491,6 +501,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def run_sweep(rung: Rung, args: argparse.Namespace) -> None:
     """Short runs of the rung at each of --lrs (resumable), summarised in OUT/sweep/RUNG.json."""
     results = {}
+    rung = dataclasses.replace(rung, wiki=None)  # a sweep picks the rate on the validation split alone
     for lr in [float(x) for x in args.lrs.split(",")]:
         run_dir = Path(args.out) / "sweep" / f"{args.rung}-lr{lr:g}"
         summary = train_rung(rung, run_dir, lr, args.tflops, args.minutes, args, steps=args.steps)

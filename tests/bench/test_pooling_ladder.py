@@ -17,6 +17,7 @@ from bench.pooling_ladder import (
     read_curve,
     rung_specs,
     train_rung,
+    wikitext_articles,
 )
 from stlm import registry
 
@@ -117,3 +118,10 @@ def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
     assert [p["step"] for p in curve_whole] == [1, 3, 6]  # denser early
     assert curve_pieces == curve_whole and json.dumps(curve_whole)  # same numbers, plain JSON
     assert all(torch.equal(whole[k], pieces[k]) for k in whole)
+
+
+def test_wikitext_is_cut_into_whole_articles():
+    text = " \n = First = \n \n a b .\n = = Part = = \n c .\n = Second = \n d .\n"
+    articles = wikitext_articles(text)
+    assert "".join(articles) == text  # nothing lost, in order
+    assert [a.strip().splitlines()[0].strip() for a in articles] == ["= First =", "= Second ="]  # sections stay inside
