@@ -2,7 +2,8 @@
 
     each update (step):
       play `games` games at once; in most the current policy holds both seats, in `snapshot_prob`
-      of them one seat (chosen at random) is held by a past snapshot of the policy
+      of them one seat (chosen at random) is held by a past snapshot of the policy; with
+      `random_opening` N, each game starts after 0..N uniformly random moves (not trained on)
       every move of the current policy gets its seat's return G: the game's result for that seat
       (1 win, `draw_reward` (0) draw, -1 loss; `illegal_reward` for an illegal move, which ends the
       game, the other seat getting 0), discounted by `gamma` per later own move, so a quicker win earns more
@@ -70,6 +71,7 @@ class SelfPlayTrainConfig:
     updates: int = 300  # policy-gradient updates (optimizer steps)
     games: int = 128  # games played per update
     snapshot_prob: float = 0.3  # share of games where a past snapshot holds one seat (the rest: self against self)
+    random_opening: int = 0  # games start after 0..N uniformly random moves (not trained on): wider coverage
     snapshot_every: int = 25  # updates between snapshots of the policy kept as opponents
     snapshots: int = 8  # past snapshots kept (the oldest dropped)
     entropy: float = 0.01  # weight of the entropy bonus
@@ -90,6 +92,7 @@ class SelfPlayTrainConfig:
         for name in ("updates", "games", "snapshot_every", "snapshots", "eval_every", "eval_games", "log_every"):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         _check(0.0 <= self.snapshot_prob <= 1.0, "train.snapshot_prob must be in [0, 1]")
+        _check(self.random_opening >= 0, "train.random_opening must be >= 0")
         _check(self.baseline in BASELINES, f"train.baseline must be one of {', '.join(BASELINES)}")
         _check(0.0 <= self.baseline_momentum < 1.0, "train.baseline_momentum must be in [0, 1)")
         _check(0.0 < self.gamma <= 1.0, "train.gamma must be in (0, 1]")
@@ -221,10 +224,12 @@ def play_training_games(
     generator: torch.Generator,
     device,
     draw_reward: float = 0.0,
+    starts: Sequence[tuple] | None = None,
 ) -> Moves:
-    """Play the games (moves sampled from each holder's policy) and return the current policy's moves."""
+    """Play the games (moves sampled from each holder's policy) from `starts` (default: the initial
+    position) and return the current policy's moves."""
     n = len(holders)
-    states = [game.initial()] * n
+    states = list(starts) if starts is not None else [game.initial()] * n
     done = [False] * n
     rewards = np.zeros((n, 2))  # each seat's result: 1 win, 0 draw, -1 loss, or illegal_reward
     drawn = [False] * n  # played to a draw (not ended by an illegal move)
@@ -265,6 +270,18 @@ def play_training_games(
         if holders[g, seat] == 0:
             out.results.append(rewards[g, seat])
     return out
+
+
+def random_opening(game: Game, rng: np.random.Generator, moves: int) -> tuple:
+    """The position after up to `moves` uniformly random legal moves from the start (fewer if the game
+    would end: a training game always has a move left to play)."""
+    state = game.initial()
+    for _ in range(moves):
+        options = [a for a in game.legal(state) if game.winner(game.play(state, a)) is None]
+        if not options:
+            break
+        state = game.play(state, options[int(rng.integers(len(options)))])
+    return state
 
 
 def advantages_of(moves: Moves, game: Game, state: dict[str, Any], train: SelfPlayTrainConfig) -> np.ndarray:
@@ -478,6 +495,10 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
                 vs_past = rng.random(train.games) < train.snapshot_prob
                 seats = rng.integers(2, size=train.games)
                 holders[vs_past, seats[vs_past]] = 1 + rng.integers(len(snapshots), size=int(vs_past.sum()))
+            starts = None  # random openings draw from rng only when on: runs without them keep their games
+            if train.random_opening:
+                lengths = rng.integers(train.random_opening + 1, size=train.games)
+                starts = [random_opening(game, rng, int(k)) for k in lengths]
             plain = par.plain(trainer.model)
             was_training = plain.training
             plain.eval()  # the moves are sampled as the policy would play them (no dropout)
@@ -491,6 +512,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
                 draw_reward=train.draw_reward,
                 generator=generator,
                 device=device,
+                starts=starts,
             )
             plain.train(was_training)
             advantages = advantages_of(moves, game, state, train)

@@ -24,6 +24,7 @@ from stlm.selfplay.loop import (
     SelfPlayTrainConfig,
     advantages_of,
     play_training_games,
+    random_opening,
     selfplay,
 )
 from stlm.selfplay.players import Minimax
@@ -157,12 +158,14 @@ def _cfg(**train) -> SelfPlayConfig:
     )
 
 
-@pytest.mark.parametrize("baseline", ["seat", "state", "critic"])
-def test_selfplay_resume_is_exact(tmp_path, one_thread, baseline):
-    full = selfplay(_cfg(baseline=baseline), tmp_path / "full", progress=False)
+@pytest.mark.parametrize(
+    "train", [{"baseline": "seat"}, {"baseline": "state"}, {"baseline": "critic", "random_opening": 2}]
+)
+def test_selfplay_resume_is_exact(tmp_path, one_thread, train):
+    full = selfplay(_cfg(**train), tmp_path / "full", progress=False)
     assert full.finished and (tmp_path / "full" / "curve.png").stat().st_size > 0
     assert sorted(p.name for p in (tmp_path / "full" / "snapshots").iterdir()) == ["step-2.pt", "step-4.pt"]
-    stopped = selfplay(_cfg(baseline=baseline), tmp_path / "part", stop_at=3, progress=False)
+    stopped = selfplay(_cfg(**train), tmp_path / "part", stop_at=3, progress=False)
     assert stopped.step == 3 and not stopped.finished
     resumed = selfplay(None, tmp_path / "part", resume=True, progress=False)
     assert resumed.finished and resumed.results == full.results
@@ -324,3 +327,16 @@ def test_the_critic_advantage_is_the_move_mean_less_the_position_mean():
     # the sampled outcome of a well-known move barely matters: a loss now moves Q(4) only half-way
     loss = Moves(states=[start], actions=[4], seats=[0], returns=[-1.0])
     assert advantages_of(loss, game, state, train).tolist() == pytest.approx([0.0 - (2 / 3 - 1) / 2])
+
+
+def test_random_openings_are_legal_unfinished_and_of_the_drawn_length():
+    game = get_game("tictactoe")
+    rng = np.random.default_rng(0)
+    seen = set()
+    for k in range(5):  # a win takes five moves: these lengths are always reached
+        for _ in range(50):
+            state = random_opening(game, rng, k)
+            assert sum(v != 0 for v in state) == k and game.winner(state) is None  # no win within 5 moves
+            seen.add(state)
+    assert len(seen) > 100  # many different openings
+    assert random_opening(game, rng, 0) == game.initial()
