@@ -134,29 +134,23 @@ def sized_decoder(vocab: int, target: int, ref: Any, tolerance: float = TOLERANC
     the reference's shape as nearly as its budget allows. Counts are exact
     (`registry.count_params`).
     """
-    from stlm import registry
-    from stlm.errors import UserError
-
-    ratio, aspect = ref.d_ff / ref.d_model, ref.d_model / ref.n_layers
-    best: tuple[float, float, Any] | None = None
-    for d_model in range(2 * ref.d_head, 4 * ref.d_model + 1, ref.d_head):
-        for n_layers in range(1, 49):
-            cfg = dataclasses.replace(
-                ref,
-                vocab_size=vocab,
-                d_model=d_model,
-                n_heads=d_model // ref.d_head,
-                n_layers=n_layers,
-                d_ff=32 * max(1, round(ratio * d_model / 32)),
-            )
-            error = abs(registry.count_params("decoder", cfg) - target) / target
-            if error <= tolerance:
-                key = (abs(math.log((d_model / n_layers) / aspect)), error, cfg)
-                if best is None or key[:2] < best[:2]:
-                    best = key
-    if best is None:
-        raise UserError(f"no decoder over {vocab} ids fits {target:,} parameters within {tolerance:.0%}")
-    return best[2]
+    ratio = ref.d_ff / ref.d_model
+    return _closest_shape(
+        "decoder",
+        lambda width, depth: dataclasses.replace(
+            ref,
+            vocab_size=vocab,
+            d_model=width,
+            n_heads=width // ref.d_head,
+            n_layers=depth,
+            d_ff=32 * max(1, round(ratio * width / 32)),
+        ),
+        range(2 * ref.d_head, 4 * ref.d_model + 1, ref.d_head),
+        ref.d_model / ref.n_layers,
+        target,
+        tolerance,
+        f"no decoder over {vocab} ids fits {target:,} parameters within {tolerance:.0%}",
+    )
 
 
 def sized_pooled(cfg: Any, target: int, ref: Any, tolerance: float = TOLERANCE) -> Any:
@@ -166,23 +160,36 @@ def sized_pooled(cfg: Any, target: int, ref: Any, tolerance: float = TOLERANCE) 
     width follows the default rule; of the (width, depth) pairs within
     tolerance the one closest (log scale) to the reference's width per layer wins.
     """
+    head = ref.d_head_global
+    return _closest_shape(
+        "pooled",
+        lambda width, depth: dataclasses.replace(
+            cfg, d_global=width, global_heads=width // head, n_global_layers=depth, d_ff_global=None
+        ),
+        range(2 * head, 3 * ref.d_global + 1, head),
+        ref.d_global / ref.n_global_layers,
+        target,
+        tolerance,
+        f"no core fits {target:,} parameters within {tolerance:.0%} for {cfg}",
+    )
+
+
+def _closest_shape(family, build, widths, aspect: float, target: int, tolerance: float, error_text: str) -> Any:
+    """Of build(width, depth) over `widths` x depths 1-48 with total parameters within `tolerance` of
+    `target`, the config whose width per layer is closest (log scale) to `aspect` (then the smaller error)."""
     from stlm import registry
     from stlm.errors import UserError
 
-    aspect, head = ref.d_global / ref.n_global_layers, ref.d_head_global
     best: tuple[float, float, Any] | None = None
-    for d_global in range(2 * head, 3 * ref.d_global + 1, head):
-        for n_layers in range(1, 49):
-            candidate = dataclasses.replace(
-                cfg, d_global=d_global, global_heads=d_global // head, n_global_layers=n_layers, d_ff_global=None
-            )
-            error = abs(registry.count_params("pooled", candidate) - target) / target
-            if error <= tolerance:
-                key = (abs(math.log((d_global / n_layers) / aspect)), error, candidate)
-                if best is None or key[:2] < best[:2]:
-                    best = key
+    for width in widths:
+        for depth in range(1, 49):
+            cfg = build(width, depth)
+            error = abs(registry.count_params(family, cfg) - target) / target
+            key = (abs(math.log((width / depth) / aspect)), error, cfg)
+            if error <= tolerance and (best is None or key[:2] < best[:2]):
+                best = key
     if best is None:
-        raise UserError(f"no core fits {target:,} parameters within {tolerance:.0%} for {cfg}")
+        raise UserError(error_text)
     return best[2]
 
 
