@@ -80,6 +80,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lean-local-half-hash": {"d_local": 128, "local_heads": 2, "n_dec_layers": 1, "hash_buckets": 1024},
 }
 TOLERANCE = 0.02  # equal-params rungs: |total - target| / target at most this
+EDGE_STEPS = 2  # sweeps: extra rates tried beyond the grid when its best rate sits on an edge
 
 
 # --- rungs and their parameters -------------------------------------------------------------------
@@ -506,16 +507,34 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def run_sweep(rung: Rung, args: argparse.Namespace) -> None:
-    """Short runs of the rung at each of --lrs (resumable), summarised in OUT/sweep/RUNG.json."""
-    results = {}
+    """Short runs of the rung at each of --lrs (resumable), summarised in OUT/sweep/RUNG.json once complete.
+
+    When the best rate is the largest (smallest) tried, the next rate up (down), x2, is tried
+    too, up to EDGE_STEPS times, so a rung does not train at the edge of a grid that was too narrow.
+    """
+    results: dict[str, dict[str, Any]] = {}
     rung = dataclasses.replace(rung, wiki=None)  # a sweep picks the rate on the validation split alone
-    for lr in [float(x) for x in args.lrs.split(",")]:
-        run_dir = Path(args.out) / "sweep" / f"{args.rung}-lr{lr:g}"
-        summary = train_rung(rung, run_dir, lr, args.tflops, args.minutes, args, steps=args.steps)
-        curve = read_curve(run_dir)
-        results[f"{lr:g}"] = {**summary, "val_bpb": curve[-1]["val_bpb"] if curve else None}
-        print(json.dumps({"lr": lr, **results[f"{lr:g}"]}), flush=True)
-    (Path(args.out) / "sweep" / f"{args.rung}.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    rates = [float(x) for x in args.lrs.split(",")]
+    extra = 0
+    while True:
+        for lr in rates:
+            if f"{lr:g}" in results:
+                continue
+            run_dir = Path(args.out) / "sweep" / f"{args.rung}-lr{lr:g}"
+            summary = train_rung(rung, run_dir, lr, args.tflops, args.minutes, args, steps=args.steps)
+            curve = read_curve(run_dir)
+            results[f"{lr:g}"] = {**summary, "val_bpb": curve[-1]["val_bpb"] if curve else None}
+            print(json.dumps({"lr": lr, **results[f"{lr:g}"]}), flush=True)
+        if not all(r["done"] and r["val_bpb"] is not None for r in results.values()):
+            return  # a piece ran out of time: the next call continues (the summary is written once complete)
+        best = float(min(results, key=lambda lr: results[lr]["val_bpb"]))
+        if extra == EDGE_STEPS or min(rates) < best < max(rates):
+            break
+        rates.append(best * 2 if best == max(rates) else best / 2)
+        extra += 1
+    path = Path(args.out) / "sweep" / f"{args.rung}.json"
+    path.with_suffix(".part").write_text(json.dumps(results, indent=1), encoding="utf-8")
+    os.replace(path.with_suffix(".part"), path)  # complete or absent: `best_lr` trusts it
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -557,9 +576,7 @@ def best_lr(out: Path, name: str) -> float | None:
     path = out / "sweep" / f"{name}.json"
     if not path.is_file():
         return None
-    results = json.loads(path.read_text(encoding="utf-8"))
-    if not all(r["done"] and r["val_bpb"] is not None for r in results.values()):
-        return None
+    results = json.loads(path.read_text(encoding="utf-8"))  # written by run_sweep once complete
     return float(min(results, key=lambda lr: results[lr]["val_bpb"]))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
+import pytest
 import torch
 
 from bench.pooling_ladder import (
@@ -125,3 +127,24 @@ def test_wikitext_is_cut_into_whole_articles():
     articles = wikitext_articles(text)
     assert "".join(articles) == text  # nothing lost, in order
     assert [a.strip().splitlines()[0].strip() for a in articles] == ["= First =", "= Second ="]  # sections stay inside
+
+
+def test_a_sweep_whose_best_rate_is_on_the_edge_tries_beyond_it(tmp_path, monkeypatch):
+    import bench.pooling_ladder as ladder
+
+    def fake_train(rung, run_dir, lr, *a, **k):  # the validation BPB is lowest at lr 8e-3
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "curve.jsonl").write_text(json.dumps({"val_bpb": abs(math.log(lr / 8e-3))}) + "\n")
+        return {"rung": "r", "step": 1, "total_steps": 1, "done": True}
+
+    monkeypatch.setattr(ladder, "train_rung", fake_train)
+    rung = ladder.Rung(rung_specs("tiny", "equal-params", ())[0], None, None, None, None, 8)
+    for lrs, tried, best in (
+        ("1e-3,2e-3,4e-3", ["0.001", "0.002", "0.004", "0.008", "0.016"], 8e-3),
+        ("2e-2,4e-2", ["0.02", "0.04", "0.01", "0.005"], 1e-2),
+    ):
+        out = tmp_path / lrs
+        args = parser().parse_args(["sweep", "--rung", "r", "--out", str(out), "--lrs", lrs])
+        ladder.run_sweep(rung, args)
+        assert list(json.loads((out / "sweep" / "r.json").read_text())) == tried  # two steps at most
+        assert ladder.best_lr(out, "r") == pytest.approx(best)
