@@ -225,9 +225,11 @@ def test_training_gradients_match_transformers(root, case):
             expected = torch.cat([hf_params[k].grad for k in theirs], dim=0)
             got = model.get_parameter(ours).grad
             # Relative to the tensor's largest gradient: the fused tanh-GELU backward rounds
-            # differently from autograd through the reference's spelled-out formula.
+            # differently from autograd through the reference's spelled-out formula, and CPUs
+            # differ in how their fp32 kernels sum (1.4e-5 seen on an AMD EPYC without AVX-512);
+            # a wrong gradient is off by its own size, not by 1e-4 of it.
             error = (got - expected).abs().max().item()
-            assert error <= 1e-5 * max(1.0, expected.abs().max().item()), (ours, error)
+            assert error <= 1e-4 * max(1.0, expected.abs().max().item()), (ours, error)
 
 
 def test_transformers_5_save_pretrained_of_a_v1_1_config(tmp_path):
