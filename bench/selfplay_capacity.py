@@ -35,7 +35,7 @@ def main() -> None:
     args = p.parse_args()
 
     from stlm import registry
-    from stlm.selfplay.games import get_game
+    from stlm.selfplay.games import get_game, reachable_states
     from stlm.selfplay.loop import Policy
     from stlm.selfplay.players import Minimax
 
@@ -47,13 +47,7 @@ def main() -> None:
     model = registry.build_model(family.name, cfg)
     policy, minimax = Policy(game, family, family.resolve_tokenizer("auto", cfg)), Minimax(game)
 
-    seen, todo = set(), [game.initial()]
-    while todo:  # every reachable position with a move to make
-        s = todo.pop()
-        if s not in seen and game.winner(s) is None:
-            seen.add(s)
-            todo += [game.play(s, a) for a in game.legal(s)]
-    states = sorted(seen)
+    states = sorted(s for s in reachable_states(game) if game.winner(s) is None)  # a move to make
     ids, last = policy.encode(states)
     optimal = torch.zeros(len(states), len(game.actions), dtype=torch.bool)  # (N, A)
     for i, s in enumerate(states):
