@@ -184,13 +184,15 @@ class ReinforceObjective:
     def loss(self, model: nn.Module, *tensors: torch.Tensor) -> torch.Tensor:
         ids, last, moves, advantages, legal = tensors
         logits = self.policy.logits(model, ids, last)  # (N, A)
-        chosen = F.log_softmax(logits, dim=-1).gather(1, moves[:, None])[:, 0]  # (N,)
-        among_legal = F.log_softmax(logits.masked_fill(~legal, float("-inf")), dim=-1)  # (N, A), -inf off legal
+        log_all = torch.logsumexp(logits, -1)  # (N,)
+        chosen = logits.gather(1, moves[:, None])[:, 0] - log_all  # (N,) log pi(move)
+        masked = logits.masked_fill(~legal, float("-inf"))  # (N, A)
+        log_legal = torch.logsumexp(masked, -1)  # (N,)
+        among_legal = masked - log_legal[:, None]  # (N, A) log pi over the legal moves, -inf off them
         entropy = -(among_legal.exp() * among_legal.masked_fill(~legal, 0.0)).sum(-1)  # (N,)
         loss = -(advantages * chosen).mean() - self.entropy * entropy.mean()
-        if self.legal_loss:
-            log_p_legal = torch.logsumexp(logits.masked_fill(~legal, float("-inf")), -1) - torch.logsumexp(logits, -1)
-            loss = loss - self.legal_loss * log_p_legal.mean()  # (N,) -> scalar
+        if self.legal_loss:  # -log P(legal) = log_all - log_legal
+            loss = loss + self.legal_loss * (log_all - log_legal).mean()
         return loss
 
     def counts(self, tensors: tuple[torch.Tensor, ...]) -> tuple[int, int]:
@@ -455,7 +457,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     )
     device = runtime.device
     minimax = Minimax(game)
-    # baselines: per seat; values: per position (its prompt text), with --baseline state
+    # baselines: per seat; values: per position (its prompt text), q: per (position, move), for state/critic
     state: dict[str, Any] = {"baselines": [0.0, 0.0], "values": {}, "q": {}, "snapshots": [], "last_eval": None}
     step = 0
     if latest is not None:
