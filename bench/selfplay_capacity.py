@@ -36,8 +36,8 @@ def main() -> None:
 
     from stlm import registry
     from stlm.selfplay.games import get_game, reachable_states
-    from stlm.selfplay.loop import Policy
     from stlm.selfplay.players import Minimax
+    from stlm.selfplay.policy import Policy
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -29,7 +29,7 @@ from stlm.config import KD_CACHE_DTYPES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHED
 from stlm.errors import UserError
 from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig, TaskConfig
 from stlm.finetune.spin import SpinConfig
-from stlm.selfplay.loop import BASELINES, SelfPlayConfig
+from stlm.selfplay.loop import ALGORITHMS, BASELINES, SelfPlayConfig
 
 CHOICES = {
     "optim.name": OPTIMIZERS,
@@ -40,6 +40,7 @@ CHOICES = {
     "task.kind": KINDS,
     "distill.cache_dtype": KD_CACHE_DTYPES,
     "train.baseline": BASELINES,
+    "train.algorithm": ALGORITHMS,
 }
 # Flags named other than their field (the README's spellings), and other spellings kept working.
 NAMES = {

@@ -1,6 +1,8 @@
-"""Self-play with REINFORCE: one language-model policy plays both seats of a game and learns from the results.
+"""Self-play: one language-model policy plays both seats of a game and learns from the games, by REINFORCE
+(`algorithm` "reinforce", below) or by rollout policy improvement ("rollout", rollout.py: each position's
+target is the move whose greedy self-play continuation does best; cross-entropy to it).
 
-    each update (step):
+    each REINFORCE update (step):
       play `games` games at once; in most the current policy holds both seats, in `snapshot_prob`
       of them one seat (chosen at random) is held by a past snapshot of the policy; with
       `random_opening` N, each game starts after 0..N uniformly random moves (not trained on)
@@ -51,9 +53,10 @@ from stlm.config import OptimConfig, RuntimeConfig, SectionedConfig, apply_resum
 from stlm.errors import UserError
 from stlm.families import ModelFamily
 from stlm.runtime import resolve_runtime, run_header, seed_everything
-from stlm.selfplay.games import Game, get_game, outcome
+from stlm.selfplay.games import Game, get_game, outcome, reachable_states
 from stlm.selfplay.players import Minimax, random_move
-from stlm.tokenizers import Tokenizer
+from stlm.selfplay.policy import Policy
+from stlm.selfplay.rollout import Legal, RolloutObjective, as_targets, best_moves, from_bits, play_positions, to_bits
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog, parse_metrics
 from stlm.training.optim import lr_at
@@ -63,13 +66,32 @@ RESULTS = "results.json"
 CURVE = "curve.png"
 SNAPSHOTS = "snapshots"
 BASELINES = ("seat", "state", "critic")
+ALGORITHMS = ("reinforce", "rollout")
+ONLY = {  # the settings that only one algorithm reads
+    "reinforce": (
+        "snapshot_prob",
+        "snapshot_every",
+        "snapshots",
+        "entropy",
+        "legal_loss",
+        "baseline",
+        "baseline_momentum",
+        "scale_advantages",
+        "illegal_reward",
+    ),
+    "rollout": ("explore", "batch", "refresh"),
+}
 RESUME_SAFE_KEYS = ("train.log_every", "runtime.device", "runtime.threads")
 
 
 @dataclass
 class SelfPlayTrainConfig:
-    updates: int = 300  # policy-gradient updates (optimizer steps)
+    algorithm: str = "reinforce"  # reinforce (policy gradient on game results) | rollout (targets by playouts)
+    updates: int = 300  # updates (optimizer steps)
     games: int = 128  # games played per update
+    explore: float = 0.2  # rollout: chance of a uniformly random legal move in the games that find positions
+    batch: int = 256  # rollout: positions (drawn from all seen so far) trained on per update
+    refresh: int = 100  # rollout: updates between recomputing every known position's target
     snapshot_prob: float = 0.3  # share of games where a past snapshot holds one seat (the rest: self against self)
     random_opening: int = 0  # games start after 0..N uniformly random moves (not trained on): wider coverage
     snapshot_every: int = 25  # updates between snapshots of the policy kept as opponents
@@ -89,7 +111,18 @@ class SelfPlayTrainConfig:
     nonfinite_skips: int = 3  # consecutive updates with a NaN/inf loss or gradient skipped before the run stops
 
     def __post_init__(self) -> None:
-        for name in ("updates", "games", "snapshot_every", "snapshots", "eval_every", "eval_games", "log_every"):
+        _check(self.algorithm in ALGORITHMS, f"train.algorithm must be one of {', '.join(ALGORITHMS)}")
+        _check(0.0 <= self.explore <= 1.0, "train.explore must be in [0, 1]")
+        for name in (
+            "updates",
+            "games",
+            "batch",
+            "snapshot_every",
+            "snapshots",
+            "eval_every",
+            "eval_games",
+            "log_every",
+        ):
             _check(getattr(self, name) >= 1, f"train.{name} must be >= 1")
         _check(0.0 <= self.snapshot_prob <= 1.0, "train.snapshot_prob must be in [0, 1]")
         _check(self.random_opening >= 0, "train.random_opening must be >= 0")
@@ -100,6 +133,13 @@ class SelfPlayTrainConfig:
         _check(self.legal_loss >= 0, "train.legal_loss must be >= 0")
         _check(self.nonfinite_skips >= 0, "train.nonfinite_skips must be >= 0")
         _check(0 <= self.seed < 2**63, "train.seed must be in [0, 2**63)")
+        defaults = SelfPlayTrainConfig.__dataclass_fields__
+        for name in ONLY["rollout" if self.algorithm == "reinforce" else "reinforce"]:
+            _check(
+                getattr(self, name) == defaults[name].default,
+                f"train.{name} applies to --algorithm {'rollout' if self.algorithm == 'reinforce' else 'reinforce'} "
+                f"only; drop it or choose that algorithm",
+            )
 
 
 def _selfplay_optim() -> OptimConfig:
@@ -125,45 +165,6 @@ class SelfPlayResult:
     checkpoint: Path
     results: dict[str, Any]  # the last evaluation (what results.json holds)
     finished: bool  # all the updates ran (else: stopped at stop_at; resume it)
-
-
-# --- the policy ------------------------------------------------------------------------------
-
-
-@dataclass
-class Policy:
-    """A causal LM as a move chooser: the logits of the game's action tokens after the prompt."""
-
-    game: Game
-    family: ModelFamily
-    tokenizer: Tokenizer
-
-    def __post_init__(self) -> None:
-        ids = [self.tokenizer.encode(a) for a in self.game.actions]
-        if any(len(i) != 1 for i in ids):
-            raise UserError(f"the {self.game.name} actions must be one token each for this tokenizer")
-        self.action_ids = torch.tensor([i[0] for i in ids])  # (A,)
-
-    def encode(self, states: Sequence[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(ids (N, T) right-padded, index of each row's last prompt id (N,))."""
-        rows = [self.family.prompt_ids(self.tokenizer, self.game.prompt(s)) for s in states]
-        ids = torch.full((len(rows), max(map(len, rows))), self.tokenizer.pad_id, dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-        return ids, torch.tensor([len(r) - 1 for r in rows])
-
-    def logits(self, model: nn.Module, ids: torch.Tensor, last: torch.Tensor) -> torch.Tensor:
-        """(N, A) action logits in fp32: causal, so the padding after each prompt is never read."""
-        logits = model(ids)  # (N, T, V)
-        at_last = logits[torch.arange(ids.shape[0], device=ids.device), last]  # (N, V)
-        return at_last[:, self.action_ids.to(ids.device)].float()
-
-    @torch.inference_mode()
-    def greedy(self, model: nn.Module, states: Sequence[tuple], device) -> list[int]:
-        if not states:
-            return []
-        ids, last = self.encode(states)
-        return self.logits(model, ids.to(device), last.to(device)).argmax(-1).tolist()
 
 
 @dataclass
@@ -444,7 +445,9 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
         ckpt_io.load_weights(model, latest)
     tokenizer = family.resolve_tokenizer("auto", model_cfg)
     policy = Policy(game, family, tokenizer)
-    objective = ReinforceObjective(policy, train.entropy, train.legal_loss)
+    rollout = train.algorithm == "rollout"
+    legal = Legal(game)
+    objective = RolloutObjective(policy) if rollout else ReinforceObjective(policy, train.entropy, train.legal_loss)
     record = ckpt_io.RunRecord(family, model_cfg, tokenizer.to_dict(), {"selfplay": cfg.to_dict()})
     trainer = setup(
         model,
@@ -457,13 +460,23 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     )
     device = runtime.device
     minimax = Minimax(game)
-    # baselines: per seat; values: per position (its prompt text), q: per (position, move), for state/critic
-    state: dict[str, Any] = {"baselines": [0.0, 0.0], "values": {}, "q": {}, "snapshots": [], "last_eval": None}
+    # baselines: per seat; values: per position (its prompt text), q: per (position, move), for state/critic;
+    # positions: every position the rollout games have moved in, each once, in order of discovery
+    state: dict[str, Any] = {
+        "baselines": [0.0, 0.0],
+        "values": {},
+        "q": {},
+        "snapshots": [],
+        "positions": [],
+        "targets": [],
+        "last_eval": None,
+    }
     step = 0
     if latest is not None:
         saved_state = trainer.restore(latest)
         step = int(saved_state["step"])
         state.update({k: saved_state[k] for k in state if k in saved_state})
+        _check_positions(game, state, latest)
     else:
         out.mkdir(parents=True, exist_ok=True)
         ckpt_io.write_run_config(out, {**record.to_dict(), "header": run_header(runtime.describe())})
@@ -491,57 +504,22 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     with StopSignal() as signal:  # SIGTERM/Ctrl-C: stop after the update under way, with a checkpoint
         while step < stop:
             rng = np.random.default_rng([train.seed, step])
-            generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            holders = np.zeros((train.games, 2), dtype=np.int64)
-            if snapshots:
-                vs_past = rng.random(train.games) < train.snapshot_prob
-                seats = rng.integers(2, size=train.games)
-                holders[vs_past, seats[vs_past]] = 1 + rng.integers(len(snapshots), size=int(vs_past.sum()))
-            starts = None  # random openings draw from rng only when on: runs without them keep their games
-            if train.random_opening:
-                lengths = rng.integers(train.random_opening + 1, size=train.games)
-                starts = [random_opening(game, rng, int(k)) for k in lengths]
             plain = par.plain(trainer.model)
             was_training = plain.training
-            plain.eval()  # the moves are sampled as the policy would play them (no dropout)
-            moves = play_training_games(
-                game,
-                policy,
-                [plain, *snapshots],
-                holders,
-                gamma=train.gamma,
-                illegal_reward=train.illegal_reward,
-                draw_reward=train.draw_reward,
-                generator=generator,
-                device=device,
-                starts=starts,
-            )
+            plain.eval()  # moves and targets as the policy plays (no dropout)
+            if rollout:
+                tensors, logged = _rollout_batch(game, policy, plain, legal, state, train, step, rng, device)
+            else:
+                tensors, logged = _reinforce_batch(game, policy, [plain, *snapshots], state, train, rng, device)
             plain.train(was_training)
-            advantages = advantages_of(moves, game, state, train)
-            ids, last = policy.encode(moves.states)
-            legal = torch.zeros((len(moves.states), len(game.actions)), dtype=torch.bool)  # (N, A)
-            for i, position in enumerate(moves.states):
-                legal[i, game.legal(position)] = True
-            tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32), legal)
             result = train_step(trainer, objective, [tensors], step=step, lr=lr_at(step, train.updates, cfg.optim))
             step += 1
             bar.update(1)
             if signal.requested:
                 stop = step
             if step % train.log_every == 0:
-                results = np.array(moves.results)
-                metrics_log.write(
-                    {
-                        "step": step,
-                        "loss": float(result.loss),
-                        "win_rate": float((results > 0).mean()),
-                        "draw_rate": float((results == 0).mean()),
-                        "illegal_train": moves.illegal / max(1, len(moves.actions)),
-                        "baseline_seat0": state["baselines"][0],
-                        "baseline_seat1": state["baselines"][1],
-                    }
-                )
-            if step % train.snapshot_every == 0:
+                metrics_log.write({"step": step, "loss": float(result.loss), **logged})
+            if step % train.snapshot_every == 0 and not rollout:  # rollout plays the current policy only
                 _save_snapshot(par.plain(trainer.model), out, step)
                 state["snapshots"] = (state["snapshots"] + [step])[-train.snapshots :]
                 snapshots = [_load_snapshot(family, model_cfg, out, s, device) for s in state["snapshots"]]
@@ -560,6 +538,92 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
         ckpt_io.write_json_atomic(out / RESULTS, {"game": game.name, "updates": step, **state["last_eval"]})
         plot_curve(out / "metrics.jsonl", out / CURVE, title=f"{game.name} self-play ({cfg.model})")
     return SelfPlayResult(out, step, ckpt_io.latest_checkpoint(out), state["last_eval"], step == train.updates)
+
+
+def _reinforce_batch(game, policy, models, state, train, rng, device) -> tuple[tuple, dict[str, Any]]:
+    """Play one update's games (the current policy models[0] against itself or a snapshot) and return the
+    REINFORCE tensors with what to log."""
+    generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    holders = np.zeros((train.games, 2), dtype=np.int64)
+    if len(models) > 1:
+        vs_past = rng.random(train.games) < train.snapshot_prob
+        seats = rng.integers(2, size=train.games)
+        holders[vs_past, seats[vs_past]] = 1 + rng.integers(len(models) - 1, size=int(vs_past.sum()))
+    starts = None  # random openings draw from rng only when on: runs without them keep their games
+    if train.random_opening:
+        lengths = rng.integers(train.random_opening + 1, size=train.games)
+        starts = [random_opening(game, rng, int(k)) for k in lengths]
+    moves = play_training_games(
+        game,
+        policy,
+        models,
+        holders,
+        gamma=train.gamma,
+        illegal_reward=train.illegal_reward,
+        draw_reward=train.draw_reward,
+        generator=generator,
+        device=device,
+        starts=starts,
+    )
+    advantages = advantages_of(moves, game, state, train)
+    ids, last = policy.encode(moves.states)
+    legal = torch.zeros((len(moves.states), len(game.actions)), dtype=torch.bool)  # (N, A)
+    for i, position in enumerate(moves.states):
+        legal[i, game.legal(position)] = True
+    tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32), legal)
+    results = np.array(moves.results)
+    logged = {
+        "win_rate": float((results > 0).mean()),
+        "draw_rate": float((results == 0).mean()),
+        "illegal_train": moves.illegal / max(1, len(moves.actions)),
+        "baseline_seat0": state["baselines"][0],
+        "baseline_seat1": state["baselines"][1],
+    }
+    return tensors, logged
+
+
+def _rollout_batch(game, policy, model, legal, state, train, step, rng, device) -> tuple[tuple, dict[str, Any]]:
+    """Refresh the targets when due, play one update's exploring self-play games (new positions get their
+    targets now), and return the cross-entropy tensors of `batch` known positions, with what to log."""
+    kw = dict(gamma=train.gamma, draw_reward=train.draw_reward, device=device)
+    positions = [tuple(p) for p in state["positions"]]
+    if step % train.refresh == 0 and positions:
+        state["targets"] = to_bits(best_moves(game, policy, model, legal, positions, **kw))
+    lengths = rng.integers(train.random_opening + 1, size=train.games)
+    starts = [random_opening(game, rng, int(k)) for k in lengths]
+    visited = play_positions(game, policy, model, legal, starts, explore=train.explore, rng=rng, device=device)
+    known = set(positions)
+    new = [p for p in dict.fromkeys(visited) if p not in known]  # each once, in order of play
+    if new:
+        positions += new
+        state["positions"] = state["positions"] + [list(p) for p in new]
+        state["targets"] = state["targets"] + to_bits(best_moves(game, policy, model, legal, new, **kw))
+    drawn = rng.integers(len(positions), size=train.batch)
+    ids, last = policy.encode([positions[i] for i in drawn])
+    targets = as_targets(from_bits([state["targets"][i] for i in drawn], len(game.actions)))
+    return (ids, last, targets), {"positions": len(positions), "new_positions": len(new)}
+
+
+def _check_positions(game: Game, state: dict[str, Any], ckpt: Path) -> None:
+    """A checkpoint's rollout positions must be reachable unfinished positions of the game, each with a
+    target naming some of its legal moves (state.json is untrusted data)."""
+    allowed = {s for s in reachable_states(game) if game.winner(s) is None}
+    positions, targets = state["positions"], state["targets"]
+    ok = (
+        isinstance(positions, list)
+        and isinstance(targets, list)
+        and len(positions) == len(targets)
+        and all(isinstance(p, list) and all(type(v) is int for v in p) and tuple(p) in allowed for p in positions)
+    )
+    ok = ok and all(
+        type(t) is int and t > 0 and t & ~sum(1 << a for a in game.legal(tuple(p))) == 0
+        for p, t in zip(positions, targets)
+    )
+    if not ok:
+        raise UserError(
+            f"checkpoint {ckpt}: state.json's positions are not {game.name} positions with targets; "
+            "use an earlier checkpoint"
+        )
 
 
 def _flat(result: dict[str, Any]) -> dict[str, Any]:

@@ -18,7 +18,6 @@ from stlm.config import OptimConfig, RuntimeConfig
 from stlm.selfplay.games import TicTacToe, get_game, outcome, reachable_states
 from stlm.selfplay.loop import (
     Moves,
-    Policy,
     ReinforceObjective,
     SelfPlayConfig,
     SelfPlayTrainConfig,
@@ -28,6 +27,7 @@ from stlm.selfplay.loop import (
     selfplay,
 )
 from stlm.selfplay.players import Minimax
+from stlm.selfplay.policy import Policy
 
 
 def _independent_winner(board: np.ndarray) -> int | None:
@@ -148,7 +148,9 @@ def test_an_illegal_move_ends_the_game_with_the_penalty():
 
 
 def _cfg(**train) -> SelfPlayConfig:
-    settings = dict(updates=4, games=12, snapshot_every=2, eval_every=2, eval_games=6, log_every=1)
+    settings = dict(updates=4, games=12, eval_every=2, eval_games=6, log_every=1)
+    if train.get("algorithm", "reinforce") == "reinforce":
+        settings["snapshot_every"] = 2  # (a REINFORCE setting: rollout refuses it)
     settings.update(train)
     return SelfPlayConfig(
         arch={"d_model": 32, "n_layers": 1, "n_heads": 2},
@@ -158,13 +160,17 @@ def _cfg(**train) -> SelfPlayConfig:
     )
 
 
+ROLLOUT = {"algorithm": "rollout", "random_opening": 2, "games": 6, "batch": 16, "refresh": 3}
+
+
 @pytest.mark.parametrize(
-    "train", [{"baseline": "seat"}, {"baseline": "state"}, {"baseline": "critic", "random_opening": 2}]
+    "train", [{"baseline": "seat"}, {"baseline": "state"}, {"baseline": "critic", "random_opening": 2}, ROLLOUT]
 )
 def test_selfplay_resume_is_exact(tmp_path, one_thread, train):
     full = selfplay(_cfg(**train), tmp_path / "full", progress=False)
     assert full.finished and (tmp_path / "full" / "curve.png").stat().st_size > 0
-    assert sorted(p.name for p in (tmp_path / "full" / "snapshots").iterdir()) == ["step-2.pt", "step-4.pt"]
+    snapshots = [] if train is ROLLOUT else ["step-2.pt", "step-4.pt"]  # rollout plays the current policy only
+    assert sorted(p.name for p in (tmp_path / "full").glob("snapshots/*")) == snapshots
     stopped = selfplay(_cfg(**train), tmp_path / "part", stop_at=3, progress=False)
     assert stopped.step == 3 and not stopped.finished
     resumed = selfplay(None, tmp_path / "part", resume=True, progress=False)
@@ -174,6 +180,9 @@ def test_selfplay_resume_is_exact(tmp_path, one_thread, train):
     lines = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("full", "part")]
     strip = [[{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in run] for run in lines]
     assert strip[0] == strip[1]
+    if train is ROLLOUT:
+        grown = [r["positions"] for r in strip[0] if "positions" in r]
+        assert grown == sorted(grown) and grown[0] > 0  # the positions seen only grow
 
 
 def test_unknown_game_is_one_line(tmp_path, capsys):
