@@ -91,7 +91,8 @@ class SelfPlayTrainConfig:
     games: int = 128  # games played per update
     explore: float = 0.2  # rollout: chance of a uniformly random legal move in the games that find positions
     batch: int = 256  # rollout: positions (drawn from all seen so far) trained on per update
-    refresh: int = 100  # rollout: updates between recomputing every known position's target
+    refresh: int = 100  # rollout: updates between recomputing every known position's target (0: each drawn
+    # position's target is computed afresh every time it is drawn: the newest targets, more playouts per step)
     snapshot_prob: float = 0.3  # share of games where a past snapshot holds one seat (the rest: self against self)
     random_opening: int = 0  # games start after 0..N uniformly random moves (not trained on): wider coverage
     snapshot_every: int = 25  # updates between snapshots of the policy kept as opponents
@@ -113,6 +114,7 @@ class SelfPlayTrainConfig:
     def __post_init__(self) -> None:
         _check(self.algorithm in ALGORITHMS, f"train.algorithm must be one of {', '.join(ALGORITHMS)}")
         _check(0.0 <= self.explore <= 1.0, "train.explore must be in [0, 1]")
+        _check(self.refresh >= 0, "train.refresh must be >= 0")
         for name in (
             "updates",
             "games",
@@ -476,7 +478,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
         saved_state = trainer.restore(latest)
         step = int(saved_state["step"])
         state.update({k: saved_state[k] for k in state if k in saved_state})
-        _check_positions(game, state, latest)
+        _check_positions(game, state, latest, stored=cfg.train.refresh > 0)
     else:
         out.mkdir(parents=True, exist_ok=True)
         ckpt_io.write_run_config(out, {**record.to_dict(), "header": run_header(runtime.describe())})
@@ -587,7 +589,7 @@ def _rollout_batch(game, policy, model, legal, state, train, step, rng, device) 
     targets now), and return the cross-entropy tensors of `batch` known positions, with what to log."""
     kw = dict(gamma=train.gamma, draw_reward=train.draw_reward, device=device)
     positions = [tuple(p) for p in state["positions"]]
-    if step % train.refresh == 0 and positions:
+    if train.refresh and step % train.refresh == 0 and positions:
         state["targets"] = to_bits(best_moves(game, policy, model, legal, positions, **kw))
     lengths = rng.integers(train.random_opening + 1, size=train.games)
     starts = [random_opening(game, rng, int(k)) for k in lengths]
@@ -597,22 +599,28 @@ def _rollout_batch(game, policy, model, legal, state, train, step, rng, device) 
     if new:
         positions += new
         state["positions"] = state["positions"] + [list(p) for p in new]
-        state["targets"] = state["targets"] + to_bits(best_moves(game, policy, model, legal, new, **kw))
+        if train.refresh:
+            state["targets"] = state["targets"] + to_bits(best_moves(game, policy, model, legal, new, **kw))
     drawn = rng.integers(len(positions), size=train.batch)
-    ids, last = policy.encode([positions[i] for i in drawn])
-    targets = as_targets(from_bits([state["targets"][i] for i in drawn], len(game.actions)))
+    batch = [positions[i] for i in drawn]
+    if train.refresh:
+        best = from_bits([state["targets"][i] for i in drawn], len(game.actions))
+    else:
+        best = best_moves(game, policy, model, legal, batch, **kw)
+    ids, last = policy.encode(batch)
+    targets = as_targets(best)
     return (ids, last, targets), {"positions": len(positions), "new_positions": len(new)}
 
 
-def _check_positions(game: Game, state: dict[str, Any], ckpt: Path) -> None:
+def _check_positions(game: Game, state: dict[str, Any], ckpt: Path, *, stored: bool) -> None:
     """A checkpoint's rollout positions must be reachable unfinished positions of the game, each with a
-    target naming some of its legal moves (state.json is untrusted data)."""
+    target naming some of its legal moves when targets are `stored` (state.json is untrusted data)."""
     allowed = {s for s in reachable_states(game) if game.winner(s) is None}
     positions, targets = state["positions"], state["targets"]
     ok = (
         isinstance(positions, list)
         and isinstance(targets, list)
-        and len(positions) == len(targets)
+        and len(targets) == (len(positions) if stored else 0)
         and all(isinstance(p, list) and all(type(v) is int for v in p) and tuple(p) in allowed for p in positions)
     )
     ok = ok and all(

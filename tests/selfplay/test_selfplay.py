@@ -161,15 +161,17 @@ def _cfg(**train) -> SelfPlayConfig:
 
 
 ROLLOUT = {"algorithm": "rollout", "random_opening": 2, "games": 6, "batch": 16, "refresh": 3}
+FRESH = {**ROLLOUT, "refresh": 0}  # targets computed afresh for every drawn position
 
 
 @pytest.mark.parametrize(
-    "train", [{"baseline": "seat"}, {"baseline": "state"}, {"baseline": "critic", "random_opening": 2}, ROLLOUT]
+    "train", [{"baseline": "seat"}, {"baseline": "state"}, {"baseline": "critic", "random_opening": 2}, ROLLOUT, FRESH]
 )
 def test_selfplay_resume_is_exact(tmp_path, one_thread, train):
     full = selfplay(_cfg(**train), tmp_path / "full", progress=False)
     assert full.finished and (tmp_path / "full" / "curve.png").stat().st_size > 0
-    snapshots = [] if train is ROLLOUT else ["step-2.pt", "step-4.pt"]  # rollout plays the current policy only
+    rollout = train.get("algorithm") == "rollout"
+    snapshots = [] if rollout else ["step-2.pt", "step-4.pt"]  # rollout plays the current policy only
     assert sorted(p.name for p in (tmp_path / "full").glob("snapshots/*")) == snapshots
     stopped = selfplay(_cfg(**train), tmp_path / "part", stop_at=3, progress=False)
     assert stopped.step == 3 and not stopped.finished
@@ -180,7 +182,7 @@ def test_selfplay_resume_is_exact(tmp_path, one_thread, train):
     lines = [(tmp_path / run / "metrics.jsonl").read_text().splitlines() for run in ("full", "part")]
     strip = [[{k: v for k, v in json.loads(x).items() if k != "elapsed_s"} for x in run] for run in lines]
     assert strip[0] == strip[1]
-    if train is ROLLOUT:
+    if rollout:
         grown = [r["positions"] for r in strip[0] if "positions" in r]
         assert grown == sorted(grown) and grown[0] > 0  # the positions seen only grow
 
