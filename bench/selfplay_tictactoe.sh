@@ -4,7 +4,7 @@
 #   bash bench/selfplay_tictactoe.sh [OUT]
 # RECIPE: the recipe measured in docs/objectives/selfplay.md: rollout policy improvement on the digits board,
 # games from 0-3 random opening moves, 16 games and 256 positions per update, targets refreshed every 50 updates,
-# lr 2e-3 cosine over 5,000 updates. REINFORCE's best (run S) is
+# lr 2e-3 cosine over 5,000 updates (run T, ~27 min on one thread). REINFORCE's best (run S) is
 #   RECIPE="--game tictactoe --board digits --baseline state --random-opening 3 --legal-loss 1 --entropy 0.3
 #   --updates 1100 --games 256 --lr 1e-3 --schedule cosine --gamma 0.9 --snapshot-prob 0.5 --snapshot-every 50
 #   --draw-reward 0.5 --eval-every 100"
