@@ -538,7 +538,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     bar.close()
     if step == train.updates:
         ckpt_io.write_json_atomic(out / RESULTS, {"game": game.name, "updates": step, **state["last_eval"]})
-        plot_curve(out / "metrics.jsonl", out / CURVE, title=f"{game.name} self-play ({cfg.model})")
+        plot_curve(out / "metrics.jsonl", out / CURVE, title=f"{game.name} self-play, {train.algorithm} ({cfg.model})")
     return SelfPlayResult(out, step, ckpt_io.latest_checkpoint(out), state["last_eval"], step == train.updates)
 
 
