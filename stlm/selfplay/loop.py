@@ -512,7 +512,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
             if rollout:
                 tensors, logged = _rollout_batch(game, policy, plain, legal, state, train, step, rng, device)
             else:
-                tensors, logged = _reinforce_batch(game, policy, [plain, *snapshots], state, train, rng, device)
+                tensors, logged = _reinforce_batch(game, policy, [plain, *snapshots], legal, state, train, rng, device)
             plain.train(was_training)
             result = train_step(trainer, objective, [tensors], step=step, lr=lr_at(step, train.updates, cfg.optim))
             step += 1
@@ -542,7 +542,7 @@ def _selfplay(cfg, out: Path, *, resume, overrides, stop_at, progress) -> SelfPl
     return SelfPlayResult(out, step, ckpt_io.latest_checkpoint(out), state["last_eval"], step == train.updates)
 
 
-def _reinforce_batch(game, policy, models, state, train, rng, device) -> tuple[tuple, dict[str, Any]]:
+def _reinforce_batch(game, policy, models, legal, state, train, rng, device) -> tuple[tuple, dict[str, Any]]:
     """Play one update's games (the current policy models[0] against itself or a snapshot) and return the
     REINFORCE tensors with what to log."""
     generator = torch.Generator().manual_seed(int(rng.integers(2**62)))
@@ -569,10 +569,13 @@ def _reinforce_batch(game, policy, models, state, train, rng, device) -> tuple[t
     )
     advantages = advantages_of(moves, game, state, train)
     ids, last = policy.encode(moves.states)
-    legal = torch.zeros((len(moves.states), len(game.actions)), dtype=torch.bool)  # (N, A)
-    for i, position in enumerate(moves.states):
-        legal[i, game.legal(position)] = True
-    tensors = (ids, last, torch.tensor(moves.actions), torch.tensor(advantages, dtype=torch.float32), legal)
+    tensors = (
+        ids,
+        last,
+        torch.tensor(moves.actions),
+        torch.tensor(advantages, dtype=torch.float32),
+        legal.stack(moves.states),
+    )
     results = np.array(moves.results)
     logged = {
         "win_rate": float((results > 0).mean()),
