@@ -14,8 +14,8 @@ Two views of the ladder (`--view`):
   equal-core (the earlier view): one global core for all; pooled-space, pooled-fixed4,
       pooled-fixed6, unpooled, and bpe-<size> (4,096 ids, whose transformer is that core).
   variants: candidate pooled presets at the same total parameters (VARIANTS: a leaner local
-      stack, fewer hash rows, ...; each core re-sized to the total), beside pooled-space, whose
-      run (same folder, same config) the equal-params view shares.
+      stack, more hash rows, longer entropy patches, ...; each core re-sized to the total),
+      beside pooled-entropy, whose run (same folder, same config) the equal-params view shares.
 
 Every rung trains on the same corpus (default `offline-mix`) with the same
 recipe (AdamW, warm-up then cosine over the rung's planned steps, batch, text
@@ -36,7 +36,7 @@ the next `train` continues it exactly, until the rung's budget is spent.
     python bench/pooling_ladder.py train --out runs/ladder --rung pooled-space --lr 2e-3 --tflops 400 --minutes 9
     python bench/pooling_ladder.py report --out runs/ladder            # tables + PNG curves in OUT/
     python bench/pooling_ladder.py all --out runs/ladder [--rungs a,b]  # calibrate, sweep, train; resumable
-    python bench/pooling_ladder.py calibrate --out runs/ladder --view variants --rungs pooled-lean-local
+    python bench/pooling_ladder.py calibrate --out runs/ladder --view variants --rungs pooled-lean-local,pooled-more-hash
 """
 
 from __future__ import annotations
@@ -69,15 +69,19 @@ BOUNDARY = {
     "unpooled": "fixed:1",
 }
 BPE_VOCABS = (4096, 16384, 32768)
-# Candidate pooled presets (view `variants`): each changes the byte-level side of pooled-<size> and
-# spends what it frees (or pays what it adds) in the core, re-sized to the same total parameters.
+# Candidate pooled presets (view `variants`): each changes pooled-<size> with the entropy rule (the
+# stronger pooled rung of the main ladder) and re-sizes the core to the same total parameters.
+VARIANT_BASE = "pooled-entropy"
+LEAN_LOCAL = {"d_local": 128, "local_heads": 2, "n_dec_layers": 1}
 VARIANTS: dict[str, dict[str, Any]] = {
-    # a narrower, shallower local stack: the bytes cost fewer FLOPs, the core gets the parameters
-    "lean-local": {"d_local": 128, "local_heads": 2, "n_dec_layers": 1},
-    # half the hashed n-gram rows (lookups cost no FLOPs, but they hold ~10% of the parameters)
-    "half-hash": {"hash_buckets": 1024},
-    # both
-    "lean-local-half-hash": {"d_local": 128, "local_heads": 2, "n_dec_layers": 1, "hash_buckets": 1024},
+    # a narrower, shallower local stack: every byte costs fewer FLOPs, the core gets the parameters
+    "lean-local": LEAN_LOCAL,
+    # 4x the hashed n-gram rows (BLT): lookups cost no FLOPs, so the capacity is free per byte; the core shrinks
+    "more-hash": {"hash_buckets": 8192},
+    # longer entropy patches (mean 8 bytes, cap 16): the core runs less often, more text per FLOP
+    "long-patch": {"entropy_patch_len": 8.0, "max_patch_len": 16},
+    # all three
+    "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, "entropy_patch_len": 8.0, "max_patch_len": 16},
 }
 TOLERANCE = 0.02  # equal-params rungs: |total - target| / target at most this
 EDGE_STEPS = 2  # sweeps: extra rates tried beyond the grid when its best rate sits on an edge
@@ -110,9 +114,10 @@ def rung_specs(size: str, view: str = "equal-params", bpe_vocabs: tuple[int, ...
     vocabs = {bpe_name(v): v for v in bpe_vocabs}
     names = {"equal-params": (*EQUAL_PARAMS, *vocabs), "equal-core": EQUAL_CORE}.get(view)
     target = registry.count_params(family, pooled)
-    if names is None:  # variants: pooled-space, then each candidate re-sized to its total
-        sized = [sized_pooled(dataclasses.replace(pooled, **VARIANTS[v]), target, pooled) for v in VARIANTS]
-        return [RungSpec("pooled-space", family, pooled)] + [
+    if names is None:  # variants: their base rung, then each candidate re-sized to its total
+        base = dataclasses.replace(pooled, boundary=BOUNDARY[VARIANT_BASE])
+        sized = [sized_pooled(dataclasses.replace(base, **VARIANTS[v]), target, pooled) for v in VARIANTS]
+        return [RungSpec(VARIANT_BASE, family, base)] + [
             RungSpec(f"pooled-{v}", family, cfg) for v, cfg in zip(VARIANTS, sized)
         ]
     for name in names:
@@ -478,7 +483,7 @@ def at(curve: list[dict[str, Any]], axis: str, x: float, key: str = "val_bpb") -
 def cmd_plan(args: argparse.Namespace) -> None:
     specs = rung_specs(args.size, args.view, args.bpe_vocabs)
     target = breakdown(specs[0])["total"]
-    rows = [("rung", "family", "shape", "vocab tables", "core", "other", "total", "vs pooled-space")]
+    rows = [("rung", "family", "shape", "vocab tables", "core", "other", "total", f"vs {specs[0].name}")]
     for spec in specs:
         b, c = breakdown(spec), spec.config
         shape = (

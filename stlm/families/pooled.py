@@ -86,7 +86,7 @@ class PooledFamily(CausalFamily):
         # The entropy boundary rule is a small byte model estimated from the training text; it is
         # a buffer, so checkpoints carry it and resumes keep it.
         sample = torch.from_numpy(np.asarray(train_ids[:ENTROPY_FIT_IDS]).astype("int64"))
-        mean_patch = model.fit_boundaries(sample)
+        mean_patch = model.fit_boundaries(sample)  # to the config's entropy_patch_len
         return f"entropy boundaries fitted on {len(sample):,} ids: {mean_patch:.2f} ids per patch"
 
     # No `row_batch`: the cache is one sequence's open patch and the core steps only where that

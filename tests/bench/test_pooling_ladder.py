@@ -51,7 +51,8 @@ def test_equal_params_rungs_are_within_2_percent_with_exact_accounting():
 
 def test_variant_rungs_are_within_2_percent_and_change_only_what_they_name():
     specs = rung_specs("10m", "variants")
-    assert [s.name for s in specs] == ["pooled-space", *(f"pooled-{v}" for v in VARIANTS)]
+    assert [s.name for s in specs] == ["pooled-entropy", *(f"pooled-{v}" for v in VARIANTS)]
+    assert specs[0] == next(s for s in rung_specs("10m") if s.name == "pooled-entropy")  # the same run
     base = specs[0].config
     for spec in specs[1:]:
         parts = breakdown(spec)
@@ -59,7 +60,7 @@ def test_variant_rungs_are_within_2_percent_and_change_only_what_they_name():
         assert abs(parts["total"] - breakdown(specs[0])["total"]) / parts["total"] <= TOLERANCE
         for key, value in VARIANTS[spec.name.removeprefix("pooled-")].items():
             assert getattr(spec.config, key) == value != getattr(base, key)
-        assert spec.config.boundary == base.boundary and spec.config.hash_ngrams == base.hash_ngrams
+        assert spec.config.boundary == base.boundary == "entropy" and spec.config.hash_ngrams == base.hash_ngrams
 
 
 def test_entropy_rung_is_fitted_before_training(tmp_path, one_thread):

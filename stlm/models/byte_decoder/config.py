@@ -62,6 +62,7 @@ class PooledByteConfig:
     # Patching.
     boundary: str = "space"  # "space" | "fixed:N" | "entropy" (see boundaries.py)
     max_patch_len: int = 12  # cap on bytes per patch for "space" and "entropy"
+    entropy_patch_len: float = 6.0  # "entropy": the mean bytes per patch its threshold is fitted to
     pooling: str = "mean_last"  # patch vector: Linear(mean || last byte), or Linear(mean), Linear(last)
 
     # Byte input.
@@ -129,6 +130,13 @@ class PooledByteConfig:
         _check_choice("repeat_mode", self.repeat_mode, REPEAT_MODES)
 
         self.boundary_kind, self.patch_cap = _parse_boundary(self.boundary, self.max_patch_len)
+        value = self.entropy_patch_len
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= self.max_patch_len:
+            raise ValueError(
+                f"PooledByteConfig.entropy_patch_len must be a number from 1 to max_patch_len "
+                f"({self.max_patch_len}), got {value!r}"
+            )
+        self.entropy_patch_len = float(value)
 
         # Recipes and JSON give lists; a tuple keeps the config hashable and comparable.
         if isinstance(self.hash_ngrams, (str, bytes)) or not isinstance(self.hash_ngrams, (tuple, list)):
@@ -160,6 +168,8 @@ class PooledByteConfig:
         data["hash_ngrams"] = list(self.hash_ngrams)  # JSON has no tuples
         if not self.mtp_heads:  # a next-token model's record reads as it did before MTP
             del data["mtp_heads"]
+        if self.entropy_patch_len == 6.0:  # the default: records read as they did before the field
+            del data["entropy_patch_len"]
         return data
 
     @classmethod

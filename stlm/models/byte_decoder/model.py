@@ -416,11 +416,12 @@ class PooledByteLM(nn.Module):
         """Number of parameters, tied and shared weights counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def fit_boundaries(self, ids: Any, target_patch_len: float = 6.0) -> float:
+    def fit_boundaries(self, ids: Any, target_patch_len: float | None = None) -> float:
         """Fit the entropy rule to a token stream (e.g. a slice of the training split).
 
         Estimates the trigram entropy table and the threshold that gives
-        `target_patch_len` ids per patch on `ids`; both are buffers, so they are
+        `target_patch_len` ids per patch on `ids` (default: the config's
+        `entropy_patch_len`); both are buffers, so they are
         saved in checkpoints. Returns the mean patch length reached on `ids`.
         A few MB of text is plenty; the rule is a byte-pair lookup at run time.
         """
@@ -428,6 +429,7 @@ class PooledByteLM(nn.Module):
             raise ValueError(f"only the entropy rule is fitted, this model uses {self.config.boundary!r}")
         ids = torch.as_tensor(ids).long().reshape(-1).cpu()
         table = fit_entropy_table(ids, self.config)
-        threshold = fit_entropy_threshold(ids, self.config, table, target_patch_len)
+        target = self.config.entropy_patch_len if target_patch_len is None else target_patch_len
+        threshold = fit_entropy_threshold(ids, self.config, table, target)
         self.boundaries.load_fit(table, threshold)
         return mean_patch_length(self, ids)

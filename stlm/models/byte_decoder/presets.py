@@ -25,9 +25,10 @@ parameters match exactly and only the patching differs. A token-level
 baseline over a small BPE vocabulary with the same core parameters belongs to
 the decoder family (it needs a BPE tokenizer; another issue).
 
-The entropy rule has no preset of its own: it needs its table fitted to the
-training data first (`PooledByteLM.fit_boundaries`); use
-`dataclasses.replace(cfg, boundary="entropy")` on any preset.
+The "-entropy" presets need their rule fitted to the training text before
+step 0 (`stlm train` does it; `PooledByteLM.fit_boundaries` otherwise), to a
+mean of `entropy_patch_len` bytes per patch (6 unless set); any preset takes
+`boundary="entropy"` the same way.
 """
 
 from __future__ import annotations

@@ -110,6 +110,14 @@ def test_entropy_fit_hits_the_target_patch_length_on_held_out_text():
         mean_patch_length(net.config, held_out)
 
 
+def test_entropy_fit_defaults_to_the_configs_patch_length():
+    # Longer patches are preset data (entropy_patch_len): fit_boundaries and training read it.
+    sample = torch.tensor(english_sample(150_000))
+    for target in (4.0, 8.0):
+        net = PooledByteLM(small_config(boundary="entropy", max_patch_len=16, entropy_patch_len=target))
+        assert abs(net.fit_boundaries(sample) - target) < 0.1 * target
+
+
 def test_mean_patch_length_of_the_space_rule_on_english():
     sample = english_sample(100_000)
     length = mean_patch_length(small_config(boundary="space", max_patch_len=12), sample)

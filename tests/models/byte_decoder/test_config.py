@@ -40,6 +40,9 @@ def test_derived_fields_and_defaults():
         (dict(bos_id=300), "bos_id"),
         (dict(eos_id=257), "different"),
         (dict(norm_eps=0), "norm_eps"),
+        (dict(entropy_patch_len=0.5), "entropy_patch_len must be a number from 1 to max_patch_len"),
+        (dict(entropy_patch_len=7), r"max_patch_len \(6\)"),
+        (dict(entropy_patch_len="6"), "entropy_patch_len"),
     ],
 )
 def test_rejects_bad_values(overrides, message):
@@ -52,6 +55,10 @@ def test_dict_round_trip_through_the_registry():
     data = registry.config_to_dict("pooled", cfg)
     assert data["family"] == "pooled" and data["hash_ngrams"] == [2, 3] and "d_head_local" not in data
     assert registry.config_from_dict(data) == ("pooled", cfg)
+    assert "entropy_patch_len" not in data  # the default: records read as before the field
+    longer = small_config(boundary="entropy", max_patch_len=16, entropy_patch_len=8)
+    data = registry.config_to_dict("pooled", longer)
+    assert data["entropy_patch_len"] == 8.0 and registry.config_from_dict(data) == ("pooled", longer)
     with pytest.raises(UserError, match="unknown PooledByteConfig key.*width"):
         registry.config_from_dict({**data, "width": 3})
     with pytest.raises(UserError, match="missing required key.*d_global"):
