@@ -20,6 +20,7 @@ from typing import Any
 from stlm.models.config_dict import config_from_dict
 
 BOUNDARY_KINDS = ("space", "fixed", "entropy")
+DEFAULT_PATCH_LEN = 6.0  # entropy patches: mean bytes per patch unless entropy_patch_len says otherwise
 POOLING_KINDS = ("mean_last", "mean", "last")
 REPEAT_MODES = ("block", "loop")
 
@@ -62,7 +63,7 @@ class PooledByteConfig:
     # Patching.
     boundary: str = "space"  # "space" | "fixed:N" | "entropy" (see boundaries.py)
     max_patch_len: int = 12  # cap on bytes per patch for "space" and "entropy"
-    entropy_patch_len: float = 6.0  # "entropy": the mean bytes per patch its threshold is fitted to
+    entropy_patch_len: float | None = None  # "entropy": mean bytes per patch to fit to; None: min(6, max_patch_len)
     pooling: str = "mean_last"  # patch vector: Linear(mean || last byte), or Linear(mean), Linear(last)
 
     # Byte input.
@@ -83,6 +84,7 @@ class PooledByteConfig:
     patch_cap: int = field(init=False)  # bytes after which a patch is always closed (N for fixed:N)
     core_schedule: tuple[int, ...] = field(init=False)  # unique core block applied at each depth
     context_bytes: int = field(init=False)  # preceding bytes the input layer looks at (n-grams, boundary rule)
+    patch_len_target: float = field(init=False)  # entropy_patch_len resolved: what fit_boundaries aims at
 
     def __post_init__(self) -> None:
         for name in (
@@ -131,12 +133,14 @@ class PooledByteConfig:
 
         self.boundary_kind, self.patch_cap = _parse_boundary(self.boundary, self.max_patch_len)
         value = self.entropy_patch_len
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= self.max_patch_len:
-            raise ValueError(
-                f"PooledByteConfig.entropy_patch_len must be a number from 1 to max_patch_len "
-                f"({self.max_patch_len}), got {value!r}"
-            )
-        self.entropy_patch_len = float(value)
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= self.max_patch_len:
+                raise ValueError(
+                    f"PooledByteConfig.entropy_patch_len must be a number from 1 to max_patch_len "
+                    f"({self.max_patch_len}), got {value!r}"
+                )
+            self.entropy_patch_len = float(value)
+        self.patch_len_target = min(DEFAULT_PATCH_LEN, float(self.max_patch_len)) if value is None else float(value)
 
         # Recipes and JSON give lists; a tuple keeps the config hashable and comparable.
         if isinstance(self.hash_ngrams, (str, bytes)) or not isinstance(self.hash_ngrams, (tuple, list)):
@@ -168,7 +172,7 @@ class PooledByteConfig:
         data["hash_ngrams"] = list(self.hash_ngrams)  # JSON has no tuples
         if not self.mtp_heads:  # a next-token model's record reads as it did before MTP
             del data["mtp_heads"]
-        if self.entropy_patch_len == 6.0:  # the default: records read as they did before the field
+        if self.entropy_patch_len is None:  # the default: records read as they did before the field
             del data["entropy_patch_len"]
         return data
 

@@ -421,7 +421,7 @@ class PooledByteLM(nn.Module):
 
         Estimates the trigram entropy table and the threshold that gives
         `target_patch_len` ids per patch on `ids` (default: the config's
-        `entropy_patch_len`); both are buffers, so they are
+        `entropy_patch_len`, 6 or max_patch_len if smaller); both are buffers, so they are
         saved in checkpoints. Returns the mean patch length reached on `ids`.
         A few MB of text is plenty; the rule is a byte-pair lookup at run time.
         """
@@ -429,7 +429,7 @@ class PooledByteLM(nn.Module):
             raise ValueError(f"only the entropy rule is fitted, this model uses {self.config.boundary!r}")
         ids = torch.as_tensor(ids).long().reshape(-1).cpu()
         table = fit_entropy_table(ids, self.config)
-        target = self.config.entropy_patch_len if target_patch_len is None else target_patch_len
+        target = self.config.patch_len_target if target_patch_len is None else target_patch_len
         threshold = fit_entropy_threshold(ids, self.config, table, target)
         self.boundaries.load_fit(table, threshold)
         return mean_patch_length(self, ids)

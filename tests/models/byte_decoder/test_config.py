@@ -56,6 +56,9 @@ def test_dict_round_trip_through_the_registry():
     assert data["family"] == "pooled" and data["hash_ngrams"] == [2, 3] and "d_head_local" not in data
     assert registry.config_from_dict(data) == ("pooled", cfg)
     assert "entropy_patch_len" not in data  # the default: records read as before the field
+    assert cfg.patch_len_target == 6.0
+    # Unset, the target is 6 bytes or the cap if that is smaller: short caps stay valid configs.
+    assert small_config(boundary="entropy", max_patch_len=4).patch_len_target == 4.0
     longer = small_config(boundary="entropy", max_patch_len=16, entropy_patch_len=8)
     data = registry.config_to_dict("pooled", longer)
     assert data["entropy_patch_len"] == 8.0 and registry.config_from_dict(data) == ("pooled", longer)
