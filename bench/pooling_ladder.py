@@ -665,8 +665,36 @@ def cmd_report(args: argparse.Namespace) -> None:
         )
     print(f"equal FLOPs at {flops / 1e12:.1f} TFLOP, equal calibrated time at {wall / 60:.1f} min")
     print_table(rows)
+    for axis, end, unit, scale in (("flops", flops, "TFLOP", 1e12), ("wall_s", wall, "min", 60.0)):
+        marks = [end * f for f in CURVE_MARKS]
+        for key, label in (("val_bpb", "validation BPB"), ("wikitext_bpb", "WikiText-2 BPB")):
+            print(f"{label} along the curves, at equal {'FLOPs' if axis == 'flops' else 'calibrated time'}")
+            print_table(along_curves(curves, axis, marks, key, unit, scale))
     print_sweeps(Path(args.out), list(curves))
     plot(curves, Path(args.out))
+
+
+CURVE_MARKS = (0.125, 0.25, 0.5, 0.75, 1.0)  # fractions of the common range the along-curve tables read
+
+
+def along_curves(
+    curves: dict[str, list[dict[str, Any]]], axis: str, marks: list[float], key: str, unit: str, scale: float
+) -> list[tuple[str, ...]]:
+    """Each rung's `key` at each mark of `axis` (interpolated), then the best pooled rung's lead over the rest.
+
+    The last row is best-pooled minus best-other at each mark: negative means a pooled rung is ahead.
+    """
+    rows: list[tuple[str, ...]] = [("rung", *(f"@ {x / scale:.1f} {unit}" for x in marks))]
+    values = {name: [at(c, axis, x, key) for x in marks] for name, c in curves.items()}
+    for name, vals in values.items():
+        rows.append((name, *("-" if v is None else f"{v:.4f}" for v in vals)))
+    leads = []
+    for i in range(len(marks)):
+        pooled = [v[i] for n, v in values.items() if n.startswith("pooled") and v[i] is not None]
+        others = [v[i] for n, v in values.items() if not n.startswith("pooled") and v[i] is not None]
+        leads.append(f"{min(pooled) - min(others):+.4f}" if pooled and others else "-")
+    rows.append(("best pooled - best other", *leads))
+    return rows
 
 
 def print_sweeps(out: Path, names: list[str]) -> None:

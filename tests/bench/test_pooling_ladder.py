@@ -149,3 +149,31 @@ def test_a_sweep_whose_best_rate_is_on_the_edge_tries_beyond_it(tmp_path, monkey
         ladder.run_sweep(rung, args)
         assert list(json.loads((out / "sweep" / "r.json").read_text())) == tried  # two steps at most
         assert ladder.best_lr(out, "r") == pytest.approx(best)
+
+
+def test_report_reads_every_curve_at_equal_flops_and_time(tmp_path, capsys):
+    # Two straight-line curves on disk: the tables must read them at the common range and say who leads.
+    out = tmp_path / "out"
+    lines = {
+        "pooled-entropy": [(1e12, 1, 4.0, 5.0), (9e12, 9, 2.0, 3.0)],  # ends at 9 TFLOP, 9 steps
+        "bpe-16k": [(1e12, 2, 3.0, 4.0), (8e12, 16, 2.3, 3.3)],  # ends first: 8 TFLOP is the common range
+    }
+    for name, points in lines.items():
+        (out / name).mkdir(parents=True)
+        rows = [{"flops": f, "step": s, "wall_s": 0.0, "val_bpb": v, "wikitext_bpb": w} for f, s, v, w in points]
+        (out / name / "curve.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calibration = {"pooled-entropy": {"step_s": 60.0}, "bpe-16k": {"step_s": 30.0}}  # time = steps x step_s
+    (out / "calibration.json").write_text(json.dumps(calibration))
+    from bench.pooling_ladder import cmd_report
+
+    cmd_report(parser().parse_args(["report", "--out", str(out)]))
+    text = capsys.readouterr().out
+    assert "equal FLOPs at 8.0 TFLOP, equal calibrated time at 8.0 min" in text
+    # pooled-entropy at 8 TFLOP: 4 - 2 x 7/8 = 2.25; bpe-16k ends at 2.3, so pooled leads by 0.05.
+    flops_table = text.split("validation BPB along the curves, at equal FLOPs")[1].split("WikiText-2")[0]
+    assert "| pooled-entropy" in flops_table and "2.2500 |" in flops_table
+    assert "| best pooled - best other | " in flops_table and "-0.0500 |" in flops_table
+    # 8 calibrated minutes: pooled-entropy at step 8 (val 2.25), bpe-16k at step 16, its end (2.3).
+    time_table = text.split("validation BPB along the curves, at equal calibrated time")[1].split("WikiText-2")[0]
+    assert "2.2500 |" in time_table and "2.3000 |" in time_table
+    assert (out / "ladder-flops.png").stat().st_size > 0 and (out / "ladder-wall_s.png").stat().st_size > 0
