@@ -133,14 +133,15 @@ class PooledByteConfig:
 
         self.boundary_kind, self.patch_cap = _parse_boundary(self.boundary, self.max_patch_len)
         value = self.entropy_patch_len
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= self.max_patch_len:
-                raise ValueError(
-                    f"PooledByteConfig.entropy_patch_len must be a number from 1 to max_patch_len "
-                    f"({self.max_patch_len}), got {value!r}"
-                )
-            self.entropy_patch_len = float(value)
-        self.patch_len_target = min(DEFAULT_PATCH_LEN, float(self.max_patch_len)) if value is None else float(value)
+        if value is None:
+            self.patch_len_target = min(DEFAULT_PATCH_LEN, float(self.max_patch_len))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= self.max_patch_len:
+            raise ValueError(
+                f"PooledByteConfig.entropy_patch_len must be a number from 1 to max_patch_len "
+                f"({self.max_patch_len}), got {value!r}"
+            )
+        else:
+            self.entropy_patch_len = self.patch_len_target = float(value)
 
         # Recipes and JSON give lists; a tuple keeps the config hashable and comparable.
         if isinstance(self.hash_ngrams, (str, bytes)) or not isinstance(self.hash_ngrams, (tuple, list)):

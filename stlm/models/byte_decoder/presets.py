@@ -27,7 +27,7 @@ the decoder family (it needs a BPE tokenizer; another issue).
 
 The "-entropy" presets need their rule fitted to the training text before
 step 0 (`stlm train` does it; `PooledByteLM.fit_boundaries` otherwise), to a
-mean of `entropy_patch_len` bytes per patch (6 unless set); any preset takes
+mean of `entropy_patch_len` bytes per patch (unset: 6, or the cap if smaller); any preset takes
 `boundary="entropy"` the same way.
 """
 
