@@ -670,6 +670,9 @@ def cmd_report(args: argparse.Namespace) -> None:
         for key, label in (("val_bpb", "validation BPB"), ("wikitext_bpb", "WikiText-2 BPB")):
             print(f"{label} along the curves, at equal {'FLOPs' if axis == 'flops' else 'calibrated time'}")
             print_table(along_curves(curves, axis, marks, key, unit, scale))
+    for key, label in (("val_bpb", "validation BPB"), ("wikitext_bpb", "WikiText-2 BPB")):
+        print(f"where the curves cross ({label}, against training FLOPs)")
+        print_table(crossing_rows(curves, key))
     print_sweeps(Path(args.out), list(curves))
     plot(curves, Path(args.out))
 
@@ -694,6 +697,50 @@ def along_curves(
         others = [v[i] for n, v in values.items() if not n.startswith("pooled") and v[i] is not None]
         leads.append(f"{min(pooled) - min(others):+.4f}" if pooled and others else "-")
     rows.append(("best pooled - best other", *leads))
+    return rows
+
+
+def crossing(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str, axis: str = "flops") -> dict[str, Any]:
+    """Where curve `a` passes below curve `b` for good, over their common range of `axis`.
+
+    Both curves are piecewise linear between logged points, so their difference is linear
+    between the union of those points and a sign change is located exactly. Returns the
+    common range's end, a's lead there (a - b; negative = a lower) and `since`: the axis
+    value from which a stays below b (the start of the range when it never was above),
+    None when a is not below b at the end.
+    """
+    pa = [p[axis] for p in a if p.get(key) is not None]
+    pb = [p[axis] for p in b if p.get(key) is not None]
+    if not pa or not pb or max(pa[0], pb[0]) > min(pa[-1], pb[-1]):
+        return {"end": None, "lead": None, "since": None}
+    lo, hi = max(pa[0], pb[0]), min(pa[-1], pb[-1])
+    grid = sorted({x for x in pa + pb if lo <= x <= hi} | {lo, hi})
+    diff = [at(a, axis, x, key) - at(b, axis, x, key) for x in grid]
+    since = None
+    if diff[-1] < 0:
+        since = grid[0]
+        for i in range(len(grid) - 1, 0, -1):
+            if diff[i - 1] >= 0:  # the last step from not-below to below: the crossing
+                d0, d1 = diff[i - 1], diff[i]
+                since = grid[i - 1] + (grid[i] - grid[i - 1]) * d0 / (d0 - d1)
+                break
+    return {"end": hi, "lead": diff[-1], "since": since}
+
+
+def crossing_rows(curves: dict[str, list[dict[str, Any]]], key: str) -> list[tuple[str, ...]]:
+    """Each pooled rung against each other rung: from how many TFLOP on it is ahead, and by how much at the end."""
+    rows: list[tuple[str, ...]] = [("pooled rung", "against", "ahead from", "lead at the common end")]
+    for p_name, p_curve in curves.items():
+        if not p_name.startswith("pooled"):
+            continue
+        for o_name, o_curve in curves.items():
+            if o_name.startswith("pooled"):
+                continue
+            c = crossing(p_curve, o_curve, key)
+            if c["end"] is None:
+                continue
+            ahead = "not ahead" if c["since"] is None else f"{c['since'] / 1e12:.1f} TFLOP"
+            rows.append((p_name, o_name, ahead, f"{c['lead']:+.4f} @ {c['end'] / 1e12:.1f} TFLOP"))
     return rows
 
 

@@ -176,4 +176,28 @@ def test_report_reads_every_curve_at_equal_flops_and_time(tmp_path, capsys):
     # 8 calibrated minutes: pooled-entropy at step 8 (val 2.25), bpe-16k at step 16, its end (2.3).
     time_table = text.split("validation BPB along the curves, at equal calibrated time")[1].split("WikiText-2")[0]
     assert "2.2500 |" in time_table and "2.3000 |" in time_table
+    # The curves cross where 1 - 0.15 (x - 1) = 0: pooled-entropy is ahead from 7.67 TFLOP on.
+    crossings = text.split("where the curves cross (validation BPB")[1].split("where the curves cross")[0]
+    assert "| pooled-entropy | bpe-16k |" in crossings and "7.7 TFLOP |" in crossings
+    assert "-0.0500 @ 8.0 TFLOP |" in crossings
     assert (out / "ladder-flops.png").stat().st_size > 0 and (out / "ladder-wall_s.png").stat().st_size > 0
+
+
+def test_crossing_finds_where_a_curve_passes_below_for_good():
+    from bench.pooling_ladder import crossing
+
+    def curve(points):
+        return [{"flops": x, "val_bpb": y} for x, y in points]
+
+    b = curve([(0, 3.0), (10, 2.5)])
+    once = crossing(curve([(0, 4.0), (10, 2.0)]), b, "val_bpb")  # diff 1 -> -0.5: zero at 10/1.5
+    assert once["end"] == 10 and math.isclose(once["lead"], -0.5) and math.isclose(once["since"], 20 / 3)
+    # Below, back above, below again: the crossing that counts is the last one (diff +0.5 at 6 -> -0.5 at 8).
+    twice = crossing(curve([(0, 2.0), (4, 2.7), (6, 3.2), (8, 2.1), (10, 2.0)]), b, "val_bpb")
+    assert math.isclose(twice["since"], 7.0)
+    assert crossing(curve([(0, 2.0), (10, 1.0)]), b, "val_bpb")["since"] == 0  # ahead all along
+    behind = crossing(curve([(0, 4.0), (10, 2.6)]), b, "val_bpb")
+    assert behind["since"] is None and math.isclose(behind["lead"], 0.1)
+    # Different ranges: only the common one counts; no overlap, no verdict.
+    assert crossing(curve([(5, 4.0), (20, 1.0)]), b, "val_bpb")["end"] == 10
+    assert crossing(curve([(11, 2.0), (20, 1.0)]), b, "val_bpb")["end"] is None
