@@ -16,6 +16,7 @@ Two views of the ladder (`--view`):
   variants: candidate pooled presets at the same total parameters (VARIANTS: a leaner local
       stack, more hash rows, longer entropy patches, ...; each core re-sized to the total),
       beside pooled-entropy, whose run (same folder, same config) the equal-params view shares.
+  all: equal-params and the variants together (for one `report` over every rung run).
 
 Every rung trains on the same corpus (default `offline-mix`) with the same
 recipe (AdamW, warm-up then cosine over the rung's planned steps, batch, text
@@ -108,6 +109,9 @@ def rung_specs(size: str, view: str = "equal-params", bpe_vocabs: tuple[int, ...
     """The rungs of a view at a size, with their exact configs (equal-params: one BPE rung per vocabulary)."""
     from stlm import registry
 
+    if view == "all":  # the equal-params ladder and the candidate presets, in one table (pooled-entropy once)
+        main = rung_specs(size, "equal-params", bpe_vocabs)
+        return main + [s for s in rung_specs(size, "variants", bpe_vocabs) if s.name not in {m.name for m in main}]
     family, pooled = registry.get_config(f"pooled-{size}")
     _, bpe_ref = registry.get_config(f"bpe-{size}")
     specs = []
@@ -807,7 +811,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("command", choices=["plan", "calibrate", "sweep", "train", "all", "report"])
     p.add_argument("--size", choices=["tiny", "10m"], default="10m")
-    p.add_argument("--view", choices=["equal-params", "equal-core", "variants"], default="equal-params")
+    p.add_argument("--view", choices=["equal-params", "equal-core", "variants", "all"], default="equal-params")
     p.add_argument("--rung", help="train/sweep: the rung")
     p.add_argument(
         "--rungs",

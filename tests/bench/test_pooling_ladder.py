@@ -63,6 +63,13 @@ def test_variant_rungs_are_within_2_percent_and_change_only_what_they_name():
         assert spec.config.boundary == base.boundary == "entropy" and spec.config.hash_ngrams == base.hash_ngrams
 
 
+def test_view_all_is_the_ladder_and_its_variants_each_once():
+    names = [s.name for s in rung_specs("10m", "all")]
+    main, variants = rung_specs("10m"), rung_specs("10m", "variants")
+    assert names == [s.name for s in main] + [s.name for s in variants[1:]]
+    assert len(set(names)) == len(names) and "pooled-entropy" in names
+
+
 def test_entropy_rung_is_fitted_before_training(tmp_path, one_thread):
     # An unfitted entropy rule closes a patch only at the cap: the rung would be a fixed-length one.
     args = parser().parse_args(["train", "--out", str(tmp_path / "out"), *_corpus_args(tmp_path)])
