@@ -79,6 +79,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "lean-local": LEAN_LOCAL,
     # 4x the hashed n-gram rows (BLT): lookups cost no FLOPs, so the capacity is free per byte; the core shrinks
     "more-hash": {"hash_buckets": 8192},
+    # the same at 7,680 rows: 2% fewer parameters, within 1% of every equal-params rung (more-hash is +3.4% on bpe-4k)
+    "more-hash-7680": {"hash_buckets": 7680},
     # longer entropy patches (mean 8 bytes, cap 16): the core runs less often, more text per FLOP
     "long-patch": {"entropy_patch_len": 8.0, "max_patch_len": 16},
     # all three
