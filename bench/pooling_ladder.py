@@ -113,7 +113,8 @@ def rung_specs(size: str, view: str = "equal-params", bpe_vocabs: tuple[int, ...
 
     if view == "all":  # the equal-params ladder and the candidate presets, in one table (pooled-entropy once)
         main = rung_specs(size, "equal-params", bpe_vocabs)
-        return main + [s for s in rung_specs(size, "variants", bpe_vocabs) if s.name not in {m.name for m in main}]
+        taken = {m.name for m in main}
+        return main + [s for s in rung_specs(size, "variants", bpe_vocabs) if s.name not in taken]
     family, pooled = registry.get_config(f"pooled-{size}")
     _, bpe_ref = registry.get_config(f"bpe-{size}")
     specs = []
@@ -673,10 +674,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     print_table(rows)
     for axis, end, unit, scale in (("flops", flops, "TFLOP", 1e12), ("wall_s", wall, "min", 60.0)):
         marks = [end * f for f in CURVE_MARKS]
-        for key, label in (("val_bpb", "validation BPB"), ("wikitext_bpb", "WikiText-2 BPB")):
+        for key, label in HELD_OUT:
             print(f"{label} along the curves, at equal {'FLOPs' if axis == 'flops' else 'calibrated time'}")
             print_table(along_curves(curves, axis, marks, key, unit, scale))
-    for key, label in (("val_bpb", "validation BPB"), ("wikitext_bpb", "WikiText-2 BPB")):
+    for key, label in HELD_OUT:
         print(f"where the curves cross ({label}, against training FLOPs)")
         print_table(crossing_rows(curves, key))
     print_sweeps(Path(args.out), list(curves))
@@ -684,6 +685,12 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 CURVE_MARKS = (0.125, 0.25, 0.5, 0.75, 1.0)  # fractions of the common range the along-curve tables read
+HELD_OUT = (("val_bpb", "validation BPB"), ("wikitext_bpb", "WikiText-2 BPB"))  # curve keys and their names
+
+
+def is_pooled(name: str) -> bool:
+    """A pooled byte rung (the side of the comparison the report's lead and crossing rows are about)."""
+    return name.startswith("pooled")
 
 
 def along_curves(
@@ -699,8 +706,8 @@ def along_curves(
         rows.append((name, *("-" if v is None else f"{v:.4f}" for v in vals)))
     leads = []
     for i in range(len(marks)):
-        pooled = [v[i] for n, v in values.items() if n.startswith("pooled") and v[i] is not None]
-        others = [v[i] for n, v in values.items() if not n.startswith("pooled") and v[i] is not None]
+        pooled = [v[i] for n, v in values.items() if is_pooled(n) and v[i] is not None]
+        others = [v[i] for n, v in values.items() if not is_pooled(n) and v[i] is not None]
         leads.append(f"{min(pooled) - min(others):+.4f}" if pooled and others else "-")
     rows.append(("best pooled - best other", *leads))
     return rows
@@ -720,7 +727,7 @@ def crossing(a: list[dict[str, Any]], b: list[dict[str, Any]], key: str, axis: s
     if not pa or not pb or max(pa[0], pb[0]) > min(pa[-1], pb[-1]):
         return {"end": None, "lead": None, "since": None}
     lo, hi = max(pa[0], pb[0]), min(pa[-1], pb[-1])
-    grid = sorted({x for x in pa + pb if lo <= x <= hi} | {lo, hi})
+    grid = sorted({x for x in pa + pb if lo <= x <= hi})  # lo and hi are logged points themselves
     diff = [at(a, axis, x, key) - at(b, axis, x, key) for x in grid]
     since = None
     if diff[-1] < 0:
@@ -737,10 +744,8 @@ def crossing_rows(curves: dict[str, list[dict[str, Any]]], key: str) -> list[tup
     """Each pooled rung against each other rung: from how many TFLOP on it is ahead, and by how much at the end."""
     rows: list[tuple[str, ...]] = [("pooled rung", "against", "ahead from", "lead at the common end")]
     for p_name, p_curve in curves.items():
-        if not p_name.startswith("pooled"):
-            continue
         for o_name, o_curve in curves.items():
-            if o_name.startswith("pooled"):
+            if not is_pooled(p_name) or is_pooled(o_name):
                 continue
             c = crossing(p_curve, o_curve, key)
             if c["end"] is None:
