@@ -208,3 +208,9 @@ def test_crossing_finds_where_a_curve_passes_below_for_good():
     # Different ranges: only the common one counts; no overlap, no verdict.
     assert crossing(curve([(5, 4.0), (20, 1.0)]), b, "val_bpb")["end"] == 10
     assert crossing(curve([(11, 2.0), (20, 1.0)]), b, "val_bpb")["end"] is None
+
+
+def test_the_hash_preset_is_the_measured_variant():
+    # pooled-10m-hash ships exactly the config its ladder curve was measured with.
+    measured = next(s for s in rung_specs("10m", "variants") if s.name == "pooled-more-hash-7680")
+    assert registry.get_config("pooled-10m-hash") == ("pooled", measured.config)

@@ -12,6 +12,7 @@ tests/models/byte_decoder/test_params.py:
     pooled-10m-entropy      11,636,608     1,179,648     10,456,960   entropy boundaries (fitted at the start of training)
     pooled-10m-fixed4       11,636,608     1,179,648     10,456,960   the same, a patch every 4 bytes
     pooled-10m-unpooled     11,636,608     1,179,648     10,456,960   the same, fixed:1
+    pooled-10m-hash         11,574,208     4,423,680      7,150,528   entropy, 7,680 hash rows, core 256 x 7
     pooled-50m              54,730,240     3,932,160     50,798,080   local 320 (2+3), core 576 x 11
     pooled-50m-unpooled     54,730,240     3,932,160     50,798,080
     pooled-100m            105,999,744     9,437,184     96,562,560   local 384 (2+4), core 768 x 12
@@ -29,6 +30,12 @@ The "-entropy" presets need their rule fitted to the training text before
 step 0 (`stlm train` does it; `PooledByteLM.fit_boundaries` otherwise), to a
 mean of `entropy_patch_len` bytes per patch (unset: 6, or the cap if smaller); any preset takes
 `boundary="entropy"` the same way.
+
+`pooled-10m-hash` is the best pooled model of the equal-parameter ladder
+(docs/pooling-ladder.md): the same total as pooled-10m, but 3.75x the hashed
+n-gram rows (BLT's hash embeddings: a lookup costs no FLOPs) and a narrower
+core (256 wide, 7 layers) to pay for them. Its total, not its core, is what
+the "10m" names.
 """
 
 from __future__ import annotations
@@ -77,6 +84,18 @@ _100M = PooledByteConfig(
     global_heads=12,
     hash_buckets=8192,
 )
+# Entropy patches, 7,680 rows per n-gram size, the core re-sized so the total matches pooled-10m's (-0.5%).
+_10M_HASH = PooledByteConfig(
+    d_local=192,
+    n_enc_layers=1,
+    n_dec_layers=2,
+    local_heads=3,
+    d_global=256,
+    n_global_layers=7,
+    global_heads=4,
+    hash_buckets=7680,
+    boundary="entropy",
+)
 
 PRESETS: dict[str, PooledByteConfig] = {
     "pooled-tiny": _TINY,
@@ -85,6 +104,7 @@ PRESETS: dict[str, PooledByteConfig] = {
     "pooled-10m-entropy": dataclasses.replace(_10M, boundary="entropy"),
     "pooled-10m-fixed4": dataclasses.replace(_10M, boundary="fixed:4"),
     "pooled-10m-unpooled": dataclasses.replace(_10M, boundary="fixed:1"),
+    "pooled-10m-hash": _10M_HASH,
     "pooled-50m": _50M,
     "pooled-50m-unpooled": dataclasses.replace(_50M, boundary="fixed:1"),
     "pooled-100m": _100M,

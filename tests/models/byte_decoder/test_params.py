@@ -29,17 +29,25 @@ EXPECTED = {
     "pooled-10m-entropy": 11_636_608,
     "pooled-10m-fixed4": 11_636_608,
     "pooled-10m-unpooled": 11_636_608,
+    "pooled-10m-hash": 11_574_208,
     "pooled-50m": 54_730_240,
     "pooled-50m-unpooled": 54_730_240,
     "pooled-100m": 105_999_744,
     "pooled-100m-unpooled": 105_999_744,
 }
-HASH_TABLES = {"pooled-tiny": 49_152, "pooled-10m": 1_179_648, "pooled-50m": 3_932_160, "pooled-100m": 9_437_184}
+HASH_TABLES = {
+    "pooled-tiny": 49_152,
+    "pooled-10m": 1_179_648,
+    "pooled-10m-hash": 4_423_680,
+    "pooled-50m": 3_932_160,
+    "pooled-100m": 9_437_184,
+}
 
 # (Dl, enc, dec, Fl, Dg, core layers, Fg, n-gram sizes, buckets), spelled out independently of the presets file.
 SHAPES = {
     "pooled-tiny": (64, 1, 1, 192, 128, 3, 384, 3, 256),
     "pooled-10m": (192, 1, 2, 512, 320, 7, 896, 3, 2048),
+    "pooled-10m-hash": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
     "pooled-50m": (320, 2, 3, 896, 576, 11, 1536, 3, 4096),
     "pooled-100m": (384, 2, 4, 1024, 768, 12, 2048, 3, 8192),
 }
@@ -61,7 +69,7 @@ def test_presets_are_exactly_the_listed_ones():
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_exact_param_counts(name):
     cfg = PRESETS[name]
-    size = name.split("-")[0] + "-" + name.split("-")[1]
+    size = name if name in SHAPES else name.split("-")[0] + "-" + name.split("-")[1]
     shape = SHAPES[size]
     assert (cfg.d_local, cfg.n_enc_layers, cfg.n_dec_layers, cfg.d_ff_local) == shape[:4]
     assert (cfg.d_global, cfg.n_global_layers, cfg.d_ff_global, len(cfg.hash_ngrams), cfg.hash_buckets) == shape[4:]
