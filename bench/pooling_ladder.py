@@ -744,8 +744,10 @@ def crossing_rows(curves: dict[str, list[dict[str, Any]]], key: str) -> list[tup
     """Each pooled rung against each other rung: from how many TFLOP on it is ahead, and by how much at the end."""
     rows: list[tuple[str, ...]] = [("pooled rung", "against", "ahead from", "lead at the common end")]
     for p_name, p_curve in curves.items():
+        if not is_pooled(p_name):
+            continue
         for o_name, o_curve in curves.items():
-            if not is_pooled(p_name) or is_pooled(o_name):
+            if is_pooled(o_name):
                 continue
             c = crossing(p_curve, o_curve, key)
             if c["end"] is None:
