@@ -83,6 +83,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "more-hash-7680": {"hash_buckets": 7680},
     # longer entropy patches (mean 8 bytes, cap 16): the core runs less often, more text per FLOP
     "long-patch": {"entropy_patch_len": 8.0, "max_patch_len": 16},
+    # the two that cost no FLOPs per byte together (the preset pooled-10m-hash with longer patches)
+    "hash-long": {"hash_buckets": 7680, "entropy_patch_len": 8.0, "max_patch_len": 16},
     # all three
     "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, "entropy_patch_len": 8.0, "max_patch_len": 16},
 }
