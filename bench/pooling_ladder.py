@@ -784,6 +784,7 @@ def print_sweeps(out: Path, names: list[str]) -> None:
 
 
 def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    """Both held-out curves against FLOPs and against calibrated time: the whole run, then its last 7/8 zoomed."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -791,20 +792,35 @@ def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
 
     sets = (("val_bpb", "validation split"), ("wikitext_bpb", "WikiText-2 validation"))
     for axis, label, scale in (("flops", "training TFLOPs", 1e12), ("wall_s", "calibrated training minutes", 60.0)):
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-        for ax, (key, title) in zip(axes, sets):
-            for name, c in curves.items():
-                points = [(p[axis] / scale, p[key]) for p in c if p.get(key) is not None]
-                if points:
-                    ax.plot(*zip(*points), marker="o", ms=3, label=name)
-            ax.set_xscale("log")
-            ax.set_xlabel(label)
-            ax.set_ylabel("bits per byte")
-            ax.set_title(title)
-            ax.grid(alpha=0.3)
-            ax.legend()
+        fig, axes = plt.subplots(2, 2, figsize=(12, 9))
+        for col, (key, title) in enumerate(sets):
+            series = {
+                name: [(p[axis] / scale, p[key]) for p in c if p.get(key) is not None] for name, c in curves.items()
+            }
+            series = {name: points for name, points in series.items() if points}
+            if not series:
+                continue
+            end = min(points[-1][0] for points in series.values())  # the common range of every curve
+            for row, ax in enumerate(axes[:, col]):
+                for name, points in series.items():
+                    style = "--" if name.startswith("bpe") else ":" if name == "unpooled" else "-"
+                    ax.plot(*zip(*points), style, marker="o", ms=3, label=name)
+                ax.set_xlabel(label)
+                ax.set_ylabel("bits per byte")
+                ax.grid(alpha=0.3)
+                if row == 0:
+                    ax.set_xscale("log")
+                    ax.set_title(title)
+                    ax.legend(fontsize=8)
+                else:  # the last 7/8 of the common range, where the curves cross
+                    tail = [y for points in series.values() for x, y in points if end / 8 <= x <= end]
+                    if tail:
+                        pad = 0.05 * (max(tail) - min(tail) or 1.0)
+                        ax.set_xlim(end / 8, end * 1.02)
+                        ax.set_ylim(min(tail) - pad, max(tail) + pad)
+                    ax.set_title(f"{title}: the last 7/8 of the common range")
         fig.tight_layout()
-        fig.savefig(out / f"ladder-{axis}.png", dpi=120)
+        fig.savefig(out / f"ladder-{axis}.png", dpi=110)
         plt.close(fig)
 
 
