@@ -65,9 +65,10 @@ class PooledFamily(CausalFamily):
         shared = " shared-ffn" if cfg.share_ffn else ""
         core = f"core {cfg.d_global}x{cfg.n_global_layers}{repeat}"
         heads = f", +{cfg.mtp_heads} mtp heads" if cfg.mtp_heads else ""
-        return (
-            f"local {cfg.d_local} {cfg.n_enc_layers}+{cfg.n_dec_layers}, {core}{shared}, patches {cfg.boundary}{heads}"
-        )
+        patches = cfg.boundary
+        if cfg.boundary == "entropy":  # the mean it is fitted to and the cap tell the presets apart
+            patches = f"entropy ~{cfg.patch_len_target:g} bytes (cap {cfg.max_patch_len})"
+        return f"local {cfg.d_local} {cfg.n_enc_layers}+{cfg.n_dec_layers}, {core}{shared}, patches {patches}{heads}"
 
     def breakdown(self, cfg: Any) -> dict[str, Any] | None:
         # "options": each sharing option's setting and saving, on or off; "together": what those on remove together.

@@ -210,7 +210,10 @@ def test_crossing_finds_where_a_curve_passes_below_for_good():
     assert crossing(curve([(11, 2.0), (20, 1.0)]), b, "val_bpb")["end"] is None
 
 
-def test_the_hash_preset_is_the_measured_variant():
-    # pooled-10m-hash ships exactly the config its ladder curve was measured with.
-    measured = next(s for s in rung_specs("10m", "variants") if s.name == "pooled-more-hash-7680")
-    assert registry.get_config("pooled-10m-hash") == ("pooled", measured.config)
+@pytest.mark.parametrize(
+    "preset, variant", [("pooled-10m-hash", "pooled-more-hash-7680"), ("pooled-10m-hash-long", "pooled-hash-long")]
+)
+def test_the_hash_presets_are_the_measured_variants(preset, variant):
+    # Each preset ships exactly the config its ladder curve was measured with.
+    measured = next(s for s in rung_specs("10m", "variants") if s.name == variant)
+    assert registry.get_config(preset) == ("pooled", measured.config)

@@ -13,6 +13,7 @@ tests/models/byte_decoder/test_params.py:
     pooled-10m-fixed4       11,636,608     1,179,648     10,456,960   the same, a patch every 4 bytes
     pooled-10m-unpooled     11,636,608     1,179,648     10,456,960   the same, fixed:1
     pooled-10m-hash         11,574,208     4,423,680      7,150,528   entropy, 7,680 hash rows, core 256 x 7
+    pooled-10m-hash-long    11,574,208     4,423,680      7,150,528   the same, 8-byte entropy patches (cap 16)
     pooled-50m              54,730,240     3,932,160     50,798,080   local 320 (2+3), core 576 x 11
     pooled-50m-unpooled     54,730,240     3,932,160     50,798,080
     pooled-100m            105,999,744     9,437,184     96,562,560   local 384 (2+4), core 768 x 12
@@ -35,7 +36,9 @@ mean of `entropy_patch_len` bytes per patch (unset: 6, or the cap if smaller); a
 (docs/pooling-ladder.md): the same total as pooled-10m, but 3.75x the hashed
 n-gram rows (BLT's hash embeddings: a lookup costs no FLOPs) and a narrower
 core (256 wide, 7 layers) to pay for them. Its total, not its core, is what
-the "10m" names.
+the "10m" names. `pooled-10m-hash-long` is the same model with longer entropy
+patches (fitted to 8 bytes on average, cap 16): the core runs less often, so
+the same FLOPs buy more text.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ PRESETS: dict[str, PooledByteConfig] = {
     "pooled-10m-fixed4": dataclasses.replace(_10M, boundary="fixed:4"),
     "pooled-10m-unpooled": dataclasses.replace(_10M, boundary="fixed:1"),
     "pooled-10m-hash": _10M_HASH,
+    "pooled-10m-hash-long": dataclasses.replace(_10M_HASH, entropy_patch_len=8.0, max_patch_len=16),
     "pooled-50m": _50M,
     "pooled-50m-unpooled": dataclasses.replace(_50M, boundary="fixed:1"),
     "pooled-100m": _100M,

@@ -30,6 +30,7 @@ EXPECTED = {
     "pooled-10m-fixed4": 11_636_608,
     "pooled-10m-unpooled": 11_636_608,
     "pooled-10m-hash": 11_574_208,
+    "pooled-10m-hash-long": 11_574_208,
     "pooled-50m": 54_730_240,
     "pooled-50m-unpooled": 54_730_240,
     "pooled-100m": 105_999_744,
@@ -39,6 +40,7 @@ HASH_TABLES = {
     "pooled-tiny": 49_152,
     "pooled-10m": 1_179_648,
     "pooled-10m-hash": 4_423_680,
+    "pooled-10m-hash-long": 4_423_680,
     "pooled-50m": 3_932_160,
     "pooled-100m": 9_437_184,
 }
@@ -48,6 +50,7 @@ SHAPES = {
     "pooled-tiny": (64, 1, 1, 192, 128, 3, 384, 3, 256),
     "pooled-10m": (192, 1, 2, 512, 320, 7, 896, 3, 2048),
     "pooled-10m-hash": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
+    "pooled-10m-hash-long": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
     "pooled-50m": (320, 2, 3, 896, 576, 11, 1536, 3, 4096),
     "pooled-100m": (384, 2, 4, 1024, 768, 12, 2048, 3, 8192),
 }
@@ -181,3 +184,11 @@ def test_options_that_are_off_show_what_switching_them_on_would_remove():
         == 3 * block
     )
     assert sharing_total(cfg) == 0 and param_breakdown(cfg)["sharing"]["repeat_blocks"] == 0
+
+
+def test_the_listing_tells_the_entropy_presets_apart():
+    # `stlm models` shows the mean patch length an entropy rule is fitted to and its cap.
+    family = registry.get_family("pooled")
+    assert family.describe(PRESETS["pooled-10m-hash"]).endswith("patches entropy ~6 bytes (cap 12)")
+    assert family.describe(PRESETS["pooled-10m-hash-long"]).endswith("patches entropy ~8 bytes (cap 16)")
+    assert family.describe(PRESETS["pooled-10m"]).endswith("patches space")
