@@ -74,6 +74,7 @@ BPE_VOCABS = (4096, 16384, 32768)
 # stronger pooled rung of the main ladder) and re-sizes the core to the same total parameters.
 VARIANT_BASE = "pooled-entropy"
 LEAN_LOCAL = {"d_local": 128, "local_heads": 2, "n_dec_layers": 1}
+LONG_PATCH = {"entropy_patch_len": 8.0, "max_patch_len": 16}
 VARIANTS: dict[str, dict[str, Any]] = {
     # a narrower, shallower local stack: every byte costs fewer FLOPs, the core gets the parameters
     "lean-local": LEAN_LOCAL,
@@ -82,11 +83,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same at 7,680 rows: 2% fewer parameters, within 1% of every equal-params rung (more-hash is +3.4% on bpe-4k)
     "more-hash-7680": {"hash_buckets": 7680},
     # longer entropy patches (mean 8 bytes, cap 16): the core runs less often, more text per FLOP
-    "long-patch": {"entropy_patch_len": 8.0, "max_patch_len": 16},
+    "long-patch": LONG_PATCH,
     # the two that cost no FLOPs per byte together (the preset pooled-10m-hash with longer patches)
-    "hash-long": {"hash_buckets": 7680, "entropy_patch_len": 8.0, "max_patch_len": 16},
+    "hash-long": {"hash_buckets": 7680, **LONG_PATCH},
     # all three
-    "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, "entropy_patch_len": 8.0, "max_patch_len": 16},
+    "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, **LONG_PATCH},
 }
 TOLERANCE = 0.02  # equal-params rungs: |total - target| / target at most this
 EDGE_STEPS = 2  # sweeps: extra rates tried beyond the grid when its best rate sits on an edge
