@@ -38,6 +38,8 @@ the next `train` continues it exactly, until the rung's budget is spent.
     python bench/pooling_ladder.py report --out runs/ladder            # tables + PNG curves in OUT/
     python bench/pooling_ladder.py all --out runs/ladder [--rungs a,b]  # calibrate, sweep, train; resumable
     python bench/pooling_ladder.py calibrate --out runs/ladder --view variants --rungs pooled-lean-local,pooled-more-hash
+    python bench/pooling_ladder.py export --out runs/ladder --view all --rung pooled-hash-long --to runs/hash-long
+                                                                       # a rung's model as a stlm run folder
 """
 
 from __future__ import annotations
@@ -586,6 +588,51 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    """A trained rung's model as a stlm run folder (--to): every stlm command (finetune, eval, sample) reads it."""
+    from stlm import checkpoint as ckpt_io
+    from stlm import registry
+    from stlm.errors import UserError
+    from stlm.tokenizers import BPETokenizer, ByteTokenizer
+
+    specs = {s.name: s for s in rung_specs(args.size, args.view, args.bpe_vocabs)}
+    if args.rung not in specs or not args.to:
+        sys.exit(f"pooling_ladder: export needs --rung (one of {', '.join(specs)}) and --to FOLDER")
+    spec, state_path, to = specs[args.rung], Path(args.out) / args.rung / "state.pt", Path(args.to)
+    if not state_path.is_file():
+        sys.exit(f"pooling_ladder: {state_path} does not exist; train the rung first")
+    try:
+        ckpt_io.check_output(to, reads=[state_path.parent], what="--to")
+    except UserError as exc:
+        sys.exit(f"pooling_ladder: {exc}")
+    if to.exists():  # a new folder only: an existing run is never written into
+        sys.exit(f"pooling_ladder: --to {to} already exists; choose a new folder")
+    saved = torch.load(state_path, weights_only=True)  # plain tensors and containers: no pickle runs
+    if spec.bpe_vocab:
+        tok = BPETokenizer.from_file(
+            Path(args.out) / "tokenizers" / f"{args.data.replace('/', '_')}-bpe{spec.bpe_vocab}.json"
+        )
+    else:
+        tok = ByteTokenizer()
+    model = registry.build_model(spec.family, spec.config)
+    model.load_state_dict(saved["model"])  # strict: a state of another config is refused by name and shape
+    plan = saved["plan"]
+    source = {
+        "pooling_ladder": {
+            "rung": spec.name,
+            "step": saved["step"],
+            "total_steps": plan["total_steps"],
+            "lr": plan["lr"],
+            "data": args.data,
+        }
+    }
+    record = ckpt_io.RunRecord(registry.get_family(spec.family), spec.config, tok.to_dict(), {"source": source})
+    with ckpt_io.run_lock(to):
+        ckpt_io.write_run_config(to, record.to_dict())
+        ckpt = ckpt_io.save_checkpoint(to, saved["step"], model=model, optimizer=None, config=record, state={}, keep=1)
+    print(f"{spec.name} at step {saved['step']}/{plan['total_steps']} -> {ckpt}")
+
+
 def best_lr(out: Path, name: str) -> float | None:
     """The sweep's learning rate with the lowest final validation BPB, None before the sweep is complete."""
     path = out / "sweep" / f"{name}.json"
@@ -837,10 +884,11 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["plan", "calibrate", "sweep", "train", "all", "report"])
+    p.add_argument("command", choices=["plan", "calibrate", "sweep", "train", "all", "report", "export"])
     p.add_argument("--size", choices=["tiny", "10m"], default="10m")
     p.add_argument("--view", choices=["equal-params", "equal-core", "variants", "all"], default="equal-params")
-    p.add_argument("--rung", help="train/sweep: the rung")
+    p.add_argument("--rung", help="train, sweep, export: the rung")
+    p.add_argument("--to", help="export: the new stlm run folder")
     p.add_argument(
         "--rungs",
         type=lambda text: tuple(text.split(",")),
@@ -855,9 +903,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--wikitext", default="", help="WikiText-2 valid.txt ('' = data folder or Hub, 'none' = no curve)")
     p.add_argument(
         "--bpe-vocabs",
-        type=lambda text: tuple(int(v) for v in text.split(",")),
+        type=lambda text: tuple(int(v) for v in text.split(",") if v),
         default=BPE_VOCABS,
-        help="equal-params: BPE vocabulary sizes, one rung each (bpe-4k ...)",
+        help="equal-params: BPE vocabulary sizes, one rung each (bpe-4k ...; '' for none)",
     )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--lrs", default="1e-3,2e-3,4e-3", help="sweep: learning rates")
@@ -896,6 +944,7 @@ def main(argv: list[str] | None = None) -> None:
         "train": cmd_train,
         "all": cmd_all,
         "report": cmd_report,
+        "export": cmd_export,
     }
     commands[args.command](args)
 

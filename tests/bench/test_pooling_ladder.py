@@ -14,6 +14,7 @@ from bench.pooling_ladder import (
     VARIANTS,
     breakdown,
     load_rung,
+    main,
     new_training,
     parser,
     read_curve,
@@ -217,3 +218,24 @@ def test_the_hash_presets_are_the_measured_variants(preset, variant):
     # Each preset ships exactly the config its ladder curve was measured with.
     measured = next(s for s in rung_specs("10m", "variants") if s.name == variant)
     assert registry.get_config(preset) == ("pooled", measured.config)
+
+
+def test_an_exported_rung_is_a_stlm_run_with_the_same_model(tmp_path, one_thread):
+    from stlm import checkpoint as ckpt_io
+
+    common = [*_corpus_args(tmp_path), "--bpe-vocabs", ""]  # the byte rungs only
+    args = parser().parse_args(["train", "--out", str(tmp_path / "out"), *common])
+    spec = next(s for s in rung_specs("tiny", "equal-params", ()) if s.name == "pooled-entropy")
+    train_rung(load_rung(spec, args), tmp_path / "out" / spec.name, 2e-3, 0.0, 5.0, args, steps=3)
+    to = tmp_path / "run"
+    main(["export", "--out", str(tmp_path / "out"), "--rung", spec.name, "--to", str(to), *common])
+    loaded = ckpt_io.load(to)
+    state = torch.load(tmp_path / "out" / spec.name / "state.pt", weights_only=True)
+    assert loaded.path.name == "step-00000003" and loaded.record.model_config == spec.config
+    exported = loaded.model.state_dict()
+    assert exported.keys() == state["model"].keys()
+    assert all(torch.equal(exported[k], state["model"][k]) for k in exported)  # the fitted entropy rule too
+    assert loaded.model.boundaries.fitted
+    assert loaded.tokenizer.encode("bytes") == list(b"bytes")
+    with pytest.raises(SystemExit):  # a folder that already holds a run is never written into
+        main(["export", "--out", str(tmp_path / "out"), "--rung", spec.name, "--to", str(to), *common])
