@@ -327,7 +327,9 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         "--json", type=Path, help="also write the JSON result here, and the markdown beside it (one task only)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--limit", type=count(1), help="score only the first N items (BLiMP: per phenomenon)")
+    p.add_argument(
+        "--limit", type=count(1), help="blimp, piqa, mc: score only the first N items (BLiMP: per phenomenon)"
+    )
     p.add_argument(
         "--data",
         help="bpb: corpus to score (default: the one the model was trained on, when it is built in or hf:; "
@@ -347,7 +349,7 @@ def evaluate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument(
         "--max-ids",
         type=count(2),
-        help="bpb: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)",
+        help="bpb, wikitext2: score only the first N ids of the stream (bytes or BPE tokens, plus BOS/EOS)",
     )
     return _inference_flags(p)
 

@@ -404,6 +404,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("evaluate batch-size 0", ["evaluate", "{R}", "--batch-size", "0", "--quiet"]),
     ("evaluate limit -1", ["evaluate", "{R}", "--limit", "-1", "--quiet"]),
     ("evaluate limit 2**70", ["evaluate", "{R}", "--limit", str(2**70), "--quiet"]),
+    ("evaluate limit on bpb", ["evaluate", "{R}", "--limit", "5", "--quiet"]),
+    ("evaluate limit on wikitext2", ["evaluate", "{R}", "--task", "blimp", "--task", "wikitext2", "--limit", "5"]),
     ("evaluate unknown task", ["evaluate", "{R}", "--task", "nope", "--quiet"]),
     ("evaluate unknown split", ["evaluate", "{R}", "--split", "dev", "--quiet"]),
     ("evaluate json and two tasks", ["evaluate", "{R}", "--task", "bpb", "--task", "bpb", "--json", "{T}/r.json"]),
