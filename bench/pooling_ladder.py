@@ -589,7 +589,7 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    """A trained rung's model as a stlm run folder (--to): every stlm command (finetune, eval, sample) reads it."""
+    """A trained rung's model as a stlm run folder (--to), for `stlm finetune`, `evaluate`, `generate`, `export`."""
     from stlm import checkpoint as ckpt_io
     from stlm import registry
     from stlm.errors import UserError
@@ -607,15 +607,21 @@ def cmd_export(args: argparse.Namespace) -> None:
         sys.exit(f"pooling_ladder: {exc}")
     if to.exists():  # a new folder only: an existing run is never written into
         sys.exit(f"pooling_ladder: --to {to} already exists; choose a new folder")
-    saved = torch.load(state_path, weights_only=True)  # plain tensors and containers: no pickle runs
+    tok = ByteTokenizer()
     if spec.bpe_vocab:
-        tok = BPETokenizer.from_file(
-            Path(args.out) / "tokenizers" / f"{args.data.replace('/', '_')}-bpe{spec.bpe_vocab}.json"
-        )
-    else:
-        tok = ByteTokenizer()
+        tok_path = Path(args.out) / "tokenizers" / f"{args.data.replace('/', '_')}-bpe{spec.bpe_vocab}.json"
+        if not tok_path.is_file():
+            sys.exit(
+                f"pooling_ladder: {tok_path} (the rung's tokenizer) does not exist; export from the --out it ran in"
+            )
+        tok = BPETokenizer.from_file(tok_path)
     model = registry.build_model(spec.family, spec.config)
-    model.load_state_dict(saved["model"])  # strict: a state of another config is refused by name and shape
+    try:
+        saved = torch.load(state_path, weights_only=True)  # plain tensors and containers: no pickle runs
+        model.load_state_dict(saved["model"])  # strict: a state of another config is refused by name and shape
+    except (RuntimeError, KeyError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"pooling_ladder: {state_path} holds no {spec.name} model of --size {args.size}: {reason}")
     plan = saved["plan"]
     source = {
         "pooling_ladder": {

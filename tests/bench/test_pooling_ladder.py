@@ -237,5 +237,11 @@ def test_an_exported_rung_is_a_stlm_run_with_the_same_model(tmp_path, one_thread
     assert all(torch.equal(exported[k], state["model"][k]) for k in exported)  # the fitted entropy rule too
     assert loaded.model.boundaries.fitted
     assert loaded.tokenizer.encode("bytes") == list(b"bytes")
-    with pytest.raises(SystemExit):  # a folder that already holds a run is never written into
+    with pytest.raises(SystemExit, match="already exists"):  # a folder that exists is never written into
         main(["export", "--out", str(tmp_path / "out"), "--rung", spec.name, "--to", str(to), *common])
+    other = next(s.name for s in rung_specs("tiny", "equal-params", ()) if s.name != spec.name)
+    (tmp_path / "out" / other).mkdir()
+    (tmp_path / "out" / other / "state.pt").write_bytes((tmp_path / "out" / spec.name / "state.pt").read_bytes())
+    with pytest.raises(SystemExit, match=f"holds no {other} model"):  # another rung's state: refused, not loaded
+        main(["export", "--out", str(tmp_path / "out"), "--rung", other, "--to", str(tmp_path / "x"), *common])
+    assert not (tmp_path / "x").exists()
