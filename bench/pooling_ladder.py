@@ -248,7 +248,7 @@ def load_rung(spec: RungSpec, args: argparse.Namespace) -> Rung:
     docs = load_documents(args.data, cache_dir=args.cache_dir)
     train_docs, val_docs = split_documents(docs, val_fraction=0.05, seed=0)  # prepare_data's split
     if spec.bpe_vocab:
-        path = Path(args.out) / "tokenizers" / f"{args.data.replace('/', '_')}-bpe{spec.bpe_vocab}.json"
+        path = bpe_path(args, spec.bpe_vocab)
         if path.is_file():
             tok = BPETokenizer.from_file(path)
         else:
@@ -284,6 +284,11 @@ def load_rung(spec: RungSpec, args: argparse.Namespace) -> Rung:
     if spec.bpe_vocab:  # about the same text per window as the byte models
         seq_len = max(8, round(args.seq_len * data.meta["train"]["tokens"] / data.meta["train"]["bytes"]))
     return Rung(spec, tok, data.train, stream(val_docs), wiki, seq_len)
+
+
+def bpe_path(args: argparse.Namespace, vocab: int) -> Path:
+    """Where a BPE rung's tokenizer is kept: trained once per corpus and vocabulary, in OUT/tokenizers/."""
+    return Path(args.out) / "tokenizers" / f"{args.data.replace('/', '_')}-bpe{vocab}.json"
 
 
 def wikitext_articles(text: str) -> list[str]:
@@ -609,7 +614,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         sys.exit(f"pooling_ladder: --to {to} already exists; choose a new folder")
     tok = ByteTokenizer()
     if spec.bpe_vocab:
-        tok_path = Path(args.out) / "tokenizers" / f"{args.data.replace('/', '_')}-bpe{spec.bpe_vocab}.json"
+        tok_path = bpe_path(args, spec.bpe_vocab)
         if not tok_path.is_file():
             sys.exit(
                 f"pooling_ladder: {tok_path} (the rung's tokenizer) does not exist; export from the --out it ran in"

@@ -114,6 +114,7 @@ def test_api_errors_are_user_errors_with_the_cli_message(model, tiny_run, tmp_pa
         (lambda: model.generate("a", num_beams=2), ["generate", tiny_run, "--num-beams", "2"]),
         (lambda: model.generate("a", max_new_bytes=0), ["generate", tiny_run, "--max-new-bytes", "0"]),
         (lambda: model.evaluate("hellaswag"), ["evaluate", tiny_run, "--task", "hellaswag"]),
+        (lambda: model.evaluate("wikitext2", limit=5), ["evaluate", tiny_run, "--task", "wikitext2", "--limit", "5"]),
         (
             lambda: stlm.train({"model": "no-such-model"}, out=tmp_path / "a"),
             ["train", "--model", "no-such-model", "--out", tmp_path / "a"],

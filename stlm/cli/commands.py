@@ -209,12 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is a file; name a folder for the results")
     if args.context and args.stride and args.stride > args.context:
         raise UserError(f"--stride ({args.stride}) must be at most --context ({args.context})")
-    text_tasks = [n for n in names if n in tasks.BATCH_SIZES]
-    if args.limit is not None and text_tasks:  # it would be ignored there: a full run under a "limit" name
-        raise UserError(
-            f"--limit counts items (blimp, piqa, mc:); {', '.join(text_tasks)} score text: "
-            "cut it with --max-ids N instead"
-        )
+    tasks.check_limit(names, args.limit)  # every task, before the model loads or any task runs
     model = api.load(args.checkpoint, quantize=args.quantize, **flags.given(args, "runtime"))
     reads = [model.path, model.run_dir]
     if args.out is not None:

@@ -48,9 +48,20 @@ def task_names() -> list[str]:
     return [*_registry(), f"{MC_PREFIX}PATH"]
 
 
+def check_limit(names: list[str], limit: int | None) -> None:
+    """A UserError if `limit` is given with a task that scores text (it counts items; --max-ids cuts text)."""
+    text_tasks = [n for n in names if n in BATCH_SIZES]
+    if limit is not None and text_tasks:  # it would be ignored there: a full run under a "limit" name
+        raise UserError(
+            f"--limit counts items (blimp, piqa, mc:); {', '.join(text_tasks)} score text: "
+            "cut it with --max-ids N instead"
+        )
+
+
 def run_task(name: str, model: EvalModel, options: EvalOptions) -> TaskResult:
     if options.limit is not None and options.limit < 1:
         raise UserError(f"--limit must be at least 1, got {options.limit}")
+    check_limit([name], options.limit)
     if name.startswith(MC_PREFIX):
         path = name[len(MC_PREFIX) :]
         if not path:
