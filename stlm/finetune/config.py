@@ -1,6 +1,7 @@
 """Typed fine-tuning configuration: which model, which task and data, how long, and how it is judged.
 
     init = "decoder-tiny"                  # a preset (random init) or a run / checkpoint directory
+    dropout = 0.1                          # the model's dropout while fine-tuning (unset: its own)
     [task]
     name = "docstring-topic"               # built-in task, or "" with train_file (+ val_file, test_file)
     [optim]
@@ -108,11 +109,21 @@ def _finetune_optim() -> OptimConfig:
 class FinetuneConfig(SectionedConfig):
     init: str = "decoder-tiny"  # a preset name (random init) or a run / checkpoint directory
     tokenizer: str = "auto"  # presets only: auto | byte | byt5 | spiece:PATH (a checkpoint keeps its own)
+    dropout: float | None = None  # the model's dropout while fine-tuning (0.1 is usual); unset: the model's own
     task: TaskConfig = field(default_factory=lambda: TaskConfig(name="docstring-topic"))
     optim: OptimConfig = field(default_factory=_finetune_optim)
     train: FinetuneTrainConfig = field(default_factory=FinetuneTrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.dropout is None
+            or (
+                not isinstance(self.dropout, bool) and isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1
+            ),
+            f"dropout must be a number in [0, 1), got {self.dropout!r}",
+        )
 
     def metric(self) -> str:
         """The validation metric early stopping and the best checkpoint follow."""

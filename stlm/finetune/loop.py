@@ -460,6 +460,13 @@ def _starting_model(cfg: FinetuneConfig, resume_from: Path | None):
         source = ckpt_io.resolve_checkpoint(cfg.init)
     if source is not None:
         loaded = ckpt_io.load(source)
-        return loaded.family, loaded.model_config, loaded.model.train(), loaded.tokenizer, source
+        family, model_cfg, model, tokenizer = loaded.family, loaded.model_config, loaded.model, loaded.tokenizer
+        if cfg.dropout is not None and cfg.dropout != model_cfg.dropout:  # same weights, another dropout
+            model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
+            weights, model = model.state_dict(), family.build(model_cfg)
+            model.load_state_dict(weights)
+        return family, model_cfg, model.train(), tokenizer, source
     family, model_cfg = registry.resolve_model(cfg.init)
+    if cfg.dropout is not None:
+        model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
     return family, model_cfg, family.build(model_cfg), family.resolve_tokenizer(cfg.tokenizer, model_cfg), None

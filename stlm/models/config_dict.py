@@ -21,3 +21,10 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     if missing:
         raise ValueError(f"{cls.__name__} is missing required key(s) {', '.join(missing)}")
     return cls(**data)
+
+
+def check_dropout(owner: str, value: Any) -> float:
+    """A dropout rate as a float in [0, 1); a ValueError naming `owner` otherwise (a bool is not a rate)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ValueError(f"{owner}.dropout must be a number in [0, 1), got {value!r}")
+    return float(value)

@@ -173,6 +173,11 @@ class RowPositions:
         self.mask = (keys[None, None, :] <= self.slots[:, :, None])[:, None]  # (B, 1, T, end)
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Dropout while training; skipped outright at p = 0 (pretraining, inference): no kernel launch, no copy."""
+    return F.dropout(x, p, training) if p and training else x
+
+
 def widen(x: torch.Tensor, dim: int, size: int, value: float = 0.0) -> torch.Tensor:
     """x with dimension `dim` padded at its end to `size` with `value` (x itself when already that wide):
     caches of rows that join a batch, each sized for its own rows, made one size."""

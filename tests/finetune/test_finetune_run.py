@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
 
 import pytest
+import torch
 
 from stlm import checkpoint as ckpt_io
 from stlm.checkpoint import load
@@ -197,6 +199,34 @@ def test_resume_extends_steps_and_refuses_other_changes(colours, tmp_path, one_t
     saved = ckpt_io.load_config(ckpt_io.latest_checkpoint(tmp_path / "run"))["finetune"]
     assert saved["train"]["steps"] == 4 and saved["optim"]["warmup_steps"] == 2  # the run's own warmup, kept
     assert "train.steps" in RESUME_SAFE_KEYS and "optim.lr" not in RESUME_SAFE_KEYS
+
+
+@pytest.mark.parametrize("init", ["decoder-tiny", "pooled-tiny"])
+def test_dropout_is_set_on_the_starting_weights_and_recorded(init, colours, tmp_path, one_thread):
+    from stlm.finetune.loop import _starting_model
+
+    cfg = _cfg(colours, init=init, steps=2, eval_every=2, batch_size=4, score_initial=False, max_new_tokens=3)
+    first = finetune(cfg, tmp_path / "plain", progress=False)
+    assert "dropout" not in load(first.best_checkpoint).record.to_dict()["model_config"]
+    start = dataclasses.replace(cfg, init=str(tmp_path / "plain" / "best"), dropout=0.25)
+    _, model_cfg, model, _, source = _starting_model(start, None)
+    assert model_cfg.dropout == 0.25 and model.training and source == first.best_checkpoint
+    blocks = [m for m in model.modules() if hasattr(m, "mlp_norm")]
+    assert blocks and {m.dropout for m in blocks} == {0.25}
+    before = load(first.best_checkpoint).model.state_dict()
+    assert (
+        all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        and before.keys() == model.state_dict().keys()
+    )
+    tuned = finetune(start, tmp_path / "tuned", progress=False)
+    assert load(tuned.best_checkpoint).record.to_dict()["model_config"]["dropout"] == 0.25
+    # Left unset, a run keeps the dropout its starting checkpoint has.
+    kept = _starting_model(dataclasses.replace(cfg, init=str(tmp_path / "tuned" / "best")), None)[1]
+    assert kept.dropout == 0.25
+    with pytest.raises(UserError, match=r"^dropout cannot change when resuming"):
+        finetune(FinetuneConfig(), tmp_path / "tuned", resume=True, overrides={"dropout": 0.0}, progress=False)
+    with pytest.raises(UserError, match=r"dropout must be a number in \[0, 1\)"):
+        FinetuneConfig(dropout=1.0)
 
 
 def test_api_fine_tune_and_extending_it_on_resume(colours, tmp_path, one_thread):

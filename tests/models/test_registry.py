@@ -62,8 +62,8 @@ def test_config_dict_round_trip():
         ({"d_model": 32, "n_layers": 1, "n_heads": 2}, "no 'family' key"),
         ({"family": "t9", "d_model": 32}, "unknown model family 't9'"),
         (
-            {"family": "decoder", "d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.1},
-            "unknown DecoderConfig key.*dropout",
+            {"family": "decoder", "d_model": 32, "n_layers": 1, "n_heads": 2, "n_experts": 4},
+            "unknown DecoderConfig key.*n_experts",
         ),
         ({"family": "decoder", "d_model": 30, "n_layers": 1, "n_heads": 4}, "divisible"),
         ({"family": "decoder", "d_model": 32}, "missing required"),

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stlm.models.config_dict import config_from_dict
+from stlm.models.config_dict import check_dropout, config_from_dict
 
 BOUNDARY_KINDS = ("space", "fixed", "entropy")
 DEFAULT_PATCH_LEN = 6.0  # entropy patches: mean bytes per patch unless entropy_patch_len says otherwise
@@ -76,6 +76,7 @@ class PooledByteConfig:
     norm_eps: float = 1e-5
     init_std: float = 0.02
     mtp_heads: int = 0  # extra multi-token prediction heads on the byte stream (objective mtp:K sets K-1)
+    dropout: float = 0.0  # on each block's attention and MLP output while training: 0 to pretrain, ~0.1 to fine-tune
 
     # Derived in __post_init__.
     d_head_local: int = field(init=False)
@@ -123,6 +124,7 @@ class PooledByteConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"PooledByteConfig.{name} must be a positive number, got {value!r}")
             setattr(self, name, float(value))
+        self.dropout = check_dropout("PooledByteConfig", self.dropout)
         for name in ("tie_head", "share_ffn"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"PooledByteConfig.{name} must be true or false, got {getattr(self, name)!r}")
@@ -171,8 +173,9 @@ class PooledByteConfig:
         """The constructor arguments as plain data, widths resolved; derived fields left out."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         data["hash_ngrams"] = list(self.hash_ngrams)  # JSON has no tuples
-        if not self.mtp_heads:  # a next-token model's record reads as it did before MTP
-            del data["mtp_heads"]
+        for name in ("mtp_heads", "dropout"):  # unset: records read as they did before these fields
+            if not data[name]:
+                del data[name]
         if self.entropy_patch_len is None:  # the default: records read as they did before the field
             del data["entropy_patch_len"]
         return data

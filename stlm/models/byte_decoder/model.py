@@ -2,6 +2,7 @@
 
     ids (B, T) -> byte embedding + hashed 2..4-gram embeddings           (B, T, Dl)
                -> local encoder: n_enc_layers blocks, sliding window      (B, T, Dl)
+                  (every block: x + dropout(attention), x + dropout(MLP); dropout in training only)
                -> boundary rule: which bytes close a patch                (B, T) bool
                -> pool: Linear(mean || last byte) per patch               (B, P, Dg)
                -> global core: deep-narrow causal transformer             (B, P, Dg)
@@ -56,7 +57,15 @@ from stlm.models.byte_decoder.pooling import (
     pool_open_patch,
     unpool,
 )
-from stlm.models.layers import CausalSelfAttention, KVCache, MultiTokenHeads, RMSNorm, RotaryEmbedding, SwiGLU
+from stlm.models.layers import (
+    CausalSelfAttention,
+    KVCache,
+    MultiTokenHeads,
+    RMSNorm,
+    RotaryEmbedding,
+    SwiGLU,
+    dropout,
+)
 
 # Polynomial rolling hash for byte n-grams, mod a Mersenne prime: every
 # intermediate stays below 2**62, so int64 never overflows.
@@ -65,20 +74,23 @@ _HASH_MOD = 2**31 - 1
 
 
 class Block(nn.Module):
-    """Pre-norm transformer layer; its MLP may be one module shared with other blocks."""
+    """Pre-norm transformer layer; its MLP may be one module shared with other blocks.
+    Dropout (training only) on what each half adds to the residual."""
 
-    def __init__(self, d_model: int, n_heads: int, mlp: SwiGLU, eps: float) -> None:
+    def __init__(self, d_model: int, n_heads: int, mlp: SwiGLU, eps: float, p: float) -> None:
         super().__init__()
         self.attn_norm = RMSNorm(d_model, eps)
         self.attn = CausalSelfAttention(d_model, n_heads)
         self.mlp_norm = RMSNorm(d_model, eps)
         self.mlp = mlp
+        self.dropout = p
 
     def forward(
         self, x: torch.Tensor, rotary: RotaryEmbedding, mask: torch.Tensor, cache: KVCache | None, layer: int
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rotary, cache, layer, mask)  # (B, T, D)
-        return x + self.mlp(self.mlp_norm(x))  # (B, T, D)
+        p, training = self.dropout, self.training
+        x = x + dropout(self.attn(self.attn_norm(x), rotary, cache, layer, mask), p, training)  # (B, T, D)
+        return x + dropout(self.mlp(self.mlp_norm(x)), p, training)  # (B, T, D)
 
 
 class ByteInput(nn.Module):
@@ -156,11 +168,11 @@ class PooledByteLM(nn.Module):
         super().__init__()
         cfg = self.config = config
         assert cfg.d_ff_local is not None and cfg.d_ff_global is not None  # resolved in __post_init__
-        dl, dg, eps = cfg.d_local, cfg.d_global, cfg.norm_eps
+        dl, dg, eps, p = cfg.d_local, cfg.d_global, cfg.norm_eps, cfg.dropout
         self.input = ByteInput(cfg)
         self.local_rotary = RotaryEmbedding(cfg.d_head_local, cfg.max_seq_len, cfg.rope_theta)
         self.encoder = nn.ModuleList(
-            Block(dl, cfg.local_heads, SwiGLU(dl, cfg.d_ff_local), eps) for _ in range(cfg.n_enc_layers)
+            Block(dl, cfg.local_heads, SwiGLU(dl, cfg.d_ff_local), eps, p) for _ in range(cfg.n_enc_layers)
         )
         self.boundaries = BoundaryRule(cfg)
         self.pool_norm = RMSNorm(dl, eps)
@@ -169,14 +181,15 @@ class PooledByteLM(nn.Module):
         # A shared FFN is one module held by every core block: `parameters()` yields it once.
         shared = SwiGLU(dg, cfg.d_ff_global) if cfg.share_ffn else None
         self.core = nn.ModuleList(
-            Block(dg, cfg.global_heads, shared or SwiGLU(dg, cfg.d_ff_global), eps) for _ in range(cfg.n_global_layers)
+            Block(dg, cfg.global_heads, shared or SwiGLU(dg, cfg.d_ff_global), eps, p)
+            for _ in range(cfg.n_global_layers)
         )
         self.core_norm = RMSNorm(dg, eps)
         self.unpool_proj = nn.Linear(dg, dl, bias=False)
         # What a byte reads before any patch of its document has closed.
         self.no_patch = nn.Parameter(torch.zeros(dl))
         self.decoder = nn.ModuleList(
-            Block(dl, cfg.local_heads, SwiGLU(dl, cfg.d_ff_local), eps) for _ in range(cfg.n_dec_layers)
+            Block(dl, cfg.local_heads, SwiGLU(dl, cfg.d_ff_local), eps, p) for _ in range(cfg.n_dec_layers)
         )
         self.norm = RMSNorm(dl, eps)
         self.head = nn.Linear(dl, cfg.vocab_size, bias=False)

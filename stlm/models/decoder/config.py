@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stlm.models.config_dict import config_from_dict
+from stlm.models.config_dict import check_dropout, config_from_dict
 
 
 def default_d_ff(d_model: int) -> int:
@@ -41,6 +41,7 @@ class DecoderConfig:
     tie_embeddings: bool = True  # LM head shares the token embedding matrix
     init_std: float = 0.02
     mtp_heads: int = 0  # extra multi-token prediction heads (objective mtp:K sets K-1); 0: next-token only
+    dropout: float = 0.0  # on each attention and MLP output while training: 0 to pretrain, ~0.1 to fine-tune
 
     d_head: int = field(init=False)  # derived: d_model // n_heads
 
@@ -57,6 +58,7 @@ class DecoderConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ValueError(f"DecoderConfig.{name} must be a positive number, got {value!r}")
             setattr(self, name, float(value))
+        self.dropout = check_dropout("DecoderConfig", self.dropout)
         if not isinstance(self.tie_embeddings, bool):
             raise ValueError(f"DecoderConfig.tie_embeddings must be true or false, got {self.tie_embeddings!r}")
         if self.d_model % self.n_heads:
@@ -73,10 +75,11 @@ class DecoderConfig:
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments as plain data, with `d_ff` resolved; derived fields left out.
 
-        `mtp_heads` only when there are some: a next-token model's record reads as it did before MTP."""
+        `mtp_heads` and `dropout` only when set: a record without them reads as it did before they existed."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
-        if not self.mtp_heads:
-            del data["mtp_heads"]
+        for name in ("mtp_heads", "dropout"):
+            if not data[name]:
+                del data[name]
         return data
 
     @classmethod

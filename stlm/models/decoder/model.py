@@ -2,8 +2,8 @@
 
     ids (B, T) -> token embedding                                  (B, T, D)
                -> n_layers x pre-norm block:
-                    x = x + attention(RMSNorm(x))   causal, rotary positions
-                    x = x + SwiGLU(RMSNorm(x))
+                    x = x + dropout(attention(RMSNorm(x)))   causal, rotary positions
+                    x = x + dropout(SwiGLU(RMSNorm(x)))      dropout: training only
                -> final RMSNorm -> LM head (tied to the embedding)  (B, T, V)
 
 With `mtp_heads` (multi-token prediction), `forward(ids, heads=True)` also reads the
@@ -32,6 +32,7 @@ from stlm.models.layers import (
     RotaryEmbedding,
     RowPositions,
     SwiGLU,
+    dropout,
 )
 
 
@@ -45,6 +46,7 @@ class DecoderBlock(nn.Module):
         self.attn = CausalSelfAttention(cfg.d_model, cfg.n_heads)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
+        self.dropout = cfg.dropout
 
     def forward(
         self,
@@ -54,9 +56,9 @@ class DecoderBlock(nn.Module):
         layer: int,
         rows: RowPositions | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), rotary, cache, layer, rows=rows)  # (B, T, D)
-        x = x + self.mlp(self.mlp_norm(x))  # (B, T, D)
-        return x
+        p, training = self.dropout, self.training
+        x = x + dropout(self.attn(self.attn_norm(x), rotary, cache, layer, rows=rows), p, training)  # (B, T, D)
+        return x + dropout(self.mlp(self.mlp_norm(x)), p, training)  # (B, T, D)
 
 
 class DecoderLM(nn.Module):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stlm.errors import UserError
-from stlm.models.config_dict import config_from_dict
+from stlm.models.config_dict import check_dropout, config_from_dict
 
 FF_KINDS = ("relu", "gated-gelu")
 
@@ -86,9 +86,7 @@ class T5Config:
         if isinstance(self.norm_eps, bool) or not isinstance(self.norm_eps, (int, float)) or not self.norm_eps > 0:
             raise ValueError(f"T5Config.norm_eps must be a positive number, got {self.norm_eps!r}")
         self.norm_eps = float(self.norm_eps)
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise ValueError(f"T5Config.dropout must be a number in [0, 1), got {self.dropout!r}")
-        self.dropout = float(self.dropout)
+        self.dropout = check_dropout("T5Config", self.dropout)
         # The bucket function gives half of a direction's buckets to exact
         # distances and the rest to log-spaced ones up to rel_max_distance; the
         # log spacing needs the distance to exceed the exact range (buckets / 2

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stlm.models.layers import widen
+from stlm.models.layers import dropout, widen
 from stlm.models.t5.config import T5Config
 
 
@@ -163,7 +163,7 @@ class SelfAttention(nn.Module):
             # kernels do not give; its math fallback adds safe-softmax passes (isneginf, all,
             # where) and 1.0 scalings. Plain ops, bias added in place: ~13% less attention time.
             scores = torch.matmul(q, k.transpose(-1, -2)).add_(mask)  # (B, H, T, K), no 1/sqrt(Dh)
-            y = torch.matmul(_dropout(scores.softmax(dim=-1), p, True), v)  # (B, H, T, Dh)
+            y = torch.matmul(dropout(scores.softmax(dim=-1), p, True), v)  # (B, H, T, Dh)
         else:
             # scale=1.0: T5 does not divide scores by sqrt(d_head).
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=1.0)  # (B, H, T, Dh)
@@ -210,7 +210,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = _activate(self.wi(x), self.gated)  # (B, T, F)
-        return self.wo(_dropout(h, self.dropout, self.training))  # (B, T, D)
+        return self.wo(dropout(h, self.dropout, self.training))  # (B, T, D)
 
 
 def _rms_norm_fp32(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -260,8 +260,8 @@ class EncoderBlock(nn.Module):
         self.ff = FeedForward(cfg)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + _dropout(self.attn(self.attn_norm(x), mask), self.dropout, self.training)  # (B, S, D)
-        return x + _dropout(self.ff(self.ff_norm(x)), self.dropout, self.training)
+        x = x + dropout(self.attn(self.attn_norm(x), mask), self.dropout, self.training)  # (B, S, D)
+        return x + dropout(self.ff(self.ff_norm(x)), self.dropout, self.training)
 
 
 class DecoderBlock(nn.Module):
@@ -285,9 +285,9 @@ class DecoderBlock(nn.Module):
         layer: int,
     ) -> torch.Tensor:
         drop, training = self.dropout, self.training
-        x = x + _dropout(self.attn(self.attn_norm(x), self_mask, cache, layer), drop, training)  # (B, L, D)
-        x = x + _dropout(self.cross(self.cross_norm(x), *memory, cross_mask), drop, training)
-        return x + _dropout(self.ff(self.ff_norm(x)), drop, training)
+        x = x + dropout(self.attn(self.attn_norm(x), self_mask, cache, layer), drop, training)  # (B, L, D)
+        x = x + dropout(self.cross(self.cross_norm(x), *memory, cross_mask), drop, training)
+        return x + dropout(self.ff(self.ff_norm(x)), drop, training)
 
 
 class T5Cache:
@@ -485,10 +485,10 @@ class T5Model(nn.Module):
             keep = _key_mask("attention_mask", attention_mask, b, s)  # (B, 1, 1, S)
             mask = torch.where(keep, mask, torch.finfo(dtype).min)  # (B, H, S, S)
         mask = mask.contiguous()
-        x = _dropout(self.embed(input_ids), self.config.dropout, self.training)  # (B, S, D)
+        x = dropout(self.embed(input_ids), self.config.dropout, self.training)  # (B, S, D)
         for blk in self.encoder:
             x = blk(x, mask)
-        return _dropout(self.encoder_norm(x), self.config.dropout, self.training)
+        return dropout(self.encoder_norm(x), self.config.dropout, self.training)
 
     def decode(
         self,
@@ -532,12 +532,12 @@ class T5Model(nn.Module):
             raise ValueError("per-row positions are for generation: a cache, no gradient, no dropout")
         self_mask = self._causal_mask(t, offset, dtype)  # (1, H, T, offset + T)
 
-        x = _dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)  # (B, L, D)
+        x = dropout(self.embed(decoder_input_ids), self.config.dropout, self.training)  # (B, L, D)
         for layer, blk in enumerate(self.decoder):
             x = blk(x, self_mask, (cross_k[layer], cross_v[layer]), cross_mask, cache, layer)
         if cache is not None:
             cache.advance(t)
-        x = _dropout(self.decoder_norm(x), self.config.dropout, self.training)  # (B, L, D)
+        x = dropout(self.decoder_norm(x), self.config.dropout, self.training)  # (B, L, D)
         if self.head is None:
             return F.linear(x * self.config.d_model**-0.5, self.embed.weight)  # (B, L, V)
         return self.head(x)
@@ -705,11 +705,6 @@ class T5Model(nn.Module):
         if torch.is_autocast_enabled(device.type):
             return torch.get_autocast_dtype(device.type)
         return self.embed.weight.dtype
-
-
-def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    # Skipped outright at p = 0 (pretraining, inference): no kernel launch, no copy.
-    return F.dropout(x, p, training) if p and training else x
 
 
 def _check_ids(name: str, ids: torch.Tensor) -> None:
