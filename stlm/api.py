@@ -434,7 +434,9 @@ def train(
         result = loop.resume(resume, overrides=overrides, stop_at=stop_at, progress=progress)
     else:
         cfg = _run_config(config).with_overrides(overrides, source="overrides")
-        run_dir = Path(out) if out is not None else Path("runs") / f"{cfg.model}-{_timestamp()}"
+        # A run that continues a checkpoint is named after that checkpoint's run folder.
+        name = ckpt_io.run_folder(Path(cfg.model)).name if Path(cfg.model).exists() else cfg.model
+        run_dir = Path(out) if out is not None else Path("runs") / f"{name}-{_timestamp()}"
         result = loop.train(cfg, run_dir, stop_at=stop_at, progress=progress)
     return Run(result.run_dir, result.step, result.checkpoint, dict(result.val or {}), result.interrupted)
 

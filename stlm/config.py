@@ -239,7 +239,7 @@ class RunConfig(SectionedConfig):
     alone still works). The family row checks the settings (`ModelFamily.with_arch`).
     """
 
-    model: str = "decoder-tiny"  # a preset name from `stlm models`
+    model: str = "decoder-tiny"  # a preset name from `stlm models`, or a run / checkpoint folder to continue
     arch: dict[str, Any] = field(default_factory=dict)  # model.<key> settings changed from the preset
     data: DataConfig = field(default_factory=DataConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

@@ -91,21 +91,53 @@ class _Start:
     run_dir: Path
     checkpoint: Path | None  # None: a new run
     fingerprint: str | None = None  # a resumed run's recorded corpus fingerprint, when its data is a local path
+    init: Path | None = None  # a new run that continues this checkpoint's weights (cfg.model names a run)
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:
     """Start a new run in `run_dir` (which must not hold checkpoints yet)."""
     run_dir = Path(run_dir)
-    ckpt_io.check_output(run_dir)
+    init = ckpt_io.resolve_checkpoint(cfg.model) if Path(cfg.model).exists() else None
+    ckpt_io.check_output(run_dir, reads=[init, ckpt_io.run_folder(init)] if init is not None else [])
     with writer_lock(run_dir):
         check_new_run_dir(run_dir)
-        family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
-        family.check_objective(cfg.objective.name, cfg.model)
-        model_cfg = family.for_objective(model_cfg, cfg.objective.name)  # mtp:K: the model gets its K-1 heads
-        family.check_fits(model_cfg)  # before the data is prepared: a model too large is refused at once
         cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
-        tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
-        return _run(_Start(cfg, family, model_cfg, tokenizer, run_dir, None), stop_at=stop_at, progress=progress)
+        if init is not None:
+            family, model_cfg, tokenizer = continued_model(cfg, init)
+        else:
+            family, model_cfg = registry.resolve_model(cfg.model, cfg.arch)
+            family.check_objective(cfg.objective.name, cfg.model)
+            model_cfg = family.for_objective(model_cfg, cfg.objective.name)  # mtp:K: the model gets its K-1 heads
+            family.check_fits(model_cfg)  # before the data is prepared: a model too large is refused at once
+            tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
+        start = _Start(cfg, family, model_cfg, tokenizer, run_dir, None, init=init)
+        return _run(start, stop_at=stop_at, progress=progress)
+
+
+def continued_model(cfg: RunConfig, init: Path) -> tuple[ModelFamily, Any, Any]:
+    """(family, model config, tokenizer) of the checkpoint a run continues: its own, whatever the
+    preset defaults say. Settings that would need another shape or tokenizer are refused."""
+    record = ckpt_io.read_record(init / RUN_CONFIG)
+    family, model_cfg = record.family, record.model_config
+    if cfg.arch:
+        key = sorted(cfg.arch)[0]
+        raise UserError(
+            f"model.{key} cannot be set when continuing {cfg.model}: its weights fit its own shape only "
+            "(start a new run from a preset to change the architecture)"
+        )
+    if cfg.data.tokenizer != "auto":
+        raise UserError(
+            f"--tokenizer {cfg.data.tokenizer} cannot be used when continuing {cfg.model}: "
+            "a run continues with its checkpoint's own tokenizer; leave --tokenizer unset"
+        )
+    family.check_objective(cfg.objective.name, cfg.model)
+    if family.for_objective(model_cfg, cfg.objective.name) != model_cfg:
+        raise UserError(
+            f"--objective {cfg.objective.name} needs another model shape (its multi-token heads) than "
+            f"{cfg.model} has; continue it with the objective it was trained with, or start from a preset"
+        )
+    family.check_fits(model_cfg)
+    return family, model_cfg, family.check_tokenizer(record.load_tokenizer(), "auto", model_cfg)
 
 
 def writer_lock(run_dir: Path) -> contextlib.AbstractContextManager[None]:
@@ -153,6 +185,12 @@ def resume(
             ckpt_io.check_none_saved(run_dir)  # checkpoints that all fail verification: never start over on them
         if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
             source = run_dir / RUN_CONFIG
+            init = ckpt_io.read_record(source).sections.get("init_checkpoint")
+            if init is not None:  # starting over would need the checkpoint it continues: a path it records
+                raise UserError(
+                    f"{run_dir} stopped before its first checkpoint, and stlm reads no path a run records: "
+                    f"start it again with --model {init} (or wherever that checkpoint is now) and a new --out"
+                )
         elif latest is None:
             raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
         else:
@@ -282,15 +320,18 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
         {
             "run": cfg.to_dict(),
             "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta},
+            **({"init_checkpoint": str(start.init)} if start.init is not None else {}),
             **({"distill": teacher_record} if teacher_record is not None else {}),
         },
     )
-    if resume_from is None:
+    if resume_from is not None:
+        ckpt_io.load_weights(model, resume_from)
+    elif start.init is not None:  # continued pretraining: the weights (and fitted rules) of the checkpoint
+        ckpt_io.load_weights(model, start.init)
+    else:
         note = family.before_training(model, data.train)
         if note and progress:
             print(f"  {note}", file=sys.stderr)
-    else:
-        ckpt_io.load_weights(model, resume_from)
 
     # Speed accounting: matmul FLOPs per token, counted once on the plain model (no compiled graph,
     # no recomputation, no collectives), against the device's matmul peak (training/monitor.py).
