@@ -92,6 +92,7 @@ class _Start:
     checkpoint: Path | None  # None: a new run
     fingerprint: str | None = None  # a resumed run's recorded corpus fingerprint, when its data is a local path
     init: Path | None = None  # a new run that continues this checkpoint's weights (cfg.model names a run)
+    init_record: str | None = None  # the checkpoint a continued run started from, as its record names it
 
 
 def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, progress: bool = True) -> TrainResult:
@@ -110,7 +111,8 @@ def train(cfg: RunConfig, run_dir: str | Path, *, stop_at: int | None = None, pr
             model_cfg = family.for_objective(model_cfg, cfg.objective.name)  # mtp:K: the model gets its K-1 heads
             family.check_fits(model_cfg)  # before the data is prepared: a model too large is refused at once
             tokenizer = family.resolve_tokenizer(cfg.data.tokenizer, model_cfg)
-        start = _Start(cfg, family, model_cfg, tokenizer, run_dir, None, init=init)
+        named = None if init is None else str(init)
+        start = _Start(cfg, family, model_cfg, tokenizer, run_dir, None, init=init, init_record=named)
         return _run(start, stop_at=stop_at, progress=progress)
 
 
@@ -228,6 +230,7 @@ def resume(
         # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
         tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
         start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest, fingerprint)
+        start.init_record = record.sections.get("init_checkpoint")  # provenance only: never read
         return _run(start, stop_at=stop_at, progress=progress)
 
 
@@ -320,7 +323,7 @@ def _train(par: distributed.Parallel, start: _Start, *, stop_at: int | None, pro
         {
             "run": cfg.to_dict(),
             "data": {k: data.meta.get(k) for k in ("fingerprint", "train", "val") if k in data.meta},
-            **({"init_checkpoint": str(start.init)} if start.init is not None else {}),
+            **({"init_checkpoint": start.init_record} if start.init_record is not None else {}),
             **({"distill": teacher_record} if teacher_record is not None else {}),
         },
     )

@@ -62,6 +62,8 @@ def test_continued_then_resumed_equals_uninterrupted(tiny_run, corpus_dir, cache
     assert resumed.step == 4
     a, b = _weights(straight.checkpoint), _weights(resumed.checkpoint)
     assert all(torch.equal(a[k], b[k]) for k in a)
+    named = ckpt_io.read_record(resumed.checkpoint / "config.json").sections["init_checkpoint"]
+    assert named == str(ckpt_io.latest_checkpoint(tiny_run))  # the resumed run still says where it started
 
 
 def test_what_a_continued_run_cannot_change_is_refused(tiny_run, corpus_dir, cache_dir, tmp_path, one_thread):
