@@ -91,6 +91,7 @@ class RunReport:
     reproduce: list[str] = field(default_factory=list)
     continue_with: list[str] = field(default_factory=list)  # commands that take a stopped run on
     plot: str | None = None  # image file beside report.md
+    continued_from: str | None = None  # the checkpoint a continued pretraining run started from
 
     def markdown(self) -> str:
         lines = [f"# {self.title}", ""]
@@ -104,6 +105,7 @@ class RunReport:
         of = f"of {self.total_steps:,} " if self.stopped else ""
         lines += [
             f"- model: `{self.model}`, {self.n_params:,} parameters",
+            *([f"- continued from: `{self.continued_from}`"] if self.continued_from else []),
             *([f"- tokenizer: {self.tokenizer}"] if self.tokenizer else []),
             f"- training: {self.step} {of}steps x {self.batch} in {self.elapsed_s / 60:.1f} min on {self.device}",
             *([f"- throughput: {self.throughput}"] if self.throughput else []),
@@ -206,6 +208,7 @@ def run_report(result: TrainResult, *, stopped: str | None = None) -> RunReport:
         ),
         reproduce=[train_command(cfg, out=f"{run_dir}-again"), *([] if stopped else measure)],
         continue_with=[f"stlm train --resume {shlex.quote(str(run_dir))}{again}", *measure] if stopped else [],
+        continued_from=record.sections.get("init_checkpoint"),
     )
 
 

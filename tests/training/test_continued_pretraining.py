@@ -103,5 +103,7 @@ def test_cli_continues_a_run(tiny_run, corpus_dir, cache_dir, tmp_path, capsys, 
     assert main([*argv, "--out", str(tmp_path / "more")]) == 0
     saved = json.loads((tmp_path / "more" / "config.json").read_text())
     assert saved["init_checkpoint"] == str(ckpt_io.latest_checkpoint(tiny_run))
+    report = (tmp_path / "more" / "report.md").read_text()
+    assert f"- continued from: `{ckpt_io.latest_checkpoint(tiny_run)}`" in report
     assert main([*argv, "--out", str(tmp_path / "bad"), "--set", "model.n_layers=2"]) == 2
     assert "model.n_layers cannot be set when continuing" in capsys.readouterr().err
