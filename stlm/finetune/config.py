@@ -23,6 +23,7 @@ from pathlib import Path
 
 from stlm.config import DistillConfig, OptimConfig, RuntimeConfig, SectionedConfig, read_config_file
 from stlm.errors import UserError
+from stlm.models.config_dict import is_dropout
 
 KINDS = ("summarization", "qa", "classification")
 BUILTIN_TASKS = {"docstring-summary": "summarization", "docstring-topic": "classification"}  # name -> kind
@@ -118,10 +119,7 @@ class FinetuneConfig(SectionedConfig):
 
     def __post_init__(self) -> None:
         _check(
-            self.dropout is None
-            or (
-                not isinstance(self.dropout, bool) and isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1
-            ),
+            self.dropout is None or is_dropout(self.dropout),
             f"dropout must be a number in [0, 1), got {self.dropout!r}",
         )
 

@@ -23,8 +23,13 @@ def config_from_dict(cls: type[C], data: Mapping[str, Any]) -> C:
     return cls(**data)
 
 
+def is_dropout(value: Any) -> bool:
+    """Whether `value` is a dropout rate: a number in [0, 1) (a bool is not a rate)."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and 0 <= value < 1
+
+
 def check_dropout(owner: str, value: Any) -> float:
-    """A dropout rate as a float in [0, 1); a ValueError naming `owner` otherwise (a bool is not a rate)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+    """A dropout rate as a float; a ValueError naming `owner` when it is not one."""
+    if not is_dropout(value):
         raise ValueError(f"{owner}.dropout must be a number in [0, 1), got {value!r}")
     return float(value)

@@ -187,17 +187,17 @@ def resume(
             ckpt_io.check_none_saved(run_dir)  # checkpoints that all fail verification: never start over on them
         if latest is None and (run_dir / RUN_CONFIG).is_file():  # killed before its first checkpoint: start over
             source = run_dir / RUN_CONFIG
-            init = ckpt_io.read_record(source).sections.get("init_checkpoint")
-            if init is not None:  # starting over would need the checkpoint it continues: a path it records
-                raise UserError(
-                    f"{run_dir} stopped before its first checkpoint, and stlm reads no path a run records: "
-                    f"start it again with --model {init} (or wherever that checkpoint is now) and a new --out"
-                )
         elif latest is None:
             raise UserError(f"{run_dir} holds no complete checkpoint to resume from")
         else:
             source = latest / RUN_CONFIG
         record = ckpt_io.read_record(source)
+        init = record.sections.get("init_checkpoint")  # provenance only: never read
+        if latest is None and init is not None:  # starting over needs the checkpoint it continues: a path it records
+            raise UserError(
+                f"{run_dir} stopped before its first checkpoint, and stlm reads no path a run records: "
+                f"start it again with --model {init} (or wherever that checkpoint is now) and a new --out"
+            )
         record.family.check_fits(record.model_config)
         saved = RunConfig.from_dict(record.sections.get("run", {}), source=str(source))
         if latest is not None:  # an impossible step is refused before anything is written
@@ -229,8 +229,9 @@ def resume(
         cfg = dataclasses.replace(cfg, data=data)
         # The recorded model and tokenizer, not the preset and spec: a BPE tokenizer.json may have moved since.
         tokenizer = record.family.check_tokenizer(record.load_tokenizer(), cfg.data.tokenizer, record.model_config)
-        start = _Start(cfg, record.family, record.model_config, tokenizer, run_dir, latest, fingerprint)
-        start.init_record = record.sections.get("init_checkpoint")  # provenance only: never read
+        start = _Start(
+            cfg, record.family, record.model_config, tokenizer, run_dir, latest, fingerprint, init_record=init
+        )
         return _run(start, stop_at=stop_at, progress=progress)
 
 
