@@ -27,7 +27,7 @@ from stlm.cli import commands
 from stlm.cli.flags import HelpFormatter, add_config_flags, add_set_flag
 from stlm.config import KD_CACHE_DTYPES, OPTIMIZERS, PARALLEL, PRECISIONS, SCHEDULES, DataConfig, RunConfig
 from stlm.errors import UserError
-from stlm.finetune.config import BUILTIN_TASKS, KINDS, FinetuneConfig, TaskConfig
+from stlm.finetune.config import BUILTIN_TASKS, DIRECTIONS, KINDS, FinetuneConfig, TaskConfig
 from stlm.finetune.spin import SpinConfig
 from stlm.selfplay.loop import ALGORITHMS, BASELINES, SelfPlayConfig
 
@@ -38,6 +38,7 @@ CHOICES = {
     "runtime.parallel": PARALLEL,
     "task.name": tuple(BUILTIN_TASKS),
     "task.kind": KINDS,
+    "task.direction": DIRECTIONS,
     "distill.cache_dtype": KD_CACHE_DTYPES,
     "train.baseline": BASELINES,
     "train.algorithm": ALGORITHMS,

@@ -26,6 +26,10 @@ from stlm.errors import UserError
 from stlm.models.config_dict import is_dropout
 
 KINDS = ("summarization", "qa", "classification")
+# Classification only: which way the model learns a (text, label) pair. direct: the label after the
+# text, p(label | text); channel: the text after the label, p(text | label), and the label that
+# makes the text likeliest (times its training share) wins, a generative classifier.
+DIRECTIONS = ("direct", "channel")
 BUILTIN_TASKS = {"docstring-summary": "summarization", "docstring-topic": "classification"}  # name -> kind
 # The metric early stopping watches when train.metric is "auto"; "loss" is lower-is-better, the rest higher.
 DEFAULT_METRIC = {"summarization": "rougeL", "qa": "f1", "classification": "accuracy"}
@@ -42,6 +46,7 @@ class TaskConfig:
     target_field: str = "target"  # field / column holding the target
     context_field: str | None = None  # qa: input becomes "question: <input>\ncontext: <context>"
     labels: str = ""  # classification: comma-separated label set; "" derives it from the training targets
+    direction: str = "direct"  # classification: direct (label after input) | channel (input after label)
     val_fraction: float = 0.1  # without val_file: share of train_file held out for validation
     split_seed: int = 0  # seed of that split
     separator: str = "\n=> "  # decoders: text between the prompt and the target
@@ -63,6 +68,14 @@ class TaskConfig:
         _check(
             not self.labels.strip() or bool(self.label_set()),
             f"task.labels {self.labels!r} names no label; give them comma-separated, e.g. positive,negative",
+        )
+        _check(
+            self.direction in DIRECTIONS,
+            f"task.direction must be one of {', '.join(DIRECTIONS)}, got {self.direction!r}",
+        )
+        _check(
+            self.direction == "direct" or self.resolved_kind() == "classification",
+            f"task.direction {self.direction!r} is for classification tasks; this task is {self.resolved_kind()}",
         )
         _check(
             self.max_input_bytes >= 1 and self.max_target_bytes >= 1,
@@ -121,6 +134,10 @@ class FinetuneConfig(SectionedConfig):
         _check(
             self.dropout is None or is_dropout(self.dropout),
             f"dropout must be a number in [0, 1), got {self.dropout!r}",
+        )
+        _check(
+            self.task.direction == "direct" or self.distill.teacher is None,
+            "distillation (--teacher) teaches the direct direction; drop --teacher or --direction channel",
         )
 
     def metric(self) -> str:

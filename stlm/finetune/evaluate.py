@@ -5,7 +5,10 @@
     classification   accuracy (the generated string equals the label) and
                      accuracy_logprob (the label + EOS with the highest
                      log-probability; it never fails to parse); baselines:
-                     the majority label and bag of words (bow.py)
+                     the majority label and bag of words (bow.py).
+                     A channel classifier (direction "channel") writes no
+                     label: both scores are those of its choice, the label y
+                     with the highest log p(input + EOS | y) + log p(y)
 
 Every result also has `loss`, the mean cross-entropy (nats) per target token.
 """
@@ -13,6 +16,7 @@ Every result also has `loss`, the mean cross-entropy (nats) per target token.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,7 +28,7 @@ from stlm.evaluation import metrics
 from stlm.evaluation.scoring import score_continuations
 from stlm.finetune.bow import fit_bag_of_words
 from stlm.finetune.examples import Example
-from stlm.finetune.format import TextToText
+from stlm.finetune.format import TextToText, as_channel, cut_utf8
 
 
 @torch.no_grad()
@@ -78,9 +82,25 @@ def score_examples(
     device: torch.device,
     autocast: contextlib.AbstractContextManager | None = None,
     progress: bool = False,
+    direction: str = "direct",
+    label_prior: Sequence[float] = (),
 ) -> Scored:
-    """The metrics of `model` on `examples`, with each example's greedy output (and log-prob label)."""
+    """The metrics of `model` on `examples`, with each example's greedy output (and log-prob label).
+
+    direction "channel": `fmt` is the channel model's view (`as_channel`), the
+    loss is on the inputs, and the answer is `classify_by_channel`'s, with
+    `label_prior` (log p(label), in `labels` order; default uniform).
+    """
     autocast = autocast or contextlib.nullcontext()
+    if direction == "channel":
+        references = [ex.target for ex in examples]
+        chosen = classify_by_channel(
+            model, fmt, examples, labels, label_prior, batch_size=batch_size, device=device, autocast=autocast
+        )
+        accuracy = metrics.accuracy(chosen, references)
+        loss = target_loss(model, fmt, as_channel(examples), batch_size=batch_size, device=device, autocast=autocast)
+        scores = {"loss": loss, "examples": len(examples), "accuracy": accuracy, "accuracy_logprob": accuracy}
+        return Scored(scores, list(chosen), chosen)
     result: dict[str, float] = {
         "loss": target_loss(model, fmt, examples, batch_size=batch_size, device=device, autocast=autocast),
         "examples": len(examples),
@@ -168,6 +188,53 @@ def classify_by_logprob(
         best = max(range(len(labels)), key=lambda j: row[j].logprob)
         chosen.append(labels[best])
     return chosen
+
+
+def classify_by_channel(
+    model,
+    fmt: TextToText,
+    examples: Sequence[Example],
+    labels: Sequence[str],
+    label_prior: Sequence[float] = (),
+    *,
+    batch_size: int,
+    device,
+    autocast,
+) -> list[str]:
+    """For each example, the label y with the highest log p(input + EOS | y) + log p(y).
+
+    `fmt` is a channel model's view: its context is the label, its target the
+    input (cut to `fmt.max_target_bytes`, as in training). Every label scores
+    the same input, so no length normalisation is needed.
+    """
+    prior = list(label_prior) or [0.0] * len(labels)
+    if len(prior) != len(labels):
+        raise ValueError(f"label_prior has {len(prior)} values for {len(labels)} labels")
+    requests = [(fmt.context(label), cut_utf8(ex.input, fmt.max_target_bytes)) for ex in examples for label in labels]
+    scores = score_continuations(
+        model,
+        fmt.tokenizer,
+        fmt.family,
+        requests,
+        batch_size=batch_size * 2,
+        device=device,
+        autocast=autocast,
+        eos=True,
+        max_len=fmt.max_len,
+    )
+    chosen = []
+    for i in range(len(examples)):
+        row = scores[i * len(labels) : (i + 1) * len(labels)]
+        best = max(range(len(labels)), key=lambda j: row[j].logprob + prior[j])
+        chosen.append(labels[best])
+    return chosen
+
+
+def label_log_prior(train: Sequence[Example], labels: Sequence[str]) -> list[float]:
+    """log p(label) from the training labels, add-one smoothed (a label with no example keeps a chance)."""
+    counts = Counter(ex.target.strip() for ex in train)
+    total = sum(counts[label] for label in labels) + len(labels)
+    return [math.log((counts[label] + 1) / total) for label in labels]
 
 
 def baselines(

@@ -23,6 +23,11 @@ from stlm.families import ModelFamily
 from stlm.finetune.examples import Example
 
 
+def as_channel(examples: Sequence[Example]) -> list[Example]:
+    """Classification examples turned around for a channel model: it reads the label and learns the input."""
+    return [Example(ex.target, ex.input, ex.where) for ex in examples]
+
+
 def cut_utf8(text: str, max_bytes: int) -> str:
     """The longest prefix of `text` whose UTF-8 encoding fits `max_bytes` (never half a character)."""
     raw = text.encode("utf-8")

@@ -41,9 +41,9 @@ from stlm.config import apply_resume_overrides
 from stlm.errors import UserError
 from stlm.evaluation.record import checkpoint_record, provenance
 from stlm.finetune.config import FinetuneConfig
-from stlm.finetune.evaluate import Scored, baselines, score_examples
+from stlm.finetune.evaluate import Scored, baselines, label_log_prior, score_examples
 from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
-from stlm.finetune.format import TextToText, cut_utf8
+from stlm.finetune.format import TextToText, as_channel, cut_utf8
 from stlm.runtime import resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.distill import check_cache_named, distilled, load_teacher
@@ -168,9 +168,11 @@ def _finetune(
             f"train.metric {metric!r} is not scored for {cfg.task.resolved_kind()} tasks; choose one of {known}"
         )
     max_len = family.max_len(model_cfg)
-    fmt = TextToText(
-        family, tokenizer, cfg.task.separator, cfg.task.max_input_bytes, cfg.task.max_target_bytes, max_len
-    )
+    channel = cfg.task.direction == "channel"  # the model reads the label and learns the input
+    read_bytes, write_bytes = cfg.task.max_input_bytes, cfg.task.max_target_bytes
+    if channel:
+        read_bytes, write_bytes = write_bytes, read_bytes
+    fmt = TextToText(family, tokenizer, cfg.task.separator, read_bytes, write_bytes, max_len)
     kd_cache = None  # the teacher's outputs on disk (--kd-cache)
     step_objective, teacher_record = fmt, None
     if cfg.distill.teacher is not None:  # before anything is written: a wrong teacher is refused at once
@@ -185,6 +187,8 @@ def _finetune(
             f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True
         )
     data = load_task_data(cfg, out)
+    train_pairs = as_channel(data.train) if channel else data.train
+    label_prior = label_log_prior(data.train, data.labels) if channel else []
     fingerprint = examples_fingerprint(data)
     if latest is not None and saved.get("task", {}).get("fingerprint") not in (None, fingerprint):
         raise UserError(
@@ -237,6 +241,8 @@ def _finetune(
                 device=runtime.device,
                 autocast=runtime.autocast(),
                 progress=bar and progress,
+                direction=cfg.task.direction,
+                label_prior=label_prior,
             )
         )
 
@@ -277,7 +283,7 @@ def _finetune(
     trainer.model.train()
     while step < cfg.train.steps:
         lr = lr_at(step, cfg.train.steps, cfg.optim)
-        examples = [data.train[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
+        examples = [train_pairs[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
         result = train_step(trainer, step_objective, [fmt.batch(examples)], step=step, lr=lr)
         step += 1
         bar.update(1)
@@ -421,6 +427,10 @@ def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
             labels = sorted({ex.target.strip() for ex in train})
         check_labels(val, labels, what="validation")
         check_labels(test, labels, what="test")
+        if task.direction == "channel":  # the input is what a channel model scores: it must have one
+            for ex in train + val + test:
+                if not ex.input.strip():
+                    raise UserError(f"{ex.where or 'an example'}: empty input; a channel classifier scores the input")
     return TaskData(kind, train, val, test, labels, files)
 
 

@@ -316,6 +316,11 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
         cfg = dataclasses.replace(cfg, optim=resolve_warmup(cfg.optim, cfg.train.steps))
         source = starting_checkpoint(cfg.init)
 
+    if task.direction != "direct":
+        raise UserError(
+            "SPIN trains a model to write its answers, and a channel classifier writes none: "
+            "run it with --direction direct"
+        )
     train = cfg.train
     runtime = resolve_runtime(cfg.runtime)
     par = distributed.Parallel(mode="none", rank=0, world_size=1, runtime=runtime)  # one process, as fine-tuning
