@@ -171,23 +171,7 @@ def classify_by_logprob(
 ) -> list[str]:
     """For each example, the label whose text + EOS the model finds most likely after the prompt."""
     requests = [(fmt.context(ex.input), label) for ex in examples for label in labels]
-    scores = score_continuations(
-        model,
-        fmt.tokenizer,
-        fmt.family,
-        requests,
-        batch_size=batch_size * 2,
-        device=device,
-        autocast=autocast,
-        eos=True,
-        max_len=fmt.max_len,
-    )
-    chosen = []
-    for i in range(len(examples)):
-        row = scores[i * len(labels) : (i + 1) * len(labels)]
-        best = max(range(len(labels)), key=lambda j: row[j].logprob)
-        chosen.append(labels[best])
-    return chosen
+    return _best_labels(model, fmt, requests, labels, [0.0] * len(labels), batch_size, device, autocast)
 
 
 def classify_by_channel(
@@ -211,6 +195,12 @@ def classify_by_channel(
     if len(prior) != len(labels):
         raise ValueError(f"label_prior has {len(prior)} values for {len(labels)} labels")
     requests = [(fmt.context(label), cut_utf8(ex.input, fmt.max_target_bytes)) for ex in examples for label in labels]
+    return _best_labels(model, fmt, requests, labels, prior, batch_size, device, autocast)
+
+
+def _best_labels(model, fmt: TextToText, requests, labels, bonus, batch_size, device, autocast) -> list[str]:
+    """Per example (len(labels) consecutive requests, one per label, each ending in EOS): the label
+    whose continuation log-probability plus its bonus is highest."""
     scores = score_continuations(
         model,
         fmt.tokenizer,
@@ -223,10 +213,9 @@ def classify_by_channel(
         max_len=fmt.max_len,
     )
     chosen = []
-    for i in range(len(examples)):
-        row = scores[i * len(labels) : (i + 1) * len(labels)]
-        best = max(range(len(labels)), key=lambda j: row[j].logprob + prior[j])
-        chosen.append(labels[best])
+    for i in range(0, len(scores), len(labels)):
+        row = scores[i : i + len(labels)]
+        chosen.append(labels[max(range(len(labels)), key=lambda j: row[j].logprob + bonus[j])])
     return chosen
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from pathlib import Path
 
 import pytest
@@ -80,21 +79,6 @@ def test_label_prior_is_the_smoothed_training_share():
     train = [Example("a", "red")] * 3 + [Example("b", "blue")]
     prior = label_log_prior(train, LABELS)
     assert [math.exp(p) for p in prior] == pytest.approx([4 / 7, 2 / 7, 1 / 7])
-
-
-@pytest.fixture(scope="module")
-def colours(tmp_path_factory) -> Path:
-    """48 examples: inputs naming red things -> "red", blue things -> "blue"."""
-    rng = random.Random(1)
-    path = tmp_path_factory.mktemp("channel") / "colours.jsonl"
-    rows = []
-    for i in range(48):
-        label = rng.choice(["red", "blue"])
-        words = ("apple cherry fire" if label == "red" else "sky sea ice").split()
-        rng.shuffle(words)
-        rows.append(json.dumps({"text": " ".join(words) + f" {i}", "label": label}))
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
 
 
 def _cfg(train_file: Path, init: str, **train) -> FinetuneConfig:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from pathlib import Path
 
 import pytest
@@ -18,21 +17,6 @@ from stlm.errors import UserError
 from stlm.evaluation.record import file_sha256
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
 from stlm.finetune.loop import RESUME_SAFE_KEYS, batch_indices, finetune
-
-
-@pytest.fixture(scope="module")
-def colours(tmp_path_factory) -> Path:
-    """40 examples: inputs naming red things -> "red", blue things -> "blue"."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("ft") / "colours.jsonl"
-    rows = []
-    for i in range(40):
-        label = rng.choice(["red", "blue"])
-        words = ("apple cherry fire" if label == "red" else "sky sea ice").split()
-        rng.shuffle(words)
-        rows.append(json.dumps({"text": " ".join(words) + f" {i}", "label": label}))
-    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return path
 
 
 def _cfg(train_file: Path, init: str = "decoder-tiny", **train) -> FinetuneConfig:
