@@ -95,7 +95,15 @@ def score_examples(
     if direction == "channel":
         references = [ex.target for ex in examples]
         chosen = classify_by_channel(
-            model, fmt, examples, labels, label_prior, batch_size=batch_size, device=device, autocast=autocast
+            model,
+            fmt,
+            examples,
+            labels,
+            label_prior,
+            batch_size=batch_size,
+            device=device,
+            autocast=autocast,
+            progress=progress,
         )
         accuracy = metrics.accuracy(chosen, references)
         loss = target_loss(model, fmt, as_channel(examples), batch_size=batch_size, device=device, autocast=autocast)
@@ -171,7 +179,7 @@ def classify_by_logprob(
 ) -> list[str]:
     """For each example, the label whose text + EOS the model finds most likely after the prompt."""
     requests = [(fmt.context(ex.input), label) for ex in examples for label in labels]
-    return _best_labels(model, fmt, requests, labels, [0.0] * len(labels), batch_size, device, autocast)
+    return _best_labels(model, fmt, requests, labels, [0.0] * len(labels), batch_size, device, autocast, False)
 
 
 def classify_by_channel(
@@ -184,6 +192,7 @@ def classify_by_channel(
     batch_size: int,
     device,
     autocast,
+    progress: bool = False,
 ) -> list[str]:
     """For each example, the label y with the highest log p(input + EOS | y) + log p(y).
 
@@ -195,10 +204,10 @@ def classify_by_channel(
     if len(prior) != len(labels):
         raise ValueError(f"label_prior has {len(prior)} values for {len(labels)} labels")
     requests = [(fmt.context(label), cut_utf8(ex.input, fmt.max_target_bytes)) for ex in examples for label in labels]
-    return _best_labels(model, fmt, requests, labels, prior, batch_size, device, autocast)
+    return _best_labels(model, fmt, requests, labels, prior, batch_size, device, autocast, progress)
 
 
-def _best_labels(model, fmt: TextToText, requests, labels, bonus, batch_size, device, autocast) -> list[str]:
+def _best_labels(model, fmt: TextToText, requests, labels, bonus, batch_size, device, autocast, progress) -> list[str]:
     """Per example (len(labels) consecutive requests, one per label, each ending in EOS): the label
     whose continuation log-probability plus its bonus is highest."""
     scores = score_continuations(
@@ -211,6 +220,7 @@ def _best_labels(model, fmt: TextToText, requests, labels, bonus, batch_size, de
         autocast=autocast,
         eos=True,
         max_len=fmt.max_len,
+        progress=progress,
     )
     chosen = []
     for i in range(0, len(scores), len(labels)):
