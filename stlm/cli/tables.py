@@ -60,8 +60,9 @@ def print_finetune(results: dict[str, Any]) -> None:
     for name, scores in named + [(f"baseline: {k}", v) for k, v in results["baselines"].items()]:
         if scores:
             rows.append((name, *(f"{scores[k]:.4f}" if k in scores else "-" for k in keys)))
+    kind = results["kind"] + (", channel direction" if results.get("direction") == "channel" else "")
     print(
-        f"{results['task']} ({results['kind']}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):"
+        f"{results['task']} ({kind}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):"
     )
     print_table(rows, right=range(1, len(rows[0])))
 

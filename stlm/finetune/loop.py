@@ -327,6 +327,7 @@ def _finetune(
     results = {
         "task": cfg.task.name or data.kind,
         "kind": data.kind,
+        "direction": cfg.task.direction,
         "scored_on": final_name,
         "metric": metric,
         "initial": state["initial"],

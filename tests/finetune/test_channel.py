@@ -107,7 +107,7 @@ def test_channel_finetune_learns_the_task(colours, tmp_path, one_thread):
     rows = res["predictions"]
     assert all(r["prediction"] == r["prediction_logprob"] == r["target"] for r in rows)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["finetune"]["task"]["direction"] == "channel"
+    assert saved["finetune"]["task"]["direction"] == res["direction"] == "channel"
 
 
 @pytest.mark.parametrize("init", ["t5-debug", "pooled-tiny"])
@@ -148,6 +148,7 @@ def test_cli_direction_flag(colours, tmp_path, capsys, one_thread):
     assert not (tmp_path / "b").exists()
     args = [*common, "--direction", "channel", "--steps", "2", "--eval-every", "2", "--out", str(tmp_path / "c")]
     assert main(args) == 0
+    assert "(classification, channel direction), scored on val" in capsys.readouterr().out
     assert json.loads((tmp_path / "c" / "config.json").read_text())["finetune"]["task"]["direction"] == "channel"
     # SPIN trains a model to write answers; a channel task has none to write.
     spin_out = tmp_path / "spin"
