@@ -24,8 +24,9 @@ from stlm.finetune.examples import Example
 
 
 def as_channel(examples: Sequence[Example]) -> list[Example]:
-    """Classification examples turned around for a channel model: it reads the label and learns the input."""
-    return [Example(ex.target, ex.input, ex.where) for ex in examples]
+    """Classification examples turned around for a channel model: it reads the label (stripped, as the
+    label set holds it) and learns the input."""
+    return [Example(ex.target.strip(), ex.input, ex.where) for ex in examples]
 
 
 def cut_utf8(text: str, max_bytes: int) -> str:

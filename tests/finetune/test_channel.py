@@ -70,6 +70,7 @@ def test_channel_pairs_learn_the_input_and_read_the_label():
     fmt = _fmt(family, ByteTokenizer())
     turned = as_channel(EXAMPLES)
     assert [(t.input, t.target) for t in turned] == [(ex.target, ex.input) for ex in EXAMPLES]
+    assert as_channel([Example("sky", " blue\n")]) == [Example("blue", "sky")]  # the label as the label set has it
     tensors = fmt.batch(turned)
     # The loss counts every byte of each input (cut to 64) and its EOS, and nothing of the label.
     assert fmt.n_target_tokens(tensors) == sum(min(64, len(ex.input.encode())) + 1 for ex in EXAMPLES)
@@ -160,3 +161,24 @@ def test_cli_direction_flag(colours, tmp_path, capsys, one_thread):
     )
     assert "a channel classifier writes none: run it with --direction direct" in capsys.readouterr().err
     assert not spin_out.exists()
+
+
+def test_channel_resume_equals_uninterrupted_and_keeps_its_direction(colours, tmp_path, one_thread):
+    import shutil
+
+    from stlm.checkpoint import list_checkpoints
+
+    cfg = _cfg(colours, "decoder-tiny", steps=6, eval_every=3, score_initial=False, keep_checkpoints=2)
+    straight = finetune(cfg, tmp_path / "a", progress=False)
+    finetune(cfg, tmp_path / "b", progress=False)
+    shutil.rmtree(list_checkpoints(tmp_path / "b")[-1])  # cut back to step 3
+    (tmp_path / "b" / "results.json").unlink()
+    again = {"task.train_file": str(colours)}
+    with pytest.raises(UserError, match="task.direction"):
+        finetune(FinetuneConfig(), tmp_path / "b", resume=True, overrides={**again, "task.direction": "direct"})
+    resumed = finetune(FinetuneConfig(), tmp_path / "b", resume=True, overrides=again, progress=False)
+    assert resumed.results["direction"] == "channel" and resumed.step == 6
+    assert resumed.results["finetuned"] == pytest.approx(straight.results["finetuned"], rel=1e-6)
+    assert [r["prediction"] for r in resumed.results["predictions"]] == [
+        r["prediction"] for r in straight.results["predictions"]
+    ]
