@@ -25,10 +25,10 @@ from typing import Any
 import torch
 
 from stlm.evaluation import metrics
-from stlm.evaluation.scoring import score_continuations
+from stlm.evaluation.scoring import ContinuationScore, score_continuations
 from stlm.finetune.bow import fit_bag_of_words
 from stlm.finetune.examples import Example
-from stlm.finetune.format import TextToText, as_channel, cut_utf8
+from stlm.finetune.format import TextToText, cut_utf8
 
 
 @torch.no_grad()
@@ -93,20 +93,14 @@ def score_examples(
     """
     autocast = autocast or contextlib.nullcontext()
     if direction == "channel":
-        references = [ex.target for ex in examples]
-        chosen = classify_by_channel(
-            model,
-            fmt,
-            examples,
-            labels,
-            label_prior,
-            batch_size=batch_size,
-            device=device,
-            autocast=autocast,
-            progress=progress,
+        rows = channel_scores(
+            model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast, progress=progress
         )
-        accuracy = metrics.accuracy(chosen, references)
-        loss = target_loss(model, fmt, as_channel(examples), batch_size=batch_size, device=device, autocast=autocast)
+        chosen = _argmax_labels(rows, labels, _prior(label_prior, labels))
+        accuracy = metrics.accuracy(chosen, [ex.target for ex in examples])
+        # The loss is the channel model's own: nats per input unit under the true label, a row already scored.
+        truth = [row[list(labels).index(ex.target.strip())] for row, ex in zip(rows, examples)]
+        loss = -sum(s.logprob for s in truth) / max(1, sum(s.n_units for s in truth))
         scores = {"loss": loss, "examples": len(examples), "accuracy": accuracy, "accuracy_logprob": accuracy}
         return Scored(scores, list(chosen), chosen)
     result: dict[str, float] = {
@@ -179,7 +173,8 @@ def classify_by_logprob(
 ) -> list[str]:
     """For each example, the label whose text + EOS the model finds most likely after the prompt."""
     requests = [(fmt.context(ex.input), label) for ex in examples for label in labels]
-    return _best_labels(model, fmt, requests, labels, [0.0] * len(labels), batch_size, device, autocast, False)
+    rows = _label_rows(model, fmt, requests, len(labels), batch_size=batch_size, device=device, autocast=autocast)
+    return _argmax_labels(rows, labels, [0.0] * len(labels))
 
 
 def classify_by_channel(
@@ -194,22 +189,31 @@ def classify_by_channel(
     autocast,
     progress: bool = False,
 ) -> list[str]:
-    """For each example, the label y with the highest log p(input + EOS | y) + log p(y).
+    """For each example, the label y with the highest log p(input + EOS | y) + log p(y)."""
+    prior = _prior(label_prior, labels)
+    rows = channel_scores(
+        model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast, progress=progress
+    )
+    return _argmax_labels(rows, labels, prior)
+
+
+def channel_scores(
+    model, fmt: TextToText, examples: Sequence[Example], labels: Sequence[str], **scoring: Any
+) -> list[list[ContinuationScore]]:
+    """Per example, per label: log p(input + EOS | label) (keyword arguments: `_label_rows`).
 
     `fmt` is a channel model's view: its context is the label, its target the
     input (cut to `fmt.max_target_bytes`, as in training). Every label scores
     the same input, so no length normalisation is needed.
     """
-    prior = list(label_prior) or [0.0] * len(labels)
-    if len(prior) != len(labels):
-        raise ValueError(f"label_prior has {len(prior)} values for {len(labels)} labels")
     requests = [(fmt.context(label), cut_utf8(ex.input, fmt.max_target_bytes)) for ex in examples for label in labels]
-    return _best_labels(model, fmt, requests, labels, prior, batch_size, device, autocast, progress)
+    return _label_rows(model, fmt, requests, len(labels), **scoring)
 
 
-def _best_labels(model, fmt: TextToText, requests, labels, bonus, batch_size, device, autocast, progress) -> list[str]:
-    """Per example (len(labels) consecutive requests, one per label, each ending in EOS): the label
-    whose continuation log-probability plus its bonus is highest."""
+def _label_rows(
+    model, fmt: TextToText, requests, n_labels: int, *, batch_size: int, device, autocast, progress: bool = False
+) -> list[list[ContinuationScore]]:
+    """Scores of requests that come n_labels to an example (each continuation followed by EOS), one row each."""
     scores = score_continuations(
         model,
         fmt.tokenizer,
@@ -222,11 +226,20 @@ def _best_labels(model, fmt: TextToText, requests, labels, bonus, batch_size, de
         max_len=fmt.max_len,
         progress=progress,
     )
-    chosen = []
-    for i in range(0, len(scores), len(labels)):
-        row = scores[i : i + len(labels)]
-        chosen.append(labels[max(range(len(labels)), key=lambda j: row[j].logprob + bonus[j])])
-    return chosen
+    return [scores[i : i + n_labels] for i in range(0, len(scores), n_labels)]
+
+
+def _argmax_labels(rows: list[list[ContinuationScore]], labels: Sequence[str], bonus: Sequence[float]) -> list[str]:
+    """Per row, the label whose log-probability plus its bonus is highest."""
+    return [labels[max(range(len(labels)), key=lambda j: row[j].logprob + bonus[j])] for row in rows]
+
+
+def _prior(label_prior: Sequence[float], labels: Sequence[str]) -> list[float]:
+    """The label prior in `labels` order; uniform (zeros) when none is given."""
+    prior = list(label_prior) or [0.0] * len(labels)
+    if len(prior) != len(labels):
+        raise ValueError(f"label_prior has {len(prior)} values for {len(labels)} labels")
+    return prior
 
 
 def label_log_prior(train: Sequence[Example], labels: Sequence[str]) -> list[float]:
