@@ -65,6 +65,17 @@ def print_finetune(results: dict[str, Any]) -> None:
         f"{results['task']} ({kind}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):"
     )
     print_table(rows, right=range(1, len(rows[0])))
+    sig = results.get("significance")
+    if sig:
+        lo, hi = sig["accuracy_ci95"]
+        print(f"fine-tuned accuracy: 95% interval {lo:.4f}-{hi:.4f} (Wilson)")
+        for name, t in sig["against"].items():
+            verdict = "a significant difference" if t["p_value"] < 0.05 else "no significant difference"
+            print(
+                f"against {name} on the same examples: {t['model_only_right']} right where it was wrong, "
+                f"{t['baseline_only_right']} wrong where it was right; "
+                f"exact McNemar p = {t['p_value']:.3g} ({verdict} at 0.05)"
+            )
 
 
 def print_spin(results: dict[str, Any]) -> None:

@@ -12,10 +12,17 @@ mean of per-example scores, as the SQuAD and rouge-score conventions have it).
   punctuation, drop the articles a/an/the, collapse whitespace.
 - Accuracy: the prediction, stripped of surrounding whitespace, equals the
   reference.
+
+Two statistics say how far an accuracy can be trusted: the Wilson score
+interval of a share (better than the normal approximation near 0 and 1 and on
+small test sets), and McNemar's exact test for two classifiers scored on the
+same examples (only the examples where exactly one is right carry evidence;
+under "equally good" each is a fair coin toss).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import string
 from collections import Counter
@@ -84,6 +91,30 @@ def accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
     _check_parallel(predictions, references)
     hits = sum(p.strip() == r.strip() for p, r in zip(predictions, references))
     return hits / max(1, len(predictions))
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """The Wilson score interval of the share hits / n (z = 1.96: 95%); (0, 1) when n is 0."""
+    if n == 0:
+        return 0.0, 1.0
+    share = hits / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    # at 0 and n the bound is exactly 0 or 1; say so rather than leave it to rounding
+    return (0.0 if hits == 0 else centre - half), (1.0 if hits == n else centre + half)
+
+
+def mcnemar_exact(a_right: Sequence[bool], b_right: Sequence[bool]) -> tuple[int, int, float]:
+    """McNemar's exact test of two classifiers on the same examples: (examples only a gets right,
+    examples only b gets right, two-sided p-value). Under the hypothesis that both are equally
+    good, each disagreement is a fair coin toss; p is the chance of a split at least this uneven."""
+    if len(a_right) != len(b_right):
+        raise ValueError(f"{len(a_right)} results for a, {len(b_right)} for b")
+    a_only = sum(a and not b for a, b in zip(a_right, b_right))
+    b_only = sum(b and not a for a, b in zip(a_right, b_right))
+    n = a_only + b_only
+    tail = sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2**n
+    return a_only, b_only, min(1.0, 2 * tail)
 
 
 def _check_parallel(predictions: Sequence[str], references: Sequence[str]) -> None:

@@ -8,7 +8,10 @@
                      the majority label and bag of words (bow.py).
                      A channel classifier (direction "channel") writes no
                      label: both scores are those of its choice, the label y
-                     with the highest log p(input + EOS | y) + log p(y)
+                     with the highest log p(input + EOS | y) + log p(y).
+                     `significance`: the accuracy's 95% interval and an
+                     exact McNemar test against each baseline on the same
+                     examples, so a gap can be read as real or as noise.
 
 Every result also has `loss`, the mean cross-entropy (nats) per target token.
 """
@@ -273,3 +276,19 @@ def baselines(
     if kind == "summarization":
         return {"lead_sentence": metrics.rouge([lead_sentence(ex.input) for ex in test], references)}
     return {}
+
+
+def significance(
+    predictions: Sequence[str], test: Sequence[Example], base: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """How far the accuracy of `predictions` on `test` can be trusted: its 95% Wilson interval, and
+    for each baseline with per-example predictions, McNemar's exact test on the same examples."""
+    right = [p.strip() == ex.target.strip() for p, ex in zip(predictions, test, strict=True)]
+    lo, hi = metrics.wilson_interval(sum(right), len(right))
+    against = {}
+    for name, b in base.items():
+        if "predictions" in b:
+            theirs = [p.strip() == ex.target.strip() for p, ex in zip(b["predictions"], test, strict=True)]
+            model_only, baseline_only, p_value = metrics.mcnemar_exact(right, theirs)
+            against[name] = {"model_only_right": model_only, "baseline_only_right": baseline_only, "p_value": p_value}
+    return {"accuracy_ci95": [lo, hi], "against": against}

@@ -41,7 +41,7 @@ from stlm.config import apply_resume_overrides
 from stlm.errors import UserError
 from stlm.evaluation.record import checkpoint_record, provenance
 from stlm.finetune.config import FinetuneConfig
-from stlm.finetune.evaluate import Scored, baselines, label_log_prior, score_examples
+from stlm.finetune.evaluate import Scored, baselines, label_log_prior, score_examples, significance
 from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
 from stlm.finetune.format import TextToText, as_channel, cut_utf8
 from stlm.runtime import resolve_runtime, run_header, seed_everything
@@ -333,6 +333,7 @@ def _finetune(
         "initial": state["initial"],
         "finetuned": final.metrics,
         "baselines": {name: {k: v for k, v in b.items() if k != "predictions"} for name, b in base.items()},
+        "significance": significance(final.predictions, final_set, base) if data.kind == "classification" else None,
         "predictions": per_example(final_set, final, base, cfg.task.max_input_bytes),
         "best_step": state["best_step"],
         "steps_run": step,

@@ -57,6 +57,16 @@ def test_decoder_finetune_end_to_end(colours, tmp_path, one_thread):
     assert res["finetuned"]["accuracy_logprob"] == pytest.approx(right / len(rows))
     bow_right = sum(r["bag_of_words"] == r["target"] for r in rows)
     assert res["baselines"]["bag_of_words"]["accuracy"] == pytest.approx(bow_right / len(rows)) == 1.0
+    # The accuracy's interval and the paired test against bag of words, from those same rows.
+    sig = res["significance"]
+    lo, hi = sig["accuracy_ci95"]
+    assert lo <= res["finetuned"]["accuracy"] <= hi
+    ours = [r["prediction"].strip() == r["target"] for r in rows]
+    theirs = [r["bag_of_words"] == r["target"] for r in rows]
+    vs = sig["against"]["bag_of_words"]
+    assert vs["model_only_right"] == sum(a and not b for a, b in zip(ours, theirs))
+    assert vs["baseline_only_right"] == sum(b and not a for a, b in zip(ours, theirs))
+    assert 0.0 < vs["p_value"] <= 1.0 and set(sig["against"]) == {"bag_of_words"}
 
 
 @pytest.mark.parametrize("init", ["t5-debug", "pooled-tiny"])
