@@ -17,6 +17,7 @@ from stlm.errors import UserError
 from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 from stlm.evaluation.hub import BLIMP, load_rows
 from stlm.evaluation.jsonl import read_jsonl, text_field
+from stlm.evaluation.metrics import wilson_interval
 from stlm.evaluation.record import markdown_table
 
 N_PHENOMENA = 67
@@ -155,6 +156,7 @@ def run_blimp(model: EvalModel, options: EvalOptions) -> TaskResult:
     right = sum(r for r, _ in counts.values())
     total = sum(n for _, n in counts.values())
     overall = 100.0 * right / total
+    lo, hi = (100.0 * x for x in wilson_interval(right, total))  # over pairs, as if independent
     per = {
         p.uid: {"field": p.field, "accuracy": 100.0 * counts[p.uid][0] / counts[p.uid][1], "pairs": counts[p.uid][1]}
         for p in phenomena
@@ -174,13 +176,14 @@ def run_blimp(model: EvalModel, options: EvalOptions) -> TaskResult:
     return TaskResult(
         task="blimp",
         metrics={"accuracy": overall, "pairs": total, "phenomena": len(phenomena)},
-        markdown=f"{table}\n\nPer phenomenon{note}:\n\n{detail}",
-        summary=f"BLiMP accuracy {overall:.1f}% over {total:,} pairs in {len(phenomena)} phenomena (5-gram reference 61.2)",
+        markdown=f"{table}\n\n95% interval (Wilson, over the pairs): {lo:.1f}-{hi:.1f}.\n\nPer phenomenon{note}:\n\n{detail}",
+        summary=f"BLiMP accuracy {overall:.1f}% ({lo:.1f}-{hi:.1f}, 95% interval) over {total:,} pairs in "
+        f"{len(phenomena)} phenomena (5-gram reference 61.2)",
         data_files=[p.path for p in phenomena],
         settings={
             "limit_per_phenomenon": options.limit,
             "batch_size": model.batch_size,
             "rule": "logP(good) > logP(bad), whole sentence, empty context",
         },
-        details={"per_phenomenon": per, "references": dict(REFERENCES)},
+        details={"accuracy_ci95": [lo, hi], "per_phenomenon": per, "references": dict(REFERENCES)},
     )

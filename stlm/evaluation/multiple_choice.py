@@ -29,6 +29,7 @@ from stlm.errors import UserError
 from stlm.evaluation.base import EvalModel, EvalOptions, TaskResult, data_subdir
 from stlm.evaluation.hub import PIQA, load_rows
 from stlm.evaluation.jsonl import read_jsonl, text_field
+from stlm.evaluation.metrics import wilson_interval
 from stlm.evaluation.record import markdown_table
 from stlm.evaluation.scoring import Family
 
@@ -168,6 +169,10 @@ def run_generic(model: EvalModel, options: EvalOptions, path: Path) -> TaskResul
 
 def _result(task, model, options, items, files, references) -> TaskResult:
     outcome = choose(model, items)
+    right = sum(raw == item.gold for item, (raw, _) in zip(items, outcome.predictions))
+    right_norm = sum(norm == item.gold for item, (_, norm) in zip(items, outcome.predictions))
+    lo, hi = (100.0 * x for x in wilson_interval(right, outcome.n_items))
+    lo_norm, hi_norm = (100.0 * x for x in wilson_interval(right_norm, outcome.n_items))
     rows = [
         ("**this model**", f"**{outcome.accuracy:.1f}**", f"**{outcome.accuracy_norm:.1f}**", f"{outcome.n_items:,}")
     ]
@@ -181,8 +186,9 @@ def _result(task, model, options, items, files, references) -> TaskResult:
             "items": outcome.n_items,
             "truncated_choices": outcome.truncated,
         },
-        markdown=table,
-        summary=f"{task} accuracy {outcome.accuracy:.1f}% raw, {outcome.accuracy_norm:.1f}% per byte over {outcome.n_items:,} items"
+        markdown=f"{table}\n\n95% intervals (Wilson, over the items): {lo:.1f}-{hi:.1f} raw, {lo_norm:.1f}-{hi_norm:.1f} per byte.",
+        summary=f"{task} accuracy {outcome.accuracy:.1f}% raw ({lo:.1f}-{hi:.1f}), {outcome.accuracy_norm:.1f}% per byte "
+        f"({lo_norm:.1f}-{hi_norm:.1f}) over {outcome.n_items:,} items, 95% intervals"
         + (f" ({outcome.truncated} choices longer than the context scored on their tail)" if outcome.truncated else ""),
         data_files=files,
         settings={
@@ -191,9 +197,11 @@ def _result(task, model, options, items, files, references) -> TaskResult:
             "normalisation": "log-probability / UTF-8 bytes of the choice",
         },
         details={
+            "accuracy_ci95": [lo, hi],
+            "accuracy_norm_ci95": [lo_norm, hi_norm],
             "predictions": [
                 {"item": item.where, "gold": item.gold, "raw": raw, "norm": norm}
                 for item, (raw, norm) in zip(items, outcome.predictions)
-            ]
+            ],
         },
     )

@@ -11,6 +11,7 @@ import torch
 from stlm import registry
 from stlm.errors import UserError
 from stlm.evaluation.blimp import load_blimp
+from stlm.evaluation.metrics import wilson_interval
 from stlm.evaluation.multiple_choice import continuation, load_multiple_choice, load_piqa
 from stlm.evaluation.tasks import EvalModel, EvalOptions, resolve_data_dir, run_task
 from stlm.tokenizers import ByT5Tokenizer, ByteTokenizer
@@ -58,6 +59,10 @@ def test_blimp_oracle_preferring_good_scores_100_and_bad_scores_0(blimp_dir):
     assert good.details["per_phenomenon"]["island"]["pairs"] == 3
     bad = run_task("blimp", _oracle([b for pairs in BLIMP_PAIRS.values() for _, b in pairs]), options)
     assert bad.metrics["accuracy"] == 0.0
+    # the interval over the 5 pairs: all right reaches 100, none right starts at 0
+    assert good.details["accuracy_ci95"] == pytest.approx([100 * wilson_interval(5, 5)[0], 100.0])
+    assert bad.details["accuracy_ci95"] == pytest.approx([0.0, 100 * wilson_interval(0, 5)[1]])
+    assert "(56.6-100.0, 95% interval)" in good.summary
     limited = run_task("blimp", _oracle([]), EvalOptions(data_dir=blimp_dir, limit=1))
     assert limited.metrics["pairs"] == 2
     assert "61.2" in good.markdown and "| island | syntax | 100.0 | 3 |" in good.markdown
@@ -104,6 +109,11 @@ def test_raw_and_length_normalised_accuracy_differ_as_computed_by_hand(tmp_path)
     result = run_task(f"mc:{_write_jsonl(tmp_path / 'n.jsonl', items)}", model, EvalOptions())
     assert result.metrics["accuracy"] == 50.0 and result.metrics["accuracy_norm"] == 100.0
     assert [(d["raw"], d["norm"]) for d in result.details["predictions"]] == [(1, 0), (0, 0)]
+    # 95% intervals from the counts (1 of 2 raw, 2 of 2 per byte), in the record and on the terminal line
+    lo, hi = wilson_interval(1, 2)
+    assert result.details["accuracy_ci95"] == pytest.approx([100 * lo, 100 * hi])
+    assert result.details["accuracy_norm_ci95"][1] == 100.0 and result.details["accuracy_norm_ci95"][0] < 100.0
+    assert f"50.0% raw ({100 * lo:.1f}-{100 * hi:.1f})" in result.summary
     assert 8 * math.log(0.5) < math.log(0.05) < math.log(0.5)  # the hand computation above holds
 
 
