@@ -48,11 +48,26 @@ class MCItem:
 
 @dataclass(frozen=True)
 class MCOutcome:
-    accuracy: float  # %, highest total log-probability
-    accuracy_norm: float  # %, highest log-probability per byte of the choice
+    right: int  # items whose choice of highest total log-probability is gold
+    right_norm: int  # items whose choice of highest log-probability per byte is gold
     n_items: int
     predictions: list[tuple[int, int]]  # (raw choice, normalised choice) per item
     truncated: int = 0  # choices longer than the model's context, scored on their tail
+
+    @property
+    def accuracy(self) -> float:
+        """%, highest total log-probability."""
+        return 100.0 * self.right / self.n_items
+
+    @property
+    def accuracy_norm(self) -> float:
+        """%, highest log-probability per byte of the choice."""
+        return 100.0 * self.right_norm / self.n_items
+
+    def interval(self, right: int) -> tuple[float, float]:
+        """The 95% Wilson interval, in %, of `right` of these items."""
+        lo, hi = wilson_interval(right, self.n_items)
+        return 100.0 * lo, 100.0 * hi
 
 
 def load_multiple_choice(path: Path, *, n_choices: int | None = None, limit: int | None = None) -> list[MCItem]:
@@ -133,8 +148,7 @@ def choose(model: EvalModel, items: list[MCItem]) -> MCOutcome:
         predictions.append((raw, norm))
         right += raw == item.gold
         right_norm += norm == item.gold
-    n = len(items)
-    return MCOutcome(100.0 * right / n, 100.0 * right_norm / n, n, predictions, truncated)
+    return MCOutcome(right, right_norm, len(items), predictions, truncated)
 
 
 def load_piqa_hub(*, limit: int | None = None, cache_dir: Path | None = None) -> tuple[list[MCItem], list[Path]]:
@@ -169,10 +183,7 @@ def run_generic(model: EvalModel, options: EvalOptions, path: Path) -> TaskResul
 
 def _result(task, model, options, items, files, references) -> TaskResult:
     outcome = choose(model, items)
-    right = sum(raw == item.gold for item, (raw, _) in zip(items, outcome.predictions))
-    right_norm = sum(norm == item.gold for item, (_, norm) in zip(items, outcome.predictions))
-    lo, hi = (100.0 * x for x in wilson_interval(right, outcome.n_items))
-    lo_norm, hi_norm = (100.0 * x for x in wilson_interval(right_norm, outcome.n_items))
+    (lo, hi), (lo_norm, hi_norm) = outcome.interval(outcome.right), outcome.interval(outcome.right_norm)
     rows = [
         ("**this model**", f"**{outcome.accuracy:.1f}**", f"**{outcome.accuracy_norm:.1f}**", f"{outcome.n_items:,}")
     ]

@@ -283,12 +283,15 @@ def significance(
 ) -> dict[str, Any]:
     """How far the accuracy of `predictions` on `test` can be trusted: its 95% Wilson interval, and
     for each baseline with per-example predictions, McNemar's exact test on the same examples."""
-    right = [p.strip() == ex.target.strip() for p, ex in zip(predictions, test, strict=True)]
-    lo, hi = metrics.wilson_interval(sum(right), len(right))
+
+    def right(answers: Sequence[str]) -> list[bool]:
+        return [a.strip() == ex.target.strip() for a, ex in zip(answers, test, strict=True)]
+
+    ours = right(predictions)
+    lo, hi = metrics.wilson_interval(sum(ours), len(ours))
     against = {}
     for name, b in base.items():
         if "predictions" in b:
-            theirs = [p.strip() == ex.target.strip() for p, ex in zip(b["predictions"], test, strict=True)]
-            model_only, baseline_only, p_value = metrics.mcnemar_exact(right, theirs)
+            model_only, baseline_only, p_value = metrics.mcnemar_exact(ours, right(b["predictions"]))
             against[name] = {"model_only_right": model_only, "baseline_only_right": baseline_only, "p_value": p_value}
     return {"accuracy_ci95": [lo, hi], "against": against}
