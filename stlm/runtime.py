@@ -35,7 +35,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
@@ -179,6 +179,24 @@ def resolve_runtime(
         precision_note=note,
         quantize=quantize,
     )
+
+
+def decoding_runtime(
+    cfg: RuntimeConfig, runtime: Runtime, *, probe_cache: Path | Literal["default"] | None = "default"
+) -> Runtime:
+    """The runtime a training run generates text with (fine-tuning's validation and test answers).
+
+    On a CPU `auto` is decided per purpose: the train-shaped probe can pick bf16
+    (AMX) where one-token decode steps, small matmuls, run faster in fp32. So a
+    run resolved with `auto` on a CPU generates in the generate-shaped probe's
+    precision, as `stlm generate` does. Any set precision, and every other
+    device, generates as it trains: `runtime` itself.
+    """
+    if cfg.precision != "auto" or runtime.device.type != "cpu" or runtime.quantize != "none":
+        return runtime
+    cache = cache_folder() / PROBE_CACHE if probe_cache == "default" else probe_cache
+    precision, note = cpu_auto_precision("generate", cache_file=cache)
+    return replace(runtime, precision=precision, precision_note=note, scaler=None)
 
 
 def check_quantize(quantize: str | None) -> str:

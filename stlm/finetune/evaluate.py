@@ -87,8 +87,12 @@ def score_examples(
     progress: bool = False,
     direction: str = "direct",
     label_prior: Sequence[float] = (),
+    decode_autocast: contextlib.AbstractContextManager | None = None,
 ) -> Scored:
     """The metrics of `model` on `examples`, with each example's greedy output (and log-prob label).
+
+    `autocast` is around the batched scoring passes (the loss, the label
+    log-probs), `decode_autocast` around the greedy generation (default: `autocast`).
 
     direction "channel": `fmt` is the channel model's view (`as_channel`), the
     loss is on the inputs, and the answer is `classify_by_channel`'s, with
@@ -110,7 +114,7 @@ def score_examples(
         "loss": target_loss(model, fmt, examples, batch_size=batch_size, device=device, autocast=autocast),
         "examples": len(examples),
     }
-    with autocast:
+    with decode_autocast or autocast:
         predictions = generate_predictions(
             model, fmt, examples, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
         )

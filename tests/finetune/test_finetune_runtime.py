@@ -179,3 +179,37 @@ def test_nonfinite_loss_too_often_stops_with_a_clear_error(even, tmp_path, one_t
         finetune(cfg, tmp_path / "run", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["step"], r["consecutive"]) for r in rows if "skipped" in r] == [(2, 1), (3, 2)]
+
+
+def test_auto_precision_generates_answers_in_the_generate_probes_precision(even, tmp_path, monkeypatch, one_thread):
+    # An AMX-like probe: bf16 pays for the training step, not for one-token decoding.
+    from stlm.finetune import evaluate as ft_evaluate
+    from stlm.runtime import PROBE_CACHE, cache_folder, machine_key
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    probe = {
+        "train": {"fp32_s": 1.0, "bf16_s": 0.3, "measured": "2026-12-05"},
+        "generate": {"fp32_s": 1.0, "bf16_s": 2.9, "measured": "2026-12-05"},
+    }
+    cache_folder().mkdir(parents=True)
+    (cache_folder() / PROBE_CACHE).write_text(json.dumps({machine_key(): probe}))
+    seen = {"generate": set(), "score": set()}
+    generate, label_rows = ft_evaluate.generate_predictions, ft_evaluate._label_rows
+
+    def spy_generate(*args, **kwargs):
+        seen["generate"].add(torch.is_autocast_enabled("cpu"))
+        return generate(*args, **kwargs)
+
+    def spy_rows(*args, autocast, **kwargs):
+        with autocast:
+            seen["score"].add(torch.is_autocast_enabled("cpu"))
+        return label_rows(*args, autocast=autocast, **kwargs)
+
+    monkeypatch.setattr(ft_evaluate, "generate_predictions", spy_generate)
+    monkeypatch.setattr(ft_evaluate, "_label_rows", spy_rows)
+    cfg = _cfg(even, steps=2, eval_every=2, batch_size=4, score_initial=False, max_new_tokens=3)
+    cfg.runtime.precision = "auto"
+    finetune(cfg, tmp_path / "run", progress=False)
+    assert seen == {"generate": {False}, "score": {True}}  # answers in fp32, the batched scoring in bf16
+    header = json.loads((tmp_path / "run" / "config.json").read_text())["header"]
+    assert header["device"].startswith("cpu") and header["device"].endswith("answers generated in fp32")

@@ -12,7 +12,14 @@ import pytest
 import torch
 
 from stlm.config import RuntimeConfig
-from stlm.runtime import BF16_MIN_SPEEDUP, choose_precision, cpu_auto_precision, machine_key, resolve_runtime
+from stlm.runtime import (
+    BF16_MIN_SPEEDUP,
+    choose_precision,
+    cpu_auto_precision,
+    decoding_runtime,
+    machine_key,
+    resolve_runtime,
+)
 
 
 class FakeProbe:
@@ -98,3 +105,21 @@ def test_resolve_runtime_auto_on_cpu_follows_this_machines_cached_probe(tmp_path
     assert resolve_runtime(RuntimeConfig(device="cpu", precision="fp32"), probe_cache=None).precision == "fp32"
     int8 = resolve_runtime(RuntimeConfig(device="cpu"), quantize="int8", probe_cache=None)
     assert int8.precision == "fp32" and int8.describe().endswith("fp32, int8 weights")
+
+
+def test_a_training_run_generates_in_the_generate_probes_precision(tmp_path):
+    # AMX-like: bf16 pays at training shapes, loses at one-row decode shapes.
+    cache = tmp_path / "precision_probe.json"
+    train = {"fp32_s": 1.0, "bf16_s": 0.3, "measured": "2026-12-05"}
+    decode = {"fp32_s": 1.0, "bf16_s": 2.9, "measured": "2026-12-05"}
+    cache.write_text(json.dumps({machine_key(): {"train": train, "generate": decode}}))
+    auto = RuntimeConfig(device="cpu", precision="auto")
+    runtime = resolve_runtime(auto, probe_cache=cache)
+    decoding = decoding_runtime(auto, runtime, probe_cache=cache)
+    assert (runtime.precision, decoding.precision) == ("bf16", "fp32")
+    assert decoding.device == runtime.device and decoding.scaler is None
+    assert "0.34x fp32's speed" in decoding.describe()
+    # A precision the user set is kept for generation too: the probe is not asked.
+    bf16 = RuntimeConfig(device="cpu", precision="bf16")
+    set_runtime = resolve_runtime(bf16, probe_cache=None)
+    assert decoding_runtime(bf16, set_runtime, probe_cache=None) is set_runtime
