@@ -54,7 +54,7 @@ from stlm.finetune.format import TextToText
 from stlm.finetune.loop import BEST, TASK_FILES, batch_indices, files_named_again, load_task_data
 from stlm.finetune.loop import _sample as sample_examples
 from stlm.objectives.preference import implicit_rewards, spin_loss
-from stlm.runtime import resolve_runtime, run_header, seed_everything
+from stlm.runtime import decoding_runtime, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog
 from stlm.training.optim import lr_at, resolve_warmup
@@ -168,15 +168,26 @@ class SpinObjective:
 class Opponent:
     """The model as an iteration starts, frozen: a copy in eval mode whose parameters take no gradients."""
 
-    def __init__(self, model: nn.Module, fmt: TextToText, *, device: torch.device, autocast=contextlib.nullcontext):
-        """`autocast()` gives the runtime's autocast context, entered once per forward."""
+    def __init__(
+        self,
+        model: nn.Module,
+        fmt: TextToText,
+        *,
+        device: torch.device,
+        autocast=contextlib.nullcontext,
+        decode_autocast=None,
+    ):
+        """`autocast()` gives the training runtime's autocast context, entered once per scoring forward
+        (the reference log-probs must match the policy's); `decode_autocast()` the one answers are
+        generated in (default: `autocast`)."""
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.fmt, self.device, self.autocast = fmt, device, autocast
+        self.decode_autocast = decode_autocast or autocast
 
     @torch.inference_mode()
     def answer(self, examples: Sequence[Example], *, max_new_tokens: int, batch_size: int) -> list[str]:
         """Greedy answers (the batched generation fine-tuning evaluates with)."""
-        with self.autocast():
+        with self.decode_autocast():
             return generate_predictions(
                 self.model, self.fmt, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
             )
@@ -323,6 +334,8 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
         )
     train = cfg.train
     runtime = resolve_runtime(cfg.runtime)
+    decoding = decoding_runtime(cfg.runtime, runtime)  # answers' precision, as in fine-tuning
+    answers = "" if decoding.precision == runtime.precision else f", answers generated in {decoding.precision}"
     par = distributed.Parallel(mode="none", rank=0, world_size=1, runtime=runtime)  # one process, as fine-tuning
     seed_everything(train.seed)
     loaded = ckpt_io.load(source)
@@ -377,6 +390,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
                 batch_size=train.gen_batch_size,
                 device=runtime.device,
                 autocast=runtime.autocast(),
+                decode_autocast=decoding.autocast(),
             )[0]
         )
 
@@ -388,7 +402,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
         state.update({k: int(saved_state[k]) for k in ("wins", "pairs") if k in saved_state})
     else:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt_io.write_run_config(out, {**record.to_dict(), "header": run_header(runtime.describe())})
+        ckpt_io.write_run_config(out, {**record.to_dict(), "header": run_header(runtime.describe() + answers)})
         if progress:
             print(f"  scoring the starting model on {len(val_set)} validation examples", file=sys.stderr, flush=True)
         state["history"].append({"iteration": 0, **{f"val_{k}": v for k, v in validate().items()}})
@@ -409,7 +423,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
         while step < stop:
             iteration = step // train.steps + 1
             played = _opponent_answers(
-                out, iteration, trainer, fmt, prompts, val_set, max_new, train, runtime, progress
+                out, iteration, trainer, fmt, prompts, val_set, max_new, train, runtime, decoding, progress
             )
             # Implicit-reward wins on the iteration's training batches so far (a resumed iteration goes on counting).
             objective.wins, objective.pairs = state.pop("wins", 0), state.pop("pairs", 0)
@@ -491,7 +505,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
     return SpinResult(out, step, checkpoint, results, step == total)
 
 
-def _opponent_answers(out, iteration, trainer, fmt, prompts, val_set, max_new, train, runtime, progress):
+def _opponent_answers(out, iteration, trainer, fmt, prompts, val_set, max_new, train, runtime, decoding, progress):
     """Iteration `iteration`'s opponent answers and reference log-probs: read from its cache, or played by the
     model as it stands now (the iteration's start) and cached before training uses them."""
     path = out / OPPONENT_DIR / f"iter-{iteration}.json"
@@ -503,7 +517,13 @@ def _opponent_answers(out, iteration, trainer, fmt, prompts, val_set, max_new, t
             file=sys.stderr,
             flush=True,
         )
-    opponent = Opponent(trainer.par.plain(trainer.model), fmt, device=runtime.device, autocast=runtime.autocast)
+    opponent = Opponent(
+        trainer.par.plain(trainer.model),
+        fmt,
+        device=runtime.device,
+        autocast=runtime.autocast,
+        decode_autocast=decoding.autocast,
+    )
     args = {"max_new_tokens": max_new, "batch_size": train.gen_batch_size}
     played = {"train": opponent.play(prompts, **args), "val": opponent.play(val_set, **args)}
     path.parent.mkdir(parents=True, exist_ok=True)

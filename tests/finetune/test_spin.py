@@ -123,6 +123,35 @@ def test_opponent_is_frozen_while_the_policy_trains(sft_run, echo, one_thread):
     assert opponent.logprobs(examples, batch_size=2) == played["ref_gold"]
 
 
+@pytest.mark.parametrize("sft_run", ["decoder-tiny"], indirect=True)
+def test_opponent_answers_in_the_decoding_precision_and_scores_in_the_training_one(sft_run, echo, monkeypatch):
+    from stlm.finetune import spin
+
+    loaded = ckpt_io.load(sft_run / "best")
+    task = resolve_task(str(sft_run), {"train_file": str(echo), "val_fraction": 0.2})
+    fmt = TextToText(
+        loaded.family, loaded.tokenizer, task.separator, 64, 16, loaded.family.max_len(loaded.model_config)
+    )
+    seen = []
+    generate = spin.generate_predictions
+
+    def spy(*args, **kwargs):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return generate(*args, **kwargs)
+
+    monkeypatch.setattr(spin, "generate_predictions", spy)
+    bf16 = resolve_runtime(RuntimeConfig(device="cpu", precision="bf16"), probe_cache=None)
+    opponent = Opponent(
+        loaded.model, fmt, device=torch.device("cpu"), autocast=bf16.autocast, decode_autocast=_cpu_runtime().autocast
+    )
+    examples = [Example("alpha beta gamma 1", "alpha"), Example("omega sigma beta 2", "omega")]
+    played = opponent.play(examples, max_new_tokens=4, batch_size=2)
+    assert seen == [False]  # the answers: fp32
+    with bf16.autocast():  # the reference log-probs: the training precision, as the policy's are scored
+        lp, _ = fmt.family.pair_logprobs(opponent.model, *fmt.batch(examples))
+    assert played["ref_gold"] == [float(v) for v in lp.float()]
+
+
 def _cpu_runtime():
     return resolve_runtime(RuntimeConfig(device="cpu", precision="fp32"))
 
