@@ -88,6 +88,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "long-patch": LONG_PATCH,
     # the two that cost no FLOPs per byte together (the preset pooled-10m-hash with longer patches)
     "hash-long": {"hash_buckets": 7680, **LONG_PATCH},
+    # SpaceByte's word boundaries with the extra hash rows: a patch is a word, as bag-of-words features are
+    "hash-space": {"hash_buckets": 7680, "boundary": "space"},
     # all three
     "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, **LONG_PATCH},
 }
@@ -850,6 +852,9 @@ def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     sets = (("val_bpb", "validation split"), ("wikitext_bpb", "WikiText-2 validation"))
+    # One colour per rung, the same in every panel: tab20's ten strong hues first, then their light twins.
+    palette = plt.get_cmap("tab20").colors
+    colors = {name: palette[(2 * i) % 20 + (2 * i) // 20 % 2] for i, name in enumerate(curves)}
     for axis, label, scale in (("flops", "training TFLOPs", 1e12), ("wall_s", "calibrated training minutes", 60.0)):
         fig, axes = plt.subplots(2, 2, figsize=(12, 9))
         for col, (key, title) in enumerate(sets):
@@ -863,7 +868,7 @@ def plot(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
             for row, ax in enumerate(axes[:, col]):
                 for name, points in series.items():
                     style = "--" if name.startswith("bpe") else ":" if name == "unpooled" else "-"
-                    ax.plot(*zip(*points), style, marker="o", ms=3, label=name)
+                    ax.plot(*zip(*points), style, marker="o", ms=3, label=name, color=colors[name])
                 ax.set_xlabel(label)
                 ax.set_ylabel("bits per byte")
                 ax.grid(alpha=0.3)

@@ -31,6 +31,7 @@ EXPECTED = {
     "pooled-10m-unpooled": 11_636_608,
     "pooled-10m-hash": 11_574_208,
     "pooled-10m-hash-long": 11_574_208,
+    "pooled-10m-hash-space": 11_574_208,
     "pooled-50m": 54_730_240,
     "pooled-50m-unpooled": 54_730_240,
     "pooled-100m": 105_999_744,
@@ -41,6 +42,7 @@ HASH_TABLES = {
     "pooled-10m": 1_179_648,
     "pooled-10m-hash": 4_423_680,
     "pooled-10m-hash-long": 4_423_680,
+    "pooled-10m-hash-space": 4_423_680,
     "pooled-50m": 3_932_160,
     "pooled-100m": 9_437_184,
 }
@@ -51,6 +53,7 @@ SHAPES = {
     "pooled-10m": (192, 1, 2, 512, 320, 7, 896, 3, 2048),
     "pooled-10m-hash": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
     "pooled-10m-hash-long": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
+    "pooled-10m-hash-space": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
     "pooled-50m": (320, 2, 3, 896, 576, 11, 1536, 3, 4096),
     "pooled-100m": (384, 2, 4, 1024, 768, 12, 2048, 3, 8192),
 }
