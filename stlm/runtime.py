@@ -199,6 +199,14 @@ def decoding_runtime(
     return replace(runtime, precision=precision, precision_note=note, scaler=None)
 
 
+def describe_training(runtime: Runtime, decoding: Runtime) -> str:
+    """The run header's device line of a run that trains with `runtime` and generates with
+    `decoding` (`decoding_runtime`): the answers' precision is named where it differs."""
+    if decoding.precision == runtime.precision:
+        return runtime.describe()
+    return f"{runtime.describe()}, answers generated in {decoding.precision}"
+
+
 def check_quantize(quantize: str | None) -> str:
     """`quantize` as one of QUANTIZE (None is none), else a UserError naming the choices."""
     quantize = "none" if quantize is None else quantize

@@ -44,7 +44,7 @@ from stlm.finetune.config import FinetuneConfig
 from stlm.finetune.evaluate import Scored, baselines, label_log_prior, score_examples, significance
 from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
 from stlm.finetune.format import TextToText, as_channel, cut_utf8
-from stlm.runtime import decoding_runtime, resolve_runtime, run_header, seed_everything
+from stlm.runtime import decoding_runtime, describe_training, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.distill import check_cache_named, distilled, load_teacher
 from stlm.training.logging import MetricsLog
@@ -157,7 +157,6 @@ def _finetune(
 
     runtime = resolve_runtime(cfg.runtime)
     decoding = decoding_runtime(cfg.runtime, runtime)  # the answers' precision (`auto` on a CPU: the generate probe's)
-    answers = "" if decoding.precision == runtime.precision else f", answers generated in {decoding.precision}"
     par = distributed.Parallel(mode="none", rank=0, world_size=1, runtime=runtime)  # fine-tuning is one process
     seed_everything(cfg.train.seed)
     family, model_cfg, model, tokenizer, init_ckpt = _starting_model(cfg, latest)
@@ -257,7 +256,9 @@ def _finetune(
         state.update({k: saved_state[k] for k in state if k in saved_state})
     else:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt_io.write_run_config(out, {**resolved.to_dict(), "header": run_header(runtime.describe() + answers)})
+        ckpt_io.write_run_config(
+            out, {**resolved.to_dict(), "header": run_header(describe_training(runtime, decoding))}
+        )
         if cfg.train.score_initial:
             if progress:
                 print(
@@ -270,7 +271,7 @@ def _finetune(
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
         print(
-            f"  {cfg.init} ({family.name}, {n_params:,} params) on {runtime.describe()}{answers}; {data.kind}: "
+            f"  {cfg.init} ({family.name}, {n_params:,} params) on {describe_training(runtime, decoding)}; {data.kind}: "
             f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples; "
             f"{cfg.train.steps} steps of {cfg.train.batch_size}, early stopping on val {metric} (patience {cfg.train.patience})",
             file=sys.stderr,

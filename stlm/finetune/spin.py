@@ -54,7 +54,7 @@ from stlm.finetune.format import TextToText
 from stlm.finetune.loop import BEST, TASK_FILES, batch_indices, files_named_again, load_task_data
 from stlm.finetune.loop import _sample as sample_examples
 from stlm.objectives.preference import implicit_rewards, spin_loss
-from stlm.runtime import decoding_runtime, resolve_runtime, run_header, seed_everything
+from stlm.runtime import decoding_runtime, describe_training, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.logging import MetricsLog
 from stlm.training.optim import lr_at, resolve_warmup
@@ -335,7 +335,6 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
     train = cfg.train
     runtime = resolve_runtime(cfg.runtime)
     decoding = decoding_runtime(cfg.runtime, runtime)  # answers' precision, as in fine-tuning
-    answers = "" if decoding.precision == runtime.precision else f", answers generated in {decoding.precision}"
     par = distributed.Parallel(mode="none", rank=0, world_size=1, runtime=runtime)  # one process, as fine-tuning
     seed_everything(train.seed)
     loaded = ckpt_io.load(source)
@@ -402,7 +401,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
         state.update({k: int(saved_state[k]) for k in ("wins", "pairs") if k in saved_state})
     else:
         out.mkdir(parents=True, exist_ok=True)
-        ckpt_io.write_run_config(out, {**record.to_dict(), "header": run_header(runtime.describe() + answers)})
+        ckpt_io.write_run_config(out, {**record.to_dict(), "header": run_header(describe_training(runtime, decoding))})
         if progress:
             print(f"  scoring the starting model on {len(val_set)} validation examples", file=sys.stderr, flush=True)
         state["history"].append({"iteration": 0, **{f"val_{k}": v for k, v in validate().items()}})

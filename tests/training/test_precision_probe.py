@@ -17,6 +17,7 @@ from stlm.runtime import (
     choose_precision,
     cpu_auto_precision,
     decoding_runtime,
+    describe_training,
     machine_key,
     resolve_runtime,
 )
@@ -119,6 +120,8 @@ def test_a_training_run_generates_in_the_generate_probes_precision(tmp_path):
     assert (runtime.precision, decoding.precision) == ("bf16", "fp32")
     assert decoding.device == runtime.device and decoding.scaler is None
     assert "0.34x fp32's speed" in decoding.describe()
+    assert describe_training(runtime, decoding) == f"{runtime.describe()}, answers generated in fp32"
+    assert describe_training(runtime, runtime) == runtime.describe()
     # A precision the user set is kept for generation too: the probe is not asked.
     bf16 = RuntimeConfig(device="cpu", precision="bf16")
     set_runtime = resolve_runtime(bf16, probe_cache=None)
