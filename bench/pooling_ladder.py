@@ -90,6 +90,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hash-long": {"hash_buckets": 7680, **LONG_PATCH},
     # SpaceByte's word boundaries with the extra hash rows: a patch is a word, as bag-of-words features are
     "hash-space": {"hash_buckets": 7680, "boundary": "space"},
+    # hash-long with BLT's longer n-grams: sizes 3-6 instead of 2-4, the same rows in all (4 x 5,760 = 3 x 7,680)
+    "hash-long-3to6": {"hash_buckets": 5760, "hash_ngrams": (3, 4, 5, 6), **LONG_PATCH},
     # all three
     "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, **LONG_PATCH},
 }

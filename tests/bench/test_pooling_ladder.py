@@ -63,7 +63,7 @@ def test_variant_rungs_are_within_2_percent_and_change_only_what_they_name():
         for key, value in change.items():
             assert getattr(spec.config, key) == value != getattr(base, key)
         assert base.boundary == "entropy" and spec.config.boundary == change.get("boundary", "entropy")
-        assert spec.config.hash_ngrams == base.hash_ngrams
+        assert spec.config.hash_ngrams == change.get("hash_ngrams", base.hash_ngrams)
 
 
 def test_view_all_is_the_ladder_and_its_variants_each_once():
@@ -219,6 +219,7 @@ def test_crossing_finds_where_a_curve_passes_below_for_good():
         ("pooled-10m-hash", "pooled-more-hash-7680"),
         ("pooled-10m-hash-long", "pooled-hash-long"),
         ("pooled-10m-hash-space", "pooled-hash-space"),
+        ("pooled-10m-hash-long-3to6", "pooled-hash-long-3to6"),
     ],
 )
 def test_the_hash_presets_are_the_measured_variants(preset, variant):

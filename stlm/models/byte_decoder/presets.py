@@ -15,6 +15,7 @@ tests/models/byte_decoder/test_params.py:
     pooled-10m-hash         11,574,208     4,423,680      7,150,528   entropy, 7,680 hash rows, core 256 x 7
     pooled-10m-hash-long    11,574,208     4,423,680      7,150,528   the same, 8-byte entropy patches (cap 16)
     pooled-10m-hash-space   11,574,208     4,423,680      7,150,528   the same, a patch per word (space rule, cap 12)
+    pooled-10m-hash-long-3to6  11,574,208  4,423,680      7,150,528   hash-long with hashed 3- to 6-grams, 5,760 rows each
     pooled-50m              54,730,240     3,932,160     50,798,080   local 320 (2+3), core 576 x 11
     pooled-50m-unpooled     54,730,240     3,932,160     50,798,080
     pooled-100m            105,999,744     9,437,184     96,562,560   local 384 (2+4), core 768 x 12
@@ -43,6 +44,8 @@ the same FLOPs buy more text. `pooled-10m-hash-space` is the same model with
 word-boundary patches (SpaceByte's rule): level with it on the ladder's
 validation split at equal FLOPs, lower on WikiText-2, and nothing to fit
 before training; its patches are shorter, so each byte costs more FLOPs.
+`pooled-10m-hash-long-3to6` spends the same hash rows on longer n-grams
+(sizes 3-6, 5,760 rows each, instead of 2-4 with 7,680), as BLT does.
 """
 
 from __future__ import annotations
@@ -114,6 +117,9 @@ PRESETS: dict[str, PooledByteConfig] = {
     "pooled-10m-hash": _10M_HASH,
     "pooled-10m-hash-long": dataclasses.replace(_10M_HASH, entropy_patch_len=8.0, max_patch_len=16),
     "pooled-10m-hash-space": dataclasses.replace(_10M_HASH, boundary="space"),
+    "pooled-10m-hash-long-3to6": dataclasses.replace(
+        _10M_HASH, entropy_patch_len=8.0, max_patch_len=16, hash_buckets=5760, hash_ngrams=(3, 4, 5, 6)
+    ),
     "pooled-50m": _50M,
     "pooled-50m-unpooled": dataclasses.replace(_50M, boundary="fixed:1"),
     "pooled-100m": _100M,

@@ -240,3 +240,9 @@ def test_forward_rejects_bad_input():
         net(torch.zeros(3, dtype=torch.long))
     with pytest.raises(ValueError, match="only the entropy rule"):
         net.fit_boundaries([BOS, 65, EOS])
+
+
+def test_causality_holds_with_longer_hashed_ngrams():
+    """Hashed 3- to 6-grams (pooled-10m-hash-long-3to6) reach five bytes back, never forward."""
+    ids = batch()[:1]
+    assert_causal(small_model("entropy", hash_ngrams=(3, 4, 5, 6)), ids, range(ids.shape[1]))
