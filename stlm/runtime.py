@@ -154,8 +154,7 @@ def resolve_runtime(
     if precision == "auto":
         if device.type == "cpu":
             # Some CPUs multiply bf16 in hardware (AMX), most emulate it slowly: measure, not guess.
-            cache = cache_folder() / PROBE_CACHE if probe_cache == "default" else probe_cache
-            precision, note = cpu_auto_precision(purpose, cache_file=cache)
+            precision, note = cpu_auto_precision(purpose, cache_file=_probe_file(probe_cache))
         else:
             cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
             precision = "bf16" if cuda_bf16 else "fp32"
@@ -194,9 +193,13 @@ def decoding_runtime(
     """
     if cfg.precision != "auto" or runtime.device.type != "cpu" or runtime.quantize != "none":
         return runtime
-    cache = cache_folder() / PROBE_CACHE if probe_cache == "default" else probe_cache
-    precision, note = cpu_auto_precision("generate", cache_file=cache)
+    precision, note = cpu_auto_precision("generate", cache_file=_probe_file(probe_cache))
     return replace(runtime, precision=precision, precision_note=note, scaler=None)
+
+
+def _probe_file(probe_cache: Path | Literal["default"] | None) -> Path | None:
+    """Where the CPU precision probe is kept: the user cache folder's file for "default"."""
+    return cache_folder() / PROBE_CACHE if probe_cache == "default" else probe_cache
 
 
 def describe_training(runtime: Runtime, decoding: Runtime) -> str:

@@ -107,6 +107,8 @@ _10M_HASH = PooledByteConfig(
     boundary="entropy",
 )
 
+_10M_HASH_LONG = dataclasses.replace(_10M_HASH, entropy_patch_len=8.0, max_patch_len=16)
+
 PRESETS: dict[str, PooledByteConfig] = {
     "pooled-tiny": _TINY,
     "pooled-tiny-entropy": dataclasses.replace(_TINY, boundary="entropy"),
@@ -115,11 +117,9 @@ PRESETS: dict[str, PooledByteConfig] = {
     "pooled-10m-fixed4": dataclasses.replace(_10M, boundary="fixed:4"),
     "pooled-10m-unpooled": dataclasses.replace(_10M, boundary="fixed:1"),
     "pooled-10m-hash": _10M_HASH,
-    "pooled-10m-hash-long": dataclasses.replace(_10M_HASH, entropy_patch_len=8.0, max_patch_len=16),
+    "pooled-10m-hash-long": _10M_HASH_LONG,
     "pooled-10m-hash-space": dataclasses.replace(_10M_HASH, boundary="space"),
-    "pooled-10m-hash-long-3to6": dataclasses.replace(
-        _10M_HASH, entropy_patch_len=8.0, max_patch_len=16, hash_buckets=5760, hash_ngrams=(3, 4, 5, 6)
-    ),
+    "pooled-10m-hash-long-3to6": dataclasses.replace(_10M_HASH_LONG, hash_buckets=5760, hash_ngrams=(3, 4, 5, 6)),
     "pooled-50m": _50M,
     "pooled-50m-unpooled": dataclasses.replace(_50M, boundary="fixed:1"),
     "pooled-100m": _100M,
