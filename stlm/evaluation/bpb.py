@@ -64,7 +64,63 @@ def window_plan(n_ids: int, context: int, stride: int) -> list[tuple[int, int, i
     return plan
 
 
+def byte_lengths_of(stream: torch.Tensor, byte_lengths: np.ndarray | None) -> torch.Tensor:
+    """(max id + 1,) or (V,) UTF-8 bytes per id: the tokenizer's table, or 1 for ids < 256 and 0 else."""
+    if byte_lengths is None:
+        return (torch.arange(int(stream.max()) + 1) < N_BYTE_IDS).long()  # (max id + 1,)
+    lengths = torch.as_tensor(np.asarray(byte_lengths, dtype=np.int64))  # (V,)
+    if int(stream.max()) >= lengths.numel() or int(stream.min()) < 0:
+        raise ValueError(f"stream holds ids outside the {lengths.numel()} ids that byte_lengths covers")
+    return lengths
+
+
 @torch.inference_mode()
+def target_nats(
+    model: torch.nn.Module,
+    stream: np.ndarray | torch.Tensor,
+    *,
+    context: int,
+    stride: int | None = None,
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    autocast: contextlib.AbstractContextManager | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """(N,) float64 negative log-likelihood in nats of each id of a 1-D stream given the ids before it,
+    by the windows above; entry 0 (the first id, context only) is 0."""
+    stride = context if stride is None else stride
+    ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
+    if ids.ndim != 1 or ids.numel() < 2:
+        raise ValueError("need a 1-D stream of at least 2 ids to score")
+    plan = window_plan(ids.numel(), context, stride)
+    nats = torch.zeros(ids.numel(), dtype=torch.float64)
+    was_training = model.training
+    model.eval()
+    batches = [plan[i : i + batch_size] for i in range(0, len(plan), batch_size)]
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="bpb", unit="batch", leave=False)
+    try:
+        for batch in batches:
+            width = max(end - start for start, end, _ in batch)
+            inputs = torch.zeros((len(batch), width), dtype=torch.long)
+            targets = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (start, end, _) in enumerate(batch):
+                inputs[row, : end - start] = ids[start:end]
+                targets[row, : end - start] = ids[start + 1 : end + 1]
+            with autocast or contextlib.nullcontext():
+                logits = model(inputs.to(device))  # (b, width, V)
+            nll = F.cross_entropy(logits.float().flatten(0, 1), targets.to(device).flatten(), reduction="none")
+            nll = nll.view(len(batch), width).double().cpu()  # (b, width)
+            for row, (start, end, first) in enumerate(batch):
+                skip = first - (start + 1)  # targets already scored by an earlier window
+                nats[first : end + 1] = nll[row, skip : end - start]
+    finally:
+        model.train(was_training)
+    return nats
+
+
 def bits_per_byte(
     model: torch.nn.Module,
     stream: np.ndarray | torch.Tensor,
@@ -86,50 +142,22 @@ def bits_per_byte(
     ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
     if ids.ndim != 1 or ids.numel() < 2:
         raise ValueError("need a 1-D stream of at least 2 ids to score")
-    if byte_lengths is None:
-        lengths = (torch.arange(int(ids.max()) + 1) < N_BYTE_IDS).long()  # (max id + 1,)
-    else:
-        lengths = torch.as_tensor(np.asarray(byte_lengths, dtype=np.int64))  # (V,)
-        if int(ids.max()) >= lengths.numel() or int(ids.min()) < 0:
-            raise ValueError(f"stream holds ids outside the {lengths.numel()} ids that byte_lengths covers")
-    plan = window_plan(ids.numel(), context, stride)
-    was_training = model.training
-    model.eval()
-    total_nats = torch.zeros((), dtype=torch.float64)
-    n_bytes = 0
-    batches = [plan[i : i + batch_size] for i in range(0, len(plan), batch_size)]
-    if progress:
-        from tqdm.auto import tqdm
-
-        batches = tqdm(batches, desc="bpb", unit="batch", leave=False)
-    try:
-        for batch in batches:
-            width = max(end - start for start, end, _ in batch)
-            inputs = torch.full((len(batch), width), 0, dtype=torch.long)
-            targets = torch.full((len(batch), width), -1, dtype=torch.long)  # -1: not scored
-            for row, (start, end, first) in enumerate(batch):
-                length = end - start
-                inputs[row, :length] = ids[start:end]
-                window_targets = ids[start + 1 : end + 1].clone()  # (length,)
-                skip = first - (start + 1)  # targets already scored by an earlier window
-                window_targets[:skip] = -1
-                window_targets[lengths[window_targets] == 0] = -1  # specials add no bytes
-                targets[row, :length] = window_targets
-            with autocast or contextlib.nullcontext():
-                logits = model(inputs.to(device))  # (b, width, V)
-            mask = targets >= 0
-            n_bytes += int(lengths[targets[mask]].sum())
-            nll = F.cross_entropy(
-                logits.float().flatten(0, 1),
-                targets.clamp(min=0).to(device).flatten(),
-                reduction="none",
-            )  # (b*width,)
-            total_nats += (nll * mask.to(device).flatten()).sum().double().cpu()
-    finally:
-        model.train(was_training)
+    lengths = byte_lengths_of(ids, byte_lengths)[ids]  # (N,) bytes each target stands for
+    lengths[0] = 0  # the first id is context only
+    n_bytes = int(lengths.sum())
     if n_bytes == 0:
         raise ValueError("the stream holds no bytes to score")
-    nats = float(total_nats)
+    nats_each = target_nats(
+        model,
+        ids,
+        context=context,
+        stride=stride,
+        batch_size=batch_size,
+        device=device,
+        autocast=autocast,
+        progress=progress,
+    )
+    nats = float(nats_each[lengths > 0].sum())  # specials add no bytes and no loss
     return BPBResult(
         bits_per_byte=nats / (math.log(2) * n_bytes),
         nats=nats,

@@ -5,7 +5,14 @@ import pytest
 import torch
 
 from stlm.data import unigram_bits_per_byte
-from stlm.evaluation.bpb import REFERENCE_LABELS, UNIFORM_BPB, bits_per_byte, reference_bpb, window_plan
+from stlm.evaluation.bpb import (
+    REFERENCE_LABELS,
+    UNIFORM_BPB,
+    bits_per_byte,
+    reference_bpb,
+    target_nats,
+    window_plan,
+)
 from stlm.tokenizers import ByteTokenizer
 
 
@@ -57,6 +64,20 @@ def test_batching_does_not_change_the_result():
     a = bits_per_byte(Counting(), stream, context=32, stride=8, batch_size=1)
     b = bits_per_byte(Counting(), stream, context=32, stride=8, batch_size=7)
     assert a.nats == pytest.approx(b.nats, rel=1e-6) and a.n_bytes == b.n_bytes == 299
+
+
+def test_each_targets_nats_is_its_loss_with_the_history_its_window_gives():
+    """Counting's logits at a position depend only on the position in the window: each target's nats
+    must be the cross-entropy at the index its window scores it from, and they sum to bits_per_byte's."""
+    stream = np.random.default_rng(1).integers(0, 256, 50)
+    nats = target_nats(Counting(), stream, context=16, stride=4, batch_size=3)
+    assert nats.shape == (50,) and nats[0] == 0
+    log_probs = torch.log_softmax(Counting()(torch.zeros(1, 16, dtype=torch.long))[0].double(), dim=-1)  # (16, 264)
+    for start, end, first in window_plan(50, 16, 4):
+        for t in range(first, end + 1):
+            assert nats[t].item() == pytest.approx(-log_probs[t - start - 1, stream[t]].item(), rel=1e-5)
+    total = bits_per_byte(Counting(), stream, context=16, stride=4)
+    assert total.nats == pytest.approx(float(nats.sum()), rel=1e-9)
 
 
 class UniformOver(torch.nn.Module):
