@@ -40,6 +40,7 @@ the next `train` continues it exactly, until the rung's budget is spent.
     python bench/pooling_ladder.py calibrate --out runs/ladder --view variants --rungs pooled-lean-local,pooled-more-hash
     python bench/pooling_ladder.py export --out runs/ladder --view all --rung pooled-hash-long --to runs/hash-long
                                                                        # a rung's model as a stlm run folder
+    python bench/pooling_ladder.py overlap --out runs/ladder --view all   # BPB on text repeated from training, and the rest
 """
 
 from __future__ import annotations
@@ -92,6 +93,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hash-space": {"hash_buckets": 7680, "boundary": "space"},
     # hash-long with BLT's longer n-grams: sizes 3-6 instead of 2-4, the same rows in all (4 x 5,760 = 3 x 7,680)
     "hash-long-3to6": {"hash_buckets": 5760, "hash_ngrams": (3, 4, 5, 6), **LONG_PATCH},
+    # n-grams up to 8 bytes as BLT uses them, the same rows again (6 x 3,840)
+    "hash-long-3to8": {"hash_buckets": 3840, "hash_ngrams": (3, 4, 5, 6, 7, 8), **LONG_PATCH},
+    # the same n-grams with SpaceByte's word-boundary patches
+    "hash-space-3to8": {"hash_buckets": 3840, "hash_ngrams": (3, 4, 5, 6, 7, 8), "boundary": "space"},
     # all three
     "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, **LONG_PATCH},
 }
@@ -245,12 +250,11 @@ class Rung:
 
 def load_rung(spec: RungSpec, args: argparse.Namespace) -> Rung:
     """The rung's tokenizer (a BPE is trained once and kept in OUT/tokenizers/) and its token streams."""
-    from stlm.data import load_documents, prepare_data, split_documents
+    from stlm.data import prepare_data
     from stlm.data.shards import encode_document
     from stlm.tokenizers import BPETokenizer, ByteTokenizer, train_bpe
 
-    docs = load_documents(args.data, cache_dir=args.cache_dir)
-    train_docs, val_docs = split_documents(docs, val_fraction=0.05, seed=0)  # prepare_data's split
+    train_docs, val_docs = corpus_split(args)
     if spec.bpe_vocab:
         path = bpe_path(args, spec.bpe_vocab)
         if path.is_file():
@@ -269,25 +273,45 @@ def load_rung(spec: RungSpec, args: argparse.Namespace) -> Rung:
         tok = ByteTokenizer()
     data = prepare_data(args.data, tok, cache_dir=args.cache_dir, progress=False)
 
-    def stream(texts) -> np.ndarray:
-        chosen, n = [], 0
-        for doc in texts:  # whole documents until --val-bytes
-            chosen.append(encode_document(doc, tok))
-            n += len(doc.encode("utf-8"))
-            if n >= args.val_bytes:
-                break
-        return np.concatenate(chosen).astype(np.int64)
+    def stream(texts: list[str]) -> np.ndarray:
+        return np.concatenate([encode_document(doc, tok) for doc in texts]).astype(np.int64)
 
-    wiki = None
-    if args.wikitext != "none":  # whole articles, like the validation documents, until --val-bytes
-        if args.wikitext:
-            wiki = stream(wikitext_articles(Path(args.wikitext).read_text(encoding="utf-8")))
-        else:
-            wiki = _hub_wikitext(stream)
+    val_texts, wiki_texts = held_out_texts(val_docs, args)
     seq_len = args.seq_len
     if spec.bpe_vocab:  # about the same text per window as the byte models
         seq_len = max(8, round(args.seq_len * data.meta["train"]["tokens"] / data.meta["train"]["bytes"]))
-    return Rung(spec, tok, data.train, stream(val_docs), wiki, seq_len)
+    wiki = None if wiki_texts is None else stream(wiki_texts)
+    return Rung(spec, tok, data.train, stream(val_texts), wiki, seq_len)
+
+
+def corpus_split(args: argparse.Namespace):
+    """(training, validation) documents of --data: prepare_data's split."""
+    from stlm.data import load_documents, split_documents
+
+    return split_documents(load_documents(args.data, cache_dir=args.cache_dir), val_fraction=0.05, seed=0)
+
+
+def leading_documents(texts, n_bytes: int) -> list[str]:
+    """Whole documents from the start of `texts` until they hold at least `n_bytes` UTF-8 bytes."""
+    chosen, n = [], 0
+    for doc in texts:
+        chosen.append(doc)
+        n += len(doc.encode("utf-8"))
+        if n >= n_bytes:
+            break
+    return chosen
+
+
+def held_out_texts(val_docs, args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """The documents every curve point scores: the corpus's validation split and WikiText-2 (whole
+    articles; None without it), each until --val-bytes."""
+    articles = None
+    if args.wikitext == "":
+        articles = _hub_wikitext()
+    elif args.wikitext != "none":
+        articles = wikitext_articles(Path(args.wikitext).read_text(encoding="utf-8"))
+    wiki = None if articles is None else leading_documents(articles, args.val_bytes)
+    return leading_documents(val_docs, args.val_bytes), wiki
 
 
 def bpe_path(args: argparse.Namespace, vocab: int) -> Path:
@@ -301,17 +325,18 @@ def wikitext_articles(text: str) -> list[str]:
     return [text[a:b] for a, b in zip([0, *starts[1:]], [*starts[1:], len(text)])]
 
 
-def _hub_wikitext(stream) -> np.ndarray | None:
-    """WikiText-2 validation from the evaluation data folder or the Hub (docs/evaluation.md); None if neither."""
+def _hub_wikitext() -> list[str] | None:
+    """WikiText-2 validation articles from the evaluation data folder or the Hub (docs/evaluation.md);
+    None if neither."""
     from stlm.errors import UserError
     from stlm.evaluation.hub import WIKITEXT2, load_rows
     from stlm.evaluation.tasks import resolve_data_dir
 
     folder = resolve_data_dir(None, os.environ.get("STLM_DATA_DIR"), Path.cwd())
     if folder is not None and (folder / "wikitext-2" / "valid.txt").is_file():
-        return stream(wikitext_articles((folder / "wikitext-2" / "valid.txt").read_text(encoding="utf-8")))
+        return wikitext_articles((folder / "wikitext-2" / "valid.txt").read_text(encoding="utf-8"))
     try:
-        return stream(wikitext_articles("".join(str(r["text"]) for r in load_rows(WIKITEXT2, "validation").rows)))
+        return wikitext_articles("".join(str(r["text"]) for r in load_rows(WIKITEXT2, "validation").rows))
     except UserError as exc:
         print(f"no WikiText-2 curve: {exc}", file=sys.stderr)
         return None
@@ -624,13 +649,7 @@ def cmd_export(args: argparse.Namespace) -> None:
                 f"pooling_ladder: {tok_path} (the rung's tokenizer) does not exist; export from the --out it ran in"
             )
         tok = BPETokenizer.from_file(tok_path)
-    model = registry.build_model(spec.family, spec.config)
-    try:
-        saved = torch.load(state_path, weights_only=True)  # plain tensors and containers: no pickle runs
-        model.load_state_dict(saved["model"])  # strict: a state of another config is refused by name and shape
-    except (RuntimeError, KeyError, TypeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        sys.exit(f"pooling_ladder: {state_path} holds no {spec.name} model of --size {args.size}: {reason}")
+    model, saved = load_trained(spec, state_path, args)
     plan = saved["plan"]
     source = {
         "pooling_ladder": {
@@ -646,6 +665,62 @@ def cmd_export(args: argparse.Namespace) -> None:
         ckpt_io.write_run_config(to, record.to_dict())
         ckpt = ckpt_io.save_checkpoint(to, saved["step"], model=model, optimizer=None, config=record, state={}, keep=1)
     print(f"{spec.name} at step {saved['step']}/{plan['total_steps']} -> {ckpt}")
+
+
+def load_trained(spec: RungSpec, state_path: Path, args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    """The rung's model with the weights of its saved state, and that state."""
+    from stlm import registry
+
+    model = registry.build_model(spec.family, spec.config)
+    try:
+        saved = torch.load(state_path, weights_only=True)  # plain tensors and containers: no pickle runs
+        model.load_state_dict(saved["model"])  # strict: a state of another config is refused by name and shape
+    except (RuntimeError, KeyError, TypeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        sys.exit(f"pooling_ladder: {state_path} holds no {spec.name} model of --size {args.size}: {reason}")
+    return model, saved
+
+
+def cmd_overlap(args: argparse.Namespace) -> None:
+    """Each trained rung's held-out BPB on the bytes inside a --window-byte passage that occurs verbatim
+    in the training split, and on the rest (bench/verbatim.py): is a lead memorised repeats?"""
+    from bench import verbatim
+    from stlm.evaluation.bpb import target_nats
+
+    out = Path(args.out)
+    specs = [s for s in rung_specs(args.size, args.view, args.bpe_vocabs) if not args.rungs or s.name in args.rungs]
+    specs = [s for s in specs if (out / s.name / "state.pt").is_file()]
+    if not specs:
+        sys.exit(f"pooling_ladder: no trained rung in {out} (of --rungs {','.join(args.rungs) or 'all'})")
+    train_docs, val_docs = corpus_split(args)
+    seen = verbatim.training_windows(train_docs, args.window)
+    texts = dict(zip(("val", "wikitext"), held_out_texts(val_docs, args)))
+    mask = {name: verbatim.masks(t, seen, args.window) for name, t in texts.items() if t is not None}
+    rows = []
+    for spec in specs:
+        rung, (model, saved) = load_rung(spec, args), load_trained(spec, out / spec.name / "state.pt", args)
+        lengths = np.asarray(rung.tokenizer.byte_lengths(), dtype=np.int64)
+        row = {"rung": spec.name, "step": saved["step"]}
+        for name, stream in (("val", rung.val), ("wikitext", rung.wiki)):
+            if stream is None:
+                continue
+            nats = target_nats(
+                model, stream, context=rung.seq_len, stride=max(1, round(rung.seq_len * args.eval_stride))
+            )
+            ids_bytes = lengths[stream]  # (N,) bytes each target stands for; the first id is context only
+            ids_bytes[0] = 0
+            row[name] = verbatim.split_bpb(verbatim.bytes_nats(nats.numpy(), ids_bytes), mask[name])
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    for name in mask:
+        print(
+            f"{name}: {mask[name].mean():.1%} of {mask[name].size:,} bytes lie in a {args.window}-byte passage of the training split"
+        )
+    parts = ("all", "repeated", "other")
+    header = ("rung", "step", *(f"{n} {part}" for n in mask for part in parts))
+    print_table(
+        [header] + [(r["rung"], str(r["step"]), *(f"{r[n][p]:.4f}" for n in mask for p in parts)) for r in rows]
+    )
 
 
 def best_lr(out: Path, name: str) -> float | None:
@@ -902,7 +977,7 @@ def print_table(rows: list[tuple[str, ...]]) -> None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("command", choices=["plan", "calibrate", "sweep", "train", "all", "report", "export"])
+    p.add_argument("command", choices=["plan", "calibrate", "sweep", "train", "all", "report", "export", "overlap"])
     p.add_argument("--size", choices=["tiny", "10m"], default="10m")
     p.add_argument("--view", choices=["equal-params", "equal-core", "variants", "all"], default="equal-params")
     p.add_argument("--rung", help="train, sweep, export: the rung")
@@ -947,6 +1022,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sweep-points", type=int, default=3, help="all: curve points of each sweep run")
     p.add_argument("--bpe-train-bytes", type=int, default=16 << 20, help="training text a BPE is fitted on")
     p.add_argument("--calib-steps", type=int, default=5)
+    p.add_argument("--window", type=int, default=32, help="overlap: bytes a passage must share verbatim")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     return p
@@ -963,6 +1039,7 @@ def main(argv: list[str] | None = None) -> None:
         "all": cmd_all,
         "report": cmd_report,
         "export": cmd_export,
+        "overlap": cmd_overlap,
     }
     commands[args.command](args)
 

@@ -133,6 +133,39 @@ def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
     assert all(torch.equal(whole[k], pieces[k]) for k in whole)
 
 
+def test_overlap_splits_the_curves_last_validation_bpb(tmp_path, one_thread, capsys):
+    """`overlap` reads a trained rung's held-out BPB on repeated and other bytes; over all bytes it is the
+    curve's own last point, and the parts average to it."""
+    common = _corpus_args(tmp_path)
+    out = tmp_path / "ladder"
+    args = parser().parse_args(["train", "--out", str(out), *common])
+    spec = rung_specs("tiny", "equal-params", ())[0]
+    train_rung(load_rung(spec, args), out / spec.name, 2e-3, 0.0, 5.0, args, steps=3)
+    main(
+        [
+            "overlap",
+            "--out",
+            str(out),
+            "--rungs",
+            spec.name,
+            "--window",
+            "16",
+            "--threads",
+            "1",
+            "--bpe-vocabs",
+            "",
+            *common,
+        ]
+    )
+    captured = capsys.readouterr()
+    row = json.loads(captured.err.strip().splitlines()[-1])
+    val = row["val"]
+    assert row["rung"] == spec.name and row["step"] == 3 and 0 < val["share"] < 1  # a 12-word corpus repeats
+    assert val["all"] == pytest.approx(read_curve(out / spec.name)[-1]["val_bpb"], rel=1e-6)
+    assert val["all"] == pytest.approx(val["share"] * val["repeated"] + (1 - val["share"]) * val["other"])
+    assert f"| {spec.name} " in captured.out and "of the training split" in captured.out
+
+
 def test_wikitext_is_cut_into_whole_articles():
     text = " \n = First = \n \n a b .\n = = Part = = \n c .\n = Second = \n d .\n"
     articles = wikitext_articles(text)
@@ -220,6 +253,7 @@ def test_crossing_finds_where_a_curve_passes_below_for_good():
         ("pooled-10m-hash-long", "pooled-hash-long"),
         ("pooled-10m-hash-space", "pooled-hash-space"),
         ("pooled-10m-hash-long-3to6", "pooled-hash-long-3to6"),
+        ("pooled-10m-hash-long-3to8", "pooled-hash-long-3to8"),
     ],
 )
 def test_the_hash_presets_are_the_measured_variants(preset, variant):

@@ -16,6 +16,7 @@ tests/models/byte_decoder/test_params.py:
     pooled-10m-hash-long    11,574,208     4,423,680      7,150,528   the same, 8-byte entropy patches (cap 16)
     pooled-10m-hash-space   11,574,208     4,423,680      7,150,528   the same, a patch per word (space rule, cap 12)
     pooled-10m-hash-long-3to6  11,574,208  4,423,680      7,150,528   hash-long with hashed 3- to 6-grams, 5,760 rows each
+    pooled-10m-hash-long-3to8  11,574,208  4,423,680      7,150,528   hash-long with hashed 3- to 8-grams, 3,840 rows each
     pooled-50m              54,730,240     3,932,160     50,798,080   local 320 (2+3), core 576 x 11
     pooled-50m-unpooled     54,730,240     3,932,160     50,798,080
     pooled-100m            105,999,744     9,437,184     96,562,560   local 384 (2+4), core 768 x 12
@@ -45,7 +46,8 @@ word-boundary patches (SpaceByte's rule): level with it on the ladder's
 validation split at equal FLOPs, lower on WikiText-2, and nothing to fit
 before training; its patches are shorter, so each byte costs more FLOPs.
 `pooled-10m-hash-long-3to6` spends the same hash rows on longer n-grams
-(sizes 3-6, 5,760 rows each, instead of 2-4 with 7,680), as BLT does.
+(sizes 3-6, 5,760 rows each, instead of 2-4 with 7,680), as BLT does;
+`pooled-10m-hash-long-3to8` on sizes 3-8 (3,840 rows each), BLT's own range.
 """
 
 from __future__ import annotations
@@ -120,6 +122,9 @@ PRESETS: dict[str, PooledByteConfig] = {
     "pooled-10m-hash-long": _10M_HASH_LONG,
     "pooled-10m-hash-space": dataclasses.replace(_10M_HASH, boundary="space"),
     "pooled-10m-hash-long-3to6": dataclasses.replace(_10M_HASH_LONG, hash_buckets=5760, hash_ngrams=(3, 4, 5, 6)),
+    "pooled-10m-hash-long-3to8": dataclasses.replace(
+        _10M_HASH_LONG, hash_buckets=3840, hash_ngrams=(3, 4, 5, 6, 7, 8)
+    ),
     "pooled-50m": _50M,
     "pooled-50m-unpooled": dataclasses.replace(_50M, boundary="fixed:1"),
     "pooled-100m": _100M,

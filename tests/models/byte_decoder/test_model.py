@@ -242,7 +242,9 @@ def test_forward_rejects_bad_input():
         net.fit_boundaries([BOS, 65, EOS])
 
 
-def test_causality_holds_with_longer_hashed_ngrams():
-    """Hashed 3- to 6-grams (pooled-10m-hash-long-3to6) reach five bytes back, never forward."""
+@pytest.mark.parametrize("ngrams", [(3, 4, 5, 6), (3, 4, 5, 6, 7, 8)])
+def test_causality_holds_with_longer_hashed_ngrams(ngrams):
+    """Hashed 3- to 6-grams (pooled-10m-hash-long-3to6) and up to 8-grams (BLT's sizes) reach
+    n-1 bytes back, never forward."""
     ids = batch()[:1]
-    assert_causal(small_model("entropy", hash_ngrams=(3, 4, 5, 6)), ids, range(ids.shape[1]))
+    assert_causal(small_model("entropy", hash_ngrams=ngrams), ids, range(ids.shape[1]))

@@ -33,6 +33,7 @@ EXPECTED = {
     "pooled-10m-hash-long": 11_574_208,
     "pooled-10m-hash-space": 11_574_208,
     "pooled-10m-hash-long-3to6": 11_574_208,
+    "pooled-10m-hash-long-3to8": 11_574_208,
     "pooled-50m": 54_730_240,
     "pooled-50m-unpooled": 54_730_240,
     "pooled-100m": 105_999_744,
@@ -45,6 +46,7 @@ HASH_TABLES = {
     "pooled-10m-hash-long": 4_423_680,
     "pooled-10m-hash-space": 4_423_680,
     "pooled-10m-hash-long-3to6": 4_423_680,
+    "pooled-10m-hash-long-3to8": 4_423_680,
     "pooled-50m": 3_932_160,
     "pooled-100m": 9_437_184,
 }
@@ -57,6 +59,7 @@ SHAPES = {
     "pooled-10m-hash-long": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
     "pooled-10m-hash-space": (192, 1, 2, 512, 256, 7, 704, 3, 7680),
     "pooled-10m-hash-long-3to6": (192, 1, 2, 512, 256, 7, 704, 4, 5760),
+    "pooled-10m-hash-long-3to8": (192, 1, 2, 512, 256, 7, 704, 6, 3840),
     "pooled-50m": (320, 2, 3, 896, 576, 11, 1536, 3, 4096),
     "pooled-100m": (384, 2, 4, 1024, 768, 12, 2048, 3, 8192),
 }
