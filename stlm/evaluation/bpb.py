@@ -74,6 +74,13 @@ def byte_lengths_of(stream: torch.Tensor, byte_lengths: np.ndarray | None) -> to
     return lengths
 
 
+def _stream_ids(stream: np.ndarray | torch.Tensor) -> torch.Tensor:
+    ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
+    if ids.ndim != 1 or ids.numel() < 2:
+        raise ValueError("need a 1-D stream of at least 2 ids to score")
+    return ids  # (N,)
+
+
 @torch.inference_mode()
 def target_nats(
     model: torch.nn.Module,
@@ -89,9 +96,7 @@ def target_nats(
     """(N,) float64 negative log-likelihood in nats of each id of a 1-D stream given the ids before it,
     by the windows above; entry 0 (the first id, context only) is 0."""
     stride = context if stride is None else stride
-    ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
-    if ids.ndim != 1 or ids.numel() < 2:
-        raise ValueError("need a 1-D stream of at least 2 ids to score")
+    ids = _stream_ids(stream)
     plan = window_plan(ids.numel(), context, stride)
     nats = torch.zeros(ids.numel(), dtype=torch.float64)
     was_training = model.training
@@ -139,9 +144,7 @@ def bits_per_byte(
     None counts ids < 256 as one byte and the rest as none.
     """
     stride = context if stride is None else stride
-    ids = torch.as_tensor(np.asarray(stream, dtype=np.int64))
-    if ids.ndim != 1 or ids.numel() < 2:
-        raise ValueError("need a 1-D stream of at least 2 ids to score")
+    ids = _stream_ids(stream)
     lengths = byte_lengths_of(ids, byte_lengths)[ids]  # (N,) bytes each target stands for
     lengths[0] = 0  # the first id is context only
     n_bytes = int(lengths.sum())

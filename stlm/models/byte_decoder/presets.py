@@ -122,9 +122,7 @@ PRESETS: dict[str, PooledByteConfig] = {
     "pooled-10m-hash-long": _10M_HASH_LONG,
     "pooled-10m-hash-space": dataclasses.replace(_10M_HASH, boundary="space"),
     "pooled-10m-hash-long-3to6": dataclasses.replace(_10M_HASH_LONG, hash_buckets=5760, hash_ngrams=(3, 4, 5, 6)),
-    "pooled-10m-hash-long-3to8": dataclasses.replace(
-        _10M_HASH_LONG, hash_buckets=3840, hash_ngrams=(3, 4, 5, 6, 7, 8)
-    ),
+    "pooled-10m-hash-long-3to8": dataclasses.replace(_10M_HASH_LONG, hash_buckets=3840, hash_ngrams=(3, 4, 5, 6, 7, 8)),
     "pooled-50m": _50M,
     "pooled-50m-unpooled": dataclasses.replace(_50M, boundary="fixed:1"),
     "pooled-100m": _100M,
