@@ -48,9 +48,11 @@ def repeated_bytes(text: str, seen: np.ndarray, window: int) -> np.ndarray:
     """(UTF-8 length,) bool: the bytes of `text` inside some window that `seen` (training_windows: sorted,
     unique) holds."""
     data = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+    if seen.size == 0:
+        return np.zeros(data.size, dtype=bool)
     hashes = window_hashes(data, window)
-    at = np.minimum(np.searchsorted(seen, hashes), max(seen.size - 1, 0))  # seen is sorted: binary search
-    starts = np.flatnonzero(seen[at] == hashes) if seen.size else np.zeros(0, dtype=np.int64)
+    at = np.minimum(np.searchsorted(seen, hashes), seen.size - 1)  # seen is sorted: binary search
+    starts = np.flatnonzero(seen[at] == hashes)
     cover = np.zeros(data.size + 1, dtype=np.int64)
     np.add.at(cover, starts, 1)
     np.add.at(cover, starts + window, -1)

@@ -59,12 +59,23 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run(model: Model, settings: ServeSettings, sock: socket.socket, *, log_level: str = "info") -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM), on a socket from `listen`."""
+    """Serve until interrupted (Ctrl-C or SIGTERM), on a socket from `listen`; an interruption ends in
+    KeyboardInterrupt, as in every stlm command."""
     import uvicorn
+
+    class Server(uvicorn.Server):
+        signalled = False
+
+        def handle_exit(self, sig, frame) -> None:  # type: ignore[no-untyped-def]
+            self.signalled = True
+            super().handle_exit(sig, frame)
 
     app = build_app(model, settings)
     config = uvicorn.Config(app, log_level=log_level, access_log=log_level == "debug", timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])
+    server = Server(config)
+    server.run(sockets=[sock])  # re-raises a captured Ctrl-C after shutting down, but not always:
+    if server.signalled:  # asyncio's own SIGINT handling at the end of the loop can swallow it
+        raise KeyboardInterrupt
 
 
 def _app_module():  # type: ignore[no-untyped-def]
