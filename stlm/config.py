@@ -358,6 +358,13 @@ def coerce(value: Any, hint: Any, key: str, source: str) -> Any:
     )
     if type(None) in allowed and (value is None or (isinstance(value, str) and value.lower() in ("none", "null"))):
         return None
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...]: "3,4,5" or "[3, 4, 5]" from the CLI, a list from a file
+        item = typing.get_args(hint)[0]
+        if isinstance(value, str):
+            value = [v.strip() for v in value.strip().strip("[]()").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(coerce(v, item, key, source) for v in value)
     if isinstance(value, str) and str not in allowed:
         for kind in allowed:
             if kind in (int, float):

@@ -46,8 +46,10 @@ class PooledFamily(CausalFamily):
         "repeat_mode",
         "boundary",
         "max_patch_len",
+        "entropy_patch_len",
         "pooling",
         "hash_buckets",
+        "hash_ngrams",
         "tie_head",
         "max_seq_len",
     )

@@ -84,3 +84,36 @@ def test_settings_are_checked_before_any_work(tmp_path, corpus_dir, cache_dir):
     with pytest.raises(UserError, match="model.boundary is not a decoder setting"):
         train(cfg, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_entropy_patch_length_and_hashed_ngram_sizes_are_settable():
+    # The ladder's 3-6 variant is pooled-10m-hash with four settings changed, from the CLI's strings.
+    _, changed = registry.resolve_model(
+        "pooled-10m-hash",
+        {"entropy_patch_len": "8", "max_patch_len": "16", "hash_ngrams": "3,4,5,6", "hash_buckets": "5760"},
+    )
+    assert changed == registry.resolve_model("pooled-10m-hash-long-3to6")[1]
+    family, tiny = registry.resolve_model("pooled-tiny")
+    _, listed = registry.resolve_model("pooled-tiny", {"hash_ngrams": [2, 5]})  # a recipe's TOML list
+    assert listed.hash_ngrams == (2, 5)
+    _, bracketed = registry.resolve_model("pooled-tiny", {"hash_ngrams": "[2, 5]"})
+    assert bracketed == listed
+    _, without = registry.resolve_model("pooled-tiny", {"hash_ngrams": ""})  # no hashed n-grams at all
+    assert without.hash_ngrams == ()
+    tables = family.breakdown(tiny)["hash_tables"]
+    assert family.count_params(tiny) - family.count_params(without) == tables > 0
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"hash_ngrams": "1,2"}, "bad pooled model setting: .*sizes must be integers in 2..8"),
+        ({"hash_ngrams": "3,x"}, "model.hash_ngrams must be int"),
+        ({"hash_ngrams": 3}, "model.hash_ngrams must be a list"),
+        ({"entropy_patch_len": "long"}, "model.entropy_patch_len must be float"),
+    ],
+)
+def test_bad_pooled_settings_are_one_line_errors(changes, message):
+    with pytest.raises(UserError, match=message) as err:
+        registry.resolve_model("pooled-tiny", changes)
+    assert "\n" not in str(err.value)
