@@ -99,7 +99,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "hash-space-3to8": {"hash_buckets": 3840, "hash_ngrams": (3, 4, 5, 6, 7, 8), "boundary": "space"},
     # all three
     "lean-hash-long": {**LEAN_LOCAL, "hash_buckets": 8192, **LONG_PATCH},
+    # hash-long-3to8 with a deeper, narrower core (MobileLLM's finding at 125M): the same parameters in
+    # 13 layers of 192 instead of 7 of 256 (the core's width per layer, below)
+    "hash-long-3to8-deep": {"hash_buckets": 3840, "hash_ngrams": (3, 4, 5, 6, 7, 8), **LONG_PATCH},
 }
+# A variant's core width per layer when it is not the reference preset's (320 / 7): the sizer picks the
+# (width, depth) closest to it at the same total
+VARIANT_ASPECT = {"hash-long-3to8-deep": 15.0}
 TOLERANCE = 0.02  # equal-params rungs: |total - target| / target at most this
 EDGE_STEPS = 2  # sweeps: extra rates tried beyond the grid when its best rate sits on an edge
 
@@ -137,7 +143,10 @@ def rung_specs(size: str, view: str = "equal-params", bpe_vocabs: tuple[int, ...
     target = registry.count_params(family, pooled)
     if names is None:  # variants: their base rung, then each candidate re-sized to its total
         base = dataclasses.replace(pooled, boundary=BOUNDARY[VARIANT_BASE])
-        sized = [sized_pooled(dataclasses.replace(base, **VARIANTS[v]), target, pooled) for v in VARIANTS]
+        sized = [
+            sized_pooled(dataclasses.replace(base, **VARIANTS[v]), target, pooled, aspect=VARIANT_ASPECT.get(v))
+            for v in VARIANTS
+        ]
         return [RungSpec(VARIANT_BASE, family, base)] + [
             RungSpec(f"pooled-{v}", family, cfg) for v, cfg in zip(VARIANTS, sized)
         ]
@@ -180,12 +189,13 @@ def sized_decoder(vocab: int, target: int, ref: Any, tolerance: float = TOLERANC
     )
 
 
-def sized_pooled(cfg: Any, target: int, ref: Any, tolerance: float = TOLERANCE) -> Any:
+def sized_pooled(cfg: Any, target: int, ref: Any, tolerance: float = TOLERANCE, *, aspect: float | None = None) -> Any:
     """`cfg` with its core (width, depth) re-chosen so the total parameters are within `tolerance` of `target`.
 
     Widths are multiples of the reference's core head width; the feed-forward
     width follows the default rule; of the (width, depth) pairs within
-    tolerance the one closest (log scale) to the reference's width per layer wins.
+    tolerance the one closest (log scale) to `aspect` width per layer wins (by
+    default the reference's).
     """
     head = ref.d_head_global
     return _closest_shape(
@@ -194,7 +204,7 @@ def sized_pooled(cfg: Any, target: int, ref: Any, tolerance: float = TOLERANCE) 
             cfg, d_global=width, global_heads=width // head, n_global_layers=depth, d_ff_global=None
         ),
         range(2 * head, 3 * ref.d_global + 1, head),
-        ref.d_global / ref.n_global_layers,
+        aspect or ref.d_global / ref.n_global_layers,
         target,
         tolerance,
         f"no core fits {target:,} parameters within {tolerance:.0%} for {cfg}",
