@@ -132,7 +132,7 @@ def unpack(work: Path) -> Path:
 def pretrain_args(args: argparse.Namespace, cache: Path, steps: int, out: Path) -> list[str]:
     sets = [x for s in args.set for x in ("--set", s)]
     return [
-        "train", "--model", args.model, *sets, "--data", "offline-mix", "--cache-dir", str(cache),
+        "train", "--model", args.model, *sets, "--data", "offline-mix", "--cache-dir", str(cache), "--workers", "0",
         "--seq-len", str(args.seq_len), "--batch-size", str(args.batch_size), "--steps", str(steps),
         "--lr", str(args.pretrain_lr), "--device", args.device, "--precision", args.precision,
         "--log-every", "5", "--save-every", "0", "--eval-every", "0", "--quiet", "--out", str(out),
