@@ -31,13 +31,16 @@ import argparse
 import json
 import lzma
 import shutil
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: bench/ is a package of the repository
+
+from bench.run_records import records, seconds_per_step  # noqa: E402
+
 CARRY = ROOT / ".carry"
 SPLITS = ("train", "val", "test")
 # pooled-50m with hash-long's patches: entropy boundaries fitted to ~8 bytes, at most 16
@@ -56,19 +59,6 @@ def wait(proc: subprocess.Popen, what: str, log: Path | None = None) -> None:
     if proc.wait() != 0:
         tail = log.read_text(errors="replace")[-2000:] if log is not None and log.exists() else ""
         raise SystemExit(f"{what} failed (exit {proc.returncode})\n{tail}")
-
-
-def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-def seconds_per_step(run: Path) -> float:
-    """Median seconds per step between consecutive training records, the first pair (warm-up) left out."""
-    rows = [r for r in records(run) if "loss" in r and "elapsed_s" in r]
-    rates = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(rows, rows[1:])]
-    if not rates:
-        raise SystemExit(f"{run}: too few training records to time a step; give the probe more steps")
-    return statistics.median(rates[1:] or rates)
 
 
 def finished_steps(run: Path) -> int | None:

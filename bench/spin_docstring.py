@@ -20,13 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import signal
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: bench/ is a package of the repository
+
+from bench.run_records import records, seconds_per_step  # noqa: E402
+
 STAGES = ("sft", "spin", "more-sft", "report")
 
 
@@ -47,17 +50,6 @@ def finished(run: Path) -> None:
     """Go on only when the stage's run is complete; else say how to continue."""
     if not (run / "results.json").exists():
         raise SystemExit(f"{run} stopped before its end; rerun this script to continue it")
-
-
-def records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-
-
-def seconds_per_step(run: Path) -> float:
-    """Median seconds per step between consecutive training records (robust to the validations between some)."""
-    rows = [r for r in records(run) if "loss" in r and "elapsed_s" in r]
-    rates = [(b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"]) for a, b in zip(rows, rows[1:])]
-    return statistics.median(rates)
 
 
 def main() -> None:
