@@ -158,6 +158,9 @@ def run(args: argparse.Namespace) -> None:
         shutil.rmtree(pre, ignore_errors=True)
         wait(stlm(*pretrain_args(args, cache, steps, pre)), "pretraining")
     steps = finished_steps(pre) or 0
+    if args.report is not None:  # now, so a call cut off while fine-tuning still brings the pretraining back
+        args.report.mkdir(parents=True, exist_ok=True)
+        shutil.copy(pre / "metrics.jsonl", args.report / "pretrain-metrics.jsonl")
     sps = seconds_per_step(pre)
     print(f"pretrained: {steps} steps, {sps:.3f} s/step", flush=True)
     pre_records = records(pre)
@@ -216,10 +219,8 @@ def run(args: argparse.Namespace) -> None:
     table.append(f"picked by validation: {picked['run']}, test {picked['test_accuracy']:.3f}")
     print("\n".join(table), flush=True)
     if args.report is not None:
-        args.report.mkdir(parents=True, exist_ok=True)
         (args.report / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         (args.report / "summary.txt").write_text("\n".join(table) + "\n")
-        shutil.copy(pre / "metrics.jsonl", args.report / "pretrain-metrics.jsonl")
         for name, (_, _, out) in list(runs.items())[:5]:  # the device returns 8 files at most
             shutil.copy(out / "results.json", args.report / f"{name}.json")
 
