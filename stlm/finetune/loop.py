@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from stlm import checkpoint as ckpt_io
 from stlm import registry
@@ -469,6 +470,16 @@ def examples_fingerprint(data: TaskData) -> str:
     return digest.hexdigest()
 
 
+def with_dropout(family: Any, model_cfg: Any, model: nn.Module, dropout: float | None) -> tuple[Any, nn.Module]:
+    """(config, model) with the same weights and `dropout` (None, or the model's own: unchanged)."""
+    if dropout is None or dropout == model_cfg.dropout:
+        return model_cfg, model
+    model_cfg = dataclasses.replace(model_cfg, dropout=dropout)
+    rebuilt = family.build(model_cfg)
+    rebuilt.load_state_dict(model.state_dict())
+    return model_cfg, rebuilt
+
+
 def _starting_model(cfg: FinetuneConfig, resume_from: Path | None):
     """(family, model config, model, tokenizer, the checkpoint it came from or None)."""
     source = resume_from
@@ -476,12 +487,8 @@ def _starting_model(cfg: FinetuneConfig, resume_from: Path | None):
         source = ckpt_io.resolve_checkpoint(cfg.init)
     if source is not None:
         loaded = ckpt_io.load(source)
-        family, model_cfg, model, tokenizer = loaded.family, loaded.model_config, loaded.model, loaded.tokenizer
-        if cfg.dropout is not None and cfg.dropout != model_cfg.dropout:  # same weights, another dropout
-            model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)
-            weights, model = model.state_dict(), family.build(model_cfg)
-            model.load_state_dict(weights)
-        return family, model_cfg, model.train(), tokenizer, source
+        model_cfg, model = with_dropout(loaded.family, loaded.model_config, loaded.model, cfg.dropout)
+        return loaded.family, model_cfg, model.train(), loaded.tokenizer, source
     family, model_cfg = registry.resolve_model(cfg.init)
     if cfg.dropout is not None:
         model_cfg = dataclasses.replace(model_cfg, dropout=cfg.dropout)

@@ -51,8 +51,9 @@ from stlm.finetune.config import FinetuneConfig, TaskConfig
 from stlm.finetune.evaluate import evaluate_examples, generate_predictions
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText
-from stlm.finetune.loop import BEST, TASK_FILES, batch_indices, files_named_again, load_task_data
+from stlm.finetune.loop import BEST, TASK_FILES, batch_indices, files_named_again, load_task_data, with_dropout
 from stlm.finetune.loop import _sample as sample_examples
+from stlm.models.config_dict import is_dropout
 from stlm.objectives.preference import implicit_rewards, spin_loss
 from stlm.runtime import decoding_runtime, describe_training, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
@@ -99,9 +100,16 @@ def _spin_optim() -> OptimConfig:
 @dataclass
 class SpinConfig(SectionedConfig):
     init: str = ""  # the fine-tuned run (its best checkpoint) or a checkpoint SPIN starts from
+    dropout: float | None = None  # the policy's dropout while it trains; unset: the one the run recorded
     optim: OptimConfig = field(default_factory=_spin_optim)
     train: SpinTrainConfig = field(default_factory=SpinTrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.dropout is None or is_dropout(self.dropout),
+            f"dropout must be a number in [0, 1), got {self.dropout!r}",
+        )
 
 
 @dataclass
@@ -338,14 +346,16 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
     par = distributed.Parallel(mode="none", rank=0, world_size=1, runtime=runtime)  # one process, as fine-tuning
     seed_everything(train.seed)
     loaded = ckpt_io.load(source)
-    family, model, tokenizer = loaded.family, loaded.model.train(), loaded.tokenizer
+    family, tokenizer = loaded.family, loaded.tokenizer
+    model_cfg, model = with_dropout(family, loaded.model_config, loaded.model, cfg.dropout)  # resumed: already it
+    model.train()
     fmt = TextToText(
         family,
         tokenizer,
         task.separator,
         task.max_input_bytes,
         task.max_target_bytes,
-        family.max_len(loaded.model_config),
+        family.max_len(model_cfg),
     )
     if progress:
         print(f"stlm spin: loading the {task.name or task.train_file} examples", file=sys.stderr, flush=True)
@@ -357,7 +367,7 @@ def _spin(cfg, task, out: Path, *, resume, overrides, stop_at, progress) -> Spin
     )
     record = ckpt_io.RunRecord(
         family,
-        loaded.model_config,
+        model_cfg,
         tokenizer.to_dict(),
         {
             "spin": cfg.to_dict(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -189,6 +190,24 @@ def test_spin_resume_is_exact(sft_run, echo, tmp_path, one_thread):
     assert resumed.results["iterations"] == full.results["iterations"]
     a, b = ckpt_io.load(full.checkpoint).model.state_dict(), ckpt_io.load(resumed.checkpoint).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_spin_trains_with_the_dropout_it_is_given(sft_run, echo, tmp_path, one_thread):
+    start = ckpt_io.load(sft_run / "best")
+    assert start.model_config.dropout != 0.25
+    cfg = dataclasses.replace(_spin_cfg(sft_run, iterations=1, steps=1), dropout=0.25)
+    task = resolve_task(str(sft_run), {"train_file": str(echo), "val_fraction": 0.2})
+    result = spin(cfg, task, tmp_path / "d", stop_at=1, progress=False)
+    after = ckpt_io.load(result.checkpoint)
+    assert after.model_config == dataclasses.replace(start.model_config, dropout=0.25)
+    # The same weights went in: SPIN's one step moved them from the fine-tuned run's, not from a new init.
+    a, b = start.model.state_dict(), after.model.state_dict()
+    assert a.keys() == b.keys() and max((a[k] - b[k]).abs().max().item() for k in a) < 0.05
+    # A resumed run keeps it (its checkpoint records it); a new dropout on resume is refused.
+    with pytest.raises(UserError, match="dropout"):
+        spin(None, None, tmp_path / "d", resume=True, overrides={"task.train_file": str(echo), "dropout": 0.1})
+    with pytest.raises(UserError, match="dropout must be a number in"):
+        dataclasses.replace(cfg, dropout=1.5)
 
 
 def test_spin_on_a_run_without_a_task_is_one_line(tmp_path, capsys):
