@@ -258,13 +258,14 @@ class Rung:
     seq_len: int  # ids per training window
 
 
-def load_rung(spec: RungSpec, args: argparse.Namespace) -> Rung:
-    """The rung's tokenizer (a BPE is trained once and kept in OUT/tokenizers/) and its token streams."""
+def load_rung(spec: RungSpec, args: argparse.Namespace, split: tuple | None = None) -> Rung:
+    """The rung's tokenizer (a BPE is trained once and kept in OUT/tokenizers/) and its token streams;
+    `split`: `corpus_split(args)` when the caller has it already (several rungs read the same)."""
     from stlm.data import prepare_data
     from stlm.data.shards import encode_document
     from stlm.tokenizers import BPETokenizer, ByteTokenizer, train_bpe
 
-    train_docs, val_docs = corpus_split(args)
+    train_docs, val_docs = split or corpus_split(args)
     if spec.bpe_vocab:
         path = bpe_path(args, spec.bpe_vocab)
         if path.is_file():
@@ -617,7 +618,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> None:
     """Time every rung of the view side by side, once, into OUT/calibration.json (run it on a quiet machine)."""
     specs = rung_specs(args.size, args.view, args.bpe_vocabs)
-    rungs = [load_rung(spec, args) for spec in specs if not args.rungs or spec.name in args.rungs]
+    split = corpus_split(args)
+    rungs = [load_rung(spec, args, split) for spec in specs if not args.rungs or spec.name in args.rungs]
     result = calibrate(rungs, args)
     path = Path(args.out) / "calibration.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -702,13 +704,13 @@ def cmd_overlap(args: argparse.Namespace) -> None:
     specs = [s for s in specs if (out / s.name / "state.pt").is_file()]
     if not specs:
         sys.exit(f"pooling_ladder: no trained rung in {out} (of --rungs {','.join(args.rungs) or 'all'})")
-    train_docs, val_docs = corpus_split(args)
+    train_docs, val_docs = split = corpus_split(args)
     seen = verbatim.training_windows(train_docs, args.window)
     texts = dict(zip(("val", "wikitext"), held_out_texts(val_docs, args)))
     mask = {name: verbatim.masks(t, seen, args.window) for name, t in texts.items() if t is not None}
     rows = []
     for spec in specs:
-        rung, (model, saved) = load_rung(spec, args), load_trained(spec, out / spec.name / "state.pt", args)
+        rung, (model, saved) = load_rung(spec, args, split), load_trained(spec, out / spec.name / "state.pt", args)
         lengths = np.asarray(rung.tokenizer.byte_lengths(), dtype=np.int64)
         row = {"rung": spec.name, "step": saved["step"]}
         for name, stream in (("val", rung.val), ("wikitext", rung.wiki)):
@@ -758,7 +760,8 @@ def cmd_all(args: argparse.Namespace) -> None:
         if unknown:
             sys.exit(f"pooling_ladder: unknown rung(s) {', '.join(sorted(unknown))}; see `plan`")
         specs = [spec for spec in specs if spec.name in args.rungs]
-    rungs = {spec.name: load_rung(spec, args) for spec in specs}
+    split = corpus_split(args)
+    rungs = {spec.name: load_rung(spec, args, split) for spec in specs}
     for name, rung in rungs.items():
         sweep = argparse.Namespace(
             **{**vars(args), "rung": name, "tflops": args.sweep_tflops, "curve_points": args.sweep_points}
