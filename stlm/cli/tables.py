@@ -65,6 +65,8 @@ def print_finetune(results: dict[str, Any]) -> None:
         f"{results['task']} ({kind}), scored on {results['scored_on']} ({results['finetuned']['examples']} examples):"
     )
     print_table(rows, right=range(1, len(rows[0])))
+    if (note := one_answer_note(results)) is not None:
+        print(note)
     sig = results.get("significance")
     if sig:
         lo, hi = sig["accuracy_ci95"]
@@ -76,6 +78,27 @@ def print_finetune(results: dict[str, Any]) -> None:
                 f"{t['baseline_only_right']} wrong where it was right; "
                 f"exact McNemar p = {t['p_value']:.3g} ({verdict} at 0.05)"
             )
+
+
+def one_answer_note(results: dict[str, Any]) -> str | None:
+    """For a classifier that gives every scored example one answer, a line saying what that means.
+
+    Such a model has learned how often each label occurs, not anything about
+    the input: the majority-prior trap docs/finetune.md describes.
+    """
+    rows = results.get("predictions") or []
+    if results["kind"] != "classification" or len({row["target"].strip() for row in rows}) < 2:
+        return None
+    for key, how in (("prediction_logprob", "by label log-probability"), ("prediction", "generated")):
+        answers = {row[key] for row in rows if key in row}
+        if len(answers) == 1:
+            (answer,) = answers
+            return (
+                f"note: the fine-tuned model gives all {len(rows)} examples the same answer ({answer!r}, {how}): "
+                "it has learned how often each label occurs, not the input. Try more steps, another --lr or a "
+                "pretrained --model (docs/finetune.md, 'An encoder-decoder from scratch')"
+            )
+    return None
 
 
 def print_spin(results: dict[str, Any]) -> None:
