@@ -22,7 +22,7 @@ import contextlib
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -60,6 +60,9 @@ class Scored:
     metrics: dict[str, float]
     predictions: list[str]  # greedy outputs
     chosen: list[str]  # classification: the label with the highest log-probability; else empty
+    # classification: per example, each label's score in label order, the number `chosen` maximised
+    # (direct: log p(label + EOS | input); channel: log p(input + EOS | label) + log p(label)); else empty
+    label_scores: list[list[float]] = field(default_factory=list)
 
 
 def evaluate_examples(
@@ -103,13 +106,15 @@ def score_examples(
         rows = channel_scores(
             model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast, progress=progress
         )
-        chosen = _argmax_labels(rows, labels, _prior(label_prior, labels))
+        prior = _prior(label_prior, labels)
+        label_scores = [[s.logprob + b for s, b in zip(row, prior)] for row in rows]
+        chosen = _argmax_labels(rows, labels, prior)
         accuracy = metrics.accuracy(chosen, [ex.target for ex in examples])
         # The loss is the channel model's own: nats per input unit under the true label, a row already scored.
         truth = [row[list(labels).index(ex.target.strip())] for row, ex in zip(rows, examples)]
         loss = -sum(s.logprob for s in truth) / max(1, sum(s.n_units for s in truth))
         scores = {"loss": loss, "examples": len(examples), "accuracy": accuracy, "accuracy_logprob": accuracy}
-        return Scored(scores, list(chosen), chosen)
+        return Scored(scores, list(chosen), chosen, label_scores)
     result: dict[str, float] = {
         "loss": target_loss(model, fmt, examples, batch_size=batch_size, device=device, autocast=autocast),
         "examples": len(examples),
@@ -121,12 +126,13 @@ def score_examples(
     references = [ex.target for ex in examples]
     result.update(task_metrics(kind, predictions, references))
     chosen: list[str] = []
+    label_scores: list[list[float]] = []
     if kind == "classification" and labels:
-        chosen = classify_by_logprob(
-            model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast
-        )
+        rows = direct_scores(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
+        label_scores = [[s.logprob for s in row] for row in rows]
+        chosen = _argmax_labels(rows, labels, [0.0] * len(labels))
         result["accuracy_logprob"] = metrics.accuracy(chosen, references)
-    return Scored(result, predictions, chosen)
+    return Scored(result, predictions, chosen, label_scores)
 
 
 def generate_predictions(
@@ -179,9 +185,16 @@ def classify_by_logprob(
     model, fmt: TextToText, examples: Sequence[Example], labels: Sequence[str], *, batch_size: int, device, autocast
 ) -> list[str]:
     """For each example, the label whose text + EOS the model finds most likely after the prompt."""
-    requests = [(fmt.context(ex.input), label) for ex in examples for label in labels]
-    rows = _label_rows(model, fmt, requests, len(labels), batch_size=batch_size, device=device, autocast=autocast)
+    rows = direct_scores(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
     return _argmax_labels(rows, labels, [0.0] * len(labels))
+
+
+def direct_scores(
+    model, fmt: TextToText, examples: Sequence[Example], labels: Sequence[str], **scoring: Any
+) -> list[list[ContinuationScore]]:
+    """Per example, per label: log p(label + EOS | prompt) (keyword arguments: `_label_rows`)."""
+    requests = [(fmt.context(ex.input), label) for ex in examples for label in labels]
+    return _label_rows(model, fmt, requests, len(labels), **scoring)
 
 
 def classify_by_channel(

@@ -28,6 +28,7 @@ import dataclasses
 import hashlib
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -339,7 +340,7 @@ def _finetune(
         "finetuned": final.metrics,
         "baselines": {name: {k: v for k, v in b.items() if k != "predictions"} for name, b in base.items()},
         "significance": significance(final.predictions, final_set, base) if data.kind == "classification" else None,
-        "predictions": per_example(final_set, final, base, cfg.task.max_input_bytes),
+        "predictions": per_example(final_set, final, base, cfg.task.max_input_bytes, data.labels),
         "best_step": state["best_step"],
         "steps_run": step,
         "stopped_early": state["stopped_early"],
@@ -361,16 +362,23 @@ def _finetune(
 
 
 def per_example(
-    examples: list[Example], scored: Scored, base: dict[str, dict[str, Any]], max_input_bytes: int
+    examples: list[Example],
+    scored: Scored,
+    base: dict[str, dict[str, Any]],
+    max_input_bytes: int,
+    labels: Sequence[str],
 ) -> list[dict[str, Any]]:
     """One row per scored example, in split order: what the model read, the reference, its answers
-    (greedy, and by label log-probability for classification), and each baseline's answer when it has them."""
+    (greedy, and by label log-probability for classification, with each label's score), and each
+    baseline's answer when it has them."""
     rows = []
     for i, ex in enumerate(examples):
         row: dict[str, Any] = {"index": i, "input": cut_utf8(ex.input, max_input_bytes), "target": ex.target}
         row["prediction"] = scored.predictions[i]
         if scored.chosen:
             row["prediction_logprob"] = scored.chosen[i]
+        if scored.label_scores:
+            row["label_scores"] = dict(zip(labels, scored.label_scores[i]))
         for name, b in base.items():
             if "predictions" in b:
                 row[name] = b["predictions"][i]

@@ -107,6 +107,8 @@ def test_channel_finetune_learns_the_task(colours, tmp_path, one_thread):
     assert res["finetuned"]["accuracy"] == res["finetuned"]["accuracy_logprob"] == 1.0
     rows = res["predictions"]
     assert all(r["prediction"] == r["prediction_logprob"] == r["target"] for r in rows)
+    # The kept scores are what the answer maximised: log p(input | label) + log p(label).
+    assert all(max(r["label_scores"], key=r["label_scores"].get) == r["prediction_logprob"] for r in rows)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["finetune"]["task"]["direction"] == res["direction"] == "channel"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,12 @@ def test_decoder_finetune_end_to_end(colours, tmp_path, one_thread):
     rows = res["predictions"]
     assert len(rows) == res["finetuned"]["examples"] and [r["index"] for r in rows] == list(range(len(rows)))
     assert {r["prediction_logprob"] for r in rows} <= {"red", "blue"} and {r["target"] for r in rows} <= {"red", "blue"}
+    # Each label's score is kept: its log-probability, the largest being the label chosen.
+    for r in rows:
+        assert set(r["label_scores"]) == {"red", "blue"} and all(v < 0 for v in r["label_scores"].values())
+        assert max(r["label_scores"], key=r["label_scores"].get) == r["prediction_logprob"]
+        # Whole answers (label + EOS) are distinct sequences: their probabilities sum to at most 1.
+        assert math.fsum(math.exp(v) for v in r["label_scores"].values()) <= 1.0 + 1e-6
     right = sum(r["prediction_logprob"] == r["target"] for r in rows)
     assert res["finetuned"]["accuracy_logprob"] == pytest.approx(right / len(rows))
     bow_right = sum(r["bag_of_words"] == r["target"] for r in rows)
