@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+
+import pytest
 
 from bench import gpu_topic
 from stlm.cli.main import build_parser
@@ -66,3 +69,18 @@ def test_a_pretraining_counts_as_finished_only_with_its_last_checkpoint(tmp_path
     assert gpu_topic.finished_steps(run) is None
     (run / "checkpoints" / "step-00000040").mkdir()
     assert gpu_topic.finished_steps(run) == 40
+
+
+def test_the_seed_average_votes_with_normalised_posteriors():
+    def row(target, **scores):
+        return {"target": target, "label_scores": scores}
+
+    # Run a is sure and wrong on the first example, run b unsure and right; on the second both
+    # lean the right way. Run b's scores are all shifted by -5: normalising removes that shift.
+    a = [row("gui", gui=math.log(0.3), files=math.log(0.7)), row("files", gui=math.log(0.4), files=math.log(0.6))]
+    b = [row("gui", gui=math.log(0.9) - 5, files=math.log(0.1) - 5), row("files", gui=-5.7, files=-5.2)]
+    assert gpu_topic.seed_average([a]) == 0.5
+    # mean log-posterior of gui on the first: (log .3 + log .9) / 2 > (log .7 + log .1) / 2
+    assert gpu_topic.seed_average([a, b]) == 1.0
+    with pytest.raises(ValueError, match="different numbers"):
+        gpu_topic.seed_average([a, b[:1]])
