@@ -199,9 +199,10 @@ def run(args: argparse.Namespace) -> None:
     for proc, name, log in procs:
         wait(proc, name, log)
 
-    rows = []
+    rows, predictions = [], {}
     for name, (lr, seed, out) in runs.items():
         res = json.loads((out / "results.json").read_text())
+        predictions[name] = res["predictions"]
         rows.append(
             {
                 "run": name,
@@ -218,9 +219,7 @@ def run(args: argparse.Namespace) -> None:
     # The seeds of the learning rate whose seeds' mean validation accuracy is highest, averaged.
     by_lr = {lr: [r for r in rows if r["lr"] == lr] for lr in args.lrs}
     avg_lr = max(args.lrs, key=lambda lr: sum(r["val_accuracy"] for r in by_lr[lr]) / len(by_lr[lr]))
-    averaged = seed_average(
-        [json.loads((runs[r["run"]][2] / "results.json").read_text())["predictions"] for r in by_lr[avg_lr]]
-    )
+    averaged = seed_average([predictions[r["run"]] for r in by_lr[avg_lr]])
     last_eval = [r for r in pre_records if any(k.startswith("val") for k in r)]
     summary = {
         "model": args.model,

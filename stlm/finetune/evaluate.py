@@ -106,9 +106,8 @@ def score_examples(
         rows = channel_scores(
             model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast, progress=progress
         )
-        prior = _prior(label_prior, labels)
-        label_scores = [[s.logprob + b for s, b in zip(row, prior)] for row in rows]
-        chosen = _argmax_labels(rows, labels, prior)
+        label_scores = _label_scores(rows, _prior(label_prior, labels))
+        chosen = _argmax_labels(label_scores, labels)
         accuracy = metrics.accuracy(chosen, [ex.target for ex in examples])
         # The loss is the channel model's own: nats per input unit under the true label, a row already scored.
         truth = [row[list(labels).index(ex.target.strip())] for row, ex in zip(rows, examples)]
@@ -129,8 +128,8 @@ def score_examples(
     label_scores: list[list[float]] = []
     if kind == "classification" and labels:
         rows = direct_scores(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
-        label_scores = [[s.logprob for s in row] for row in rows]
-        chosen = _argmax_labels(rows, labels, [0.0] * len(labels))
+        label_scores = _label_scores(rows)
+        chosen = _argmax_labels(label_scores, labels)
         result["accuracy_logprob"] = metrics.accuracy(chosen, references)
     return Scored(result, predictions, chosen, label_scores)
 
@@ -186,7 +185,7 @@ def classify_by_logprob(
 ) -> list[str]:
     """For each example, the label whose text + EOS the model finds most likely after the prompt."""
     rows = direct_scores(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
-    return _argmax_labels(rows, labels, [0.0] * len(labels))
+    return _argmax_labels(_label_scores(rows), labels)
 
 
 def direct_scores(
@@ -214,7 +213,7 @@ def classify_by_channel(
     rows = channel_scores(
         model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast, progress=progress
     )
-    return _argmax_labels(rows, labels, prior)
+    return _argmax_labels(_label_scores(rows, prior), labels)
 
 
 def channel_scores(
@@ -249,9 +248,14 @@ def _label_rows(
     return [scores[i : i + n_labels] for i in range(0, len(scores), n_labels)]
 
 
-def _argmax_labels(rows: list[list[ContinuationScore]], labels: Sequence[str], bonus: Sequence[float]) -> list[str]:
-    """Per row, the label whose log-probability plus its bonus is highest."""
-    return [labels[max(range(len(labels)), key=lambda j: row[j].logprob + bonus[j])] for row in rows]
+def _label_scores(rows: list[list[ContinuationScore]], bonus: Sequence[float] = ()) -> list[list[float]]:
+    """Per row, each label's log-probability plus its bonus (none: the log-probabilities)."""
+    return [[s.logprob + b for s, b in zip(row, bonus or [0.0] * len(row))] for row in rows]
+
+
+def _argmax_labels(scores: list[list[float]], labels: Sequence[str]) -> list[str]:
+    """Per row of label scores, the label scored highest (the first of equals)."""
+    return [labels[max(range(len(labels)), key=row.__getitem__)] for row in scores]
 
 
 def _prior(label_prior: Sequence[float], labels: Sequence[str]) -> list[float]:
