@@ -44,6 +44,7 @@ class TaskConfig:
     test_file: str | None = None  # scored once at the end with the best checkpoint
     input_field: str = "input"  # field / column holding the input
     target_field: str = "target"  # field / column holding the target
+    probs_field: str = "probs"  # classification training rows (JSONL): a soft label {label: probability}
     context_field: str | None = None  # qa: input becomes "question: <input>\ncontext: <context>"
     labels: str = ""  # classification: comma-separated label set; "" derives it from the training targets
     direction: str = "direct"  # classification: direct (label after input) | channel (input after label)

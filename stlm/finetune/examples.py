@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,42 +28,88 @@ class Example:
     input: str
     target: str
     where: str = ""  # "path:line", for error messages
+    probs: tuple[tuple[str, float], ...] = ()  # classification soft label: (label, probability), summing to 1
 
     def to_json(self) -> str:
-        return json.dumps({"input": self.input, "target": self.target}, ensure_ascii=False)
+        row: dict[str, object] = {"input": self.input, "target": self.target}
+        if self.probs:
+            row["probs"] = dict(self.probs)
+        return json.dumps(row, ensure_ascii=False)
 
 
 def load_examples(
-    path: str | Path, *, input_field: str, target_field: str, context_field: str | None = None
+    path: str | Path,
+    *,
+    input_field: str,
+    target_field: str,
+    context_field: str | None = None,
+    probs_field: str | None = None,
 ) -> list[Example]:
-    """Examples of a .jsonl (one JSON object per line) or .csv (a header row) file."""
+    """Examples of a .jsonl (one JSON object per line) or .csv (a header row) file.
+
+    With `probs_field`, a JSONL row may hold a soft label there ({label: probability});
+    such a row needs no target: its most probable label becomes it.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file {path} does not exist")
     if path.suffix.lower() not in (".jsonl", ".csv"):
         raise UserError(f"data file {path} must be .jsonl (one JSON object per line) or .csv (with a header row)")
     fields = (input_field, target_field) + ((context_field,) if context_field else ())
-    rows = _csv_rows(path, fields) if path.suffix.lower() == ".csv" else _jsonl_rows(path, fields)
+    if path.suffix.lower() == ".csv":
+        rows = _csv_rows(path, fields)
+    else:
+        rows = _jsonl_rows(path, fields, soft=(probs_field, target_field) if probs_field else None)
     examples = []
     for line, row in rows:
         where = f"{path}:{line}"
+        probs = _soft_label(row[probs_field], probs_field, where) if probs_field and probs_field in row else ()
+        if probs and not row.get(target_field, "").strip():
+            row[target_field] = max(probs, key=lambda lp: lp[1])[0]
         if not row[target_field].strip():
             raise UserError(f"{where}: the target ({target_field!r}) is empty; every example needs a target")
         text = row[input_field]
         if context_field:
             text = f"question: {text}\ncontext: {row[context_field]}"
-        examples.append(Example(text, row[target_field], where))
+        examples.append(Example(text, row[target_field], where, probs))
     if not examples:
         raise UserError(f"data file {path} holds no examples")
     return examples
 
 
-def _jsonl_rows(path: Path, fields: Sequence[str]):
-    for line, row in read_jsonl(path, tuple(fields), what="data"):
+def _jsonl_rows(path: Path, fields: Sequence[str], soft: tuple[str, str] | None = None):
+    """Rows with every field of `fields` a string; with soft = (probs field, target field), a row
+    holding the probs field may leave the target out."""
+    required = tuple(f for f in fields if soft is None or f != soft[1])
+    for line, row in read_jsonl(path, required, what="data"):
+        if soft is not None and soft[1] not in row:
+            if soft[0] not in row:
+                raise UserError(
+                    f"{path}:{line}: missing field {soft[1]!r} (a data line needs a target, or a soft label in {soft[0]!r})"
+                )
+            row[soft[1]] = ""
         for name in fields:
             if not isinstance(row[name], str):
                 raise UserError(f"{path}:{line}: field {name!r} must be a string, got {type(row[name]).__name__}")
         yield line, row
+
+
+def _soft_label(value: object, field: str, where: str) -> tuple[tuple[str, float], ...]:
+    """A {label: probability} object checked and normalised to sum 1."""
+    if not isinstance(value, dict) or not value:
+        raise UserError(f'{where}: {field!r} must be an object of label: probability, e.g. {{"yes": 0.8, "no": 0.2}}')
+    pairs = []
+    for label, p in value.items():
+        ok = isinstance(p, int | float) and not isinstance(p, bool) and math.isfinite(p) and p >= 0
+        if not ok or not label.strip():
+            raise UserError(f"{where}: {field!r} holds {label!r}: {p!r}; each label needs a probability >= 0")
+        if label.strip() in dict(pairs):
+            raise UserError(f"{where}: {field!r} names the label {label.strip()!r} twice")
+        pairs.append((label.strip(), float(p)))
+    total = sum(p for _, p in pairs)
+    if total <= 0:
+        raise UserError(f"{where}: the probabilities in {field!r} sum to 0; at least one label needs some")
+    return tuple((label, p / total) for label, p in pairs)
 
 
 def _csv_rows(path: Path, fields: Sequence[str]):

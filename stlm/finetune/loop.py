@@ -46,6 +46,7 @@ from stlm.finetune.config import FinetuneConfig
 from stlm.finetune.evaluate import Scored, baselines, label_log_prior, score_examples, significance
 from stlm.finetune.examples import Example, check_labels, load_examples, split_examples, write_jsonl
 from stlm.finetune.format import TextToText, as_channel, cut_utf8
+from stlm.finetune.soft import SoftLabels
 from stlm.runtime import decoding_runtime, describe_training, resolve_runtime, run_header, seed_everything
 from stlm.training import distributed
 from stlm.training.distill import check_cache_named, distilled, load_teacher
@@ -191,6 +192,11 @@ def _finetune(
         )
     data = load_task_data(cfg, out)
     train_pairs = as_channel(data.train) if channel else data.train
+    batcher: TextToText | SoftLabels = fmt  # what turns training examples into tensors
+    if any(ex.probs for ex in data.train):
+        if cfg.distill.teacher is not None:
+            raise UserError("soft labels (probs) and --teacher both set the label's targets; use one of them")
+        step_objective = batcher = SoftLabels(fmt)
     label_prior = label_log_prior(data.train, data.labels) if channel else []
     fingerprint = examples_fingerprint(data)
     if latest is not None and saved.get("task", {}).get("fingerprint") not in (None, fingerprint):
@@ -290,7 +296,7 @@ def _finetune(
     while step < cfg.train.steps:
         lr = lr_at(step, cfg.train.steps, cfg.optim)
         examples = [train_pairs[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
-        result = train_step(trainer, step_objective, [fmt.batch(examples)], step=step, lr=lr)
+        result = train_step(trainer, step_objective, [batcher.batch(examples)], step=step, lr=lr)
         step += 1
         bar.update(1)
         if result.applied:
@@ -423,12 +429,15 @@ def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
     else:
         read = dict(input_field=task.input_field, target_field=task.target_field, context_field=task.context_field)
         files = {"train": Path(task.train_file)}
-        train = load_examples(task.train_file, **read)
+        train = load_examples(task.train_file, **read, probs_field=task.probs_field)
+        check_soft_labels(train, task)
         if task.val_file:
             files["val"] = Path(task.val_file)
             val = load_examples(task.val_file, **read)
-        else:
-            train, val = split_examples(train, task.val_fraction, task.split_seed)
+        else:  # validation is held out from the hard-labelled rows only: it is judged against targets
+            soft = [ex for ex in train if ex.probs]
+            train, val = split_examples([ex for ex in train if not ex.probs], task.val_fraction, task.split_seed)
+            train += soft
         test = []
         if task.test_file:
             files["test"] = Path(task.test_file)
@@ -438,8 +447,9 @@ def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
         labels = task.label_set()
         if labels:
             check_labels(train, labels, what="training")
+            check_labels([Example("", label, ex.where) for ex in train for label, _ in ex.probs], labels, what="soft")
         else:
-            labels = sorted({ex.target.strip() for ex in train})
+            labels = sorted({ex.target.strip() for ex in train} | {label for ex in train for label, _ in ex.probs})
         check_labels(val, labels, what="validation")
         check_labels(test, labels, what="test")
         if task.direction == "channel":  # the input is what a channel model scores: it must have one
@@ -447,6 +457,20 @@ def load_task_data(cfg: FinetuneConfig, out: Path) -> TaskData:
                 if not ex.input.strip():
                     raise UserError(f"{ex.where or 'an example'}: empty input; a channel classifier scores the input")
     return TaskData(kind, train, val, test, labels, files)
+
+
+def check_soft_labels(train: list[Example], task: Any) -> None:
+    """Soft labels (`probs`) train the direct direction of a classification task, and nothing else."""
+    soft = next((ex for ex in train if ex.probs), None)
+    if soft is None:
+        return
+    if task.resolved_kind() != "classification":
+        raise UserError(
+            f"{soft.where}: a soft label ({task.probs_field!r}) is for classification tasks; "
+            f"this task is {task.resolved_kind()} (add --kind classification, or drop the field)"
+        )
+    if task.direction != "direct":
+        raise UserError(f"{soft.where}: soft labels train the direct direction; drop --direction {task.direction}")
 
 
 def files_named_again(task: Any, named: dict[str, str], out: Path) -> Any:
