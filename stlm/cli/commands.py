@@ -152,6 +152,45 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_classify(args: argparse.Namespace) -> int:
+    from collections import Counter
+
+    from stlm import checkpoint as ckpt_io
+    from stlm.finetune import classify
+
+    out, source = args.out, args.input
+    if out.resolve() == source.resolve() or (out.exists() and source.exists() and out.samefile(source)):
+        raise UserError(f"--out {out} is the --input file; write the labels to another file")
+    ckpt_io.check_output(out, reads=args.model)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; name the JSONL file to write")
+    rows, texts, where = classify.read_texts(source, args.field)
+    runtime = flags.given(args, "runtime")
+    models = [classify.load_classifier(m, **runtime) for m in args.model]
+    labels = classify.check_same_labels(models)
+    ckpt_io.check_output(out, reads=[p for c in models for p in (c.path, ckpt_io.run_of(c.path)) if p is not None])
+    if any(c.direction == "channel" for c in models):
+        for text, at in zip(texts, where):
+            if not text.strip():
+                raise UserError(f"{at}: field {args.field!r} is empty; a channel classifier scores the input")
+    if not args.quiet:
+        print(f"stlm classify: {len(texts)} texts, {len(models)} model(s), labels {', '.join(labels)}", file=sys.stderr)
+    labels, probs = classify.classify_texts(models, texts, batch_size=args.batch_size, progress=not args.quiet)
+    replaced = sum(1 for row in rows if "probs" in row or "label" in row)
+    if replaced:
+        print(
+            f'note: {replaced} input rows had a "probs" or "label" field; the output\'s are the models\'',
+            file=sys.stderr,
+        )
+    labelled = classify.labelled_rows(rows, labels, probs)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    classify.write_jsonl_atomic(out, labelled)
+    counts = Counter(row["label"] for row in labelled)
+    shown = ", ".join(f"{label} {counts[label]}" for label in labels)
+    print(f"labelled {len(labelled)} rows with {len(models)} model(s): {shown}; wrote {out}")
+    return 0
+
+
 def cmd_spin(args: argparse.Namespace) -> int:
     from stlm import api
     from stlm.finetune.loop import TASK_FILES

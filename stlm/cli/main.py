@@ -249,6 +249,30 @@ def finetune_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     return add_config_flags(p, FinetuneConfig(), names=NAMES, aliases=ALIASES, choices=CHOICES)
 
 
+def classify_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    p.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="RUN",
+        help="a classification run of stlm finetune (its best checkpoint) or a checkpoint; "
+        "repeat to average several (same labels) (required)",
+    )
+    p.add_argument("--input", type=Path, required=True, help="JSONL file, one object per line (required)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help='JSONL to write: each input row with "probs" (label -> probability) and "label" (required)',
+    )
+    p.add_argument("--field", default="input", help="the field holding each text")
+    p.add_argument("--batch-size", type=count(1), default=16, help="texts scored per forward pass")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    only = ("runtime.device", "runtime.threads", "runtime.precision")
+    return add_config_flags(p, RunConfig(), only=only, show_keys=False, choices=CHOICES)
+
+
 def spin_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("run", nargs="?", type=Path, help="the fine-tuned run (its best checkpoint) or a checkpoint")
     p.add_argument("--out", type=Path, help="run directory (default: runs/spin-<task>-<time>)")
@@ -485,6 +509,12 @@ COMMANDS = [
         "fine-tune on a text-to-text task (built-in --task, or --train FILE)",
         finetune_flags,
         commands.cmd_finetune,
+    ),
+    Command(
+        ("classify",),
+        "label texts with fine-tuned classification runs: each label's probability, averaged over runs",
+        classify_flags,
+        commands.cmd_classify,
     ),
     Command(
         ("spin",),

@@ -72,6 +72,7 @@ def write_files(root: Path, corpus_dir: Path) -> None:
         "number-text.jsonl": '{"text": 3}\n',
         "surrogate.jsonl": '{"text": "\\ud800"}\n',
         "empty-texts.jsonl": '{"text": ""}\n\n',
+        "texts.jsonl": '{"input": "sky sea"}\n',
         "bad.csv": b"input,target\n\xff\xfe,x\n",
         "huge-field.csv": "input,target\n" + "x" * 200_000 + ",y\n",
         "nul.csv": "input,target\na\0b,c\n",
@@ -354,6 +355,29 @@ CASES: list[tuple[str, list[str]]] = [
     ("plot --out under a file", ["plot", "{R}", "--out", "{F}/afile.txt/curves.png"]),
     # finetune
     ("finetune train file missing", ["finetune", "--train", "{F}/missing.jsonl", "--quiet"]),
+    (
+        "classify a pretraining run",
+        ["classify", "--model", "{R}", "--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"],
+    ),
+    (
+        "classify missing run",
+        ["classify", "--model", "{T}/no-such-run", "--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"],
+    ),
+    (
+        "classify input without the field",
+        ["classify", "--model", "{R}", "--input", "{F}/no-text.jsonl", "--out", "{T}/l.jsonl"],
+    ),
+    ("classify binary input", ["classify", "--model", "{R}", "--input", "{F}/binary.jsonl", "--out", "{T}/l.jsonl"]),
+    (
+        "classify out is the input",
+        ["classify", "--model", "{R}", "--input", "{F}/texts.jsonl", "--out", "{F}/texts.jsonl"],
+    ),
+    ("classify out is the run", ["classify", "--model", "{R}", "--input", "{F}/texts.jsonl", "--out", "{R}"]),
+    (
+        "classify batch-size 0",
+        ["classify", "--model", "{R}", "--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl", "--batch-size", "0"],
+    ),
+    ("classify without a model", ["classify", "--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"]),
     ("spin on a pretraining run", ["spin", "{R}", "--out", "{T}/spin-out", "--quiet"]),
     ("spin without a run", ["spin", "--out", "{T}/spin-out", "--quiet"]),
     ("spin resume a pretraining run", ["spin", "--resume", "{R}", "--quiet"]),
