@@ -20,15 +20,14 @@ has probability 1 trains exactly as a hard-labelled row does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText, cut_utf8
-
-IGNORE_INDEX = -100
+from stlm.objectives.next_token import IGNORE_INDEX
 
 
 @dataclass
@@ -40,15 +39,25 @@ class SoftLabels:
     """
 
     fmt: TextToText
+    # Every epoch batches the same examples again: their soft points and the labels' ids are worked out once.
+    _ids: dict[str, list[int]] = field(default_factory=dict, init=False, repr=False)
+    _points: dict[Example, list[tuple[int, int, float]]] = field(default_factory=dict, init=False, repr=False)
 
     def target_ids(self, text: str) -> list[int]:
         """A target's ids as `fmt.batch` encodes them (cut to max_target_bytes, EOS last)."""
-        return self.fmt.tokenizer.encode(cut_utf8(text, self.fmt.max_target_bytes), eos=True)
+        if text not in self._ids:
+            self._ids[text] = self.fmt.tokenizer.encode(cut_utf8(text, self.fmt.max_target_bytes), eos=True)
+        return self._ids[text]
 
     def points(self, example: Example) -> list[tuple[int, int, float]]:
         """(offset, token id, probability) of the soft targets along `example`'s target."""
         if not example.probs:
             return []
+        if example not in self._points:
+            self._points[example] = self._trie_points(example)
+        return self._points[example]
+
+    def _trie_points(self, example: Example) -> list[tuple[int, int, float]]:
         path = self.target_ids(example.target)
         labels = [(self.target_ids(label), p) for label, p in example.probs]
         out: list[tuple[int, int, float]] = []
