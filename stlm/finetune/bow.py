@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from stlm.finetune.examples import Example
 
 ALPHAS = (0.03, 0.1, 0.3, 1.0)
+TEMPERATURES = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 15.0, 20.0, 30.0, 50.0)
 _WORD = re.compile(r"[a-z0-9_]+")
 
 
@@ -55,17 +56,30 @@ class NaiveBayes:
             alpha=alpha,
         )
 
-    def predict(self, text: str) -> str:
+    def log_likelihoods(self, text: str) -> list[float]:
+        """log p(label) + log p(text's features | label), in `labels` order (unnormalised)."""
         feats = features(text)
-
-        def score(label: str) -> float:
+        out = []
+        for label in self.labels:
             denominator = math.log(self.totals[label] + self.alpha * (self.vocab_size + 1))
             counts = self.counts[label]
-            return self.log_prior[label] + sum(
-                n * (math.log(counts[f] + self.alpha) - denominator) for f, n in feats.items()
+            out.append(
+                self.log_prior[label]
+                + sum(n * (math.log(counts[f] + self.alpha) - denominator) for f, n in feats.items())
             )
+        return out
 
-        return max(self.labels, key=lambda label: (score(label), -self.labels.index(label)))
+    def predict(self, text: str) -> str:
+        scores = self.log_likelihoods(text)
+        return self.labels[max(range(len(self.labels)), key=scores.__getitem__)]  # the first of equals
+
+    def log_posteriors(self, text: str, temperature: float = 1.0) -> list[float]:
+        """log p(label | text) in `labels` order, the log-likelihoods divided by `temperature` first:
+        naive Bayes counts every feature as independent evidence, so its raw posteriors are far too sure."""
+        scaled = [v / temperature for v in self.log_likelihoods(text)]
+        top = max(scaled)
+        log_z = top + math.log(sum(math.exp(v - top) for v in scaled))
+        return [v - log_z for v in scaled]
 
 
 def fit_bag_of_words(train: Sequence[Example], val: Sequence[Example] = ()) -> NaiveBayes:
@@ -81,3 +95,21 @@ def fit_bag_of_words(train: Sequence[Example], val: Sequence[Example] = ()) -> N
             best_alpha, best_right = alpha, right
     model.alpha = best_alpha
     return model
+
+
+def fit_temperature(model: NaiveBayes, val: Sequence[Example]) -> float:
+    """The temperature in `TEMPERATURES` whose posteriors give `val` the least log-loss (ties: the
+    smallest). The choice changes probabilities only, never which label is the most probable."""
+    if not val:
+        raise ValueError("fit_temperature needs validation examples")
+    rows = [(model.log_likelihoods(ex.input), model.labels.index(ex.target.strip())) for ex in val]
+
+    def log_loss(t: float) -> float:
+        total = 0.0
+        for scores, gold in rows:
+            scaled = [v / t for v in scores]
+            top = max(scaled)
+            total += top + math.log(sum(math.exp(v - top) for v in scaled)) - scaled[gold]
+        return total / len(rows)
+
+    return min(TEMPERATURES, key=lambda t: (log_loss(t), t))

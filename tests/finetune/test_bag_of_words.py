@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from stlm.finetune.bow import NaiveBayes, features, fit_bag_of_words
+import pytest
+
+from stlm.finetune.bow import TEMPERATURES, NaiveBayes, features, fit_bag_of_words, fit_temperature
 from stlm.finetune.evaluate import baselines
 from stlm.finetune.examples import Example
 
@@ -36,3 +38,30 @@ def test_smoothing_is_chosen_on_validation_and_baselines_report_it():
     scores = baselines("classification", TRAIN, val, val)
     assert scores["bag_of_words"]["accuracy"] == 1.0 and scores["bag_of_words"]["predictions"] == ["neg", "pos"]
     assert scores["majority"] == {"label": "pos", "accuracy": 0.5}
+
+
+def test_posteriors_are_the_tempered_softmax_of_the_log_likelihoods():
+    nb = NaiveBayes.fit(TRAIN, alpha=0.3)
+    for text in ("bad good", "a bad film", "good", "nothing known"):
+        raw = nb.log_likelihoods(text)
+        assert nb.labels[raw.index(max(raw))] == nb.predict(text)
+        for t in (1.0, 4.0):
+            got = nb.log_posteriors(text, t)
+            z = math.log(math.fsum(math.exp(v / t) for v in raw))
+            assert got == [pytest.approx(v / t - z, abs=1e-12) for v in raw]
+            assert math.fsum(math.exp(v) for v in got) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_temperature_is_chosen_by_validation_log_loss():
+    nb = NaiveBayes.fit(TRAIN, alpha=0.3)
+    right = [Example("bad film", "neg"), Example("good good", "pos")]
+    assert fit_temperature(nb, right) == 1.0  # all right and sure: the sharpest loses least
+    wrong = right + [Example("good film good film bad", "neg")]  # sure and wrong: a softer model loses less
+
+    def log_loss(t: float) -> float:
+        return -sum(nb.log_posteriors(ex.input, t)[nb.labels.index(ex.target)] for ex in wrong) / len(wrong)
+
+    chosen = fit_temperature(nb, wrong)
+    assert chosen > 1.0 and log_loss(chosen) == min(log_loss(t) for t in TEMPERATURES)
+    with pytest.raises(ValueError):
+        fit_temperature(nb, [])
