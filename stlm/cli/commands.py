@@ -164,17 +164,31 @@ def cmd_classify(args: argparse.Namespace) -> int:
     ckpt_io.check_output(out, reads=args.model)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder; name the JSONL file to write")
+    if not args.model and args.bag_of_words is None:
+        raise UserError("give at least one --model RUN (or --bag-of-words TRAIN with --bag-of-words-val VAL)")
+    if (args.bag_of_words is None) != (args.bag_of_words_val is None):
+        raise UserError("--bag-of-words and --bag-of-words-val go together: a training file and a validation file")
+    bow_files = [args.bag_of_words, args.bag_of_words_val] if args.bag_of_words is not None else []
+    if any(f.resolve() == out.resolve() for f in bow_files):
+        raise UserError(f"--out {out} is a bag-of-words file; write the labels to another file")
     rows, texts, where = classify.read_texts(source, args.field)
     runtime = flags.given(args, "runtime")
-    models = [classify.load_classifier(m, **runtime) for m in args.model]
+    runs = [classify.load_classifier(m, **runtime) for m in args.model]
+    ckpt_io.check_output(out, reads=[p for c in runs for p in (c.path, ckpt_io.run_of(c.path)) if p is not None])
+    models: list[classify.Member] = list(runs)
+    if bow_files:
+        models.append(classify.fit_bag_of_words_member(*bow_files))
     labels = classify.check_same_labels(models)
-    ckpt_io.check_output(out, reads=[p for c in models for p in (c.path, ckpt_io.run_of(c.path)) if p is not None])
-    if any(c.direction == "channel" for c in models):
+    if any(c.direction == "channel" for c in runs):
         for text, at in zip(texts, where):
             if not text.strip():
                 raise UserError(f"{at}: field {args.field!r} is empty; a channel classifier scores the input")
     if not args.quiet:
-        print(f"stlm classify: {len(texts)} texts, {len(models)} model(s), labels {', '.join(labels)}", file=sys.stderr)
+        bow = f" and bag of words (temperature {models[-1].temperature:g})" if bow_files else ""
+        print(
+            f"stlm classify: {len(texts)} texts, {len(runs)} model(s){bow}, labels {', '.join(labels)}",
+            file=sys.stderr,
+        )
     labels, probs = classify.classify_texts(models, texts, batch_size=args.batch_size, progress=not args.quiet)
     replaced = sum(1 for row in rows if "probs" in row or "label" in row)
     if replaced:

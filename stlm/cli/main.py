@@ -254,10 +254,10 @@ def classify_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         "--model",
         type=Path,
         action="append",
-        required=True,
+        default=[],
         metavar="RUN",
         help="a classification run of stlm finetune (its best checkpoint) or a checkpoint; "
-        "repeat to average several (same labels) (required)",
+        "repeat to average several (same labels); at least one, or --bag-of-words",
     )
     p.add_argument("--input", type=Path, required=True, help="JSONL file, one object per line (required)")
     p.add_argument(
@@ -265,6 +265,19 @@ def classify_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         type=Path,
         required=True,
         help='JSONL to write: each input row with "probs" (label -> probability) and "label" (required)',
+    )
+    p.add_argument(
+        "--bag-of-words",
+        type=Path,
+        metavar="TRAIN",
+        help="also average in naive Bayes over word 1+2-grams fitted on this labelled file "
+        "(.jsonl or .csv with input and target); needs --bag-of-words-val",
+    )
+    p.add_argument(
+        "--bag-of-words-val",
+        type=Path,
+        metavar="VAL",
+        help="labelled file on which bag of words' smoothing and temperature are chosen",
     )
     p.add_argument("--field", default="input", help="the field holding each text")
     p.add_argument("--batch-size", type=count(1), default=16, help="texts scored per forward pass")

@@ -6,6 +6,12 @@
                               -> log-softmax over the labels: log p(label | input)
     several runs              -> the mean of their log-posteriors, renormalised (a geometric mean)
 
+Bag of words can be one of the members: naive Bayes fitted on a labelled
+training file, its smoothing and its temperature chosen on a validation file
+(the temperature by log-loss: naive Bayes alone is far too sure of itself to
+average with). It reads words, where the runs read bytes, so the two are
+wrong on different texts.
+
 A channel run needs its label prior, log p(label) from its training labels.
 No checkpoint names a path stlm reads, so the prior is the one the run
 records, or it is counted again from the run folder's own data/ (a built-in
@@ -29,8 +35,9 @@ from stlm import checkpoint as ckpt_io
 from stlm.config import RuntimeConfig
 from stlm.errors import UserError
 from stlm.evaluation.jsonl import read_jsonl
+from stlm.finetune.bow import NaiveBayes, fit_bag_of_words, fit_temperature
 from stlm.finetune.config import FinetuneConfig
-from stlm.finetune.evaluate import _label_scores, _prior, channel_scores, direct_scores, label_log_prior
+from stlm.finetune.evaluate import channel_scores, direct_scores, label_log_prior, label_score_rows, prior_or_uniform
 from stlm.finetune.examples import Example, load_examples
 from stlm.finetune.format import TextToText
 from stlm.finetune.loop import BEST, TaskData, examples_fingerprint
@@ -51,6 +58,33 @@ class Classifier:
     direction: str  # direct | channel
     prior: list[float]  # channel: log p(label) in `labels` order; direct: empty
     runtime: Runtime
+
+
+@dataclass
+class BagOfWords:
+    """Naive Bayes as a classifier member: fitted on `path`, smoothing and temperature from validation."""
+
+    path: Path  # the training file
+    model: NaiveBayes
+    temperature: float
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+
+Member = Classifier | BagOfWords
+
+
+def fit_bag_of_words_member(train: str | Path, val: str | Path) -> BagOfWords:
+    """Naive Bayes on a labelled JSONL/CSV file (fields input, target), alpha and temperature chosen on `val`."""
+    fields = dict(input_field="input", target_field="target")
+    train_examples, val_examples = load_examples(train, **fields), load_examples(val, **fields)
+    model = fit_bag_of_words(train_examples, val_examples)
+    unknown = sorted({ex.target.strip() for ex in val_examples} - set(model.labels))
+    if unknown:
+        raise UserError(f"{val} has labels the training file {train} never gives: {', '.join(unknown)}")
+    return BagOfWords(Path(train), model, fit_temperature(model, val_examples))
 
 
 def load_classifier(
@@ -125,25 +159,27 @@ def _data_folders(given: Path, ckpt: Path) -> list[Path]:
 
 
 def label_log_posteriors(
-    classifier: Classifier, texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
+    classifier: Member, texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
 ) -> list[list[float]]:
     """Per text, log p(label | text) in the classifier's label order: the log-softmax of the label
     scores fine-tuning's evaluation maximises (direct: log p(label + EOS | text); channel:
-    log p(text + EOS | label) + log p(label))."""
+    log p(text + EOS | label) + log p(label)); bag of words: its tempered posterior."""
     c = classifier
+    if isinstance(c, BagOfWords):
+        return [c.model.log_posteriors(text, c.temperature) for text in texts]
     examples = [Example(text, "") for text in texts]
     scoring = dict(batch_size=batch_size, device=c.runtime.device, autocast=c.runtime.autocast(), progress=progress)
     if c.direction == "channel":
         rows = channel_scores(c.model, c.fmt, examples, c.labels, **scoring)
-        scores = _label_scores(rows, _prior(c.prior, c.labels))
+        scores = label_score_rows(rows, prior_or_uniform(c.prior, c.labels))
     else:
-        scores = _label_scores(direct_scores(c.model, c.fmt, examples, c.labels, **scoring))
+        scores = label_score_rows(direct_scores(c.model, c.fmt, examples, c.labels, **scoring))
     if not scores:
         return []
     return torch.tensor(scores, dtype=torch.float64).log_softmax(dim=-1).tolist()
 
 
-def check_same_labels(classifiers: Sequence[Classifier]) -> list[str]:
+def check_same_labels(classifiers: Sequence[Member]) -> list[str]:
     """The first classifier's labels, when every classifier has the same set (in any order)."""
     first = classifiers[0]
     for c in classifiers[1:]:
@@ -156,14 +192,16 @@ def check_same_labels(classifiers: Sequence[Classifier]) -> list[str]:
 
 
 def classify_texts(
-    classifiers: Sequence[Classifier], texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
+    classifiers: Sequence[Member], texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
 ) -> tuple[list[str], list[list[float]]]:
     """(labels, per text each label's probability in that order): the classifiers' posteriors
     averaged in log space and renormalised (one classifier: its own posterior)."""
     if not classifiers:
         raise ValueError("classify_texts needs at least one classifier")
     labels = check_same_labels(classifiers)
-    if any(c.direction == "channel" for c in classifiers):  # the input is what a channel model scores
+    if any(
+        isinstance(c, Classifier) and c.direction == "channel" for c in classifiers
+    ):  # the input is what a channel model scores
         for i, text in enumerate(texts):
             if not text.strip():
                 raise UserError(f"text {i + 1} is empty; a channel classifier scores the input")

@@ -106,7 +106,7 @@ def score_examples(
         rows = channel_scores(
             model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast, progress=progress
         )
-        label_scores = _label_scores(rows, _prior(label_prior, labels))
+        label_scores = label_score_rows(rows, prior_or_uniform(label_prior, labels))
         chosen = _argmax_labels(label_scores, labels)
         accuracy = metrics.accuracy(chosen, [ex.target for ex in examples])
         # The loss is the channel model's own: nats per input unit under the true label, a row already scored.
@@ -128,7 +128,7 @@ def score_examples(
     label_scores: list[list[float]] = []
     if kind == "classification" and labels:
         rows = direct_scores(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
-        label_scores = _label_scores(rows)
+        label_scores = label_score_rows(rows)
         chosen = _argmax_labels(label_scores, labels)
         result["accuracy_logprob"] = metrics.accuracy(chosen, references)
     return Scored(result, predictions, chosen, label_scores)
@@ -185,7 +185,7 @@ def classify_by_logprob(
 ) -> list[str]:
     """For each example, the label whose text + EOS the model finds most likely after the prompt."""
     rows = direct_scores(model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast)
-    return _argmax_labels(_label_scores(rows), labels)
+    return _argmax_labels(label_score_rows(rows), labels)
 
 
 def direct_scores(
@@ -209,11 +209,11 @@ def classify_by_channel(
     progress: bool = False,
 ) -> list[str]:
     """For each example, the label y with the highest log p(input + EOS | y) + log p(y)."""
-    prior = _prior(label_prior, labels)
+    prior = prior_or_uniform(label_prior, labels)
     rows = channel_scores(
         model, fmt, examples, labels, batch_size=batch_size, device=device, autocast=autocast, progress=progress
     )
-    return _argmax_labels(_label_scores(rows, prior), labels)
+    return _argmax_labels(label_score_rows(rows, prior), labels)
 
 
 def channel_scores(
@@ -248,7 +248,7 @@ def _label_rows(
     return [scores[i : i + n_labels] for i in range(0, len(scores), n_labels)]
 
 
-def _label_scores(rows: list[list[ContinuationScore]], bonus: Sequence[float] = ()) -> list[list[float]]:
+def label_score_rows(rows: list[list[ContinuationScore]], bonus: Sequence[float] = ()) -> list[list[float]]:
     """Per row, each label's log-probability plus its bonus (none: the log-probabilities)."""
     return [[s.logprob + b for s, b in zip(row, bonus or [0.0] * len(row))] for row in rows]
 
@@ -258,7 +258,7 @@ def _argmax_labels(scores: list[list[float]], labels: Sequence[str]) -> list[str
     return [labels[max(range(len(labels)), key=row.__getitem__)] for row in scores]
 
 
-def _prior(label_prior: Sequence[float], labels: Sequence[str]) -> list[float]:
+def prior_or_uniform(label_prior: Sequence[float], labels: Sequence[str]) -> list[float]:
     """The label prior in `labels` order; uniform (zeros) when none is given."""
     prior = list(label_prior) or [0.0] * len(labels)
     if len(prior) != len(labels):

@@ -378,6 +378,20 @@ CASES: list[tuple[str, list[str]]] = [
         ["classify", "--model", "{R}", "--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl", "--batch-size", "0"],
     ),
     ("classify without a model", ["classify", "--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"]),
+    (
+        "classify bag of words without validation",
+        ["classify", "--bag-of-words", "{F}/texts.jsonl", "--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"],
+    ),
+    (
+        "classify bag of words from unlabelled rows",
+        ["classify", "--bag-of-words", "{F}/texts.jsonl", "--bag-of-words-val", "{F}/texts.jsonl"]
+        + ["--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"],
+    ),
+    (
+        "classify bag of words from a binary file",
+        ["classify", "--bag-of-words", "{F}/binary.jsonl", "--bag-of-words-val", "{F}/binary.jsonl"]
+        + ["--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"],
+    ),
     ("spin on a pretraining run", ["spin", "{R}", "--out", "{T}/spin-out", "--quiet"]),
     ("spin without a run", ["spin", "--out", "{T}/spin-out", "--quiet"]),
     ("spin resume a pretraining run", ["spin", "--resume", "{R}", "--quiet"]),

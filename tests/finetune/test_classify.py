@@ -13,8 +13,9 @@ import torch
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
 from stlm.finetune import classify
+from stlm.finetune.bow import fit_temperature
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
-from stlm.finetune.examples import load_examples, write_jsonl
+from stlm.finetune.examples import Example, load_examples, write_jsonl
 from stlm.finetune.loop import finetune, load_task_data
 
 CPU = ["--device", "cpu", "--precision", "fp32", "--threads", "1", "--quiet"]
@@ -189,3 +190,61 @@ def test_output_is_a_soft_label_training_file(runs, tmp_path, capsys):
     assert [(ex.target, dict(ex.probs)) for ex in soft] == [
         (row["label"], pytest.approx(row["probs"])) for row in _read(tmp_path / "o.jsonl")
     ]
+
+
+def _colour_files(colours: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """The colours examples as input/target files: the first 30 to fit naive Bayes, the rest to choose."""
+    rows = [json.loads(line) for line in colours.read_text(encoding="utf-8").splitlines()]
+    rows = [{"input": r["text"], "target": r["label"]} for r in rows]
+    return _write_inputs(tmp_path / "bow-train.jsonl", rows[:30]), _write_inputs(tmp_path / "bow-val.jsonl", rows[30:])
+
+
+def test_bag_of_words_is_averaged_in_as_one_more_member(runs, colours, tmp_path, capsys):
+    train, val = _colour_files(colours, tmp_path)
+    texts = ["sky sea", "fire apple cherry 7", "ice", "nothing here"]
+    source = _write_inputs(tmp_path / "in.jsonl", [{"input": t} for t in texts])
+    bow = classify.fit_bag_of_words_member(train, val)
+    examples = [Example(**json.loads(line)) for line in val.read_text().splitlines()]
+    assert bow.labels == ["blue", "red"] and bow.temperature == fit_temperature(bow.model, examples)
+    alone = [bow.model.log_posteriors(t, bow.temperature) for t in texts]
+    # Bag of words alone: its own tempered posterior.
+    code, out, err = _classify(capsys, "--bag-of-words", train, "--bag-of-words-val", val, "--input", source,
+                               "--out", tmp_path / "bow.jsonl", *CPU[:-1])  # fmt: skip
+    assert code == 0, err
+    assert f"and bag of words (temperature {bow.temperature:g})" in err
+    for row, post in zip(_read(tmp_path / "bow.jsonl"), alone):
+        assert [math.log(row["probs"][label]) for label in bow.labels] == pytest.approx(post, abs=1e-9)
+    # With a run: the geometric mean of the run's posterior and bag of words'.
+    run = classify.load_classifier(runs["b"], device="cpu", precision="fp32")  # labels red, blue
+    model_posts = classify.label_log_posteriors(run, texts)
+    code, _, err = _classify(capsys, "--model", runs["b"], "--bag-of-words", train, "--bag-of-words-val", val,
+                             "--input", source, "--out", tmp_path / "both.jsonl", *CPU)  # fmt: skip
+    assert code == 0, err
+    for row, m, b in zip(_read(tmp_path / "both.jsonl"), model_posts, alone):
+        expected = _log_softmax({"red": (m[0] + b[1]) / 2, "blue": (m[1] + b[0]) / 2})
+        assert list(row["probs"]) == ["red", "blue"]  # the run's order
+        assert {k: math.log(v) for k, v in row["probs"].items()} == pytest.approx(expected, abs=1e-5)
+
+
+def test_bag_of_words_mistakes_are_one_line_exit_2(runs, colours, tmp_path, capsys):
+    train, val = _colour_files(colours, tmp_path)
+    good = _write_inputs(tmp_path / "in.jsonl", [{"input": "sky sea"}])
+    out = tmp_path / "out.jsonl"
+
+    def refused(*argv, says: str) -> None:
+        code, _, err = _classify(capsys, *argv, "--input", good, "--out", out, *CPU)
+        assert code == 2 and says in err, err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert not out.exists()
+
+    refused(says="give at least one --model RUN")
+    refused("--bag-of-words", train, says="go together")
+    refused("--model", runs["a"], "--bag-of-words-val", val, says="go together")
+    refused("--bag-of-words", tmp_path / "none.jsonl", "--bag-of-words-val", val, says="does not exist")
+    other = _write_inputs(tmp_path / "other-val.jsonl", [{"input": "sun", "target": "yellow"}])
+    refused("--bag-of-words", train, "--bag-of-words-val", other, says="labels the training file")
+    weather = _write_inputs(tmp_path / "w.jsonl", [{"input": "day", "target": t} for t in ("warm", "cold")])
+    refused("--model", runs["a"], "--bag-of-words", weather, "--bag-of-words-val", weather, says="share one label")
+    code, _, err = _classify(capsys, "--bag-of-words", train, "--bag-of-words-val", val, "--input", good,
+                             "--out", val, *CPU)  # fmt: skip
+    assert code == 2 and "is a bag-of-words file" in err
