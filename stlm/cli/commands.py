@@ -169,27 +169,39 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if (args.bag_of_words is None) != (args.bag_of_words_val is None):
         raise UserError("--bag-of-words and --bag-of-words-val go together: a training file and a validation file")
     bow_files = [args.bag_of_words, args.bag_of_words_val] if args.bag_of_words is not None else []
+    weights = None
+    if args.bag_of_words_weight is not None:
+        w = args.bag_of_words_weight
+        if not bow_files or not args.model:
+            raise UserError(
+                "--bag-of-words-weight weighs bag of words against the runs; give both --model and --bag-of-words"
+            )
+        if not 0.0 < w < 1.0:
+            raise UserError(f"--bag-of-words-weight must be between 0 and 1 (exclusive), got {w:g}")
+        weights = [(1.0 - w) / len(args.model)] * len(args.model) + [w]
     if any(f.resolve() == out.resolve() for f in bow_files):
         raise UserError(f"--out {out} is a bag-of-words file; write the labels to another file")
     rows, texts, where = classify.read_texts(source, args.field)
     runtime = flags.given(args, "runtime")
     runs = [classify.load_classifier(m, **runtime) for m in args.model]
     ckpt_io.check_output(out, reads=[p for c in runs for p in (c.path, ckpt_io.run_of(c.path)) if p is not None])
-    models: list[classify.Member] = list(runs)
-    if bow_files:
-        models.append(classify.fit_bag_of_words_member(*bow_files))
+    bow = classify.fit_bag_of_words_member(*bow_files) if bow_files else None
+    models: list[classify.Member] = [*runs, bow] if bow is not None else list(runs)
     labels = classify.check_same_labels(models)
     if any(c.direction == "channel" for c in runs):
         for text, at in zip(texts, where):
             if not text.strip():
                 raise UserError(f"{at}: field {args.field!r} is empty; a channel classifier scores the input")
     if not args.quiet:
-        bow = f" and bag of words (temperature {models[-1].temperature:g})" if bow_files else ""
+        share = f", weight {weights[-1]:g}" if weights else ""
+        words = f" and bag of words (temperature {bow.temperature:g}{share})" if bow is not None else ""
         print(
-            f"stlm classify: {len(texts)} texts, {len(runs)} model(s){bow}, labels {', '.join(labels)}",
+            f"stlm classify: {len(texts)} texts, {len(runs)} model(s){words}, labels {', '.join(labels)}",
             file=sys.stderr,
         )
-    labels, probs = classify.classify_texts(models, texts, batch_size=args.batch_size, progress=not args.quiet)
+    labels, probs = classify.classify_texts(
+        models, texts, weights=weights, batch_size=args.batch_size, progress=not args.quiet
+    )
     replaced = sum(1 for row in rows if "probs" in row or "label" in row)
     if replaced:
         print(

@@ -279,6 +279,13 @@ def classify_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         metavar="VAL",
         help="labelled file on which bag of words' smoothing and temperature are chosen",
     )
+    p.add_argument(
+        "--bag-of-words-weight",
+        type=float,
+        metavar="W",
+        help="bag of words' weight in the log-space average, between 0 and 1; the runs share the rest "
+        "equally (default: an equal share)",
+    )
     p.add_argument("--field", default="input", help="the field holding each text")
     p.add_argument("--batch-size", type=count(1), default=16, help="texts scored per forward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

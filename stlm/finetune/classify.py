@@ -4,13 +4,15 @@
                                  direct:  log p(label + EOS | input)
                                  channel: log p(input + EOS | label) + log p(label)
                               -> log-softmax over the labels: log p(label | input)
-    several runs              -> the mean of their log-posteriors, renormalised (a geometric mean)
+    several runs              -> the mean of their log-posteriors, renormalised (a geometric mean;
+                                 weighted when weights are given)
 
 Bag of words can be one of the members: naive Bayes fitted on a labelled
 training file, its smoothing and its temperature chosen on a validation file
 (the temperature by log-loss: naive Bayes alone is far too sure of itself to
 average with). It reads words, where the runs read bytes, so the two are
-wrong on different texts.
+wrong on different texts. Its weight in the average is an equal share unless
+given (the runs share the rest equally).
 
 A channel run needs its label prior, log p(label) from its training labels.
 No checkpoint names a path stlm reads, so the prior is the one the run
@@ -192,12 +194,22 @@ def check_same_labels(classifiers: Sequence[Member]) -> list[str]:
 
 
 def classify_texts(
-    classifiers: Sequence[Member], texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
+    classifiers: Sequence[Member],
+    texts: Sequence[str],
+    *,
+    weights: Sequence[float] | None = None,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> tuple[list[str], list[list[float]]]:
     """(labels, per text each label's probability in that order): the classifiers' posteriors
-    averaged in log space and renormalised (one classifier: its own posterior)."""
+    averaged in log space (`weights`, summing to 1; default equal) and renormalised (one
+    classifier: its own posterior)."""
     if not classifiers:
         raise ValueError("classify_texts needs at least one classifier")
+    if weights is None:
+        weights = [1.0 / len(classifiers)] * len(classifiers)
+    if len(weights) != len(classifiers) or any(w < 0 for w in weights) or not math.isclose(sum(weights), 1.0):
+        raise ValueError(f"weights must be {len(classifiers)} non-negative numbers summing to 1, got {weights}")
     labels = check_same_labels(classifiers)
     if any(
         isinstance(c, Classifier) and c.direction == "channel" for c in classifiers
@@ -206,12 +218,12 @@ def classify_texts(
             if not text.strip():
                 raise UserError(f"text {i + 1} is empty; a channel classifier scores the input")
     total = torch.zeros(len(texts), len(labels), dtype=torch.float64)
-    for c in classifiers:
+    for c, weight in zip(classifiers, weights, strict=True):
         order = [c.labels.index(label) for label in labels]
         posts = label_log_posteriors(c, texts, batch_size=batch_size, progress=progress)
         if posts:
-            total += torch.tensor(posts, dtype=torch.float64)[:, order]
-    mean = (total / len(classifiers)).log_softmax(dim=-1)
+            total += weight * torch.tensor(posts, dtype=torch.float64)[:, order]
+    mean = total.log_softmax(dim=-1)
     return labels, mean.exp().tolist()
 
 

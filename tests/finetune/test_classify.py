@@ -224,6 +224,21 @@ def test_bag_of_words_is_averaged_in_as_one_more_member(runs, colours, tmp_path,
         expected = _log_softmax({"red": (m[0] + b[1]) / 2, "blue": (m[1] + b[0]) / 2})
         assert list(row["probs"]) == ["red", "blue"]  # the run's order
         assert {k: math.log(v) for k, v in row["probs"].items()} == pytest.approx(expected, abs=1e-5)
+    # Weighted: bag of words 0.75, the two runs 0.125 each.
+    run_a = classify.load_classifier(runs["a"], device="cpu", precision="fp32")  # labels blue, red
+    a_posts = classify.label_log_posteriors(run_a, texts)
+    code, _, err = _classify(capsys, "--model", runs["a"], "--model", runs["b"], "--bag-of-words", train,
+                             "--bag-of-words-val", val, "--bag-of-words-weight", "0.75", "--input", source,
+                             "--out", tmp_path / "weighted.jsonl", *CPU[:-1])  # fmt: skip
+    assert code == 0, err
+    assert f"2 model(s) and bag of words (temperature {bow.temperature:g}, weight 0.75)" in err
+    for row, a, m, b in zip(_read(tmp_path / "weighted.jsonl"), a_posts, model_posts, alone):
+        blue = 0.125 * a[0] + 0.125 * m[1] + 0.75 * b[0]
+        red = 0.125 * a[1] + 0.125 * m[0] + 0.75 * b[1]
+        expected = _log_softmax({"blue": blue, "red": red})
+        assert {k: math.log(v) for k, v in row["probs"].items()} == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="summing to 1"):
+        classify.classify_texts([run_a, bow], texts, weights=[0.5, 0.6])
 
 
 def test_bag_of_words_mistakes_are_one_line_exit_2(runs, colours, tmp_path, capsys):
@@ -240,6 +255,10 @@ def test_bag_of_words_mistakes_are_one_line_exit_2(runs, colours, tmp_path, caps
     refused(says="give at least one --model RUN")
     refused("--bag-of-words", train, says="go together")
     refused("--model", runs["a"], "--bag-of-words-val", val, says="go together")
+    both = ["--bag-of-words", train, "--bag-of-words-val", val]
+    refused(*both, "--bag-of-words-weight", "0.5", says="give both --model and --bag-of-words")
+    for weight in ("0", "1", "1.5", "nan"):
+        refused("--model", runs["a"], *both, "--bag-of-words-weight", weight, says="between 0 and 1")
     refused("--bag-of-words", tmp_path / "none.jsonl", "--bag-of-words-val", val, says="does not exist")
     other = _write_inputs(tmp_path / "other-val.jsonl", [{"input": "sun", "target": "yellow"}])
     refused("--bag-of-words", train, "--bag-of-words-val", other, says="labels the training file")
