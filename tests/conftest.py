@@ -11,6 +11,30 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+
+def _private_user_cache() -> None:
+    """Point stlm's user cache folder at a fresh folder for this test session, so no test reads
+    what the user's own runs cached there (corpora, token shards, the precision probe). Its probe
+    file gives fp32 and bf16 the same time for both purposes, so `--precision auto` means fp32 on
+    a CPU in every test, whichever CPU runs them: the tests compare against fp32 references. The
+    probe's own tests pass their own cache files and timings."""
+    import atexit
+    import json
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="stlm-tests-cache-")
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    os.environ["XDG_CACHE_HOME"] = root
+    from stlm.runtime import PROBE_CACHE, cache_folder, machine_key
+
+    same = {"fp32_s": 1.0, "bf16_s": 1.0, "measured": "pinned by tests/conftest.py"}
+    cache_folder().mkdir(parents=True)
+    (cache_folder() / PROBE_CACHE).write_text(json.dumps({machine_key(): {"train": same, "generate": same}}))
+
+
+_private_user_cache()
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
