@@ -76,10 +76,15 @@ class NaiveBayes:
     def log_posteriors(self, text: str, temperature: float = 1.0) -> list[float]:
         """log p(label | text) in `labels` order, the log-likelihoods divided by `temperature` first:
         naive Bayes counts every feature as independent evidence, so its raw posteriors are far too sure."""
-        scaled = [v / temperature for v in self.log_likelihoods(text)]
-        top = max(scaled)
-        log_z = top + math.log(sum(math.exp(v - top) for v in scaled))
-        return [v - log_z for v in scaled]
+        return _tempered_log_softmax(self.log_likelihoods(text), temperature)
+
+
+def _tempered_log_softmax(scores: Sequence[float], temperature: float) -> list[float]:
+    """log softmax(scores / temperature), computed stably."""
+    scaled = [v / temperature for v in scores]
+    top = max(scaled)
+    log_z = top + math.log(math.fsum(math.exp(v - top) for v in scaled))
+    return [v - log_z for v in scaled]
 
 
 def fit_bag_of_words(train: Sequence[Example], val: Sequence[Example] = ()) -> NaiveBayes:
@@ -104,12 +109,7 @@ def fit_temperature(model: NaiveBayes, val: Sequence[Example]) -> float:
         raise ValueError("fit_temperature needs validation examples")
     rows = [(model.log_likelihoods(ex.input), model.labels.index(ex.target.strip())) for ex in val]
 
-    def log_loss(t: float) -> float:
-        total = 0.0
-        for scores, gold in rows:
-            scaled = [v / t for v in scores]
-            top = max(scaled)
-            total += top + math.log(sum(math.exp(v - top) for v in scaled)) - scaled[gold]
-        return total / len(rows)
+    def log_loss(t: float) -> float:  # the likelihoods are counted once, each temperature only rescales them
+        return -math.fsum(_tempered_log_softmax(scores, t)[gold] for scores, gold in rows) / len(rows)
 
     return min(TEMPERATURES, key=lambda t: (log_loss(t), t))
