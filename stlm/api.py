@@ -21,12 +21,13 @@ the same keys `--set` takes.
 from __future__ import annotations
 
 import codecs
+import math
 import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -43,7 +44,7 @@ from stlm.evaluation.scoring import ContinuationScore
 from stlm.families import ModelFamily
 from stlm.finetune.config import FinetuneConfig, load_finetune_config
 from stlm.finetune.loop import finetune as _finetune
-from stlm.finetune.spin import SpinConfig, resolve_task
+from stlm.finetune.spin import SpinConfig, resolve_task, starting_checkpoint
 from stlm.finetune.spin import spin as _spin
 from stlm.generation.speculative import SpeculativeStats
 from stlm.interop.formats import FORMATS
@@ -54,7 +55,18 @@ from stlm.runtime import Runtime, check_quantize, resolve_runtime
 from stlm.tokenizers import SentencePieceTokenizer, Tokenizer
 from stlm.training import loop
 
-__all__ = ["Model", "Run", "UserError", "export", "export_hf_t5", "fine_tune", "import_hf_t5", "load", "train"]
+__all__ = [
+    "Model",
+    "Run",
+    "UserError",
+    "average",
+    "export",
+    "export_hf_t5",
+    "fine_tune",
+    "import_hf_t5",
+    "load",
+    "train",
+]
 
 DEFAULT_MAX_NEW_TOKENS = 256
 DEFAULT_TEMPERATURE = 0.8
@@ -507,6 +519,86 @@ def spin(
     return Run(
         result.out, result.step, result.checkpoint, scores, interrupted=not result.finished, results=result.results
     )
+
+
+# --- weight averaging ----------------------------------------------------------------------------
+
+
+def average(models: Sequence[str | Path], out: str | Path, weights: Sequence[float] | None = None) -> Run:
+    """Checkpoints of one architecture averaged weight by weight into a new run folder `out`.
+
+    Each of `models` is a run folder (a fine-tuning run's best checkpoint, else its newest) or a
+    checkpoint. Fine-tunes of one starting model average into one model (a "model soup"), as do a
+    run's last checkpoints. `weights`: positive numbers, scaled to sum to 1 (default: equal). The
+    new checkpoint keeps the first model's record (its task and labels) and names every source.
+    """
+    if len(models) < 2:
+        raise UserError(f"averaging takes at least two runs or checkpoints, got {len(models)}")
+    given = [Path(m) for m in models]
+    shares = _average_weights(weights, len(given))
+    ckpts = [starting_checkpoint(str(m)) for m in given]
+    seen: dict[Path, Path] = {}
+    for m, ckpt in zip(given, ckpts, strict=True):
+        if ckpt.resolve() in seen:
+            raise UserError(f"{m} and {seen[ckpt.resolve()]} are the same checkpoint ({ckpt}); give it once")
+        seen[ckpt.resolve()] = m
+    runs = [r for c in ckpts if (r := ckpt_io.run_of(c)) is not None]
+    out = Path(out)
+    ckpt_io.check_output(out, reads=[*given, *ckpts, *runs])
+    with ckpt_io.run_lock(out):
+        if ckpt_io.list_checkpoints(out):
+            raise UserError(f"{out} already holds checkpoints; choose another --out")
+        first = ckpt_io.load(ckpts[0])
+        names = _same_architecture(first, ckpts[1:])
+        total = {name: tensor.double() * shares[0] for name, tensor in first.model.state_dict().items()}
+        for ckpt, share in zip(ckpts[1:], shares[1:], strict=True):
+            for name, tensor in ckpt_io.load(ckpt).model.state_dict().items():
+                if tensor.is_floating_point():
+                    total[name] += tensor.double() * share
+                elif not torch.equal(tensor, first.model.state_dict()[name]):
+                    raise UserError(f"{ckpt} and {ckpts[0]} differ in {name}, which holds integers and cannot average")
+        state = first.model.state_dict()
+        first.model.load_state_dict({name: total[name].to(state[name].dtype) for name in names})
+        sources = {"averaged": [str(c.resolve()) for c in ckpts], "weights": shares}
+        record = replace(first.record, sections={**first.record.sections, "source": sources})
+        ckpt = ckpt_io.save_checkpoint(out, 0, model=first.model, optimizer=None, config=record, state={}, keep=1)
+    return Run(out, 0, ckpt, {})
+
+
+def _average_weights(weights: Sequence[float] | None, n: int) -> list[float]:
+    """`weights` scaled to sum to 1 (equal shares when None); a UserError for a wrong count or a weight <= 0."""
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise UserError(f"give one weight per model: {n} models, {len(weights)} weights")
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        raise UserError(f"weights must be positive numbers, got {' '.join(f'{w:g}' for w in weights)}")
+    return [w / sum(weights) for w in weights]
+
+
+def _same_architecture(first: ckpt_io.LoadedRun, others: Sequence[Path]) -> list[str]:
+    """The first checkpoint's tensor names, when every other checkpoint is the same model with the same
+    tokenizer (and, fine-tuned on classification, the same labels); a UserError naming the difference."""
+    mine = first.record
+    for ckpt in others:
+        theirs = ckpt_io.read_record(ckpt / "config.json")
+        a = registry.config_to_dict(mine.family.name, mine.model_config)
+        b = registry.config_to_dict(theirs.family.name, theirs.model_config)
+        if a != b:
+            diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+            raise UserError(
+                f"{ckpt} is another model than {first.path} (model_config differs in {', '.join(diff)}); "
+                "only checkpoints of one architecture average"
+            )
+        if theirs.tokenizer != mine.tokenizer:
+            raise UserError(f"{ckpt} and {first.path} use different tokenizers; only checkpoints of one model average")
+        ours, other = ((r.sections.get("task") or {}).get("labels") for r in (mine, theirs))
+        if isinstance(ours, list) and isinstance(other, list) and set(ours) != set(other):
+            raise UserError(
+                f"{ckpt} was fine-tuned on the labels ({', '.join(map(str, other))}) and {first.path} on "
+                f"({', '.join(map(str, ours))}); averaged classifiers must share one label set"
+            )
+    return list(first.model.state_dict())
 
 
 # --- Hugging Face T5 ----------------------------------------------------------------------------

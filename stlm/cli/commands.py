@@ -217,6 +217,16 @@ def cmd_classify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_average(args: argparse.Namespace) -> int:
+    from stlm import api
+
+    run = api.average(args.models, args.out, args.weights)
+    given = args.weights or [1.0] * len(args.models)  # checked by average: one positive weight per run
+    shares = ", ".join(f"{w / sum(given):.3g}" for w in given)
+    print(f"averaged {len(args.models)} checkpoints (weights {shares}) -> {run.checkpoint}")
+    return 0
+
+
 def cmd_spin(args: argparse.Namespace) -> int:
     from stlm import api
     from stlm.finetune.loop import TASK_FILES

@@ -434,6 +434,25 @@ def generate_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     return _inference_flags(p)
 
 
+def average_flags(p: argparse.ArgumentParser) -> dict[str, str]:
+    p.add_argument(
+        "models",
+        type=Path,
+        nargs="+",
+        metavar="RUN",
+        help="runs of one architecture (a fine-tuning run's best checkpoint, else its newest) or checkpoints",
+    )
+    p.add_argument("--out", type=Path, required=True, help="run directory to create (required)")
+    p.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        metavar="W",
+        help="one positive weight per run, scaled to sum to 1 (default: equal)",
+    )
+    return {}
+
+
 def hf_import_flags(p: argparse.ArgumentParser) -> dict[str, str]:
     p.add_argument("directory", type=Path, help="config.json + model.safetensors or pytorch_model.bin (+ spiece.model)")
     p.add_argument("--out", type=Path, required=True, help="run directory to create (required)")
@@ -535,6 +554,12 @@ COMMANDS = [
         "label texts with fine-tuned classification runs: each label's probability, averaged over runs",
         classify_flags,
         commands.cmd_classify,
+    ),
+    Command(
+        ("average",),
+        "average the weights of several checkpoints of one model (fine-tunes of one start: a model soup)",
+        average_flags,
+        commands.cmd_average,
     ),
     Command(
         ("spin",),

@@ -392,6 +392,16 @@ CASES: list[tuple[str, list[str]]] = [
         ["classify", "--bag-of-words", "{F}/binary.jsonl", "--bag-of-words-val", "{F}/binary.jsonl"]
         + ["--input", "{F}/texts.jsonl", "--out", "{T}/l.jsonl"],
     ),
+    # average
+    ("average one run", ["average", "{R}", "--out", "{T}/soup"]),
+    ("average a run with itself", ["average", "{R}", "{R}", "--out", "{T}/soup"]),
+    ("average a missing run", ["average", "{R}", "{T}/no-such-run", "--out", "{T}/soup"]),
+    ("average flipped weights", ["average", "{R}", "{B}/flipped-weights", "--out", "{T}/soup"]),
+    ("average garbage weights", ["average", "{R}", "{B}/rehashed-garbage-weights", "--out", "{T}/soup"]),
+    ("average config not json", ["average", "{R}", "{B}/rehashed-config-not-json", "--out", "{T}/soup"]),
+    ("average into the run", ["average", "{R}", "{B}/flipped-weights", "--out", "{R}"]),
+    ("average weight 0", ["average", "{R}", "{B}/truncated-weights", "--out", "{T}/soup", "--weights", "1", "0"]),
+    ("average weights text", ["average", "{R}", "{R}", "--out", "{T}/soup", "--weights", "one", "two"]),
     ("spin on a pretraining run", ["spin", "{R}", "--out", "{T}/spin-out", "--quiet"]),
     ("spin without a run", ["spin", "--out", "{T}/spin-out", "--quiet"]),
     ("spin resume a pretraining run", ["spin", "--resume", "{R}", "--quiet"]),
