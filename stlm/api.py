@@ -549,16 +549,18 @@ def average(models: Sequence[str | Path], out: str | Path, weights: Sequence[flo
         if ckpt_io.list_checkpoints(out):
             raise UserError(f"{out} already holds checkpoints; choose another --out")
         first = ckpt_io.load(ckpts[0])
-        names = _same_architecture(first, ckpts[1:])
-        total = {name: tensor.double() * shares[0] for name, tensor in first.model.state_dict().items()}
+        _check_same_model(first, ckpts[1:])
+        state = first.model.state_dict()
+        mixed = {name: t.double() * shares[0] for name, t in state.items() if t.is_floating_point()}
         for ckpt, share in zip(ckpts[1:], shares[1:], strict=True):
             for name, tensor in ckpt_io.load(ckpt).model.state_dict().items():
-                if tensor.is_floating_point():
-                    total[name] += tensor.double() * share
-                elif not torch.equal(tensor, first.model.state_dict()[name]):
+                if name in mixed:
+                    mixed[name] += tensor.double() * share
+                elif not torch.equal(tensor, state[name]):  # integer buffers are kept, so must agree
                     raise UserError(f"{ckpt} and {ckpts[0]} differ in {name}, which holds integers and cannot average")
-        state = first.model.state_dict()
-        first.model.load_state_dict({name: total[name].to(state[name].dtype) for name in names})
+        first.model.load_state_dict(
+            {name: mixed[name].to(t.dtype) if name in mixed else t for name, t in state.items()}
+        )
         sources = {"averaged": [str(c.resolve()) for c in ckpts], "weights": shares}
         record = replace(first.record, sections={**first.record.sections, "source": sources})
         ckpt = ckpt_io.save_checkpoint(out, 0, model=first.model, optimizer=None, config=record, state={}, keep=1)
@@ -576,9 +578,9 @@ def _average_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     return [w / sum(weights) for w in weights]
 
 
-def _same_architecture(first: ckpt_io.LoadedRun, others: Sequence[Path]) -> list[str]:
-    """The first checkpoint's tensor names, when every other checkpoint is the same model with the same
-    tokenizer (and, fine-tuned on classification, the same labels); a UserError naming the difference."""
+def _check_same_model(first: ckpt_io.LoadedRun, others: Sequence[Path]) -> None:
+    """A UserError naming the difference unless every other checkpoint is the same model as `first`
+    with the same tokenizer (and, fine-tuned on classification, the same labels)."""
     mine = first.record
     for ckpt in others:
         theirs = ckpt_io.read_record(ckpt / "config.json")
@@ -598,7 +600,6 @@ def _same_architecture(first: ckpt_io.LoadedRun, others: Sequence[Path]) -> list
                 f"{ckpt} was fine-tuned on the labels ({', '.join(map(str, other))}) and {first.path} on "
                 f"({', '.join(map(str, ours))}); averaged classifiers must share one label set"
             )
-    return list(first.model.state_dict())
 
 
 # --- Hugging Face T5 ----------------------------------------------------------------------------
