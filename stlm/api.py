@@ -594,6 +594,14 @@ def _check_same_model(first: ckpt_io.LoadedRun, others: Sequence[Path]) -> None:
             )
         if theirs.tokenizer != mine.tokenizer:
             raise UserError(f"{ckpt} and {first.path} use different tokenizers; only checkpoints of one model average")
+        framed = [(r.sections.get("finetune") or {}).get("task") for r in (mine, theirs)]
+        if isinstance(framed[0], dict) and isinstance(framed[1], dict):  # two fine-tunes: one task, framed alike
+            for key in ("kind", "direction", "separator"):
+                if framed[0].get(key) != framed[1].get(key):
+                    raise UserError(
+                        f"{ckpt} was fine-tuned with {key} {framed[1].get(key)!r} and {first.path} with "
+                        f"{framed[0].get(key)!r}; averaged fine-tunes must frame their task alike"
+                    )
         ours, other = ((r.sections.get("task") or {}).get("labels") for r in (mine, theirs))
         if isinstance(ours, list) and isinstance(other, list) and set(ours) != set(other):
             raise UserError(

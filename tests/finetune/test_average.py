@@ -32,7 +32,8 @@ def _average(capsys, *argv) -> tuple[int, str, str]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, colours, one_thread) -> dict[str, Path]:
-    """Two fine-tunes of one start on the colours (labels in two orders) and one on other labels."""
+    """Two fine-tunes of one start on the colours (labels in two orders), one on other labels and
+    a channel one."""
     root = tmp_path_factory.mktemp("average-runs")
     weather = root / "weather.jsonl"
     weather.write_text(
@@ -43,6 +44,7 @@ def runs(tmp_path_factory, colours, one_thread) -> dict[str, Path]:
         "a": _run(root / "a", colours),
         "b": _run(root / "b", colours, seed=1, labels="red,blue"),
         "weather": _run(root / "weather", weather),
+        "channel": _run(root / "channel", colours, direction="channel"),
     }
 
 
@@ -110,6 +112,7 @@ def test_mistakes_are_one_line_exit_2_and_write_nothing(runs, tmp_path, capsys):
     refused(a, b, "--out", out, "--weights", "1", "0", says="weights must be positive numbers, got 1 0")
     refused(a, b, "--out", out, "--weights", "1", "nan", says="weights must be positive numbers")
     refused(a, runs["weather"], "--out", out, says="must share one label set")
+    refused(a, runs["channel"], "--out", out, says="with direction 'channel' and")
     wide = save_run(tmp_path / "wide", "decoder-tiny", DECODER, ByteTokenizer(), std=0.02)
     refused(a, wide, "--out", out, says="(model_config differs in d_ff, d_model, max_seq_len, n_layers)")
     refused(a, tmp_path / "nowhere", "--out", out, says="does not exist")
