@@ -48,7 +48,7 @@ def runs(tmp_path_factory, colours, one_thread) -> dict[str, Path]:
     }
 
 
-def test_weighted_average_is_every_tensor_mixed_and_the_soup_classifies(runs, tmp_path, capsys, one_thread):
+def test_weighted_average_is_every_tensor_mixed_and_the_soup_classifies(runs, colours, tmp_path, capsys, one_thread):
     out = tmp_path / "soup"
     code, printed, err = _average(capsys, runs["a"], runs["b"], "--out", out, "--weights", "3", "1")
     assert code == 0, err
@@ -73,6 +73,11 @@ def test_weighted_average_is_every_tensor_mixed_and_the_soup_classifies(runs, tm
     assert main(["classify", "--model", str(out), "--input", str(texts), "--out", str(tmp_path / "o.jsonl"), *cpu]) == 0
     rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [set(r["probs"]) for r in rows] == [{"blue", "red"}] * 2
+    # And fine-tuning starts from it: its first test loss is a trained model's, not the preset's.
+    again = _run(tmp_path / "again", colours, init=str(out))
+    untuned = json.loads((runs["a"] / "results.json").read_text())["initial"]["loss"]
+    started = json.loads((again / "results.json").read_text())["initial"]["loss"]
+    assert started < 0.9 * untuned
 
 
 def test_averaging_copies_of_one_model_gives_it_back_bit_for_bit(runs, tmp_path):

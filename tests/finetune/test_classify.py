@@ -21,7 +21,15 @@ from stlm.finetune.loop import finetune, load_task_data
 CPU = ["--device", "cpu", "--precision", "fp32", "--threads", "1", "--quiet"]
 
 
-def _run(out: Path, train_file: Path, *, seed: int = 0, labels: str = "", direction: str = "direct") -> Path:
+def _run(
+    out: Path,
+    train_file: Path,
+    *,
+    seed: int = 0,
+    labels: str = "",
+    direction: str = "direct",
+    init: str = "decoder-tiny",
+) -> Path:
     task = TaskConfig(
         train_file=str(train_file),
         kind="classification",
@@ -31,7 +39,7 @@ def _run(out: Path, train_file: Path, *, seed: int = 0, labels: str = "", direct
         direction=direction,
     )
     cfg = FinetuneConfig(
-        init="decoder-tiny",
+        init=init,
         task=task,
         optim=OptimConfig(lr=3e-3, warmup_steps=2, weight_decay=0.0),
         train=FinetuneTrainConfig(steps=4, batch_size=8, eval_every=4, eval_examples=0, log_every=2, seed=seed),
