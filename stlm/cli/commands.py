@@ -219,10 +219,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 def cmd_average(args: argparse.Namespace) -> int:
     from stlm import api
+    from stlm import checkpoint as ckpt_io
 
     run = api.average(args.models, args.out, args.weights)
-    given = args.weights or [1.0] * len(args.models)  # checked by average: one positive weight per run
-    shares = ", ".join(f"{w / sum(given):.3g}" for w in given)
+    written = ckpt_io.read_record(run.checkpoint / "config.json").sections["source"]["weights"]
+    shares = ", ".join(f"{w:.3g}" for w in written)
     print(f"averaged {len(args.models)} checkpoints (weights {shares}) -> {run.checkpoint}")
     return 0
 
