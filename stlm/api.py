@@ -582,9 +582,9 @@ def _check_same_model(first: ckpt_io.LoadedRun, others: Sequence[Path]) -> None:
     """A UserError naming the difference unless every other checkpoint is the same model as `first`
     with the same tokenizer (and, fine-tuned on classification, the same labels)."""
     mine = first.record
+    a = registry.config_to_dict(mine.family.name, mine.model_config)
     for ckpt in others:
         theirs = ckpt_io.read_record(ckpt / "config.json")
-        a = registry.config_to_dict(mine.family.name, mine.model_config)
         b = registry.config_to_dict(theirs.family.name, theirs.model_config)
         if a != b:
             diff = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
