@@ -195,12 +195,19 @@ def cmd_classify(args: argparse.Namespace) -> int:
     if not args.quiet:
         share = f", weight {weights[-1]:g}" if weights else ""
         words = f" and bag of words (temperature {bow.temperature:g}{share})" if bow is not None else ""
+        reads = ""
+        if runs:  # say how texts longer than a run reads are treated
+            size = min(c.input_bytes for c in runs)
+            longer = sum(len(t.encode("utf-8")) > size for t in texts)
+            if longer:
+                how = f"in windows of {size} bytes" if args.windows else f"cut to {size} bytes (--windows reads all)"
+                reads = f"; {longer} longer texts read {how}"
         print(
-            f"stlm classify: {len(texts)} texts, {len(runs)} model(s){words}, labels {', '.join(labels)}",
+            f"stlm classify: {len(texts)} texts, {len(runs)} model(s){words}, labels {', '.join(labels)}{reads}",
             file=sys.stderr,
         )
     labels, probs = classify.classify_texts(
-        models, texts, weights=weights, batch_size=args.batch_size, progress=not args.quiet
+        models, texts, weights=weights, windows=args.windows, batch_size=args.batch_size, progress=not args.quiet
     )
     replaced = sum(1 for row in rows if "probs" in row or "label" in row)
     if replaced:

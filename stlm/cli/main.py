@@ -286,6 +286,13 @@ def classify_flags(p: argparse.ArgumentParser) -> dict[str, str]:
         help="bag of words' weight in the log-space average, between 0 and 1; the runs share the rest "
         "equally (default: an equal share)",
     )
+    p.add_argument(
+        "--windows",
+        action="store_true",
+        help="runs read a text longer than they were fine-tuned on (max_input_bytes) as consecutive windows "
+        "of that size and average the windows' log-posteriors (default: its first window only, as "
+        "fine-tuning's evaluation reads it)",
+    )
     p.add_argument("--field", default="input", help="the field holding each text")
     p.add_argument("--batch-size", type=count(1), default=16, help="texts scored per forward pass")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

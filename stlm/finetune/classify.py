@@ -6,6 +6,8 @@
                               -> log-softmax over the labels: log p(label | input)
     several runs              -> the mean of their log-posteriors, renormalised (a geometric mean;
                                  weighted when weights are given)
+    windows (optional)        -> a text longer than a run reads, scored window by window of that
+                                 size; the run's posterior is the renormalised mean of theirs
 
 Bag of words can be one of the members: naive Bayes fitted on a labelled
 training file, its smoothing and its temperature chosen on a validation file
@@ -41,7 +43,7 @@ from stlm.finetune.bow import NaiveBayes, fit_bag_of_words, fit_temperature
 from stlm.finetune.config import FinetuneConfig
 from stlm.finetune.evaluate import channel_scores, direct_scores, label_log_prior, label_score_rows, prior_or_uniform
 from stlm.finetune.examples import Example, load_examples
-from stlm.finetune.format import TextToText
+from stlm.finetune.format import TextToText, utf8_windows
 from stlm.finetune.loop import BEST, TaskData, examples_fingerprint
 from stlm.finetune.spin import starting_checkpoint
 from stlm.runtime import Runtime, resolve_runtime
@@ -60,6 +62,11 @@ class Classifier:
     direction: str  # direct | channel
     prior: list[float]  # channel: log p(label) in `labels` order; direct: empty
     runtime: Runtime
+
+    @property
+    def input_bytes(self) -> int:
+        """How many UTF-8 bytes of a text the run reads (direct) or scores (channel); the rest is cut."""
+        return self.fmt.max_input_bytes if self.direction == "direct" else self.fmt.max_target_bytes
 
 
 @dataclass
@@ -161,14 +168,31 @@ def _data_folders(given: Path, ckpt: Path) -> list[Path]:
 
 
 def label_log_posteriors(
-    classifier: Member, texts: Sequence[str], *, batch_size: int = 16, progress: bool = False
+    classifier: Member,
+    texts: Sequence[str],
+    *,
+    windows: bool = False,
+    batch_size: int = 16,
+    progress: bool = False,
 ) -> list[list[float]]:
     """Per text, log p(label | text) in the classifier's label order: the log-softmax of the label
     scores fine-tuning's evaluation maximises (direct: log p(label + EOS | text); channel:
-    log p(text + EOS | label) + log p(label)); bag of words: its tempered posterior."""
+    log p(text + EOS | label) + log p(label)); bag of words: its tempered posterior.
+
+    A run reads the first `input_bytes` of a text, as it was fine-tuned. With `windows`, a longer
+    text is read as consecutive windows of that size, and its posterior is the renormalised mean
+    of theirs (log space), so every byte counts. Bag of words always reads the whole text."""
     c = classifier
     if isinstance(c, BagOfWords):
         return [c.model.log_posteriors(text, c.temperature) for text in texts]
+    if windows:
+        pieces = [utf8_windows(text, c.input_bytes) for text in texts]
+        flat = [piece for text_pieces in pieces for piece in text_pieces]
+        posts = torch.tensor(
+            label_log_posteriors(c, flat, batch_size=batch_size, progress=progress), dtype=torch.float64
+        ).reshape(len(flat), len(c.labels))
+        per_text = posts.split([len(text_pieces) for text_pieces in pieces])
+        return [p.mean(dim=0).log_softmax(dim=-1).tolist() for p in per_text]
     examples = [Example(text, "") for text in texts]
     scoring = dict(batch_size=batch_size, device=c.runtime.device, autocast=c.runtime.autocast(), progress=progress)
     if c.direction == "channel":
@@ -198,12 +222,14 @@ def classify_texts(
     texts: Sequence[str],
     *,
     weights: Sequence[float] | None = None,
+    windows: bool = False,
     batch_size: int = 16,
     progress: bool = False,
 ) -> tuple[list[str], list[list[float]]]:
     """(labels, per text each label's probability in that order): the classifiers' posteriors
     averaged in log space (`weights`, summing to 1; default equal) and renormalised (one
-    classifier: its own posterior)."""
+    classifier: its own posterior). `windows`: runs read long texts window by window
+    (`label_log_posteriors`)."""
     if not classifiers:
         raise ValueError("classify_texts needs at least one classifier")
     if weights is None:
@@ -220,7 +246,7 @@ def classify_texts(
     total = torch.zeros(len(texts), len(labels), dtype=torch.float64)
     for c, weight in zip(classifiers, weights, strict=True):
         order = [c.labels.index(label) for label in labels]
-        posts = label_log_posteriors(c, texts, batch_size=batch_size, progress=progress)
+        posts = label_log_posteriors(c, texts, windows=windows, batch_size=batch_size, progress=progress)
         if posts:
             total += weight * torch.tensor(posts, dtype=torch.float64)[:, order]
     mean = total.log_softmax(dim=-1)

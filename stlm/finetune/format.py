@@ -35,6 +35,19 @@ def cut_utf8(text: str, max_bytes: int) -> str:
     return text if len(raw) <= max_bytes else raw[:max_bytes].decode("utf-8", errors="ignore")
 
 
+def utf8_windows(text: str, max_bytes: int) -> list[str]:
+    """`text` as consecutive pieces of at most `max_bytes` UTF-8 bytes each (whole characters) that join
+    back to it: one piece when it fits, the empty text included. A character wider than `max_bytes`
+    is a piece of its own."""
+    pieces, rest = [], text
+    while True:
+        piece = cut_utf8(rest, max_bytes) or rest[:1]
+        pieces.append(piece)
+        rest = rest[len(piece) :]
+        if not rest:
+            return pieces
+
+
 @dataclass
 class TextToText:
     """One family's view of examples: prompts, batches, loss and greedy outputs.

@@ -12,11 +12,11 @@ import torch
 
 from stlm.cli.main import main
 from stlm.config import OptimConfig, RuntimeConfig
-from stlm.finetune import classify
+from stlm.finetune import classify, format
 from stlm.finetune.bow import fit_temperature
 from stlm.finetune.config import FinetuneConfig, FinetuneTrainConfig, TaskConfig
 from stlm.finetune.examples import Example, load_examples, write_jsonl
-from stlm.finetune.loop import finetune, load_task_data
+from stlm.finetune.loop import TaskData, finetune, load_task_data
 
 CPU = ["--device", "cpu", "--precision", "fp32", "--threads", "1", "--quiet"]
 
@@ -127,6 +127,17 @@ def test_two_models_average_their_log_posteriors_and_renormalise(runs, tmp_path,
     assert got == pytest.approx([p for row in probs for p in row], abs=1e-6)
 
 
+def _with_its_data(run: Path, copy: Path) -> tuple[Path, TaskData]:
+    """A copy of a run fine-tuned on its own files, with those examples in its data/ folder."""
+    cfg = FinetuneConfig.from_dict(json.loads((run / "config.json").read_text())["finetune"])
+    data = load_task_data(cfg, run)
+    shutil.copytree(run, copy)
+    (copy / "data").mkdir()
+    write_jsonl(copy / "data" / "train.jsonl", data.train)
+    write_jsonl(copy / "data" / "val.jsonl", data.val)
+    return copy, data
+
+
 def test_channel_run_needs_its_training_examples_for_the_prior(runs, tmp_path, capsys):
     run = runs["channel"]
     scored = _scored_rows(run)
@@ -136,13 +147,7 @@ def test_channel_run_needs_its_training_examples_for_the_prior(runs, tmp_path, c
     assert code == 2 and "records no label prior" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
     # With the run's own examples in its data/ (as a built-in task's run has them), the prior is counted again.
-    cfg = FinetuneConfig.from_dict(json.loads((run / "config.json").read_text())["finetune"])
-    data = load_task_data(cfg, run)
-    copy = tmp_path / "channel"
-    shutil.copytree(run, copy)
-    (copy / "data").mkdir()
-    write_jsonl(copy / "data" / "train.jsonl", data.train)
-    write_jsonl(copy / "data" / "val.jsonl", data.val)
+    copy, data = _with_its_data(run, tmp_path / "channel")
     code, _, err = _classify(capsys, "--model", copy, "--input", source, "--out", out, *CPU)
     assert code == 0, err
     for row, ref in zip(_read(out), scored):
@@ -198,6 +203,45 @@ def test_output_is_a_soft_label_training_file(runs, tmp_path, capsys):
     assert [(ex.target, dict(ex.probs)) for ex in soft] == [
         (row["label"], pytest.approx(row["probs"])) for row in _read(tmp_path / "o.jsonl")
     ]
+
+
+@pytest.mark.parametrize("which", ["a", "channel"])
+def test_windows_read_a_long_text_whole_and_average_its_windows(runs, tmp_path, capsys, which):
+    run = runs["a"] if which == "a" else _with_its_data(runs[which], tmp_path / "channel")[0]
+    c = classify.load_classifier(run, device="cpu", precision="fp32")
+    assert c.input_bytes == 256  # the default max_input_bytes, whichever side the input is on
+    short = "apple fire sky"
+    long = " ".join(["ice sea sky"] * 20 + ["fire cherry apple é"] * 30)  # 869 bytes: four windows
+    pieces = format.utf8_windows(long, 256)
+    assert len(pieces) == 4 and "".join(pieces) == long
+    plain = classify.label_log_posteriors(c, [short, long, *pieces])
+    windowed = classify.label_log_posteriors(c, [short, long], windows=True)
+    assert windowed[0] == pytest.approx(plain[0], abs=1e-12)  # a text that fits is read as before
+    mean = torch.tensor(plain[2:], dtype=torch.float64).mean(dim=0).log_softmax(dim=-1)
+    assert windowed[1] == pytest.approx(mean.tolist(), abs=1e-9)
+    assert plain[1] == pytest.approx(plain[2], abs=1e-9)  # without windows: the first window only
+    # The command line: --windows gives the same posteriors, and says how long texts were read.
+    source = _write_inputs(tmp_path / "in.jsonl", [{"input": short}, {"input": long}])
+    for flag, said in (["--windows"], "1 longer texts read in windows of 256 bytes"), ([], "cut to 256 bytes"):
+        code, _, err = _classify(
+            capsys,
+            "--model",
+            run,
+            "--input",
+            source,
+            "--out",
+            tmp_path / "o.jsonl",
+            *flag,
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--threads",
+            "1",
+        )
+        assert code == 0 and said in err, err
+        got = [math.log(_read(tmp_path / "o.jsonl")[1]["probs"][label]) for label in c.labels]
+        assert got == pytest.approx(windowed[1] if flag else plain[1], abs=1e-6)
 
 
 def _colour_files(colours: Path, tmp_path: Path) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from stlm import registry
 from stlm.finetune.evaluate import classify_by_logprob
 from stlm.finetune.examples import Example
-from stlm.finetune.format import TextToText, cut_utf8
+from stlm.finetune.format import TextToText, cut_utf8, utf8_windows
 from stlm.models.t5.model import shift_right
 from stlm.tokenizers import ByT5Tokenizer, ByteTokenizer
 from tests.conftest import seeded_model
@@ -73,6 +73,24 @@ def test_inputs_are_cut_on_character_boundaries():
     fmt = TextToText(registry.get_family("decoder"), ByteTokenizer(), "|", 1000, 10, 32)
     # BOS + input + "|" + room for 10 target bytes + EOS fits 33 ids (max_len 32 inputs + 1)
     assert len(fmt.context("x" * 100).encode()) == 32 + 1 - 2 - 1 - 10 + 1
+
+
+@pytest.mark.parametrize("text", ["", "short", "héllo wörld " * 9, "日本語のテキスト" * 5, "a€" * 40])
+@pytest.mark.parametrize("size", [4, 7, 16, 256])
+def test_windows_join_back_to_the_text_on_character_boundaries(text, size):
+    pieces = utf8_windows(text, size)
+    assert "".join(pieces) == text
+    assert all(len(p.encode("utf-8")) <= size for p in pieces)
+    assert all(pieces) or pieces == [""]
+    # Each window is as long as fits: the next window's first character would not.
+    for piece, after in zip(pieces, pieces[1:]):
+        assert len((piece + after[0]).encode("utf-8")) > size
+    if len(text.encode("utf-8")) <= size:
+        assert pieces == [text]
+
+
+def test_a_character_wider_than_the_window_is_a_window_of_its_own():
+    assert utf8_windows("a日b", 2) == ["a", "日", "b"]
 
 
 class PrefersLabel(torch.nn.Module):
