@@ -39,12 +39,15 @@ def utf8_windows(text: str, max_bytes: int) -> list[str]:
     """`text` as consecutive pieces of at most `max_bytes` UTF-8 bytes each (whole characters) that join
     back to it: one piece when it fits, the empty text included. A character wider than `max_bytes`
     is a piece of its own."""
-    pieces, rest = [], text
+    pieces, start = [], 0
     while True:
-        piece = cut_utf8(rest, max_bytes) or rest[:1]
+        # A character is at least one byte, so max_bytes characters hold every byte a window can take:
+        # each step encodes one window's worth of text, not the whole rest.
+        ahead = text[start : start + max_bytes]
+        piece = cut_utf8(ahead, max_bytes) or ahead[:1]
         pieces.append(piece)
-        rest = rest[len(piece) :]
-        if not rest:
+        start += len(piece)
+        if start >= len(text):
             return pieces
 
 
