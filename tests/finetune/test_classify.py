@@ -223,22 +223,8 @@ def test_windows_read_a_long_text_whole_and_average_its_windows(runs, tmp_path, 
     # The command line: --windows gives the same posteriors, and says how long texts were read.
     source = _write_inputs(tmp_path / "in.jsonl", [{"input": short}, {"input": long}])
     for flag, said in (["--windows"], "1 longer texts read in windows of 256 bytes"), ([], "cut to 256 bytes"):
-        code, _, err = _classify(
-            capsys,
-            "--model",
-            run,
-            "--input",
-            source,
-            "--out",
-            tmp_path / "o.jsonl",
-            *flag,
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--threads",
-            "1",
-        )
+        loud = [a for a in CPU if a != "--quiet"]  # the note is printed unless --quiet
+        code, _, err = _classify(capsys, "--model", run, "--input", source, "--out", tmp_path / "o.jsonl", *flag, *loud)
         assert code == 0 and said in err, err
         got = [math.log(_read(tmp_path / "o.jsonl")[1]["probs"][label]) for label in c.labels]
         assert got == pytest.approx(windowed[1] if flag else plain[1], abs=1e-6)
