@@ -56,7 +56,8 @@ def print_finetune(results: dict[str, Any]) -> None:
     """Starting model, fine-tuned model and baselines side by side on the final split."""
     keys = _FINETUNE_KEYS[results["kind"]]
     rows = [("model", *keys)]
-    named = [("starting model", results["initial"]), ("fine-tuned (best)", results["finetuned"])]
+    tuned = "fine-tuned (last step, refit on train + val)" if results.get("refit") else "fine-tuned (best)"
+    named = [("starting model", results["initial"]), (tuned, results["finetuned"])]
     for name, scores in named + [(f"baseline: {k}", v) for k, v in results["baselines"].items()]:
         if scores:
             rows.append((name, *(f"{scores[k]:.4f}" if k in scores else "-" for k in keys)))

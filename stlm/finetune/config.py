@@ -106,6 +106,7 @@ class FinetuneTrainConfig:
     keep_checkpoints: int = 1  # newest complete checkpoints kept for --resume (the best is kept apart)
     score_initial: bool = True  # also score the starting model on the final split (the "untuned" row)
     nonfinite_skips: int = 3  # consecutive steps with a NaN/inf loss or gradient skipped before the run stops
+    refit: bool = False  # settings chosen on validation: train on train + val, all `steps`; test scores the last step
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "log_every", "eval_every", "keep_checkpoints"):

@@ -29,7 +29,7 @@ import torch
 
 from stlm.evaluation import metrics
 from stlm.evaluation.scoring import ContinuationScore, score_continuations
-from stlm.finetune.bow import fit_bag_of_words
+from stlm.finetune.bow import NaiveBayes, fit_bag_of_words
 from stlm.finetune.examples import Example
 from stlm.finetune.format import TextToText, cut_utf8
 
@@ -274,23 +274,28 @@ def label_log_prior(train: Sequence[Example], labels: Sequence[str]) -> list[flo
 
 
 def baselines(
-    kind: str, train: Sequence[Example], test: Sequence[Example], val: Sequence[Example] = ()
+    kind: str, train: Sequence[Example], test: Sequence[Example], val: Sequence[Example] = (), *, refit: bool = False
 ) -> dict[str, dict[str, Any]]:
     """Scores a model must beat: the majority training label and a bag-of-words classifier
     (classification), the lead sentence (summaries). Classification baselines keep their
-    per-example predictions under "predictions"."""
+    per-example predictions under "predictions". With `refit` the model trained on `train` and
+    `val` together, and so do the baselines, with the smoothing bag of words chose on `val`."""
     from stlm.finetune.pydocs_tasks import lead_sentence
 
     references = [ex.target for ex in test]
     if kind == "classification":
-        majority = Counter(ex.target.strip() for ex in train).most_common(1)[0][0]
         bow = fit_bag_of_words(train, val)
+        how = f"alpha {bow.alpha} (chosen on validation)"
+        if refit:
+            train = [*train, *val]
+            bow, how = NaiveBayes.fit(train, alpha=bow.alpha), f"{how}, refit on train + validation"
+        majority = Counter(ex.target.strip() for ex in train).most_common(1)[0][0]
         guessed = [bow.predict(ex.input) for ex in test]
         return {
             "majority": {"label": majority, "accuracy": metrics.accuracy([majority] * len(test), references)},
             "bag_of_words": {
                 "accuracy": metrics.accuracy(guessed, references),
-                "model": f"multinomial naive Bayes, word 1+2-grams, alpha {bow.alpha} (chosen on validation)",
+                "model": f"multinomial naive Bayes, word 1+2-grams, {how}",
                 "predictions": guessed,
             },
         }

@@ -14,7 +14,8 @@ A run folder holds:
       data/{train,val,test}.jsonl   the examples of a built-in task (user files are hashed in place)
       metrics.jsonl            training loss every log step, validation scores every evaluation
       checkpoints/step-N/      the newest checkpoint, for --resume
-      best/checkpoints/step-N/ the checkpoint with the best validation metric (load it like any run)
+      best/checkpoints/step-N/ the checkpoint with the best validation metric (load it like any run);
+                               with --refit (train on train + val) the last step's
       results.json             test scores of the starting model, the best checkpoint and the baselines,
                                with model, checkpoint hash, data hashes and settings
 
@@ -191,13 +192,19 @@ def _finetune(
             f"stlm finetune: loading the {cfg.task.name or cfg.task.train_file} examples", file=sys.stderr, flush=True
         )
     data = load_task_data(cfg, out)
-    train_pairs = as_channel(data.train) if channel else data.train
+    refit = cfg.train.refit
+    if refit and not data.test:
+        raise UserError(
+            "--refit trains on the validation examples too, which leaves nothing held out to score: give --test"
+        )
+    train = data.train + data.val if refit else data.train  # what the steps read
+    train_pairs = as_channel(train) if channel else train
     batcher: TextToText | SoftLabels = fmt  # what turns training examples into tensors
     if any(ex.probs for ex in data.train):
         if cfg.distill.teacher is not None:
             raise UserError("soft labels (probs) and --teacher both set the label's targets; use one of them")
         step_objective = batcher = SoftLabels(fmt)
-    label_prior = label_log_prior(data.train, data.labels) if channel else []
+    label_prior = label_log_prior(train, data.labels) if channel else []
     fingerprint = examples_fingerprint(data)
     if latest is not None and saved.get("task", {}).get("fingerprint") not in (None, fingerprint):
         raise UserError(
@@ -205,7 +212,7 @@ def _finetune(
             "a run resumes on its own data: name its own files"
         )
     max_new = cfg.train.max_new_tokens or min(
-        cfg.task.max_target_bytes + 8, max(len(tokenizer.encode(ex.target)) for ex in data.train) + 8
+        cfg.task.max_target_bytes + 8, max(len(tokenizer.encode(ex.target)) for ex in train) + 8
     )
     lower_is_better = metric == "loss"
     eval_set = _sample(data.val, cfg.train.eval_examples, cfg.train.seed)
@@ -223,6 +230,7 @@ def _finetune(
                 "metric": metric,
                 "max_new_tokens": max_new,
                 "sizes": {"train": len(data.train), "val": len(data.val), "test": len(data.test)},
+                "refit": refit,
                 "fingerprint": fingerprint,
             },
             "init_checkpoint": None if init_ckpt is None else str(init_ckpt),
@@ -256,6 +264,10 @@ def _finetune(
             )
         )
 
+    def save_best(step: int) -> None:
+        trainer.check_weights(step)  # a NaN checkpoint is never written
+        ckpt_io.save_checkpoint(out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1)
+
     state: dict[str, Any] = {"best": None, "best_step": 0, "bad_evals": 0, "initial": None, "stopped_early": False}
     start = 0
     if latest is not None:
@@ -278,10 +290,15 @@ def _finetune(
 
     n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     if progress:
+        judged = (
+            "trained on train + val, the last step kept (refit)"
+            if refit
+            else f"early stopping on val {metric} (patience {cfg.train.patience})"
+        )
         print(
             f"  {cfg.init} ({family.name}, {n_params:,} params) on {describe_training(runtime, decoding)}; {data.kind}: "
             f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test examples; "
-            f"{cfg.train.steps} steps of {cfg.train.batch_size}, early stopping on val {metric} (patience {cfg.train.patience})",
+            f"{cfg.train.steps} steps of {cfg.train.batch_size}, {judged}",
             file=sys.stderr,
             flush=True,
         )
@@ -295,7 +312,7 @@ def _finetune(
     trainer.model.train()
     while step < cfg.train.steps:
         lr = lr_at(step, cfg.train.steps, cfg.optim)
-        examples = [train_pairs[i] for i in batch_indices(step, cfg.train.batch_size, len(data.train), cfg.train.seed)]
+        examples = [train_pairs[i] for i in batch_indices(step, cfg.train.batch_size, len(train_pairs), cfg.train.seed)]
         result = train_step(trainer, step_objective, [batcher.batch(examples)], step=step, lr=lr)
         step += 1
         bar.update(1)
@@ -307,17 +324,20 @@ def _finetune(
             shown["loss"] = f"{mean:.3f}"
             bar.set_postfix(**shown, refresh=False)
             loss_sum, loss_n = torch.zeros_like(loss_sum), 0
-        if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+        checkpoint_due = step % cfg.train.eval_every == 0 or step == cfg.train.steps
+        if checkpoint_due and refit:
+            if step == cfg.train.steps:  # nothing is held out to choose by: the last step is the result
+                state.update(best_step=step)
+                save_best(step)
+            trainer.save(step, record=resolved, state=state, keep=cfg.train.keep_checkpoints)
+        elif checkpoint_due:
             val = evaluate(eval_set).metrics
             metrics_log.write({"step": step, **{f"val_{k}": v for k, v in val.items()}})
             value = val[metric]
             improved = state["best"] is None or (value < state["best"] if lower_is_better else value > state["best"])
             if improved:
                 state.update(best=value, best_step=step, bad_evals=0)
-                trainer.check_weights(step)  # a NaN checkpoint is never written
-                ckpt_io.save_checkpoint(
-                    out / BEST, step, model=model, optimizer=None, config=resolved, state=state, keep=1
-                )
+                save_best(step)
             else:
                 state["bad_evals"] += 1
             shown.update({f"val_{metric}": f"{value:.3f}", "best": f"{state['best']:.3f}"})
@@ -333,9 +353,12 @@ def _finetune(
     best_ckpt = ckpt_io.latest_checkpoint(out / BEST)
     ckpt_io.load_weights(model, best_ckpt)
     if progress:
-        print(f"  scoring the best checkpoint (step {state['best_step']}) on {final_name}", file=sys.stderr, flush=True)
+        which = "last" if refit else "best"
+        print(
+            f"  scoring the {which} checkpoint (step {state['best_step']}) on {final_name}", file=sys.stderr, flush=True
+        )
     final = evaluate(final_set, bar=True)
-    base = baselines(data.kind, data.train, final_set, data.val if final_name == "test" else ())
+    base = baselines(data.kind, data.train, final_set, data.val if final_name == "test" else (), refit=refit)
     results = {
         "task": cfg.task.name or data.kind,
         "kind": data.kind,
@@ -351,6 +374,7 @@ def _finetune(
         "steps_run": step,
         "stopped_early": state["stopped_early"],
         "best_val": state["best"],
+        "refit": refit,
         "provenance": {
             **provenance(
                 model=model,

@@ -13,6 +13,7 @@ import torch
 from stlm import checkpoint as ckpt_io
 from stlm.checkpoint import load
 from stlm.cli.main import main
+from stlm.cli.tables import print_finetune
 from stlm.config import OptimConfig, RuntimeConfig
 from stlm.errors import UserError
 from stlm.evaluation.record import file_sha256
@@ -273,3 +274,80 @@ def test_resume_on_own_files_reads_only_the_files_named_again(colours, tmp_path,
     moved = shutil.copy(colours, tmp_path / "moved.jsonl")
     assert main(["finetune", "--resume", str(tmp_path / "run"), "--steps", "3", "--train", str(moved), "--quiet"]) == 0
     assert ckpt_io.latest_checkpoint(tmp_path / "run").name == "step-00000003"
+
+
+def _split_colours(colours: Path, root: Path) -> dict[str, Path]:
+    """The colours as train (24), val (8) and test (8) files, and train + val as one file."""
+    lines = colours.read_text(encoding="utf-8").splitlines(keepends=True)
+    parts = {"train": lines[:24], "val": lines[24:32], "test": lines[32:], "train+val": lines[:32]}
+    for name, part in parts.items():
+        (root / f"{name}.jsonl").write_text("".join(part), encoding="utf-8")
+    return {name: root / f"{name}.jsonl" for name in parts}
+
+
+def _files_cfg(files: dict[str, Path], train: str, **settings) -> FinetuneConfig:
+    cfg = _cfg(files[train], **{"steps": 6, "eval_every": 3, "score_initial": False, "max_new_tokens": 4, **settings})
+    cfg.task.val_file, cfg.task.test_file = str(files["val"]), str(files["test"])
+    return cfg
+
+
+def test_refit_trains_on_train_and_val_and_keeps_the_last_step(colours, tmp_path, capsys, one_thread):
+    from stlm.finetune.bow import NaiveBayes, fit_bag_of_words
+    from stlm.finetune.examples import load_examples
+
+    files = _split_colours(colours, tmp_path)
+    refit = finetune(_files_cfg(files, "train", refit=True), tmp_path / "refit", progress=False)
+    # The same steps as a plain run on one file holding train and then val, validated only at its
+    # last step (so that is its best): the same batches, so the same weights, bit for bit.
+    plain = finetune(_files_cfg(files, "train+val", eval_every=6), tmp_path / "plain", progress=False)
+    res = refit.results
+    assert res["refit"] is True and plain.results["refit"] is False
+    assert (
+        res["provenance"]["checkpoint"]["weights_sha256"] == plain.results["provenance"]["checkpoint"]["weights_sha256"]
+    )
+    assert res["finetuned"] == plain.results["finetuned"] and res["scored_on"] == "test"
+    assert refit.best_step == refit.step == 6 and res["best_val"] is None and not res["stopped_early"]
+    records = [json.loads(line) for line in (tmp_path / "refit" / "metrics.jsonl").read_text().splitlines()]
+    assert records and not any("val_loss" in r for r in records)  # nothing is validated on examples it trains on
+    assert [c.name for c in ckpt_io.list_checkpoints(tmp_path / "refit")] == ["step-00000006"]
+    # Bag of words is refit the same way: its smoothing chosen on val, then fitted on train + val.
+    read = dict(input_field="text", target_field="label")
+    train, val, test = (load_examples(files[k], **read) for k in ("train", "val", "test"))
+    alpha = fit_bag_of_words(train, val).alpha
+    bow = NaiveBayes.fit(train + val, alpha=alpha)
+    rows = res["predictions"]
+    assert [r["bag_of_words"] for r in rows] == [bow.predict(ex.input) for ex in test]
+    assert res["baselines"]["bag_of_words"]["model"].endswith(
+        f"alpha {alpha} (chosen on validation), refit on train + validation"
+    )
+    assert "refit" not in plain.results["baselines"]["bag_of_words"]["model"]
+    print_finetune(res)
+    assert "fine-tuned (last step, refit on train + val)" in capsys.readouterr().out
+    # Resumed from its step-3 checkpoint, a refit run ends where the uninterrupted one did.
+    cut = _files_cfg(files, "train", refit=True, keep_checkpoints=2)
+    finetune(cut, tmp_path / "cut", progress=False)
+    import shutil
+
+    shutil.rmtree(ckpt_io.list_checkpoints(tmp_path / "cut")[-1])
+    (tmp_path / "cut" / "results.json").unlink()
+    resumed = finetune(
+        FinetuneConfig(),
+        tmp_path / "cut",
+        resume=True,
+        overrides={f"task.{k}_file": str(files[k]) for k in ("train", "val", "test")},
+        progress=False,
+    )
+    assert (
+        resumed.results["provenance"]["checkpoint"]["weights_sha256"]
+        == res["provenance"]["checkpoint"]["weights_sha256"]
+    )
+
+
+def test_refit_needs_a_test_file_and_says_so(colours, tmp_path, capsys, one_thread):
+    argv = ["finetune", "--train", str(colours), "--kind", "classification", "--input-field", "text"]
+    argv += ["--target-field", "label", "--steps", "2", "--refit", "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "--refit trains on the validation examples too" in err and "give --test" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "x" / "results.json").exists()
