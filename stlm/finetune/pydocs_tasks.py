@@ -166,6 +166,17 @@ def build_task(name: str, stdlib: str | Path | None = None) -> dict[str, list[Ex
     return _split(examples)
 
 
+def unlabelled_docstrings(name: str, stdlib: str | Path | None = None) -> list[str]:
+    """The stdlib docstrings in none of task `name`'s splits, sorted: text without labels, to
+    self-train or distil on (docs/finetune.md, "Soft labels"). Like the task's own examples,
+    each occurs once in the stdlib."""
+    from stlm.data.pydocs import iter_pydoc_docstrings
+
+    taken = {ex.input for split in build_task(name, stdlib).values() for ex in split}
+    counts = Counter(r.text for r in iter_pydoc_docstrings(stdlib))
+    return sorted(text for text, n in counts.items() if n == 1 and text not in taken)
+
+
 def summary_example(docstring: str, where: str = "") -> Example | None:
     """(body -> summary line) of a PEP 257 docstring, or None when it has no such shape."""
     head, sep, body = docstring.partition("\n\n")

@@ -57,3 +57,15 @@ def test_lead_sentence():
 def test_every_module_has_one_topic():
     modules = [m for ms in TOPICS.values() for m in ms]
     assert len(modules) == len(set(modules))
+
+
+def test_unlabelled_docstrings_are_the_rest_of_the_stdlib_once_each(tmp_path, monkeypatch):
+    from stlm.finetune import pydocs_tasks
+
+    stdlib = _fake_stdlib(tmp_path / "lib")
+    monkeypatch.setattr(pydocs_tasks, "MAX_PER_TOPIC", 20)  # 11 docstrings of each topic fall outside the task
+    taken = {ex.input for split in build_task("docstring-topic", stdlib).values() for ex in split}
+    rest = pydocs_tasks.unlabelled_docstrings("docstring-topic", stdlib)
+    assert len(taken) == 3 * 20 and len(rest) == 3 * 11 + 1  # the capped ones and the module in no topic
+    assert "A module in no topic." in rest and "Return self==value." not in rest  # boilerplate stays out
+    assert not taken & set(rest) and rest == sorted(set(rest))
