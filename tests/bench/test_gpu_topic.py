@@ -25,12 +25,18 @@ def test_the_carried_corpus_and_split_unpack_to_what_stlm_reads(tmp_path, monkey
     monkeypatch.setattr(
         "stlm.finetune.pydocs_tasks.build_task", lambda name: split if name == "docstring-topic" else {}
     )
+    rest = ["an unlabelled docstring", "another, caf\u00e9"]
+    monkeypatch.setattr(
+        "stlm.finetune.pydocs_tasks.unlabelled_docstrings", lambda name: rest if name == "docstring-topic" else []
+    )
     monkeypatch.setattr(gpu_topic, "CARRY", tmp_path / ".carry")
 
     gpu_topic.main(["pack", "--cache-dir", str(cache), "--no-wheels"])
     for s in gpu_topic.SPLITS:
         rows = [json.loads(line) for line in (tmp_path / ".carry" / "topic" / f"{s}.jsonl").read_text().splitlines()]
         assert [(r["input"], r["target"]) for r in rows] == [(e.input, e.target) for e in split[s]]
+    unlabelled = (tmp_path / ".carry" / "topic" / gpu_topic.UNLABELLED).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line) for line in unlabelled] == [{"input": t} for t in rest]
 
     # The GPU machine's cache folder is its own; the corpus lands under the name stlm looks for there.
     unpacked = gpu_topic.unpack(tmp_path / "work")
@@ -50,6 +56,7 @@ def test_its_commands_parse_as_stlm_commands(tmp_path):
         ft_steps=300,
         ft_eval_every=50,
         ft_threads=2,
+        bow_weight=0.75,
     )
     pre = build_parser().parse_args(gpu_topic.pretrain_args(args, tmp_path / "cache", 1234, tmp_path / "pre"))
     assert (pre.command, getattr(pre, "train.steps"), getattr(pre, "data.source")) == ("train", 1234, "offline-mix")
@@ -58,6 +65,19 @@ def test_its_commands_parse_as_stlm_commands(tmp_path):
     assert (ft.command, ft.init, getattr(ft, "task.kind")) == ("finetune", str(tmp_path / "pre"), "classification")
     assert (getattr(ft, "optim.lr"), getattr(ft, "train.seed"), getattr(ft, "train.eval_examples")) == (1e-3, 1, 0)
     assert getattr(ft, "task.test_file").endswith("test.jsonl") and getattr(ft, "train.score_initial") is False
+    # The co-training student: the teacher's labels by stlm classify, then a longer fine-tune on them.
+    teach = build_parser().parse_args(gpu_topic.teacher_args(args, tmp_path / "ft", tmp_path / "soft.jsonl"))
+    assert (teach.command, teach.model, teach.bag_of_words_weight) == ("classify", [tmp_path / "ft"], 0.75)
+    assert teach.input.name == gpu_topic.UNLABELLED and teach.bag_of_words_val.name == "val.jsonl"
+    mixed = tmp_path / "train+soft.jsonl"
+    st = build_parser().parse_args(
+        gpu_topic.finetune_args(args, tmp_path / "pre", 1e-3, 0, tmp_path / "st", mixed, 900, 150)
+    )
+    assert (getattr(st, "task.train_file"), getattr(st, "train.steps"), getattr(st, "train.eval_every")) == (
+        str(mixed),
+        900,
+        150,
+    )
 
 
 def test_a_pretraining_counts_as_finished_only_with_its_last_checkpoint(tmp_path):
