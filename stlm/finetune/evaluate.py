@@ -285,7 +285,7 @@ def baselines(
     references = [ex.target for ex in test]
     if kind == "classification":
         bow = fit_bag_of_words(train, val)
-        how = f"alpha {bow.alpha} (chosen on validation)"
+        how = f"alpha {bow.alpha}" + (" (chosen on validation)" if val else "")
         if refit:
             train = [*train, *val]
             bow, how = NaiveBayes.fit(train, alpha=bow.alpha), f"{how}, refit on train + validation"
