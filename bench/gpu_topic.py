@@ -166,7 +166,7 @@ def teacher_args(args: argparse.Namespace, run_dir: Path, out: Path) -> list[str
 
 def student(args: argparse.Namespace, pre: Path, teacher: Path, lr: float, work: Path) -> dict:
     """docs/finetune.md's best CPU recipe (co-training): `teacher` and naive Bayes label the unlabelled
-    docstrings, and a fine-tune of `pre` learns the gold rows and those soft labels; its row."""
+    docstrings, and a fine-tune of `pre` learns the gold rows and those soft labels. Returns its results.json."""
     soft, mixed, out = work / "soft.jsonl", work / "train+soft.jsonl", work / "student"
     wait(stlm(*teacher_args(args, teacher, soft)), "the teacher's labels")
     mixed.write_bytes((CARRY / "topic" / "train.jsonl").read_bytes() + soft.read_bytes())
