@@ -27,8 +27,12 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stlm.finetune.examples import Example
+
+if TYPE_CHECKING:
+    from stlm.data.pydocs import DocstringRecord
 
 SPLITS = ("train", "val", "test")
 _VAL, _TEST = 0.10, 0.15
@@ -150,7 +154,11 @@ def build_task(name: str, stdlib: str | Path | None = None) -> dict[str, list[Ex
     """
     from stlm.data.pydocs import iter_pydoc_docstrings
 
-    records = list(iter_pydoc_docstrings(stdlib))
+    return _task_from(name, list(iter_pydoc_docstrings(stdlib)))
+
+
+def _task_from(name: str, records: list[DocstringRecord]) -> dict[str, list[Example]]:
+    """`build_task` on docstring records already read."""
     counts = Counter(r.text for r in records)
     unique = [r for r in records if counts[r.text] == 1]
     if name == "docstring-summary":
@@ -172,8 +180,9 @@ def unlabelled_docstrings(name: str, stdlib: str | Path | None = None) -> list[s
     each occurs once in the stdlib."""
     from stlm.data.pydocs import iter_pydoc_docstrings
 
-    taken = {ex.input for split in build_task(name, stdlib).values() for ex in split}
-    counts = Counter(r.text for r in iter_pydoc_docstrings(stdlib))
+    records = list(iter_pydoc_docstrings(stdlib))  # read once: the task is built from the same records
+    taken = {ex.input for split in _task_from(name, records).values() for ex in split}
+    counts = Counter(r.text for r in records)
     return sorted(text for text, n in counts.items() if n == 1 and text not in taken)
 
 
