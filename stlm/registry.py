@@ -65,6 +65,11 @@ def get_config(name: str) -> tuple[str, Any]:
         if parsed is not None:
             return family_name, parsed
     names = preset_names()
+    if "/" in str(name) or "\\" in str(name):  # meant as a path: presets never hold a separator
+        raise UserError(
+            f"no run folder or checkpoint at {name!r} (the path does not exist), and it is not a model preset; "
+            "give an existing run folder, a checkpoint, or a preset name (`stlm models` lists them)"
+        )
     close = difflib.get_close_matches(str(name), names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise UserError(f"unknown model preset {name!r}{hint} (valid presets: {', '.join(names)})")

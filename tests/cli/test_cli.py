@@ -147,6 +147,8 @@ def test_demo_end_to_end(capsys, tmp_path, corpus_dir, cache_dir):
     "argv, message",
     [
         (["train", "--model", "no-such-model", "--steps", "1"], "unknown"),
+        (["train", "--model", "runs/no-such-run", "--steps", "1"], "no run folder or checkpoint at 'runs/no-such-run'"),
+        (["finetune", "--task", "docstring-topic", "--model", "./gone"], "no run folder or checkpoint at './gone'"),
         (["train", "--data", "/no/such/file.txt", "--steps", "1"], "does not exist"),
         (["train", "--config", "/no/such/recipe.toml"], "does not exist"),
         (["train", "--set", "optim.nope=1"], "unknown setting"),
