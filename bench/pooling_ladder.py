@@ -613,6 +613,13 @@ def cmd_train(args: argparse.Namespace) -> None:
         stop_at=args.stop_at,
     )
     print(json.dumps(summary))
+    if not summary["done"]:
+        limit = f"--stop-at {args.stop_at}" if summary["step"] == args.stop_at else f"--minutes {args.minutes:g}"
+        print(
+            f"{args.rung}: this piece stopped at step {summary['step']} of {summary['total_steps']} ({limit}); "
+            "run `train` again to continue",
+            file=sys.stderr,
+        )
 
 
 def cmd_calibrate(args: argparse.Namespace) -> None:

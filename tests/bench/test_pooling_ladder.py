@@ -133,6 +133,28 @@ def test_resumed_rung_equals_an_uninterrupted_one(tmp_path, one_thread):
     assert all(torch.equal(whole[k], pieces[k]) for k in whole)
 
 
+def test_train_says_when_a_piece_stops_before_the_budget(tmp_path, one_thread, capsys):
+    common = [
+        *_corpus_args(tmp_path),
+        "--out",
+        str(tmp_path / "ladder"),
+        "--rung",
+        "pooled-space",
+        "--steps",
+        "3",
+        "--bpe-vocabs",
+        "",
+    ]
+    main(["train", *common, "--stop-at", "1"])
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["done"] is False
+    assert "stopped at step 1 of 3 (--stop-at 1); run `train` again to continue" in captured.err
+    main(["train", *common])  # the rest of the budget: done, and nothing to say
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"rung": "pooled-space", "step": 3, "total_steps": 3, "done": True}
+    assert "stopped" not in captured.err
+
+
 def test_overlap_splits_the_curves_last_validation_bpb(tmp_path, one_thread, capsys):
     """`overlap` reads a trained rung's held-out BPB on repeated and other bytes; over all bytes it is the
     curve's own last point, and the parts average to it."""
