@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -65,7 +66,7 @@ def get_config(name: str) -> tuple[str, Any]:
         if parsed is not None:
             return family_name, parsed
     names = preset_names()
-    if "/" in str(name) or "\\" in str(name):  # meant as a path: presets never hold a separator
+    if ("/" in str(name) or "\\" in str(name)) and not Path(name).exists():  # meant as a path: presets have no "/"
         raise UserError(
             f"no run folder or checkpoint at {name!r} (the path does not exist), and it is not a model preset; "
             "give an existing run folder, a checkpoint, or a preset name (`stlm models` lists them)"
